@@ -1,0 +1,3 @@
+from polypviewer.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,20 @@
+"""The segmentation networks (torch only). Importing this package registers every model.
+
+Add a model module to ``_MODEL_MODULES`` and decorate its builder with
+``registry.register_model``; the parametrised tests pick it up automatically.
+"""
+
+import importlib
+
+from polypviewer.nets.registry import ModelSpec, Preprocessing, build_model, get_spec, list_models
+
+_MODEL_MODULES = ("pranet", "resunetpp", "unet", "lite_pranet")
+
+for _m in _MODEL_MODULES:
+    try:
+        importlib.import_module(f"polypviewer.nets.{_m}")
+    except ModuleNotFoundError as exc:  # a model module not written yet
+        if exc.name != f"polypviewer.nets.{_m}":
+            raise
+
+__all__ = ["ModelSpec", "Preprocessing", "build_model", "get_spec", "list_models"]

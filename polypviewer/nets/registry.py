@@ -1,0 +1,90 @@
+"""Model registry: name -> builder plus everything needed to feed and read the network.
+
+Every registered network's ``forward`` returns logits: one tensor ``(N, 1, H, W)`` or a
+tuple of them (deep supervision); ``ModelSpec.select`` picks the map used at inference.
+Preprocessing travels with the spec (and with checkpoints, see ``weights.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a frame (RGB uint8) becomes the network's input tensor."""
+
+    input_size: int  # square side the frame is resized to (bilinear)
+    color_order: str = "RGB"  # "RGB" or "BGR": channel order fed to the network
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)  # after scaling to [0, 1]
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"input_size": self.input_size, "color_order": self.color_order,
+                "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Preprocessing":
+        return cls(int(d["input_size"]), str(d.get("color_order", "RGB")),
+                   tuple(d.get("mean", (0.0, 0.0, 0.0))), tuple(d.get("std", (1.0, 1.0, 1.0))))
+
+
+def _last(out: Any) -> torch.Tensor:
+    return out[-1] if isinstance(out, (tuple, list)) else out
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    builder: Callable[..., nn.Module]
+    preprocessing: Preprocessing
+    description: str = ""
+    # Picks the inference logits (N, 1, H, W) from forward's output. Default: the last map
+    # of a tuple (PraNet's map2) or the tensor itself.
+    select: Callable[[Any], torch.Tensor] = field(default=_last)
+    reference: str = ""  # paper / source the architecture follows
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, *, preprocessing: Preprocessing, description: str = "",
+                   reference: str = "", select: Callable[[Any], torch.Tensor] = _last):
+    """Decorator for a builder ``fn(**cfg) -> nn.Module``; registers it under ``name``."""
+
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} registered twice")
+        _REGISTRY[name] = ModelSpec(name, fn, preprocessing, description, select, reference)
+        return fn
+
+    return deco
+
+
+def _ensure_loaded() -> None:
+    # Importing the package imports every model module, which registers them.
+    import polypviewer.nets  # noqa: F401
+
+
+def list_models() -> list[str]:
+    _ensure_loaded()
+    return sorted(_REGISTRY)
+
+
+def get_spec(name: str) -> ModelSpec:
+    _ensure_loaded()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def build_model(name: str, **cfg: Any) -> nn.Module:
+    return get_spec(name).builder(**cfg)
