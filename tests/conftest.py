@@ -48,3 +48,11 @@ def h264_clip(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def clip384(shared_data: Path) -> Path:
     return _need(shared_data / "video" / "colonoscopy_clip_384.mp4")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_user_dirs(tmp_path_factory, monkeypatch):
+    """Tests never touch the real user's cache or settings."""
+    base = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("POLYPVIEWER_CACHE", str(base / "user-cache"))
+    monkeypatch.setenv("POLYPVIEWER_CONFIG", str(base / "user-config"))

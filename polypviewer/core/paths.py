@@ -1,0 +1,46 @@
+"""Where polypviewer keeps things: shipped resources and models, per-user cache and config.
+
+Nothing is ever written next to a user's data: caches (video frame indices, compiled
+inference models) go to the per-user cache folder.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib.resources import files
+from pathlib import Path
+
+
+def resources_dir() -> Path:
+    """The shipped ``resources/`` folder (icons, style, demo assets)."""
+    return Path(str(files("polypviewer.resources")))
+
+
+def models_dir() -> Path:
+    """The shipped ``models/`` folder (default weights and their model cards)."""
+    return Path(str(files("polypviewer.models")))
+
+
+def _base(xdg: str, fallback: str, mac: str, win_env: str) -> Path:
+    if sys.platform == "win32":
+        return Path(os.environ.get(win_env) or Path.home() / "AppData" / "Local")
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / mac
+    return Path(os.environ.get(xdg) or Path.home() / fallback)
+
+
+def cache_dir() -> Path:
+    """Per-user cache (``$POLYPVIEWER_CACHE`` overrides); created on demand."""
+    override = os.environ.get("POLYPVIEWER_CACHE")
+    path = Path(override) if override else _base("XDG_CACHE_HOME", ".cache", "Caches", "LOCALAPPDATA") / "polypviewer"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def config_dir() -> Path:
+    """Per-user settings folder (``$POLYPVIEWER_CONFIG`` overrides); created on demand."""
+    override = os.environ.get("POLYPVIEWER_CONFIG")
+    path = Path(override) if override else _base("XDG_CONFIG_HOME", ".config", "Application Support", "APPDATA") / "polypviewer"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
