@@ -12,14 +12,22 @@ from importlib.resources import files
 from pathlib import Path
 
 
+def _package_data(name: str) -> Path:
+    # In a PyInstaller bundle the data folders sit under sys._MEIPASS/polypviewer/.
+    frozen = getattr(sys, "_MEIPASS", None)
+    if frozen:
+        return Path(frozen) / "polypviewer" / name
+    return Path(str(files(f"polypviewer.{name}")))
+
+
 def resources_dir() -> Path:
     """The shipped ``resources/`` folder (icons, style, demo assets)."""
-    return Path(str(files("polypviewer.resources")))
+    return _package_data("resources")
 
 
 def models_dir() -> Path:
     """The shipped ``models/`` folder (default weights and their model cards)."""
-    return Path(str(files("polypviewer.models")))
+    return _package_data("models")
 
 
 def _base(xdg: str, fallback: str, mac: str, win_env: str) -> Path:
