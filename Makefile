@@ -5,7 +5,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.polypviewer-installed
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test demo bench package clean
 
 venv: $(STAMP)
 
@@ -24,6 +24,11 @@ demo: venv
 
 bench: venv
 	$(BIN)/polypviewer bench
+
+# One-folder desktop bundle (dist/polypviewer/) on the CPU build of torch.
+package: venv
+	$(BIN)/python -m pip install -q "pyinstaller>=6"
+	$(BIN)/pyinstaller --noconfirm --clean --distpath dist --workpath build/pyinstaller packaging/polypviewer.spec
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
