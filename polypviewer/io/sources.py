@@ -1,0 +1,272 @@
+"""One protocol for everything the app can open: a video, an image, a folder of frames, or a
+Kvasir-SEG dataset (``images/`` + ``masks/``).
+
+>>> with open_source("clip.mp4") as src:          # doctest: +SKIP
+...     for i in range(len(src)):
+...         rgb, gt = src.frame(i), src.mask(i)   # (H, W, 3) uint8 RGB, (H, W) bool or None
+
+A source that cannot be opened raises :class:`SourceError`; one bad item raises
+:class:`ItemError` from ``frame(i)`` / ``mask(i)`` (the caller names it and goes on).
+Anything odd found while opening (an image without a mask, a mask without an image) is a
+one-line string in ``source.problems``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from polypviewer.io.images import (IMAGE_EXTENSIONS, ItemError, SourceError, decode_file,
+                                   is_image_file, natural_key, read_image, read_mask)
+from polypviewer.io.video import VIDEO_EXTENSIONS, VideoReader, load_index
+
+__all__ = [
+    "FrameSource", "ImageListSource", "ItemError", "SourceError", "VideoSource",
+    "open_source", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS",
+]
+
+
+class FrameSource:
+    """Base of all sources: ``len``, ``frame(i)``, ``mask(i)``, ``name(i)``, ``fps``."""
+
+    kind: str = ""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fps: float | None = None
+        self.problems: list[str] = []
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def frame(self, i: int) -> np.ndarray:
+        """Frame ``i`` as ``(H, W, 3) uint8`` RGB; :class:`ItemError` when it cannot be read."""
+        raise NotImplementedError
+
+    def mask(self, i: int) -> np.ndarray | None:
+        """Ground truth of frame ``i`` as ``(H, W) bool``, or None when there is none."""
+        raise NotImplementedError
+
+    def name(self, i: int) -> str:
+        """A stable name for frame ``i``: the file stem, or ``<video-stem>_<i:06d>``."""
+        raise NotImplementedError
+
+    @property
+    def has_masks(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def _check(self, i: int) -> int:
+        n = len(self)
+        if not isinstance(i, (int, np.integer)) or not 0 <= int(i) < n:
+            raise ItemError(f"frame {i} out of range (source has {n} frames)", self.path)
+        return int(i)
+
+    def __enter__(self) -> FrameSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.kind} {str(self.path)!r} n={len(self)}>"
+
+
+def _mask_checked(mask_path: Path, shape: tuple[int, int]) -> np.ndarray:
+    mask = read_mask(mask_path)
+    if mask.shape != shape:
+        raise ItemError(
+            f"mask size {mask.shape[1]}x{mask.shape[0]} differs from image size {shape[1]}x{shape[0]}",
+            mask_path)
+    return mask
+
+
+class ImageListSource(FrameSource):
+    """Images (and optional masks) listed once when opened; each read decodes one file."""
+
+    def __init__(self, path: Path, kind: str, images: list[Path], masks: list[Path | None]) -> None:
+        super().__init__(path)
+        self.kind = kind
+        self.images = images
+        self.masks = masks
+        self._shapes: dict[int, tuple[int, int]] = {}  # ints only: bounded by the listing
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def frame(self, i: int) -> np.ndarray:
+        i = self._check(i)
+        img = read_image(self.images[i])
+        self._shapes[i] = img.shape[:2]
+        return img
+
+    def mask(self, i: int) -> np.ndarray | None:
+        i = self._check(i)
+        mpath = self.masks[i]
+        if mpath is None:
+            return None
+        shape = self._shapes.get(i)
+        if shape is None:
+            shape = decode_file(self.images[i]).shape[:2]
+            self._shapes[i] = shape
+        return _mask_checked(mpath, shape)
+
+    def name(self, i: int) -> str:
+        return self.images[self._check(i)].stem
+
+    @property
+    def has_masks(self) -> bool:
+        return any(m is not None for m in self.masks)
+
+
+def _list_images(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.iterdir() if p.is_file() and is_image_file(p)),
+                  key=lambda p: natural_key(p.name))
+
+
+def _by_stem(files: list[Path], problems: list[str]) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for p in files:
+        if p.stem in out:
+            problems.append(f"{p}: same name as {out[p.stem].name}; using {out[p.stem].name}")
+        else:
+            out[p.stem] = p
+    return out
+
+
+def _open_kvasir(root: Path) -> ImageListSource:
+    img_dir, mask_dir = root / "images", root / "masks"
+    problems: list[str] = []
+    images = list(_by_stem(_list_images(img_dir), problems).values())
+    if not images:
+        raise SourceError("no images in images/ (expected .jpg/.png/.tif/.bmp files)", root)
+    masks_by_stem = _by_stem(_list_images(mask_dir), problems) if mask_dir.is_dir() else {}
+    if not mask_dir.is_dir():
+        problems.append(f"{mask_dir}: no masks/ folder; opened without ground truth")
+    masks: list[Path | None] = []
+    for p in images:
+        m = masks_by_stem.pop(p.stem, None)
+        if m is None and mask_dir.is_dir():
+            problems.append(f"{p}: no mask with this name in masks/")
+        masks.append(m)
+    for stem, m in sorted(masks_by_stem.items(), key=lambda kv: natural_key(kv[0])):
+        problems.append(f"{m}: mask without an image in images/")
+    src = ImageListSource(root, "kvasir", images, masks)
+    src.problems = problems
+    return src
+
+
+def _open_folder(folder: Path) -> ImageListSource:
+    problems: list[str] = []
+    images = list(_by_stem(_list_images(folder), problems).values())
+    if not images:
+        videos = [p.name for p in folder.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS]
+        hint = f"; it holds video(s), open one: {', '.join(sorted(videos)[:3])}" if videos else ""
+        raise SourceError("no images found (expected .jpg/.png/.tif/.bmp files, or images/ + masks/ "
+                          f"folders){hint}", folder)
+    src = ImageListSource(folder, "folder", images, [None] * len(images))
+    src.problems = problems
+    return src
+
+
+def _open_image(path: Path) -> ImageListSource:
+    mask: Path | None = None
+    # An image inside a Kvasir layout brings its mask along.
+    if path.parent.name.lower() == "images" and (path.parent.parent / "masks").is_dir():
+        for ext in IMAGE_EXTENSIONS:
+            for cand in (path.parent.parent / "masks" / (path.stem + ext),
+                         path.parent.parent / "masks" / (path.stem + ext.upper())):
+                if cand.is_file():
+                    mask = cand
+                    break
+            if mask is not None:
+                break
+    return ImageListSource(path, "image", [path], [mask])
+
+
+class VideoSource(FrameSource):
+    """A video file with frame-exact random access (see :mod:`polypviewer.io.video`).
+
+    Ground truth: if a folder ``<video-stem>_masks/`` (or ``masks/``) beside the video holds
+    ``<video-stem>_<i:06d>.png`` (any image extension), ``mask(i)`` returns it, else None.
+    """
+
+    kind = "video"
+
+    def __init__(self, path: Path, *, cache_frames: int = 8, max_forward: int = 32) -> None:
+        super().__init__(path)
+        self.index = load_index(path)
+        self.reader = VideoReader(path, self.index, cache_frames=cache_frames, max_forward=max_forward)
+        self.fps = self.index.fps
+        if self.index.declared_count and self.index.declared_count != self.index.count:
+            self.problems.append(f"{path}: header says {self.index.declared_count} frames, "
+                                 f"{self.index.count} decodable; using {self.index.count}")
+        self._mask_files = self._find_masks()
+
+    def _find_masks(self) -> dict[int, Path]:
+        stem = self.path.stem
+        pattern = re.compile(re.escape(stem) + r"_(\d{6})$")
+        for folder in (self.path.parent / f"{stem}_masks", self.path.parent / "masks"):
+            if not folder.is_dir():
+                continue
+            found = {}
+            for p in _list_images(folder):
+                m = pattern.match(p.stem)
+                if m and int(m.group(1)) < self.index.count:
+                    found.setdefault(int(m.group(1)), p)
+            if found:
+                return found
+        return {}
+
+    def __len__(self) -> int:
+        return self.index.count
+
+    def frame(self, i: int) -> np.ndarray:
+        return self.reader.read(self._check(i))
+
+    def mask(self, i: int) -> np.ndarray | None:
+        mpath = self._mask_files.get(self._check(i))
+        if mpath is None:
+            return None
+        return _mask_checked(mpath, (self.index.height, self.index.width))
+
+    def name(self, i: int) -> str:
+        return f"{self.path.stem}_{self._check(i):06d}"
+
+    @property
+    def has_masks(self) -> bool:
+        return bool(self._mask_files)
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+def open_source(path: str | Path, **video_options: int) -> FrameSource:
+    """Open a video file, an image, a Kvasir-SEG folder (``images/`` + ``masks/``, or its
+    ``images/`` folder) or a plain folder of images (natural sort: frame2 before frame10).
+
+    ``video_options`` (``cache_frames``, ``max_forward``) tune :class:`VideoReader`.
+    Raises :class:`SourceError` (one line naming the path) when nothing can be opened.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise SourceError("no such file or folder", path)
+    if path.is_dir():
+        if (path / "images").is_dir():
+            return _open_kvasir(path)
+        if path.name.lower() == "images" and (path.parent / "masks").is_dir():
+            return _open_kvasir(path.parent)
+        return _open_folder(path)
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_EXTENSIONS:
+        return VideoSource(path, **video_options)
+    if suffix in IMAGE_EXTENSIONS:
+        return _open_image(path)
+    raise SourceError(
+        f"unsupported file type '{path.suffix or path.name}' (expected a video "
+        f"{'/'.join(e[1:] for e in VIDEO_EXTENSIONS[:4])} or an image "
+        f"{'/'.join(e[1:] for e in IMAGE_EXTENSIONS)})", path)
