@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Protocol, Sequence
 import cv2
 import numpy as np
 
-from polypviewer.core import cleanup
+from polypviewer.core import masks as mk
 
 __all__ = ["Rect", "Diff", "Stroke", "FrameEdits", "ReviewState", "EditStats", "SessionListener",
            "EditSession", "union", "paint_overlay"]
@@ -102,9 +102,12 @@ _DISKS: dict[int, np.ndarray] = {}
 
 
 def _disk(radius: int) -> np.ndarray:
+    """Brush footprint: bool (2r+1, 2r+1), centre always set; cached per radius."""
     d = _DISKS.get(radius)
     if d is None:
-        d = _DISKS[radius] = cleanup.disk(radius)
+        yy, xx = np.ogrid[-radius:radius + 1, -radius:radius + 1]
+        # The +0.25 r slack keeps small brushes round (r=1 is a plus, not a lone pixel).
+        d = _DISKS[radius] = (xx * xx + yy * yy) <= radius * radius + 0.25 * radius
     return d
 
 
@@ -230,16 +233,16 @@ class FrameEdits:
         return self._replace_rect(y0, x0, old, np.where(inside.astype(bool), bool(value), old), "polygon")
 
     def keep_largest(self) -> Stroke | None:
-        return self.replace(cleanup.keep_largest(self.mask), "keep largest region")
+        return self.replace(mk.largest_component(self.mask), "keep largest region")
 
     def fill_holes(self) -> Stroke | None:
-        return self.replace(cleanup.fill_holes(self.mask), "fill holes")
+        return self.replace(mk.fill_holes(self.mask), "fill holes")
 
     def grow(self, px: int) -> Stroke | None:
-        return self.replace(cleanup.grow(self.mask, px), f"grow {px} px")
+        return self.replace(mk.grow(self.mask, px), f"grow {px} px")
 
     def shrink(self, px: int) -> Stroke | None:
-        return self.replace(cleanup.shrink(self.mask, px), f"shrink {px} px")
+        return self.replace(mk.shrink(self.mask, px), f"shrink {px} px")
 
     def clear(self) -> Stroke | None:
         return self.replace(np.zeros_like(self.mask), "clear")
@@ -251,8 +254,7 @@ class FrameEdits:
         """Replace this mask by another frame's (resized nearest if the sizes differ)."""
         other = np.asarray(other, dtype=bool)
         if other.shape != self.mask.shape:
-            h, w = self.mask.shape
-            other = cv2.resize(other.view(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+            other = mk.resize_mask(other, self.mask.shape)
         return self.replace(other, "carry forward")
 
     def replace(self, new_mask: np.ndarray, label: str) -> Stroke | None:
