@@ -1,0 +1,409 @@
+"""Editing tools and undo for the canvas: Qt glue over the pure-numpy ``core.edits`` model.
+
+- :class:`EditCommand` is one ``QUndoCommand`` per completed stroke. It only touches the
+  model (:class:`FrameEdits`) and calls ``refresh(frame, rect)``; never a widget.
+- :class:`FrameHistory` keeps one ``QUndoStack`` per frame in a ``QUndoGroup``, so undo
+  is per frame and survives moving to other frames and back.
+- :class:`Editor` is what the canvas talks to: current frame, brush size, the tools
+  (brush B, eraser E, fill F, polygon P), the clean-up actions, a brush-outline cursor
+  item and a polygon preview item for the canvas's scene, and the ``maskChanged(frame,
+  rect)`` signal the overlay redraws from (only the dirty rectangle).
+
+Tools implement the canvas handler protocol ``press/move/release(x, y, event)`` and
+``hover(x, y)`` in scene coordinates of the image item (pixel ``(col, row)`` covers
+``[col, col+1) x [row, row+1)``). A right-button press inverts the tool (brush erases,
+fill clears).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+from PySide6.QtCore import QObject, QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence, QPainterPath, QPen, QUndoCommand, QUndoGroup, QUndoStack
+from PySide6.QtWidgets import QGraphicsEllipseItem, QGraphicsPathItem
+
+from polypviewer.core.edits import EditSession, FrameEdits, Rect, Stroke
+
+__all__ = ["EditCommand", "FrameHistory", "Editor", "Tool", "BrushTool", "EraserTool", "FillTool",
+           "PolygonTool", "TOOL_KEYS", "CLEANUP_OPS", "MIN_RADIUS", "MAX_RADIUS"]
+
+Refresh = Callable[[int, "Rect | None"], None]
+
+TOOL_KEYS: dict[str, str] = {"brush": "B", "eraser": "E", "fill": "F", "polygon": "P"}
+# name -> (menu text, FrameEdits method, takes a pixel count)
+CLEANUP_OPS: dict[str, tuple[str, str, bool]] = {
+    "keep_largest": ("Keep largest region", "keep_largest", False),
+    "fill_holes": ("Fill holes", "fill_holes", False),
+    "grow": ("Grow by N px", "grow", True),
+    "shrink": ("Shrink by N px", "shrink", True),
+    "clear": ("Clear mask", "clear", False),
+    "reset": ("Reset to model prediction", "reset_to_model", False),
+}
+MIN_RADIUS, MAX_RADIUS = 1, 256
+
+
+class EditCommand(QUndoCommand):
+    """One undo step: a stroke already applied to ``edits`` (``applied=True``) or to apply on push."""
+
+    def __init__(self, frame: int, edits: FrameEdits, stroke: Stroke, refresh: Refresh | None = None,
+                 *, applied: bool = True) -> None:
+        super().__init__(stroke.label)
+        self.frame, self.edits, self.stroke = frame, edits, stroke
+        self._refresh = refresh
+        self._skip_redo = applied  # QUndoStack.push() calls redo(); the stroke is already painted
+
+    def redo(self) -> None:
+        if self._skip_redo:
+            self._skip_redo = False
+            return
+        self._done(self.edits.apply(self.stroke))
+
+    def undo(self) -> None:
+        self._done(self.edits.revert(self.stroke))
+
+    def _done(self, rect: Rect) -> None:
+        if self._refresh is not None:
+            self._refresh(self.frame, rect)
+
+
+class FrameHistory(QObject):
+    """One QUndoStack per frame inside a QUndoGroup; the group's active stack is the frame shown."""
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.group = QUndoGroup(self)
+        self._stacks: dict[int, QUndoStack] = {}
+
+    def stack(self, frame: int) -> QUndoStack:
+        st = self._stacks.get(frame)
+        if st is None:
+            st = self._stacks[frame] = QUndoStack(self.group)
+            st.setUndoLimit(0)  # unlimited: diffs are small
+        return st
+
+    def set_frame(self, frame: int) -> None:
+        self.group.setActiveStack(self.stack(frame))
+
+    def push(self, command: EditCommand) -> None:
+        self.stack(command.frame).push(command)
+
+    def clear(self) -> None:
+        for st in self._stacks.values():
+            st.clear()
+
+    def create_actions(self, parent: QObject) -> tuple[QAction, QAction]:
+        """Undo (Ctrl+Z) and redo (Ctrl+Shift+Z, Ctrl+Y) acting on the current frame's stack."""
+        undo = self.group.createUndoAction(parent, "Undo")
+        undo.setShortcut(QKeySequence("Ctrl+Z"))
+        redo = self.group.createRedoAction(parent, "Redo")
+        redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+        return undo, redo
+
+
+class BrushCursor(QGraphicsEllipseItem):
+    """Outline of the brush footprint, drawn over the image at the mouse position."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        pen = QPen(Qt.GlobalColor.white)
+        pen.setCosmetic(True)  # one screen pixel wide at any zoom
+        pen.setWidth(1)
+        self.setPen(pen)
+        self.setZValue(1000)
+        self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
+        self.setVisible(False)
+
+    def place(self, x: float, y: float, radius: int) -> None:
+        cx, cy = math.floor(x) + 0.5, math.floor(y) + 0.5  # centre of the pixel under the mouse
+        r = radius + 0.5
+        self.setRect(QRectF(cx - r, cy - r, 2 * r, 2 * r))
+
+
+class Tool:
+    """Base of the canvas handlers. Coordinates are image-scene floats."""
+
+    name = ""
+    shows_brush = False
+
+    def __init__(self, editor: "Editor") -> None:
+        self.editor = editor
+
+    def press(self, x: float, y: float, event: Any = None) -> None: ...
+    def move(self, x: float, y: float, event: Any = None) -> None: ...
+    def release(self, x: float, y: float, event: Any = None) -> None: ...
+    def cancel(self) -> None: ...
+
+    def hover(self, x: float, y: float) -> None:
+        if self.shows_brush:
+            self.editor.cursor.place(x, y, self.editor.brush_radius)
+
+
+def _right_button(event: Any) -> bool:
+    button = getattr(event, "button", None)
+    return callable(button) and button() == Qt.MouseButton.RightButton
+
+
+class BrushTool(Tool):
+    """Round brush: a drag paints dabs live and becomes one undo step on release."""
+
+    name = "brush"
+    shows_brush = True
+    value = True
+
+    def __init__(self, editor: "Editor") -> None:
+        super().__init__(editor)
+        self._edits: FrameEdits | None = None
+        self._frame = -1
+        self._last = (0.0, 0.0)
+        self._paint = self.value
+
+    def press(self, x: float, y: float, event: Any = None) -> None:
+        edits = self.editor.edits()
+        if edits is None or self._edits is not None:
+            return
+        self._edits, self._frame = edits, self.editor.frame  # type: ignore[assignment]
+        self._paint = self.value != _right_button(event)
+        self._last = (x - 0.5, y - 0.5)  # scene -> pixel-centre coordinates
+        edits.begin_stroke()
+        self.editor.refresh(self._frame, edits.dab(*self._last, self.editor.brush_radius, self._paint))
+
+    def move(self, x: float, y: float, event: Any = None) -> None:
+        self.hover(x, y)
+        if self._edits is None:
+            return
+        p = (x - 0.5, y - 0.5)
+        rect = self._edits.line(*self._last, *p, self.editor.brush_radius, self._paint)
+        self._last = p
+        self.editor.refresh(self._frame, rect)
+
+    def release(self, x: float, y: float, event: Any = None) -> None:
+        if self._edits is None:
+            return
+        self.move(x, y, event)
+        edits, self._edits = self._edits, None
+        stroke = edits.end_stroke("brush" if self._paint else "erase")
+        if stroke is not None:
+            self.editor.push(self._frame, edits, stroke)
+
+    def cancel(self) -> None:
+        if self._edits is not None:
+            edits, self._edits = self._edits, None
+            self.editor.refresh(self._frame, edits.cancel_stroke())
+
+
+class EraserTool(BrushTool):
+    name = "eraser"
+    value = False
+
+
+class FillTool(Tool):
+    """Flood fill of the 4-connected region under the click (right button: clear it)."""
+
+    name = "fill"
+
+    def press(self, x: float, y: float, event: Any = None) -> None:
+        edits = self.editor.edits()
+        if edits is None:
+            return
+        stroke = edits.fill(x - 0.5, y - 0.5, not _right_button(event))
+        if stroke is not None:
+            self.editor.push(self.editor.frame, edits, stroke)  # type: ignore[arg-type]
+            self.editor.refresh(self.editor.frame, stroke.rect)  # type: ignore[arg-type]
+
+
+class PolygonTool(Tool):
+    """Polygon by clicks (closes on a click near the first vertex, or :meth:`finish`) or lasso by drag.
+
+    Right-button polygons clear their inside instead of filling it.
+    """
+
+    name = "polygon"
+    CLOSE_PX = 6.0   # a click this close to the first vertex closes the polygon
+    LASSO_STEP = 2.0  # a drag adds a vertex every 2 px
+
+    def __init__(self, editor: "Editor") -> None:
+        super().__init__(editor)
+        self.points: list[tuple[float, float]] = []
+        self._dragging = False
+        self._dragged = False
+        self._value = True
+
+    def press(self, x: float, y: float, event: Any = None) -> None:
+        if self.editor.edits() is None:
+            return
+        if not self.points:
+            self._value = not _right_button(event)
+        elif len(self.points) >= 3 and math.dist(self.points[0], (x, y)) <= self.CLOSE_PX:
+            self.finish()
+            return
+        self.points.append((x, y))
+        self._dragging, self._dragged = True, False
+        self._update_preview(None)
+
+    def move(self, x: float, y: float, event: Any = None) -> None:
+        if self._dragging and math.dist(self.points[-1], (x, y)) >= self.LASSO_STEP:
+            self.points.append((x, y))
+            self._dragged = True
+        self._update_preview((x, y) if self.points else None)
+
+    def release(self, x: float, y: float, event: Any = None) -> None:
+        was_lasso = self._dragging and self._dragged
+        self._dragging = False
+        if was_lasso and len(self.points) >= 3:
+            self.finish()
+
+    def finish(self) -> Stroke | None:
+        """Close the polygon and apply it (Enter / double-click)."""
+        points, self.points = self.points, []
+        self._dragging = False
+        self._update_preview(None)
+        edits = self.editor.edits()
+        if edits is None or len(points) < 3:
+            return None
+        # Vertices at pixel centres: scene (x, y) is pixel (x - 0.5, y - 0.5).
+        stroke = edits.polygon([(px - 0.5, py - 0.5) for px, py in points], self._value)
+        if stroke is not None:
+            self.editor.push(self.editor.frame, edits, stroke)  # type: ignore[arg-type]
+            self.editor.refresh(self.editor.frame, stroke.rect)  # type: ignore[arg-type]
+        return stroke
+
+    def cancel(self) -> None:
+        self.points, self._dragging = [], False
+        self._update_preview(None)
+
+    def _update_preview(self, mouse: tuple[float, float] | None) -> None:
+        path = QPainterPath()
+        pts = self.points + ([mouse] if mouse and self.points else [])
+        if pts:
+            path.moveTo(QPointF(*pts[0]))
+            for p in pts[1:]:
+                path.lineTo(QPointF(*p))
+        self.editor.preview.setPath(path)
+
+
+class Editor(QObject):
+    """The editing state the canvas and the main window share.
+
+    ``maskChanged(frame, rect)`` fires for every dab, undo, redo and clean-up with the
+    dirty rect ``(x0, y0, x1, y1)`` (half-open) or ``None`` for "everything".
+    """
+
+    maskChanged = Signal(int, object)
+    brushRadiusChanged = Signal(int)
+    toolChanged = Signal(str)
+
+    def __init__(self, session: EditSession, parent: QObject | None = None, *, brush_radius: int = 12) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.history = FrameHistory(self)
+        self.frame: int | None = None
+        self.brush_radius = brush_radius
+        self.cursor = BrushCursor()
+        self.preview = QGraphicsPathItem()
+        pen = QPen(Qt.GlobalColor.yellow)
+        pen.setCosmetic(True)
+        self.preview.setPen(pen)
+        self.preview.setZValue(1001)
+        self.tools: dict[str, Tool] = {t.name: t(self) for t in (BrushTool, EraserTool, FillTool, PolygonTool)}
+        self.tool: Tool = self.tools["brush"]
+        self.cursor.setVisible(False)
+
+    # -- frame and tool selection ----------------------------------------------------------------
+    def set_frame(self, frame: int) -> None:
+        """Show ``frame``: an unfinished stroke or polygon is dropped, its undo stack made active."""
+        if frame != self.frame:
+            self.tool.cancel()
+        self.frame = frame
+        self.history.set_frame(frame)
+
+    def edits(self) -> FrameEdits | None:
+        return None if self.frame is None else self.session.get(self.frame)
+
+    def select(self, name: str) -> Tool:
+        if name not in self.tools:
+            raise KeyError(f"unknown tool {name!r}; choose from {', '.join(self.tools)}")
+        if self.tool.name != name:
+            self.tool.cancel()
+            self.tool = self.tools[name]
+            self.toolChanged.emit(name)
+        self.cursor.setVisible(self.tool.shows_brush)
+        return self.tool
+
+    # -- brush size -------------------------------------------------------------------------------
+    def set_brush_radius(self, radius: int) -> None:
+        radius = max(MIN_RADIUS, min(MAX_RADIUS, int(radius)))
+        if radius != self.brush_radius:
+            self.brush_radius = radius
+            rect = self.cursor.rect()
+            if not rect.isNull():
+                self.cursor.place(rect.center().x(), rect.center().y(), radius)
+            self.brushRadiusChanged.emit(radius)
+
+    def bigger(self) -> None:
+        self.set_brush_radius(max(self.brush_radius + 1, round(self.brush_radius * 1.2)))
+
+    def smaller(self) -> None:
+        self.set_brush_radius(min(self.brush_radius - 1, round(self.brush_radius / 1.2)))
+
+    def wheel(self, angle_delta: int) -> None:
+        """Shift+wheel: one notch (120) is one ``bigger``/``smaller`` step."""
+        for _ in range(min(10, abs(int(angle_delta)) // 120 or 1)):
+            (self.bigger if angle_delta > 0 else self.smaller)()
+
+    # -- changes ----------------------------------------------------------------------------------
+    def refresh(self, frame: int, rect: Rect | None) -> None:
+        self.maskChanged.emit(frame, rect)
+
+    def push(self, frame: int, edits: FrameEdits, stroke: Stroke) -> None:
+        """Record an already-applied stroke as one undo step on ``frame``'s stack."""
+        self.history.push(EditCommand(frame, edits, stroke, self.refresh, applied=True))
+
+    def cleanup(self, op: str, px: int = 1) -> Stroke | None:
+        """Run a clean-up (a key of :data:`CLEANUP_OPS`) on the current frame as one undo step."""
+        edits = self.edits()
+        if edits is None or self.frame is None:
+            return None
+        _, method, takes_px = CLEANUP_OPS[op]
+        stroke = getattr(edits, method)(px) if takes_px else getattr(edits, method)()
+        return self._pushed(edits, stroke)
+
+    def carry_forward(self, from_frame: int) -> Stroke | None:
+        """Copy ``from_frame``'s mask onto the current frame (one undo step)."""
+        edits, src = self.edits(), self.session.get(from_frame)
+        if edits is None or src is None:
+            return None
+        return self._pushed(edits, edits.carry_forward(src.mask))
+
+    def _pushed(self, edits: FrameEdits, stroke: Stroke | None) -> Stroke | None:
+        if stroke is not None:
+            self.push(self.frame, edits, stroke)  # type: ignore[arg-type]
+            self.refresh(self.frame, stroke.rect)  # type: ignore[arg-type]
+        return stroke
+
+    # -- actions ----------------------------------------------------------------------------------
+    def create_actions(self, parent: QObject) -> dict[str, QAction]:
+        """Actions with the house shortcuts: tools (B/E/F/P), brush size ([ ]), undo/redo, clean-ups."""
+        actions: dict[str, QAction] = {}
+        group = QActionGroup(parent)
+        for name, key in TOOL_KEYS.items():
+            act = QAction(name.capitalize(), parent, checkable=True)
+            act.setShortcut(QKeySequence(key))
+            act.setChecked(name == self.tool.name)
+            act.triggered.connect(lambda _=False, n=name: self.select(n))
+            group.addAction(act)
+            actions[name] = act
+        for name, text, key, slot in (("bigger", "Bigger brush", "]", self.bigger),
+                                      ("smaller", "Smaller brush", "[", self.smaller)):
+            act = QAction(text, parent)
+            act.setShortcut(QKeySequence(key))
+            act.triggered.connect(slot)
+            actions[name] = act
+        actions["undo"], actions["redo"] = self.history.create_actions(parent)
+        for op, (text, _, _) in CLEANUP_OPS.items():
+            act = QAction(text, parent)
+            act.triggered.connect(lambda _=False, o=op: self.cleanup(o))
+            actions[op] = act
+        return actions
+
