@@ -1,0 +1,194 @@
+"""Frame-exact video access: real H.264 clip against a plain sequential decode."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from polypviewer.io import video as V
+from polypviewer.io.sources import ItemError, SourceError, VideoSource, open_source
+
+from .conftest import frame_number, write_video
+
+
+def sequential_decode(path: Path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(f, cv2.COLOR_BGR2RGB))
+    cap.release()
+    return frames
+
+
+@pytest.mark.parametrize("cache_frames,max_forward", [(0, 0), (4, 3), (8, 32)])
+def test_h264_random_seeks_match_sequential_decode(h264_clip, cache_frames, max_forward):
+    ref = sequential_decode(h264_clip)
+    assert len(ref) == 26
+    order = list(range(len(ref)))
+    random.Random(7).shuffle(order)
+    order += [25, 0, 24, 1, 13, 12, 11, 20, 3]  # explicit far backward / forward jumps
+    with open_source(h264_clip, cache_frames=cache_frames, max_forward=max_forward) as src:
+        assert src.kind == "video" and len(src) == 26 and src.fps == pytest.approx(12.9)
+        assert src.frame(0).shape == (384, 818, 3)
+        for i in order:
+            assert np.array_equal(src.frame(i), ref[i]), f"frame {i} differs from the sequential decode"
+        if cache_frames == 0 and max_forward == 0:
+            assert src.reader.stats["seeks"] > 0, "the seek path was not exercised"
+
+
+def test_sequential_reads_never_seek(h264_clip):
+    with open_source(h264_clip, cache_frames=2) as src:
+        for i in range(len(src)):
+            src.frame(i)
+        assert src.reader.stats["seeks"] == 0 and src.reader.stats["reopens"] == 0
+        assert src.reader.stats["grabs"] == len(src)
+
+
+def test_numbered_video_seeks_land_exactly(numbered_video):
+    with open_source(numbered_video, cache_frames=0, max_forward=2) as src:
+        assert len(src) == 120 and src.index.seekable
+        order = list(range(120))
+        random.Random(3).shuffle(order)
+        for i in order[:60] + [119, 0, 118, 60, 59, 61]:
+            assert frame_number(src.frame(i)) == i
+
+
+class _LyingCapture:
+    """A real capture whose frame-position setter lands ``offset`` frames off, as OpenCV's
+    does on some streams."""
+
+    def __init__(self, cap, offset):
+        self._cap, self._offset = cap, offset
+
+    def set(self, prop, value):
+        if prop == cv2.CAP_PROP_POS_FRAMES:
+            value = max(0, value + self._offset)
+        return self._cap.set(prop, value)
+
+    def __getattr__(self, name):
+        return getattr(self._cap, name)
+
+
+@pytest.mark.parametrize("offset", [3, -4, 40])
+def test_wrong_seek_landing_is_detected_and_corrected(numbered_video, monkeypatch, offset):
+    real_open = V._open
+    monkeypatch.setattr(V, "_open", lambda path: _LyingCapture(real_open(path), offset))
+    with open_source(numbered_video, cache_frames=0, max_forward=0) as src:
+        for i in [50, 10, 90, 89, 3, 117, 0]:
+            assert frame_number(src.frame(i)) == i
+
+
+def test_index_is_cached_in_user_cache_not_beside_the_video(numbered_video, monkeypatch):
+    before = sorted(p.name for p in numbered_video.parent.iterdir())
+    open_source(numbered_video).close()
+    assert sorted(p.name for p in numbered_video.parent.iterdir()) == before
+    calls = []
+    real = V.build_index
+    monkeypatch.setattr(V, "build_index", lambda p: calls.append(p) or real(p))
+    with open_source(numbered_video) as src:
+        assert len(src) == 120
+    assert calls == [], "a second open must reuse the cached index"
+    write_video(numbered_video, 30)  # same path, new content: the cache key changes
+    with open_source(numbered_video) as src:
+        assert len(src) == 30
+    assert len(calls) == 1
+
+
+def test_lru_is_bounded(numbered_video):
+    with open_source(numbered_video, cache_frames=4) as src:
+        for i in range(0, 120, 7):
+            src.frame(i)
+        assert len(src.reader._lru) == 4
+
+
+def test_frames_returned_are_independent_copies(numbered_video):
+    with open_source(numbered_video, cache_frames=4) as src:
+        a = src.frame(5)
+        a[:] = 0
+        assert frame_number(src.frame(5)) == 5
+
+
+def test_names_out_of_range_and_no_masks(numbered_video):
+    with open_source(numbered_video) as src:
+        assert src.name(7) == "numbered_000007"
+        assert src.mask(7) is None and not src.has_masks
+        with pytest.raises(ItemError, match=r"frame 120 out of range"):
+            src.frame(120)
+
+
+def test_masks_beside_the_video(numbered_video):
+    folder = numbered_video.parent / "numbered_masks"
+    folder.mkdir()
+    m = np.zeros((48, 64), np.uint8)
+    m[10:20, 5:30] = 255
+    cv2.imwrite(str(folder / "numbered_000004.png"), m)
+    cv2.imwrite(str(folder / "numbered_000009.png"), np.zeros((10, 10), np.uint8))  # wrong size
+    with open_source(numbered_video) as src:
+        assert src.has_masks
+        got = src.mask(4)
+        assert got.dtype == bool and got.sum() == 250 and got[15, 10]
+        assert src.mask(5) is None
+        with pytest.raises(ItemError) as err:
+            src.mask(9)
+        assert "numbered_000009.png" in str(err.value) and "differs" in str(err.value)
+        assert "\n" not in str(err.value)
+
+
+def test_truncated_videos(tmp_path, h264_clip):
+    data = h264_clip.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])   # moov atom is lost: cannot be opened
+    with pytest.raises(SourceError) as err:
+        open_source(cut)
+    assert str(err.value).startswith(str(cut)) and "\n" not in str(err.value)
+
+    avi = write_video(tmp_path / "long.avi", 40, fourcc="MJPG")
+    cut_avi = tmp_path / "cut.avi"
+    cut_avi.write_bytes(avi.read_bytes()[: avi.stat().st_size // 2])  # frames lost at the end
+    with open_source(cut_avi, cache_frames=0, max_forward=0) as src:
+        assert 0 < len(src) < 40
+        assert any("40 frames" in p for p in src.problems)
+        for i in (len(src) - 1, 0, len(src) // 2):
+            assert frame_number(src.frame(i)) == i
+
+
+def test_video_path_with_spaces_and_non_ascii(tmp_path):
+    folder = tmp_path / "Kolo skopie ß ü 結腸"
+    folder.mkdir()
+    path = write_video(folder / "clip ü.avi", 12, fourcc="MJPG")
+    with open_source(path) as src:
+        assert len(src) == 12 and frame_number(src.frame(11)) == 11
+        assert src.name(3) == "clip ü_000003"
+
+
+def test_empty_video_file_is_a_source_error(tmp_path):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(SourceError, match="empty.mp4"):
+        open_source(empty)
+
+
+def test_reader_is_safe_from_two_threads(numbered_video):
+    import threading
+
+    errors = []
+    with open_source(numbered_video, cache_frames=2, max_forward=4) as src:
+        def work(seed):
+            rng = random.Random(seed)
+            for _ in range(40):
+                i = rng.randrange(120)
+                if frame_number(src.frame(i)) != i:
+                    errors.append(i)
+        threads = [threading.Thread(target=work, args=(s,)) for s in (1, 2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
