@@ -33,7 +33,7 @@ from polypviewer.core.errors import PolypviewerError
 from polypviewer.core.masks import bboxes as mask_bboxes
 from polypviewer.core.masks import binarise, to_uint8
 from polypviewer.io.images import (decode_file, encode_image, is_image_file, natural_key,
-                                   remove_stale_temporaries, to_rgb8, write_atomic)
+                                   remove_stale_temporaries, ensure_rgb8, write_atomic)
 
 __all__ = ["ExportError", "ExportReport", "SourceItems", "VerifyReport", "check_destination", "export_kvasir",
            "verify_export", "kvasir_bbox_entry"]
@@ -243,7 +243,7 @@ def export_kvasir(
                 raise ExportError("duplicate name in this export; item skipped", name)
             if mask is None:
                 raise ExportError("no mask to export", name)
-            rgb = to_rgb8(np.asarray(image))
+            rgb = ensure_rgb8(image)
             m = binarise(mask)
             if m.shape != rgb.shape[:2]:
                 raise ExportError(f"mask size {m.shape[1]}x{m.shape[0]} differs from image size "

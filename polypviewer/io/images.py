@@ -32,6 +32,7 @@ __all__ = [
     "to_rgb8",
     "write_atomic",
     "encode_image",
+    "ensure_rgb8",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
@@ -97,6 +98,18 @@ def to_rgb8(img: np.ndarray) -> np.ndarray:
     if img.shape[2] == 4:
         return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def ensure_rgb8(img: np.ndarray) -> np.ndarray:
+    """An array already in RGB(A) / grey order (not OpenCV's BGR) as ``(H, W, 3) uint8`` RGB."""
+    img = _to_8bit(np.asarray(img))
+    if img.ndim == 2:
+        return np.repeat(img[:, :, None], 3, axis=2)
+    if img.ndim == 3 and img.shape[2] == 1:
+        return np.repeat(img, 3, axis=2)
+    if img.ndim == 3 and img.shape[2] in (3, 4):
+        return np.ascontiguousarray(img[:, :, :3])
+    raise ValueError(f"an image is HxW, HxWx3 or HxWx4: got shape {img.shape}")
 
 
 def read_image(path: str | Path) -> np.ndarray:
