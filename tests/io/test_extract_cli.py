@@ -1,0 +1,68 @@
+"""`polypviewer extract`: chosen frames as PNG named <video-stem>_<frame:06d>.png."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from polypviewer.cli import main
+from polypviewer.io.images import read_image
+
+from .conftest import frame_number
+
+
+def test_extract_frames_from_real_clip(tmp_path, h264_clip, capsys):
+    out = tmp_path / "frames"
+    assert main(["extract", str(h264_clip), "--frames", "17,0,5", "--out", str(out)]) == 0
+    stem = h264_clip.stem
+    assert sorted(p.name for p in out.iterdir()) == [f"{stem}_{i:06d}.png" for i in (0, 5, 17)]
+    cap = cv2.VideoCapture(str(h264_clip))
+    ref = [cap.read()[1] for _ in range(18)]
+    assert np.array_equal(read_image(out / f"{stem}_000017.png"), cv2.cvtColor(ref[17], cv2.COLOR_BGR2RGB))
+    err = capsys.readouterr()
+    assert "[3/3]" in err.err and "wrote 3 of 3" in err.out
+
+
+def test_extract_out_of_range_is_named_and_skipped(tmp_path, numbered_video, capsys):
+    out = tmp_path / "o"
+    assert main(["extract", str(numbered_video), "--frames", "3,500,7", "--out", str(out), "-q"]) == 1
+    assert sorted(frame_number(read_image(p)) for p in out.iterdir()) == [3, 7]
+    err = capsys.readouterr().err
+    assert "frame 500 out of range (source has 120 frames)" in err and str(numbered_video) in err
+
+
+def test_extract_every_and_range(tmp_path, numbered_video):
+    assert main(["extract", str(numbered_video), "--every", "50", "--out", str(tmp_path / "e"), "-q"]) == 0
+    assert sorted(p.name for p in (tmp_path / "e").iterdir()) == [
+        "numbered_000000.png", "numbered_000050.png", "numbered_000100.png"]
+    assert main(["extract", str(numbered_video), "--range", "117:", "--out", str(tmp_path / "r"), "-q"]) == 0
+    files = sorted((tmp_path / "r").iterdir())
+    assert [frame_number(read_image(p)) for p in files] == [117, 118, 119]
+
+
+def test_extract_refuses_non_empty_folder_unless_overwrite(tmp_path, numbered_video, capsys):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    assert main(["extract", str(numbered_video), "--frames", "1", "--out", str(out)]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert main(["extract", str(numbered_video), "--frames", "1", "--out", str(out), "--overwrite", "-q"]) == 0
+    assert (out / "mine.txt").read_text() == "keep me" and (out / "numbered_000001.png").exists()
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--frames", "1,x"], "'x' is not a frame number"),
+    (["--range", "5"], "expected A:B"),
+    (["--range", "9:3"], "need 0 <= A <= B"),
+    (["--every", "0"], "at least 1"),
+])
+def test_extract_bad_selection_is_one_line_usage_error(tmp_path, numbered_video, capsys, args, msg):
+    assert main(["extract", str(numbered_video), *args, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert msg in err and "\n" not in err
+
+
+def test_extract_missing_video(tmp_path, capsys):
+    assert main(["extract", str(tmp_path / "nope.mp4"), "--frames", "0", "--out", str(tmp_path / "o")]) == 2
+    assert "nope.mp4: no such file or folder" in capsys.readouterr().err
