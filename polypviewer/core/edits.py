@@ -26,7 +26,7 @@ import numpy as np
 from polypviewer.core import masks as mk
 
 __all__ = ["Rect", "Diff", "Stroke", "FrameEdits", "ReviewState", "EditStats", "SessionListener",
-           "EditSession", "union", "paint_overlay"]
+           "EditSession", "union"]
 
 Rect = tuple[int, int, int, int]  # (x0, y0, x1, y1), half-open
 
@@ -412,16 +412,3 @@ class EditSession:
         if self.listener is not None:
             self.listener.mask_changed(frame, diff)
 
-
-def paint_overlay(out: np.ndarray, mask: np.ndarray, rect: Rect | None, rgba: tuple[int, int, int, int]) -> None:
-    """Redraw ``out`` (HxWx4 uint8 overlay, premultiplied-free RGBA) from ``mask`` inside ``rect``.
-
-    The canvas keeps one RGBA buffer per frame and calls this with each dab's dirty rect, so
-    a dab costs O(brush area), not O(frame). ``rect=None`` redraws everything.
-    """
-    if rect is None:
-        rect = (0, 0, mask.shape[1], mask.shape[0])
-    x0, y0, x1, y1 = rect
-    region = out[y0:y1, x0:x1]
-    region[...] = 0
-    region[mask[y0:y1, x0:x1]] = rgba

@@ -9,8 +9,13 @@
   item and a polygon preview item for the canvas's scene, and the ``maskChanged(frame,
   rect)`` signal the overlay redraws from (only the dirty rectangle).
 
+Wiring into ``ui.canvas.Canvas``: ``canvas.set_tool(editor.tool)`` (again on
+``toolChanged``), ``canvas.scene().addItem(editor.cursor)`` and ``editor.preview``,
+``canvas.set_layers(session.get(frame).mask, gt)`` (edited in place), and
+``editor.maskChanged`` -> ``canvas.refresh_overlay(rect)`` when ``frame`` is the one shown.
+
 Tools implement the canvas handler protocol ``press/move/release(x, y, event)`` and
-``hover(x, y)`` in scene coordinates of the image item (pixel ``(col, row)`` covers
+``hover(x, y)`` (plus ``wheel(steps, event) -> bool``) in scene coordinates of the image item (pixel ``(col, row)`` covers
 ``[col, col+1) x [row, row+1)``). A right-button press inverts the tool (brush erases,
 fill clears).
 """
@@ -131,6 +136,13 @@ class Tool:
         self.editor = editor
 
     def press(self, x: float, y: float, event: Any = None) -> None: ...
+    def wheel(self, steps: float, event: Any = None) -> bool:
+        """Shift+wheel from the canvas; True when consumed (brush tools resize the brush)."""
+        if not self.shows_brush:
+            return False
+        self.editor.wheel(steps)
+        return True
+
     def move(self, x: float, y: float, event: Any = None) -> None: ...
     def release(self, x: float, y: float, event: Any = None) -> None: ...
     def cancel(self) -> None: ...
@@ -347,10 +359,11 @@ class Editor(QObject):
     def smaller(self) -> None:
         self.set_brush_radius(min(self.brush_radius - 1, round(self.brush_radius / 1.2)))
 
-    def wheel(self, angle_delta: int) -> None:
-        """Shift+wheel: one notch (120) is one ``bigger``/``smaller`` step."""
-        for _ in range(min(10, abs(int(angle_delta)) // 120 or 1)):
-            (self.bigger if angle_delta > 0 else self.smaller)()
+    def wheel(self, steps: float) -> None:
+        """Shift+wheel: one notch (``steps`` = angleDelta / 120) is one ``bigger``/``smaller`` step."""
+        if steps:
+            for _ in range(min(10, max(1, round(abs(steps))))):
+                (self.bigger if steps > 0 else self.smaller)()
 
     # -- changes ----------------------------------------------------------------------------------
     def refresh(self, frame: int, rect: Rect | None) -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from polypviewer.core.edits import (Diff, EditSession, FrameEdits, ReviewState, paint_overlay,
-                                    union)
+from polypviewer.core.edits import Diff, EditSession, FrameEdits, ReviewState, union
 
 
 def _blank(h: int = 40, w: int = 50) -> FrameEdits:
@@ -183,13 +182,3 @@ def test_session_reports_changes_and_sets_corrected_unless_flagged():
     s.carry_forward(4, 3)
     assert np.array_equal(s.mask(4), s.mask(3))
 
-
-def test_paint_overlay_redraws_only_the_rect():
-    mask = np.zeros((6, 8), bool)
-    mask[2:4, 2:4] = True
-    out = np.full((6, 8, 4), 7, np.uint8)
-    paint_overlay(out, mask, (1, 1, 5, 5), (255, 0, 0, 128))
-    assert tuple(out[2, 2]) == (255, 0, 0, 128) and tuple(out[1, 1]) == (0, 0, 0, 0)
-    assert tuple(out[0, 0]) == (7, 7, 7, 7)  # outside the rect: untouched
-    paint_overlay(out, mask, None, (0, 255, 0, 255))
-    assert tuple(out[0, 0]) == (0, 0, 0, 0)
