@@ -1,0 +1,66 @@
+"""``polypviewer [gui] [PATH]``: the review app. With ``--screenshot`` it is the smoke mode:
+play ``--frames`` frames through the real pipeline, save a screenshot of the window, exit 0."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from polypviewer.cli import UserError
+
+
+def add_window_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``gui`` and ``demo``."""
+    parser.add_argument("--model", metavar="NAME", help="network to run (see `polypviewer info`); "
+                        "default: the shipped default model")
+    parser.add_argument("--weights", type=Path, metavar="FILE", help="checkpoint to load "
+                        "(.safetensors or .pth); its network is read from the file")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="run the network untrained when no weights exist (its masks are noise)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="where inference runs (auto: the GPU when there is one)")
+    parser.add_argument("--screenshot", type=Path, metavar="FILE",
+                        help="smoke mode: play --frames frames, save a PNG of the window, exit")
+    parser.add_argument("--frames", type=int, default=10, metavar="N",
+                        help="frames to play in smoke mode (default 10)")
+    parser.add_argument("--size", default="1440x900", metavar="WxH", help="window size in smoke mode")
+    parser.add_argument("--timeout", type=float, default=300.0, metavar="S",
+                        help="give up the smoke run after S seconds (exit 1)")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", nargs="?", type=Path, metavar="PATH",
+                        help="video, image, folder of frames, or Kvasir dataset (images/ + masks/)")
+    add_window_options(parser)
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--size: expected WxH such as 1440x900, got {text!r}") from None
+    if w < 320 or h < 240:
+        raise UserError(f"--size: {text} is too small (at least 320x240)")
+    return w, h
+
+
+def launch(path: Path | None, args: argparse.Namespace) -> int:
+    if path is not None and not path.exists():
+        raise UserError(f"{path}: no such file or folder")
+    if args.weights is not None and not args.weights.is_file():
+        raise UserError(f"{args.weights}: no such weights file")
+    if args.frames < 1:
+        raise UserError("--frames must be at least 1")
+    from polypviewer.ui.app import run_window
+
+    return run_window(str(path) if path else None, model=args.model,
+                      weights=str(args.weights) if args.weights else None,
+                      allow_random=args.random_weights, device=args.device,
+                      screenshot=str(args.screenshot) if args.screenshot else None,
+                      frames=args.frames, size=_size(args.size), timeout_s=args.timeout)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.screenshot is not None and args.path is None:
+        raise UserError("--screenshot needs a PATH to open (or use `polypviewer demo --screenshot FILE`)")
+    return launch(args.path, args)

@@ -1,0 +1,120 @@
+"""Every user command of the window, from one table, with a user-editable keymap.
+
+The table says name, menu text, default shortcut(s), tip and whether the action toggles.
+Users override shortcuts in the settings file (``io.settings.Settings.keymap``, a JSON
+object ``{"action name": "Ctrl+Shift+X"}``; several shortcuts separated by ``;``; ``""``
+removes the shortcut). Unknown names and unparsable shortcuts are reported, not fatal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+from PySide6.QtCore import QObject, Qt
+from PySide6.QtGui import QAction, QKeySequence
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    name: str
+    text: str
+    shortcuts: tuple[str, ...] = ()
+    tip: str = ""
+    checkable: bool = False
+    menu: str = ""  # "File", "View", "Frame", "Model"
+
+
+ACTIONS: tuple[ActionSpec, ...] = (
+    ActionSpec("open", "&Open video or image…", ("Ctrl+O",), "Open a video file or an image", menu="File"),
+    ActionSpec("open_folder", "Open &folder…", ("Ctrl+Shift+O",),
+               "Open a folder of frames or a Kvasir dataset (images/ + masks/)", menu="File"),
+    ActionSpec("quit", "&Quit", ("Ctrl+Q",), "Close the app (stops every worker)", menu="File"),
+    ActionSpec("prev_frame", "Previous frame", ("Left",), menu="Frame"),
+    ActionSpec("next_frame", "Next frame", ("Right",), menu="Frame"),
+    ActionSpec("back_10", "Back 10 frames", ("Shift+Left",), menu="Frame"),
+    ActionSpec("forward_10", "Forward 10 frames", ("Shift+Right",), menu="Frame"),
+    ActionSpec("first_frame", "First frame", ("Home",), menu="Frame"),
+    ActionSpec("last_frame", "Last frame", ("End",), menu="Frame"),
+    ActionSpec("play", "Play / pause", ("Space",), "Play at the source's frame rate; late "
+               "predictions drop frames instead of stalling", checkable=True, menu="Frame"),
+    ActionSpec("next_worst", "Next worst frame", ("W",),
+               "Jump to the next frame whose Dice (or confidence) is among the worst", menu="Frame"),
+    ActionSpec("prev_worst", "Previous worst frame", ("Shift+W",), menu="Frame"),
+    ActionSpec("toggle_overlay", "Show overlays", ("V",), checkable=True, menu="View"),
+    ActionSpec("toggle_outline", "Outline mode", ("O",), checkable=True, menu="View"),
+    ActionSpec("toggle_disagreement", "Disagreement (TP / FP / FN)", ("D",),
+               "Colour true positives, false positives and false negatives", checkable=True, menu="View"),
+    ActionSpec("toggle_gt", "Show ground truth", ("G",), checkable=True, menu="View"),
+    ActionSpec("threshold_up", "Raise threshold", ("Ctrl+Up",), menu="View"),
+    ActionSpec("threshold_down", "Lower threshold", ("Ctrl+Down",), menu="View"),
+    ActionSpec("zoom_in", "Zoom in", ("Ctrl+=", "Ctrl++"), menu="View"),
+    ActionSpec("zoom_out", "Zoom out", ("Ctrl+-",), menu="View"),
+    ActionSpec("actual_size", "Actual size (1:1)", ("Ctrl+0",), menu="View"),
+    ActionSpec("fit", "Fit to window", ("Ctrl+F",), menu="View"),
+    ActionSpec("load_weights", "Load &weights…", ("Ctrl+L",),
+               "Load a checkpoint (.safetensors / .pth); its model is read from the file", menu="Model"),
+    ActionSpec("predict_all", "Predict the whole source", ("Ctrl+R",),
+               "Run the model over every frame to get the means over the whole source", menu="Model"),
+)
+
+SPECS: dict[str, ActionSpec] = {a.name: a for a in ACTIONS}
+MENUS: tuple[str, ...] = ("File", "Frame", "View", "Model")
+
+
+def resolve_keymap(overrides: Mapping[str, str] | None) -> tuple[dict[str, tuple[str, ...]], list[str]]:
+    """Merge user overrides into the defaults. Returns ``(keymap, problems)``."""
+    keymap = {a.name: a.shortcuts for a in ACTIONS}
+    problems: list[str] = []
+    for name, value in (overrides or {}).items():
+        if name not in keymap:
+            problems.append(f"keymap: unknown action '{name}' (known: {', '.join(sorted(keymap))})")
+            continue
+        keys = tuple(k.strip() for k in str(value).split(";") if k.strip())
+        bad = [k for k in keys if QKeySequence(k).isEmpty() or QKeySequence(k).toString() == ""]
+        if bad:
+            problems.append(f"keymap: '{name}': cannot read shortcut {bad[0]!r}; keeping the default")
+            continue
+        keymap[name] = keys
+    seen: dict[str, str] = {}
+    for name, keys in keymap.items():
+        for k in keys:
+            norm = QKeySequence(k).toString()
+            if norm in seen:
+                problems.append(f"keymap: {k} is bound to both '{seen[norm]}' and '{name}'")
+            seen[norm] = name
+    return keymap, problems
+
+
+def build_actions(parent: QObject, handlers: Mapping[str, Callable[..., object]],
+                  keymap: Mapping[str, tuple[str, ...]] | None = None) -> dict[str, QAction]:
+    """One QAction per table row, connected to ``handlers[name]`` (``triggered`` for plain
+    actions, ``toggled(bool)`` for checkable ones). Missing handlers leave the action disabled."""
+    keymap = keymap or {a.name: a.shortcuts for a in ACTIONS}
+    actions: dict[str, QAction] = {}
+    for spec in ACTIONS:
+        act = QAction(spec.text, parent)
+        act.setObjectName(spec.name)
+        act.setShortcuts([QKeySequence(k) for k in keymap.get(spec.name, spec.shortcuts)])
+        # Window-wide, so arrow keys step frames even while a slider has focus.
+        act.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        tip = spec.tip or spec.text.replace("&", "").rstrip("…")
+        keys = ", ".join(keymap.get(spec.name, spec.shortcuts))
+        act.setToolTip(f"{tip} ({keys})" if keys else tip)
+        act.setStatusTip(tip)
+        act.setCheckable(spec.checkable)
+        handler = handlers.get(spec.name)
+        if handler is None:
+            act.setEnabled(False)
+        elif spec.checkable:
+            act.toggled.connect(handler)
+        else:
+            act.triggered.connect(lambda _checked=False, h=handler: h())
+        actions[spec.name] = act
+    return actions
+
+
+def keymap_table(keymap: Mapping[str, tuple[str, ...]] | None = None) -> list[tuple[str, str]]:
+    """(shortcut, what it does) rows, for the help text and the README."""
+    keymap = keymap or {a.name: a.shortcuts for a in ACTIONS}
+    return [(" / ".join(keymap[a.name]), a.text.replace("&", "").rstrip("…")) for a in ACTIONS if keymap[a.name]]

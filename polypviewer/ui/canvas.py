@@ -1,0 +1,336 @@
+"""The frame view: a zoomable, pannable QGraphicsView with a frame layer and a mask overlay.
+
+Scene coordinates are image pixels (the frame sits at (0, 0), scale 1), so what the view
+reports and what a tool receives are float image coordinates.
+
+Mouse contract (for the annotation tools of ``polypviewer.ui.tools``):
+  * ``canvas.set_tool(handler)`` installs an object with ``press(x, y, event)``,
+    ``move(x, y, event)``, ``release(x, y, event)`` and ``hover(x, y)``; optional
+    ``wheel(steps, event) -> bool`` (Shift+wheel, return True when consumed, e.g. brush size).
+    ``set_tool(None)`` removes it.
+  * With a tool, the LEFT button goes to the tool; without one, left-drag pans.
+  * The MIDDLE button always pans (Space is play/pause, so it is not a pan modifier).
+  * The wheel zooms at the cursor (with or without Ctrl).
+  * A tool that changed the mask array it was given (the one passed to ``set_layers``)
+    calls ``canvas.refresh_overlay((x0, y0, x1, y1))``: only that rectangle is recomputed
+    and repainted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QImage, QPainter, QPixmap, qRgba
+from PySide6.QtWidgets import QGraphicsItem, QGraphicsScene, QGraphicsView
+
+from polypviewer.core.overlay import OverlayStyle, Rect, color_table, overlay_codes
+
+MIN_ZOOM, MAX_ZOOM = 0.05, 64.0
+
+
+def rgb_to_qimage(frame: np.ndarray) -> QImage:
+    """A QImage that owns a copy of an RGB uint8 HxWx3 array."""
+    frame = np.ascontiguousarray(frame)
+    h, w = frame.shape[:2]
+    return QImage(frame.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+
+
+class PixmapLayer(QGraphicsItem):
+    """A pixmap the item owns alone, so a dirty rectangle can be painted into it in place
+    (a QGraphicsPixmapItem hands out shared copies, and painting into one copies 8 MB)."""
+
+    def __init__(self, z: float) -> None:
+        super().__init__()
+        self._pm = QPixmap()
+        self.setZValue(z)
+        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption, True)
+
+    def boundingRect(self) -> QRectF:  # noqa: N802 (Qt name)
+        return QRectF(0, 0, self._pm.width(), self._pm.height())
+
+    def paint(self, painter: QPainter, option, widget=None) -> None:
+        if self._pm.isNull():
+            return
+        exposed = option.exposedRect.toAlignedRect().intersected(self._pm.rect())
+        painter.drawPixmap(exposed, self._pm, exposed)
+
+    def pixmap(self) -> QPixmap:
+        return self._pm
+
+    def set_image(self, image: QImage | None) -> None:
+        if image is None:
+            self.prepareGeometryChange()
+            self._pm = QPixmap()
+            return
+        if image.size() != self._pm.size():
+            self.prepareGeometryChange()
+        self._pm = QPixmap.fromImage(image)
+        self.update()
+
+    def paint_region(self, x0: int, y0: int, image: QImage) -> None:
+        painter = QPainter(self._pm)
+        painter.setCompositionMode(QPainter.CompositionMode.CompositionMode_Source)
+        painter.drawImage(x0, y0, image)
+        painter.end()
+        self.update(QRectF(x0, y0, image.width(), image.height()))
+
+
+class Canvas(QGraphicsView):
+    """Frame + overlay view. Signals: ``hovered(x, y)`` image pixel under the cursor,
+    ``zoom_changed(zoom)``."""
+
+    hovered = Signal(float, float)
+    zoom_changed = Signal(float)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setScene(QGraphicsScene(self))
+        self.setBackgroundBrush(QColor(18, 18, 20))
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+        self.setResizeAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
+        self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.MinimalViewportUpdate)
+        self.setMouseTracking(True)
+        self.setFrameShape(QGraphicsView.Shape.NoFrame)
+        self.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
+        self.setAcceptDrops(False)  # the main window takes dropped files
+        self._frame_layer = PixmapLayer(0)
+        self._overlay_layer = PixmapLayer(1)
+        self.scene().addItem(self._frame_layer)
+        self.scene().addItem(self._overlay_layer)
+        self._size: tuple[int, int] | None = None  # (h, w)
+        self._pred: np.ndarray | None = None
+        self._gt: np.ndarray | None = None
+        self._gt_codes: np.ndarray | None = None  # cached: ground truth never changes per frame
+        self._codes: np.ndarray | None = None
+        self._style = OverlayStyle()
+        self._table: list[int] = []
+        self._tool = None
+        self._tool_down = False
+        self._pan_from: QPointF | None = None
+        self._auto_fit = True
+        self._update_table()
+
+    # ---- frame -------------------------------------------------------------------------
+    def set_frame(self, frame: np.ndarray | None) -> None:
+        """Show an RGB uint8 frame. Zoom and position are kept while the size is the same."""
+        if frame is None:
+            self._frame_layer.set_image(None)
+            self._size = None
+            return
+        size = frame.shape[:2]
+        self._frame_layer.set_image(rgb_to_qimage(frame))
+        if size != self._size:
+            self._size = size
+            self.scene().setSceneRect(QRectF(0, 0, size[1], size[0]))
+            self._auto_fit = True
+            self.fit()
+
+    def image_size(self) -> tuple[int, int] | None:
+        """(height, width) of the frame shown, or None."""
+        return self._size
+
+    # ---- overlay -----------------------------------------------------------------------
+    def set_layers(self, pred: np.ndarray | None, gt: np.ndarray | None) -> None:
+        """Masks to draw (bool HxW, frame size). The canvas keeps references, not copies:
+        a tool edits ``pred`` in place and calls :meth:`refresh_overlay` with the rect."""
+        self._pred = pred
+        if gt is not self._gt:
+            self._gt = gt
+            self._gt_codes = None
+        self.refresh_overlay()
+
+    def layers(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        return self._pred, self._gt
+
+    def set_style(self, style: OverlayStyle) -> None:
+        old = self._style
+        self._style = style
+        geometry = (old.outline, old.outline_px, old.show_pred, old.show_gt, old.disagreement)
+        if geometry != (style.outline, style.outline_px, style.show_pred, style.show_gt, style.disagreement):
+            self._gt_codes = None
+            self._update_table()
+            self.refresh_overlay()
+        else:  # colours / opacity only: same codes, new colour table
+            self._update_table()
+            self._repaint_from_codes()
+
+    def style(self) -> OverlayStyle:
+        return self._style
+
+    def set_overlay_visible(self, visible: bool) -> None:
+        self._overlay_layer.setVisible(visible)
+
+    def overlay_visible(self) -> bool:
+        return self._overlay_layer.isVisible()
+
+    def overlay_codes(self) -> np.ndarray | None:
+        """The current code image (bit 0 prediction, bit 1 ground truth); for tests."""
+        return self._codes
+
+    def overlay_pixmap(self) -> QPixmap:
+        return self._overlay_layer.pixmap()
+
+    def refresh_overlay(self, rect: Rect | None = None) -> None:
+        """Recompute the overlay for ``rect`` = (x0, y0, x1, y1) in image pixels (None: all)."""
+        ref = self._pred if self._pred is not None else self._gt
+        if ref is None:
+            self._codes = None
+            self._overlay_layer.set_image(None)
+            return
+        if self._size is not None and ref.shape[:2] != self._size:
+            raise ValueError(f"mask size {ref.shape[:2]} does not match the frame {self._size}")
+        style = self._style
+        if self._gt is not None and self._gt_codes is None:
+            self._gt_codes = overlay_codes(None, self._gt, style)
+        full = rect is None or self._codes is None or self._codes.shape != ref.shape[:2]
+        if full:
+            rect = (0, 0, ref.shape[1], ref.shape[0])
+        x0, y0, x1, y1 = (max(0, int(rect[0])), max(0, int(rect[1])),
+                          min(ref.shape[1], int(np.ceil(rect[2]))), min(ref.shape[0], int(np.ceil(rect[3]))))
+        if x1 <= x0 or y1 <= y0:
+            return
+        if self._pred is not None:
+            codes = overlay_codes(self._pred, None, style, (x0, y0, x1, y1))
+        else:
+            codes = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        if self._gt_codes is not None:
+            codes |= self._gt_codes[y0:y1, x0:x1]
+        if full:
+            self._codes = codes
+            self._overlay_layer.set_image(self._indexed(codes))
+        else:
+            self._codes[y0:y1, x0:x1] = codes
+            self._overlay_layer.paint_region(x0, y0, self._indexed(codes))
+
+    def _update_table(self) -> None:
+        self._table = [qRgba(*c) for c in color_table(self._style)] + [0] * 252
+
+    def _indexed(self, codes: np.ndarray) -> QImage:
+        codes = np.ascontiguousarray(codes)
+        h, w = codes.shape
+        img = QImage(codes.data, w, h, w, QImage.Format.Format_Indexed8)
+        img.setColorTable(self._table)
+        return _keep(img, codes)
+
+    def _repaint_from_codes(self) -> None:
+        if self._codes is not None:
+            self._overlay_layer.set_image(self._indexed(self._codes))
+
+    # ---- zoom / pan --------------------------------------------------------------------
+    def zoom(self) -> float:
+        return float(self.transform().m11())
+
+    def fit(self) -> None:
+        """Fit the whole frame in the view (Ctrl+F)."""
+        if self._size is None:
+            return
+        self._auto_fit = True
+        self.fitInView(self.sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
+        self.zoom_changed.emit(self.zoom())
+
+    def actual_size(self) -> None:
+        """1:1, one image pixel per screen pixel (Ctrl+0)."""
+        self._auto_fit = False
+        self.resetTransform()
+        self.zoom_changed.emit(1.0)
+
+    def zoom_by(self, factor: float, anchor: QPointF | None = None) -> None:
+        """Multiply the zoom by ``factor``; keeps the scene point under ``anchor`` (view
+        coordinates) fixed, the view centre when None."""
+        z = self.zoom()
+        factor = min(max(z * factor, MIN_ZOOM), MAX_ZOOM) / z
+        if factor == 1.0:
+            return
+        self._auto_fit = False
+        if anchor is None:
+            self.scale(factor, factor)
+        else:
+            before = self.mapToScene(anchor.toPoint())
+            self.scale(factor, factor)
+            after = self.mapToScene(anchor.toPoint())
+            delta = after - before
+            self.translate(delta.x(), delta.y())
+            # translate() has no effect when the scene is smaller than the view on an axis;
+            # scroll bars do the rest.
+            moved = self.mapToScene(anchor.toPoint()) - before
+            hs, vs = self.horizontalScrollBar(), self.verticalScrollBar()
+            hs.setValue(hs.value() - round(moved.x() * self.zoom()))
+            vs.setValue(vs.value() - round(moved.y() * self.zoom()))
+        self.zoom_changed.emit(self.zoom())
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        if self._auto_fit:
+            self.fit()
+
+    def wheelEvent(self, event) -> None:  # noqa: N802
+        steps = event.angleDelta().y() / 120.0
+        if event.modifiers() & Qt.KeyboardModifier.ShiftModifier and self._tool is not None:
+            wheel = getattr(self._tool, "wheel", None)
+            if wheel is not None and wheel(steps, event):
+                event.accept()
+                return
+        if steps:
+            self.zoom_by(1.25 ** steps, event.position())
+        event.accept()
+
+    # ---- tools -------------------------------------------------------------------------
+    def set_tool(self, handler) -> None:
+        """Install (or remove with None) the tool that receives left-button events."""
+        self._tool = handler
+        self._tool_down = False
+        self.viewport().setCursor(Qt.CursorShape.CrossCursor if handler else Qt.CursorShape.ArrowCursor)
+
+    def tool(self):
+        return self._tool
+
+    def image_pos(self, view_pos: QPointF) -> tuple[float, float]:
+        """Image pixel coordinates (float) of a point in view coordinates."""
+        p = self.mapToScene(view_pos.toPoint())
+        return float(p.x()), float(p.y())
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802
+        button = event.button()
+        if button == Qt.MouseButton.MiddleButton or (button == Qt.MouseButton.LeftButton and self._tool is None):
+            self._pan_from = event.position()
+            self.viewport().setCursor(Qt.CursorShape.ClosedHandCursor)
+            event.accept()
+            return
+        if button == Qt.MouseButton.LeftButton and self._tool is not None:
+            self._tool_down = True
+            self._tool.press(*self.image_pos(event.position()), event)
+            event.accept()
+            return
+        super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event) -> None:  # noqa: N802
+        x, y = self.image_pos(event.position())
+        if self._pan_from is not None:
+            delta = event.position() - self._pan_from
+            self._pan_from = event.position()
+            self._auto_fit = False
+            hs, vs = self.horizontalScrollBar(), self.verticalScrollBar()
+            hs.setValue(hs.value() - round(delta.x()))
+            vs.setValue(vs.value() - round(delta.y()))
+        elif self._tool is not None:
+            if self._tool_down:
+                self._tool.move(x, y, event)
+            else:
+                self._tool.hover(x, y)
+        self.hovered.emit(x, y)
+        event.accept()
+
+    def mouseReleaseEvent(self, event) -> None:  # noqa: N802
+        if self._pan_from is not None and event.button() in (Qt.MouseButton.MiddleButton, Qt.MouseButton.LeftButton):
+            self._pan_from = None
+            self.viewport().setCursor(Qt.CursorShape.CrossCursor if self._tool else Qt.CursorShape.ArrowCursor)
+        elif self._tool_down and event.button() == Qt.MouseButton.LeftButton:
+            self._tool_down = False
+            self._tool.release(*self.image_pos(event.position()), event)
+        event.accept()
+
+
+def _keep(img: QImage, buf: np.ndarray) -> QImage:
+    """Tie ``buf``'s lifetime to a QImage that wraps its memory without copying."""
+    img._buf = buf  # type: ignore[attr-defined]
+    return img

@@ -1,0 +1,480 @@
+"""The review window: composes the canvas, panels, timeline and workers, and wires them.
+
+Per-frame state lives outside the widgets: ``FrameService`` (decoded frames), the
+``PredictionService`` cache (probabilities keyed by source, frame, model version),
+``MaskSlots`` (the editable mask of each frame, see ``ui/overlay.py``) and ``FrameScores``.
+``_display()`` draws the current frame from whatever of these is ready; workers only ever
+deliver through signals.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
+from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QScrollArea,
+                               QVBoxLayout, QWidget)
+
+from polypviewer.core.overlay import OverlayStyle
+from polypviewer.io.settings import load_settings, save_settings
+from polypviewer.ui.actions import MENUS, SPECS, build_actions, resolve_keymap
+from polypviewer.ui.canvas import Canvas
+from polypviewer.ui.overlay import FrameScores, MaskSlots
+from polypviewer.ui.panels import MetricsPanel, ModelPanel, NavigationBar, OverlayPanel
+from polypviewer.ui.timeline import Timeline
+from polypviewer.ui.workers import FrameService, PlaybackClock, PredictionService
+
+LOOKAHEAD = 8  # frames predicted ahead of the one shown
+VIDEO_FILTER = "Videos and images (*.mp4 *.avi *.mov *.mkv *.m4v *.webm *.png *.jpg *.jpeg *.tif *.tiff *.bmp);;All files (*)"
+
+
+class MainWindow(QMainWindow):
+    """Signals: ``source_opened(info)``, ``displayed(index, has_prediction)``, ``message(str)``."""
+
+    source_opened = Signal(object)
+    displayed = Signal(int, bool)
+    message = Signal(str)
+
+    def __init__(self, *, load_default_model: bool = True, model: str | None = None,
+                 weights: str | None = None, allow_random: bool = False, device: str = "auto") -> None:
+        super().__init__()
+        self.setWindowTitle("polypviewer")
+        self.setAcceptDrops(True)
+        self.settings, warning = load_settings()
+        self.errors: list[str] = []
+        self.source: dict[str, Any] | None = None
+        self.index = 0
+        self.threshold = 0.5
+        self.masks = MaskSlots()
+        self.scores = FrameScores()
+        self._shown_frame: tuple[int, int] | None = None  # (generation, index) on the canvas
+        self._closed = False
+        self._device = device
+        from polypviewer.nets.registry import list_models
+
+        self.canvas = Canvas()
+        self.nav = NavigationBar()
+        self.timeline = Timeline()
+        self.model_panel = ModelPanel(list_models())
+        self.overlay_panel = OverlayPanel(OverlayStyle(), self.threshold)
+        self.metrics_panel = MetricsPanel()
+        self.frames = FrameService(parent=self)
+        self.predictions = PredictionService(parent=self)
+        self.clock = PlaybackClock()
+        self._play_timer = QTimer(self)
+        self._play_timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self._play_timer.timeout.connect(self._tick)
+        self._rescore_timer = QTimer(self, singleShot=True, interval=150, timeout=self._rescore_all)
+        self._layout()
+        keymap, problems = resolve_keymap(self.settings.keymap)
+        self.actions_ = build_actions(self, self._handlers(), keymap)
+        self._menus()
+        self._wire()
+        for p in ([warning] if warning else []) + problems:
+            self.report(p)
+        if self.settings.window_geometry:
+            self.restoreGeometry(QByteArray.fromBase64(self.settings.window_geometry.encode()))
+        else:
+            self.resize(1440, 900)
+        if load_default_model or model or weights:
+            self.load_model(model, weights, allow_random=allow_random)
+        else:
+            self.model_panel.set_message("No model loaded.")
+
+    # ---- composition -------------------------------------------------------------------
+    def _layout(self) -> None:
+        center = QWidget()
+        v = QVBoxLayout(center)
+        v.setContentsMargins(0, 0, 0, 0)
+        v.setSpacing(0)
+        v.addWidget(self.canvas, 1)
+        v.addWidget(self.nav)
+        v.addWidget(self.timeline)
+        self.setCentralWidget(center)
+        side = QWidget()
+        col = QVBoxLayout(side)
+        for panel in (self.model_panel, self.overlay_panel, self.metrics_panel):
+            col.addWidget(panel)
+        col.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidget(side)
+        scroll.setWidgetResizable(True)
+        scroll.setMinimumWidth(330)
+        dock = QDockWidget("Review", self)
+        dock.setObjectName("reviewDock")
+        dock.setWidget(scroll)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        self.status_label = QLabel("")
+        self.statusBar().addPermanentWidget(self.status_label)
+
+    def _handlers(self) -> dict:
+        c = self.canvas
+        return {
+            "open": self.open_dialog, "open_folder": self.open_folder_dialog, "quit": self.close,
+            "prev_frame": lambda: self.step(-1), "next_frame": lambda: self.step(1),
+            "back_10": lambda: self.step(-10), "forward_10": lambda: self.step(10),
+            "first_frame": lambda: self.go_to(0), "last_frame": lambda: self.go_to(self.n - 1),
+            "play": self.set_playing, "next_worst": lambda: self.jump_worst(1),
+            "prev_worst": lambda: self.jump_worst(-1), "toggle_overlay": c.set_overlay_visible,
+            "toggle_outline": lambda on: self.set_style(outline=on),
+            "toggle_disagreement": lambda on: self.set_style(disagreement=on),
+            "toggle_gt": lambda on: self.set_style(show_gt=on),
+            "threshold_up": lambda: self.overlay_panel.set_threshold(min(0.99, self.threshold + 0.05)),
+            "threshold_down": lambda: self.overlay_panel.set_threshold(max(0.01, self.threshold - 0.05)),
+            "zoom_in": lambda: c.zoom_by(1.25), "zoom_out": lambda: c.zoom_by(0.8),
+            "actual_size": c.actual_size, "fit": c.fit, "load_weights": self.weights_dialog,
+            "predict_all": self.predict_all,
+        }
+
+    def _menus(self) -> None:
+        menus = {m: self.menuBar().addMenu(m) for m in MENUS}
+        self.recent_menu = menus["File"].addMenu("Open &recent")
+        for name, act in self.actions_.items():
+            menus[SPECS[name].menu].addAction(act)
+            self.addAction(act)  # shortcuts work with the menu bar hidden too
+        self.actions_["toggle_overlay"].setChecked(True)
+        self.actions_["toggle_gt"].setChecked(True)
+        self._fill_recent()
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for path in self.settings.recent_files:
+            self.recent_menu.addAction(path, lambda p=path: self.open_path(p))
+        self.recent_menu.setEnabled(bool(self.settings.recent_files))
+
+    def _wire(self) -> None:
+        self.frames.opened.connect(self._on_opened)
+        self.frames.open_failed.connect(self.report)
+        self.frames.frame.connect(self._on_frame)
+        self.frames.failed.connect(lambda i, msg: self.report(msg))
+        self.predictions.prediction.connect(self._on_prediction)
+        self.predictions.model_ready.connect(self._on_model_ready)
+        self.predictions.model_failed.connect(self._on_model_failed)
+        self.predictions.error.connect(self.report)
+        self.predictions.fps_changed.connect(self.model_panel.set_fps)
+        self.nav.frame_requested.connect(self.go_to)
+        self.nav.play_button.clicked.connect(lambda: self.actions_["play"].toggle())
+        self.timeline.frame_clicked.connect(self.go_to)
+        self.overlay_panel.style_changed.connect(self._on_style)
+        self.overlay_panel.threshold_changed.connect(self.set_threshold)
+        self.model_panel.model_chosen.connect(lambda name: self.load_model(name))
+        self.model_panel.weights_requested.connect(self.weights_dialog)
+        self.model_panel.random_requested.connect(lambda name: self.load_model(name, allow_random=True))
+        self.canvas.zoom_changed.connect(lambda z: self._status())
+
+    # ---- sources -----------------------------------------------------------------------
+    @property
+    def n(self) -> int:
+        return int(self.source["n"]) if self.source else 0
+
+    def open_path(self, path: str | Path) -> None:
+        """Open a video, image, image folder or Kvasir dataset (decoded off the GUI thread)."""
+        self.set_playing(False)
+        self.source = None
+        self.statusBar().showMessage(f"Opening {path}…")
+        gen = self.frames.open(str(path))
+        self.predictions.set_source(gen, str(path))
+
+    def _on_opened(self, info: dict) -> None:
+        self.source = info
+        self.index = 0
+        self._shown_frame = None
+        self.masks.clear()
+        self.scores.reset(info["n"])
+        self.nav.set_length(info["n"])
+        self.timeline.set_length(info["n"], "dice" if info["has_masks"] else "area")
+        self.overlay_panel.set_has_gt(info["has_masks"])
+        self.metrics_panel.setTitle("Metrics vs ground truth" if info["has_masks"] else "Metrics (no ground truth)")
+        self.metrics_panel.set_note("" if info["has_masks"] else
+                                    "This source has no ground-truth masks: the strip shows predicted area and confidence.")
+        self.setWindowTitle(f"polypviewer — {Path(info['path']).name}")
+        for p in info.get("problems", []):
+            self.report(p)
+        self.settings.add_recent(info["path"])
+        self._fill_recent()
+        self.source_opened.emit(info)
+        self.go_to(0)
+
+    def open_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open video or image", "", VIDEO_FILTER)
+        if path:
+            self.open_path(path)
+
+    def open_folder_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open folder of frames or Kvasir dataset")
+        if path:
+            self.open_path(path)
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            self.open_path(paths[0])
+            event.acceptProposedAction()
+
+    # ---- model -------------------------------------------------------------------------
+    def load_model(self, model: str | None = None, weights: str | None = None, *,
+                   allow_random: bool = False) -> None:
+        what = Path(weights).name if weights else (model or "the shipped default model")
+        self.model_panel.set_message(f"Loading {what}…")
+        self.predictions.load_model(model, weights, allow_random=allow_random, device=self._device)
+
+    def weights_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load weights", "", "Checkpoints (*.safetensors *.pth *.pt);;All files (*)")
+        if path:
+            self.load_model(None, path)
+
+    def _on_model_ready(self, info: dict) -> None:
+        self.model_panel.set_info(info)
+        self.model_panel.set_fps(None)
+        note = " (untrained: random weights)" if info.get("version") == "random-init" else ""
+        self.model_panel.set_message(f"Ready: {info.get('path', info.get('backend'))}{note}")
+        self.overlay_panel.set_threshold(float(info.get("threshold", self.threshold)))
+        self._invalidate_scores()
+        self._display()
+        self._request_ahead()
+
+    def _on_model_failed(self, message: str, offer_random: bool) -> None:
+        self.model_panel.set_message(message, offer_random=offer_random, error=True)
+        self.report(message)
+
+    def predict_all(self) -> None:
+        if self.source and self.predictions.info:
+            order = list(range(self.index, self.n)) + list(range(0, self.index))
+            self.predictions.request(order)
+
+    # ---- navigation --------------------------------------------------------------------
+    def step(self, delta: int) -> None:
+        self.set_playing(False)
+        self.go_to(self.index + delta)
+
+    def go_to(self, index: int, *, playing: bool = False) -> None:
+        if not self.source:
+            return
+        self.index = min(max(int(index), 0), self.n - 1)
+        self.nav.set_position(self.index, self.n, self._name(self.index), self.source.get("fps"))
+        self.timeline.set_current(self.index)
+        if self.frames.get(self.index) is None:
+            self.frames.request([self.index])
+        self._display()
+        if not playing:
+            self._request_ahead()
+
+    def _request_ahead(self, start: int | None = None, stride: int = 1) -> None:
+        if self.source:
+            start = self.index if start is None else start
+            self.predictions.request(list(range(start, self.n, stride))[:LOOKAHEAD + 1])
+
+    def _name(self, index: int) -> str:
+        names = self.source.get("names") if self.source else None
+        if names:
+            return names[index]
+        cached = self.frames.get(index)
+        return cached[2] if cached else f"{Path(self.source['path']).stem}_{index:06d}"
+
+    def jump_worst(self, step: int) -> None:
+        target = self.timeline.next_worst(self.index, step)
+        if target is not None:
+            self.set_playing(False)
+            self.go_to(target)
+
+    # ---- playback ----------------------------------------------------------------------
+    def set_playing(self, on: bool) -> None:
+        act = self.actions_["play"]
+        if act.isChecked() != on:
+            act.setChecked(on)  # re-enters through the toggled signal
+            return
+        self.nav.set_playing(on)
+        if not on:
+            self._play_timer.stop()
+            return
+        if not self.source:
+            act.setChecked(False)
+            return
+        if self.index >= self.n - 1:
+            self.go_to(0, playing=True)
+        fps = float(self.source.get("fps") or 10.0)
+        self.clock.start(self.index, fps, self.predictions.meter.fps())
+        self._play_timer.start(max(4, int(500 / fps)))
+
+    def _ready(self, index: int) -> bool:
+        if self.frames.get(index) is None:
+            return False
+        return self.predictions.info is None or self.predictions.cached(index) is not None
+
+    def _tick(self) -> None:
+        target = min(self.clock.target(time.perf_counter()), self.n - 1)
+        shown = self.clock.pick(self.index, target, self._ready)
+        if shown is not None:
+            self.go_to(shown, playing=True)
+        ahead = list(range(target + 1, self.n, self.clock.stride))[:LOOKAHEAD]
+        if self.predictions.info is not None:
+            self.predictions.request(ahead)
+        else:
+            self.frames.request(ahead[:3])
+        if self.index >= self.n - 1 or (target >= self.n - 1 and not self.predictions.busy()
+                                        and not self._ready(self.n - 1)):
+            self.set_playing(False)
+        self._status()
+
+    # ---- display -----------------------------------------------------------------------
+    def _on_frame(self, index: int, frame, gt, name: str) -> None:
+        if index == self.index:
+            self._display()
+
+    def _on_prediction(self, index: int, res) -> None:
+        if res.frame is not None and self.frames.get(index) is None:
+            self.frames.put(index, res.frame, res.gt, res.name)
+        cached = self.frames.get(index)
+        gt = cached[1] if cached else res.gt
+        self._score(index, res.prob, gt)
+        if index == self.index:
+            self._display()
+
+    def current_mask(self, index: int | None = None) -> np.ndarray | None:
+        """The mask shown for a frame: its editable slot if it has one, else the thresholded
+        prediction (None when there is no prediction yet)."""
+        index = self.index if index is None else index
+        slot = self.masks.get(index)
+        if slot is not None:
+            return slot
+        prob = self.predictions.cached(index)
+        return None if prob is None else prob >= self.threshold
+
+    def editable_mask(self, index: int | None = None) -> np.ndarray | None:
+        """The editable mask of a frame (created from its thresholded prediction on first use).
+        Tools paint into this array and call ``canvas.refresh_overlay(rect)`` then
+        ``mask_edited(index)``. None while the frame is not decoded yet."""
+        index = self.index if index is None else index
+        cached = self.frames.get(index)
+        if cached is None:
+            return None
+        mask = self.masks.ensure(index, self.predictions.cached(index), self.threshold, cached[0].shape[:2])
+        if index == self.index:
+            self.canvas.set_layers(mask, cached[1])
+        return mask
+
+    def mask_edited(self, index: int | None = None) -> None:
+        """Re-score a frame after its editable mask changed (call at the end of a stroke)."""
+        index = self.index if index is None else index
+        cached = self.frames.get(index)
+        if cached is not None and index in self.masks:
+            self._score(index, self.predictions.cached(index), cached[1])
+            if index == self.index:
+                self._show_metrics()
+
+    def _display(self) -> None:
+        cached = self.frames.get(self.index) if self.source else None
+        if cached is None:
+            return
+        frame, gt, _name = cached
+        key = (self.frames.generation, self.index)
+        if self._shown_frame != key:
+            self.canvas.set_frame(frame)
+            self._shown_frame = key
+        mask = self.current_mask()
+        self.canvas.set_layers(mask, gt)
+        if mask is not None:
+            self.scores.mark_seen(self.index)
+            if self.index not in self.scores.area:
+                self._score(self.index, self.predictions.cached(self.index), gt)
+        self._show_metrics()
+        self._status()
+        self.displayed.emit(self.index, mask is not None)
+
+    def _score(self, index: int, prob, gt) -> None:
+        mask = self.masks.get(index)
+        if mask is None:
+            if prob is None:
+                return
+            mask = prob >= self.threshold
+        s = self.scores.score(index, mask, gt, prob)
+        if s is not None:
+            self.timeline.set_value(index, s["dice"])
+        else:
+            area, conf = self.scores.area[index]
+            self.timeline.set_value(index, area, conf)
+
+    def _show_metrics(self) -> None:
+        self.metrics_panel.set_current(self.scores.get(self.index))
+        seen, n_seen = self.scores.seen_means()
+        whole, n_scored = self.scores.whole_means()
+        self.metrics_panel.set_means(seen, n_seen, whole, n_scored, self.n)
+
+    def _status(self) -> None:
+        parts = [f"zoom {self.canvas.zoom() * 100:.0f}%"]
+        if self._play_timer.isActive():
+            parts.append(f"dropped {self.clock.dropped}")
+        if self.predictions.info is not None and self.source and self.predictions.cached(self.index) is None:
+            parts.append("predicting…")
+        self.status_label.setText("   ".join(parts))
+
+    # ---- overlay controls --------------------------------------------------------------
+    def set_style(self, **changes) -> None:
+        style = self.canvas.style().with_(**changes)
+        self.overlay_panel.set_style(style)
+        self._on_style(style)
+
+    def _on_style(self, style: OverlayStyle) -> None:
+        self.canvas.set_style(style)
+        for name, on in (("toggle_outline", style.outline), ("toggle_disagreement", style.disagreement),
+                         ("toggle_gt", style.show_gt)):
+            act = self.actions_[name]
+            act.blockSignals(True)
+            act.setChecked(on)
+            act.blockSignals(False)
+
+    def set_threshold(self, value: float) -> None:
+        if math.isclose(value, self.threshold):
+            return
+        self.threshold = float(value)
+        self.overlay_panel.set_threshold(value)
+        self._invalidate_scores()
+        self._display()
+        self._rescore_timer.start()  # the other cached frames, once the slider rests
+
+    def _invalidate_scores(self) -> None:
+        self.scores.invalidate()
+        self.timeline.clear_values()
+
+    def _rescore_all(self) -> None:
+        for i in range(self.n):
+            prob = self.predictions.cached(i)
+            cached = self.frames.get(i)
+            if (prob is not None or i in self.masks) and cached is not None and i not in self.scores.area:
+                self._score(i, prob, cached[1])
+        self._show_metrics()
+
+    # ---- messages and shutdown ---------------------------------------------------------
+    def report(self, message: str) -> None:
+        """Show a one-line problem; the app carries on."""
+        self.errors.append(message)
+        self.statusBar().showMessage(message, 15000)
+        self.message.emit(message)
+
+    def closeEvent(self, event) -> None:  # noqa: N802
+        self.shutdown()
+        super().closeEvent(event)
+
+    def shutdown(self) -> None:
+        """Stop playback and every worker thread, and wait for them (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._play_timer.stop()
+        self._rescore_timer.stop()
+        self.predictions.shutdown()
+        self.frames.shutdown()
+        self.settings.window_geometry = bytes(self.saveGeometry().toBase64()).decode()
+        try:
+            save_settings(self.settings)
+        except OSError as exc:
+            self.errors.append(f"settings not saved: {exc}")

@@ -1,0 +1,323 @@
+"""Side panels and the navigation bar. Panels show state and emit what the user asked for;
+they never talk to workers or to each other (the main window wires them)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (QCheckBox, QColorDialog, QComboBox, QFormLayout, QGroupBox,
+                               QHBoxLayout, QLabel, QPushButton, QRadioButton, QSlider,
+                               QTableWidget, QTableWidgetItem, QToolButton, QVBoxLayout,
+                               QWidget, QHeaderView, QAbstractItemView)
+
+from polypviewer.core.metrics import SCORE_NAMES
+from polypviewer.core.overlay import OverlayStyle
+
+SCORE_LABELS = {"dice": "Dice", "iou": "IoU", "precision": "Precision", "recall": "Recall",
+                "accuracy": "Accuracy", "f2": "F2"}
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+class ModelPanel(QGroupBox):
+    """Network choice, weights, and what inference runs on (device, precision, measured fps)."""
+
+    model_chosen = Signal(str)  # a registry name: build it with the shipped/default weights
+    weights_requested = Signal()  # the user wants to pick a checkpoint file
+    random_requested = Signal(str)  # the user asks for random weights explicitly
+
+    def __init__(self, models: list[str], parent=None) -> None:
+        super().__init__("Model", parent)
+        self.combo = QComboBox()
+        self.combo.addItems(models)
+        self.combo.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.combo.activated.connect(lambda _i: self.model_chosen.emit(self.combo.currentText()))
+        self.load_button = QPushButton("Load weights…")
+        self.load_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.load_button.clicked.connect(self.weights_requested)
+        self.random_button = QPushButton("Use random weights")
+        self.random_button.setToolTip("Run the chosen network untrained (its masks are noise); "
+                                      "only to try the app without weights")
+        self.random_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.random_button.clicked.connect(lambda: self.random_requested.emit(self.combo.currentText()))
+        self.random_button.hide()
+        self.message = QLabel("")
+        self.message.setWordWrap(True)
+        self.message.setObjectName("message")
+        self.info: dict[str, QLabel] = {}
+        form = QFormLayout()
+        form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
+        for key, label in (("weights", "Weights"), ("version", "Version"), ("device", "Device"),
+                           ("precision", "Precision"), ("backend", "Backend"), ("fps", "Speed")):
+            self.info[key] = QLabel("–")
+            self.info[key].setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            form.addRow(label, self.info[key])
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.load_button)
+        buttons.addWidget(self.random_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.combo)
+        layout.addLayout(buttons)
+        layout.addLayout(form)
+        layout.addWidget(self.message)
+
+    def set_info(self, info: Mapping[str, Any] | None) -> None:
+        info = info or {}
+        if info.get("model"):
+            i = self.combo.findText(str(info["model"]))
+            if i >= 0:
+                self.combo.setCurrentIndex(i)
+        weights = info.get("weights")
+        self.info["weights"].setText(str(weights).rsplit("/", 1)[-1] if weights else "random init")
+        self.info["weights"].setToolTip(str(weights or ""))
+        for key in ("version", "device", "precision", "backend"):
+            self.info[key].setText(str(info.get(key, "–")))
+
+    def set_fps(self, fps: float | None) -> None:
+        self.info["fps"].setText("–" if fps is None else f"{fps:.1f} frames/s")
+
+    def set_message(self, text: str, *, offer_random: bool = False, error: bool = False) -> None:
+        self.message.setText(text)
+        self.message.setProperty("error", error)
+        self.message.style().unpolish(self.message)
+        self.message.style().polish(self.message)
+        self.random_button.setVisible(offer_random)
+
+
+class OverlayPanel(QGroupBox):
+    """Threshold, per-layer colour and opacity, fill/outline, disagreement."""
+
+    style_changed = Signal(object)  # OverlayStyle
+    threshold_changed = Signal(float)
+
+    def __init__(self, style: OverlayStyle, threshold: float = 0.5, parent=None) -> None:
+        super().__init__("Overlay", parent)
+        self._style = style
+        self.threshold = QSlider(Qt.Orientation.Horizontal)
+        self.threshold.setRange(1, 99)
+        self.threshold.setValue(round(threshold * 100))
+        self.threshold.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.threshold_label = QLabel(f"{threshold:.2f}")
+        self.threshold.valueChanged.connect(self._threshold_moved)
+        self.pred_box = QCheckBox("Prediction")
+        self.gt_box = QCheckBox("Ground truth")
+        self.pred_opacity = self._opacity_slider(style.pred_opacity)
+        self.gt_opacity = self._opacity_slider(style.gt_opacity)
+        self.pred_color = self._color_button(style.pred_color)
+        self.gt_color = self._color_button(style.gt_color)
+        self.filled = QRadioButton("Filled")
+        self.outline = QRadioButton("Outline")
+        self.disagree = QCheckBox("Disagreement: TP / FP / FN")
+        for w in (self.pred_box, self.gt_box, self.filled, self.outline, self.disagree):
+            w.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.legend = QLabel()
+        self.legend.setObjectName("legend")
+        self.set_style(style)
+        for box in (self.pred_box, self.gt_box, self.outline, self.disagree):
+            box.toggled.connect(self._emit)
+        for s in (self.pred_opacity, self.gt_opacity):
+            s.valueChanged.connect(self._emit)
+        self.pred_color.clicked.connect(lambda: self._pick("pred_color", self.pred_color))
+        self.gt_color.clicked.connect(lambda: self._pick("gt_color", self.gt_color))
+        grid = QFormLayout()
+        row = QHBoxLayout()
+        row.addWidget(self.threshold, 1)
+        row.addWidget(self.threshold_label)
+        grid.addRow("Threshold", row)
+        for box, color, op in ((self.pred_box, self.pred_color, self.pred_opacity),
+                               (self.gt_box, self.gt_color, self.gt_opacity)):
+            line = QHBoxLayout()
+            line.addWidget(color)
+            line.addWidget(op, 1)
+            grid.addRow(box, line)
+        modes = QHBoxLayout()
+        modes.addWidget(self.filled)
+        modes.addWidget(self.outline)
+        layout = QVBoxLayout(self)
+        layout.addLayout(grid)
+        layout.addLayout(modes)
+        layout.addWidget(self.disagree)
+        layout.addWidget(self.legend)
+
+    @staticmethod
+    def _opacity_slider(value: float) -> QSlider:
+        s = QSlider(Qt.Orientation.Horizontal)
+        s.setRange(0, 100)
+        s.setValue(round(value * 100))
+        s.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        s.setToolTip("opacity")
+        return s
+
+    @staticmethod
+    def _color_button(rgb) -> QToolButton:
+        b = QToolButton()
+        b.setFixedSize(22, 18)
+        b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        b.setStyleSheet(f"background: rgb{tuple(rgb)}; border: 1px solid #555;")
+        b.setToolTip("colour")
+        return b
+
+    def _pick(self, field: str, button: QToolButton) -> None:
+        current = QColor(*getattr(self._style, field))
+        color = QColorDialog.getColor(current, self, "Overlay colour")
+        if color.isValid():
+            rgb = (color.red(), color.green(), color.blue())
+            button.setStyleSheet(f"background: rgb{rgb}; border: 1px solid #555;")
+            self._style = self._style.with_(**{field: rgb})
+            self.style_changed.emit(self._style)
+
+    def _threshold_moved(self, value: int) -> None:
+        self.threshold_label.setText(f"{value / 100:.2f}")
+        self.threshold_changed.emit(value / 100)
+
+    def threshold_value(self) -> float:
+        return self.threshold.value() / 100
+
+    def set_threshold(self, value: float) -> None:
+        self.threshold.setValue(round(value * 100))
+
+    def set_has_gt(self, has_gt: bool) -> None:
+        for w in (self.gt_box, self.gt_color, self.gt_opacity, self.disagree):
+            w.setEnabled(has_gt)
+
+    def style(self) -> OverlayStyle:  # noqa: A003 (mirrors Canvas.style)
+        return self._style
+
+    def set_style(self, style: OverlayStyle) -> None:
+        """Show ``style`` without emitting (the window calls this after a key toggled it)."""
+        self._style = style
+        widgets = (self.pred_box, self.gt_box, self.filled, self.outline, self.disagree,
+                   self.pred_opacity, self.gt_opacity)
+        for w in widgets:
+            w.blockSignals(True)
+        self.pred_box.setChecked(style.show_pred)
+        self.gt_box.setChecked(style.show_gt)
+        self.filled.setChecked(not style.outline)
+        self.outline.setChecked(style.outline)
+        self.disagree.setChecked(style.disagreement)
+        self.pred_opacity.setValue(round(style.pred_opacity * 100))
+        self.gt_opacity.setValue(round(style.gt_opacity * 100))
+        for w in widgets:
+            w.blockSignals(False)
+        if style.disagreement:
+            self.legend.setText(_swatch(style.tp_color, "TP") + _swatch(style.fp_color, "FP")
+                                + _swatch(style.fn_color, "FN"))
+        else:
+            self.legend.setText(_swatch(style.pred_color, "prediction") + _swatch(style.gt_color, "ground truth"))
+
+    def _emit(self) -> None:
+        self.set_style(self._style.with_(
+            show_pred=self.pred_box.isChecked(), show_gt=self.gt_box.isChecked(),
+            outline=self.outline.isChecked(), disagreement=self.disagree.isChecked(),
+            pred_opacity=self.pred_opacity.value() / 100, gt_opacity=self.gt_opacity.value() / 100))
+        self.style_changed.emit(self._style)
+
+
+def _swatch(rgb, text: str) -> str:
+    return f'<span style="color: rgb{tuple(rgb)}">■</span> {text}&nbsp;&nbsp;'
+
+
+class MetricsPanel(QGroupBox):
+    """This frame's scores, the mean over the frames seen, and over the whole source."""
+
+    COLUMNS = ("frame", "seen", "all")
+
+    def __init__(self, parent=None) -> None:
+        super().__init__("Metrics vs ground truth", parent)
+        self.table = QTableWidget(len(SCORE_NAMES), 3)
+        self.table.setHorizontalHeaderLabels(["This frame", "Seen", "Whole source"])
+        self.table.setVerticalHeaderLabels([SCORE_LABELS[n] for n in SCORE_NAMES])
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        self.table.verticalHeader().setDefaultSectionSize(22)
+        self.table.setFixedHeight(22 * len(SCORE_NAMES) + 28)
+        for r in range(len(SCORE_NAMES)):
+            for c in range(3):
+                item = QTableWidgetItem("–")
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.table.setItem(r, c, item)
+        self.note = QLabel("")
+        self.note.setWordWrap(True)
+        self.note.setObjectName("note")
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.table)
+        layout.addWidget(self.note)
+
+    def _set_column(self, col: int, values: Mapping[str, float] | None) -> None:
+        for r, name in enumerate(SCORE_NAMES):
+            self.table.item(r, col).setText(_fmt(None if values is None else values.get(name)))
+
+    def set_current(self, values: Mapping[str, float] | None) -> None:
+        self._set_column(0, values)
+
+    def set_means(self, seen: Mapping[str, float] | None, n_seen: int,
+                  whole: Mapping[str, float] | None, n_scored: int, n_total: int) -> None:
+        self._set_column(1, seen)
+        self._set_column(2, whole)
+        self.table.horizontalHeaderItem(1).setText(f"Seen ({n_seen})")
+        self.table.horizontalHeaderItem(2).setText(
+            f"All {n_total}" if whole is not None else f"All ({n_scored}/{n_total})")
+
+    def value(self, name: str, column: str = "frame") -> str:
+        """The text shown for score ``name`` in ``column`` ("frame", "seen", "all")."""
+        return self.table.item(SCORE_NAMES.index(name), self.COLUMNS.index(column)).text()
+
+    def set_note(self, text: str) -> None:
+        self.note.setText(text)
+
+
+class NavigationBar(QWidget):
+    """Play button, frame slider, counter and the frame's name / time."""
+
+    frame_requested = Signal(int)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.play_button = QToolButton()
+        self.play_button.setText("▶")
+        self.play_button.setToolTip("Play / pause (Space)")
+        self.play_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.slider.setRange(0, 0)
+        self.slider.valueChanged.connect(self.frame_requested)
+        self.counter = QLabel("0 / 0")
+        self.counter.setObjectName("counter")
+        self.counter.setMinimumWidth(90)
+        self.counter.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self.name = QLabel("")
+        self.name.setObjectName("frameName")
+        self.name.setMinimumWidth(260)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(6, 2, 6, 2)
+        layout.addWidget(self.play_button)
+        layout.addWidget(self.slider, 1)
+        layout.addWidget(self.counter)
+        layout.addWidget(self.name)
+
+    def set_length(self, n: int) -> None:
+        self.slider.blockSignals(True)
+        self.slider.setRange(0, max(n - 1, 0))
+        self.slider.blockSignals(False)
+
+    def set_position(self, index: int, n: int, name: str, fps: float | None) -> None:
+        self.slider.blockSignals(True)
+        self.slider.setValue(index)
+        self.slider.blockSignals(False)
+        self.counter.setText(f"{index + 1} / {n}")
+        if fps:
+            t = index / fps
+            self.name.setText(f"{name}   {int(t // 60):02d}:{t % 60:06.3f}")
+        else:
+            self.name.setText(name)
+
+    def set_playing(self, playing: bool) -> None:
+        self.play_button.setText("⏸" if playing else "▶")
