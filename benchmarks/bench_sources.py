@@ -1,0 +1,185 @@
+"""Frame-source benchmark: random access vs sequential reads, and memory while streaming.
+
+    .venv/bin/python benchmarks/bench_sources.py [--clip PATH] [--frames 1000] [--json OUT]
+
+1. On the real H.264 clip (``../shared/data/video``): ms per frame for a sequential pass,
+   for random access (our verified seeking, LRU off so every read really decodes), and,
+   as the baseline in the same run, OpenCV's bare ``CAP_PROP_POS_FRAMES`` + ``read()``,
+   counting how often that baseline returns the wrong frame.
+2. Writes a long synthetic video (default 1000 frames of 640x480 MPEG-4) to a temporary
+   folder, streams it through ``open_source`` and samples the process RSS every 100 frames:
+   memory must stay flat (fixed-size LRU, no per-frame growth).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from polypviewer.io.sources import open_source  # noqa: E402
+
+
+def machine() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} logical CPUs)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} logical CPUs)"
+
+
+def rss_mb() -> float:
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, AttributeError):
+        import resource  # peak, not current: still shows growth
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def sequential_reference(path: Path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(f, cv2.COLOR_BGR2RGB))
+    cap.release()
+    return frames
+
+
+def bench_access(clip: Path, repeats: int) -> dict:
+    ref = sequential_reference(clip)
+    n = len(ref)
+    rng = random.Random(0)
+    order = [rng.randrange(n) for _ in range(repeats * n)]
+
+    with open_source(clip, cache_frames=0) as src:
+        t = time.perf_counter()
+        for _ in range(repeats):
+            for i in range(n):
+                src.frame(i)
+            src.reader._next = None  # next pass starts from a fresh seek, as a user would
+        seq_ms = (time.perf_counter() - t) * 1000 / (repeats * n)
+
+    with open_source(clip, cache_frames=0, max_forward=0) as src:
+        wrong = 0
+        t = time.perf_counter()
+        for i in order:
+            wrong += not np.array_equal(src.frame(i), ref[i])
+        rand_ms = (time.perf_counter() - t) * 1000 / len(order)
+        stats = dict(src.reader.stats)
+
+    with open_source(clip) as src:  # default settings (8-frame LRU, forward decode <= 32)
+        t = time.perf_counter()
+        for i in order:
+            src.frame(i)
+        default_ms = (time.perf_counter() - t) * 1000 / len(order)
+
+    cap = cv2.VideoCapture(str(clip))
+    naive_wrong = 0
+    t = time.perf_counter()
+    for i in order:
+        cap.set(cv2.CAP_PROP_POS_FRAMES, i)
+        ok, f = cap.read()
+        naive_wrong += not (ok and np.array_equal(cv2.cvtColor(f, cv2.COLOR_BGR2RGB), ref[i]))
+    naive_ms = (time.perf_counter() - t) * 1000 / len(order)
+    cap.release()
+    return {
+        "clip": str(clip), "frames": n, "size": f"{ref[0].shape[1]}x{ref[0].shape[0]}",
+        "sequential_ms_per_frame": round(seq_ms, 3),
+        "random_ms_per_frame_no_cache": round(rand_ms, 3),
+        "random_ms_per_frame_default": round(default_ms, 3),
+        "random_wrong_frames": wrong, "random_reads": len(order), "random_reader_stats": stats,
+        "baseline_opencv_seek_ms_per_frame": round(naive_ms, 3),
+        "baseline_opencv_seek_wrong_frames": naive_wrong,
+    }
+
+
+def bench_memory(n_frames: int, width: int, height: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "long.mp4"
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (width, height))
+        xs = np.arange(width, dtype=np.int32)[None, :]
+        ys = np.arange(height, dtype=np.int32)[:, None]
+        t = time.perf_counter()
+        for i in range(n_frames):
+            img = ((xs + ys * 2 + i * 3) % 256).astype(np.uint8)
+            writer.write(cv2.merge([img, np.roll(img, i, axis=1), 255 - img]))
+        writer.release()
+        write_s = time.perf_counter() - t
+
+        t = time.perf_counter()
+        src = open_source(path)
+        index_s = time.perf_counter() - t
+        samples: list[tuple[int, float]] = []
+        t = time.perf_counter()
+        for i in range(len(src)):
+            src.frame(i)
+            if i % 100 == 99:
+                samples.append((i + 1, round(rss_mb(), 1)))
+        stream_s = time.perf_counter() - t
+        src.close()
+    after_warmup = [mb for k, mb in samples if k >= 200] or [mb for _, mb in samples]
+    return {
+        "frames": n_frames, "size": f"{width}x{height}", "write_s": round(write_s, 2),
+        "index_s": round(index_s, 2), "stream_ms_per_frame": round(stream_s * 1000 / n_frames, 3),
+        "rss_mb_every_100_frames": samples,
+        "rss_growth_after_200_frames_mb": round(max(after_warmup) - min(after_warmup), 1),
+        "decoded_frame_mb": round(width * height * 3 / 2**20, 2),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clip", type=Path,
+                        default=ROOT.parent / "shared" / "data" / "video" / "colonoscopy_clip_sidebyside_h264.mp4")
+    parser.add_argument("--repeats", type=int, default=4, help="passes over the clip per measurement")
+    parser.add_argument("--frames", type=int, default=1000, help="length of the synthetic video")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    result = {"machine": machine(), "python": platform.python_version(), "opencv": cv2.__version__,
+              "command": " ".join([Path(sys.executable).name, *sys.argv])}
+    print(f"machine: {result['machine']}\ncommand: {result['command']}")
+    if args.clip.exists():
+        acc = result["access"] = bench_access(args.clip, args.repeats)
+        print(f"\n[access] {acc['clip']} ({acc['frames']} frames, {acc['size']})")
+        print(f"  sequential                       {acc['sequential_ms_per_frame']:8.2f} ms/frame")
+        print(f"  random, verified seek, no cache  {acc['random_ms_per_frame_no_cache']:8.2f} ms/frame "
+              f"({acc['random_wrong_frames']} wrong of {acc['random_reads']})")
+        print(f"  random, default (LRU 8)          {acc['random_ms_per_frame_default']:8.2f} ms/frame")
+        print(f"  baseline: OpenCV set+read        {acc['baseline_opencv_seek_ms_per_frame']:8.2f} ms/frame "
+              f"({acc['baseline_opencv_seek_wrong_frames']} wrong of {acc['random_reads']})")
+        print(f"  random/sequential ratio          {acc['random_ms_per_frame_no_cache'] / acc['sequential_ms_per_frame']:8.2f}x")
+    else:
+        print(f"\n[access] skipped: {args.clip} not found")
+    mem = result["memory"] = bench_memory(args.frames, 640, 480)
+    print(f"\n[memory] synthetic {mem['frames']} frames {mem['size']} MPEG-4: index {mem['index_s']} s, "
+          f"stream {mem['stream_ms_per_frame']} ms/frame")
+    print("  RSS (MB) every 100 frames: " + ", ".join(f"{mb}" for _, mb in mem["rss_mb_every_100_frames"]))
+    print(f"  growth after frame 200: {mem['rss_growth_after_200_frames_mb']} MB "
+          f"(one decoded frame is {mem['decoded_frame_mb']} MB; the whole video would be "
+          f"{mem['decoded_frame_mb'] * mem['frames']:.0f} MB)")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
