@@ -20,7 +20,7 @@ import numpy as np
 
 from polypviewer.io.images import (IMAGE_EXTENSIONS, ItemError, SourceError, decode_file,
                                    is_image_file, natural_key, read_image, read_mask)
-from polypviewer.io.video import VIDEO_EXTENSIONS, VideoReader, load_index
+from polypviewer.io.video import VIDEO_EXTENSIONS, ProgressFn, VideoReader, load_index
 
 __all__ = [
     "FrameSource", "ImageListSource", "ItemError", "SourceError", "VideoSource",
@@ -197,9 +197,10 @@ class VideoSource(FrameSource):
 
     kind = "video"
 
-    def __init__(self, path: Path, *, cache_frames: int = 8, max_forward: int = 32) -> None:
+    def __init__(self, path: Path, *, cache_frames: int = 8, max_forward: int = 32,
+                 on_progress: ProgressFn | None = None) -> None:
         super().__init__(path)
-        self.index = load_index(path)
+        self.index = load_index(path, on_progress)
         self.reader = VideoReader(path, self.index, cache_frames=cache_frames, max_forward=max_forward)
         self.fps = self.index.fps
         if self.index.declared_count and self.index.declared_count != self.index.count:
@@ -245,14 +246,24 @@ class VideoSource(FrameSource):
         self.reader.close()
 
 
-def open_source(path: str | Path, **video_options: int) -> FrameSource:
+def open_source(path: str | Path, **video_options) -> FrameSource:
     """Open a video file, an image, a Kvasir-SEG folder (``images/`` + ``masks/``, or its
     ``images/`` folder) or a plain folder of images (natural sort: frame2 before frame10).
 
-    ``video_options`` (``cache_frames``, ``max_forward``) tune :class:`VideoReader`.
+    ``video_options`` (``cache_frames``, ``max_forward``, ``on_progress(done, declared)``
+    while a new video is indexed) go to :class:`VideoSource`; other sources ignore them.
     Raises :class:`SourceError` (one line naming the path) when nothing can be opened.
     """
     path = Path(path).expanduser()
+    try:
+        return _open(path, video_options)
+    except PermissionError as exc:
+        raise SourceError("permission denied", exc.filename or path) from None
+    except OSError as exc:
+        raise SourceError(f"cannot read ({exc.strerror or exc})", exc.filename or path) from None
+
+
+def _open(path: Path, video_options: dict) -> FrameSource:
     if not path.exists():
         raise SourceError("no such file or folder", path)
     if path.is_dir():

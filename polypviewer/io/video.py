@@ -23,6 +23,8 @@ import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Callable
 from pathlib import Path
 
 import cv2
@@ -49,7 +51,7 @@ class VideoIndex:
     height: int
     pts_ms: np.ndarray        # float64 (count,): timestamp of each decoded frame
 
-    @property
+    @cached_property
     def seekable(self) -> bool:
         """True when timestamps identify frames (strictly increasing), so a seek's landing
         can be verified; otherwise reads decode forward from the start."""
@@ -64,9 +66,13 @@ class VideoIndex:
         for j in (k - 1, k):
             if 0 <= j < self.count and (best is None or abs(self.pts_ms[j] - pts) < abs(self.pts_ms[best] - pts)):
                 best = j
+        return best if best is not None and abs(self.pts_ms[best] - pts) <= self._tolerance else None
+
+    @cached_property
+    def _tolerance(self) -> float:
+        # A quarter of the smallest frame interval: never matches a neighbouring frame.
         gaps = np.diff(self.pts_ms)
-        tol = 0.25 * float(gaps.min()) if gaps.size and gaps.min() > 0 else 1e-3
-        return best if best is not None and abs(self.pts_ms[best] - pts) <= tol else None
+        return 0.25 * float(gaps.min()) if gaps.size and gaps.min() > 0 else 1e-3
 
 
 def _open(path: Path) -> cv2.VideoCapture:
@@ -83,8 +89,14 @@ def _cache_file(path: Path) -> Path:
     return cache_dir() / "video-index" / (hashlib.sha256(key.encode("utf-8")).hexdigest()[:32] + ".json")
 
 
-def build_index(path: str | Path) -> VideoIndex:
-    """Decode ``path`` once, recording every frame's timestamp (no colour conversion)."""
+ProgressFn = Callable[[int, int], None]  # (frames indexed so far, frames the header declares)
+
+
+def build_index(path: str | Path, on_progress: ProgressFn | None = None) -> VideoIndex:
+    """Decode ``path`` once, recording every frame's timestamp (no colour conversion).
+
+    ``on_progress(done, declared)`` is called every 100 frames (long videos take a while:
+    the pass decodes every frame once)."""
     path = Path(path)
     cap = _open(path)
     try:
@@ -95,6 +107,8 @@ def build_index(path: str | Path) -> VideoIndex:
         pts: list[float] = []
         while cap.grab():
             pts.append(float(cap.get(cv2.CAP_PROP_POS_MSEC)))
+            if on_progress is not None and len(pts) % 100 == 0:
+                on_progress(len(pts), declared)
     finally:
         cap.release()
     if not pts:
@@ -102,7 +116,7 @@ def build_index(path: str | Path) -> VideoIndex:
     return VideoIndex(len(pts), declared, fps if fps > 0 else None, width, height, np.asarray(pts, np.float64))
 
 
-def load_index(path: str | Path) -> VideoIndex:
+def load_index(path: str | Path, on_progress: ProgressFn | None = None) -> VideoIndex:
     """The cached index of ``path``, building and caching it when missing or stale."""
     path = Path(path)
     try:
@@ -116,7 +130,7 @@ def load_index(path: str | Path) -> VideoIndex:
                               int(data["width"]), int(data["height"]), np.asarray(data["pts_ms"], np.float64))
     except (OSError, ValueError, KeyError, TypeError):
         pass  # missing or damaged cache: rebuild
-    index = build_index(path)
+    index = build_index(path, on_progress)
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp")
