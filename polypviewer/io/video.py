@@ -38,6 +38,7 @@ __all__ = ["VIDEO_EXTENSIONS", "VideoIndex", "VideoReader", "build_index", "load
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm")
 
 _INDEX_VERSION = 1
+_MAX_SEEK_FAILURES = 3
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,7 @@ class VideoReader:
         self._cap: cv2.VideoCapture | None = _open(self.path)
         self._next = 0  # index of the frame the next grab() returns; None when unknown
         self._closed = False
+        self._seek_failures = 0  # after a few, stop trusting OpenCV's seek for this file
         self.stats = {"seeks": 0, "reopens": 0, "grabs": 0, "cache_hits": 0}
 
     def __len__(self) -> int:
@@ -257,8 +259,9 @@ class VideoReader:
         ok = False
         if nxt is not None and nxt <= i <= nxt + self._max_forward:
             ok = self._forward_to(i)
-        if not ok and self.index.seekable:
+        if not ok and self.index.seekable and self._seek_failures < _MAX_SEEK_FAILURES:
             ok = self._seek(i)
+            self._seek_failures += not ok
         if not ok:
             # Exact whatever the container does: decode forward from the very start.
             self._reopen()

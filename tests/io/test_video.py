@@ -84,6 +84,36 @@ def test_wrong_seek_landing_is_detected_and_corrected(numbered_video, monkeypatc
             assert frame_number(src.frame(i)) == i
 
 
+class _BlindCapture(_LyingCapture):
+    """After a seek, the timestamp of the landing frame is unknown (garbage)."""
+
+    def __init__(self, cap):
+        super().__init__(cap, 0)
+        self._blind = False
+
+    def set(self, prop, value):
+        self._blind = prop == cv2.CAP_PROP_POS_FRAMES
+        return self._cap.set(prop, value)
+
+    def grab(self):
+        return self._cap.grab()
+
+    def get(self, prop):
+        if prop == cv2.CAP_PROP_POS_MSEC and self._blind:
+            return -12345.0
+        return self._cap.get(prop)
+
+
+def test_unverifiable_seeks_fall_back_to_decoding_from_the_start(numbered_video, monkeypatch):
+    real_open = V._open
+    monkeypatch.setattr(V, "_open", lambda path: _BlindCapture(real_open(path)))
+    with open_source(numbered_video, cache_frames=0, max_forward=0) as src:
+        for i in [50, 10, 90, 89, 3, 117, 0]:
+            assert frame_number(src.frame(i)) == i
+        assert src.reader.stats["reopens"] >= 6
+        assert src.reader.stats["seeks"] == 3, "after 3 failed seeks the reader stops trying"
+
+
 def test_index_is_cached_in_user_cache_not_beside_the_video(numbered_video, monkeypatch):
     before = sorted(p.name for p in numbered_video.parent.iterdir())
     open_source(numbered_video).close()
