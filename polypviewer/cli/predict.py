@@ -1,0 +1,214 @@
+"""``polypviewer predict SOURCE --out DIR [--model NAME] [--weights FILE] ...``
+
+Segments an image, a folder of images, a Kvasir-SEG dataset or a video. Writes
+``DIR/masks/<stem>.png`` (0/255) and, with ``--save-prob``, ``DIR/probs/<stem>.png``
+(8-bit, round(255 * p)); video frames are named ``<video-stem>_<frame:06d>``. With
+``--shard I/N`` only items whose index % N == I are done, so N machines (or processes)
+split a dataset and their outputs together are exactly one run's. When the source has
+ground truth the metrics are printed at the end. Bad items are named and skipped
+(exit status 1); existing output files are never replaced without ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from polypviewer.cli import UserError
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by the commands that build a Predictor."""
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="where to run (auto: CUDA if present, else CPU)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                        help="arithmetic (auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32)")
+    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "openvino"),
+                        help="inference backend (auto: OpenVINO on the CPU when installed, else PyTorch)")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", type=Path, help="image, image folder, Kvasir dataset (images/ + masks/) or video")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    parser.add_argument("--model", metavar="NAME", help="network (default: the one the weights are for)")
+    parser.add_argument("--weights", type=Path, metavar="FILE",
+                        help="checkpoint (.safetensors or .pth); default: the shipped weights")
+    parser.add_argument("--allow-random", action="store_true",
+                        help="run an untrained network when no weights exist (benchmarks only)")
+    parser.add_argument("--save-prob", action="store_true", help="also write DIR/probs/<stem>.png (round(255*p))")
+    parser.add_argument("--threshold", type=float, default=0.5, metavar="T", help="mask = prob >= T (default 0.5)")
+    add_engine_options(parser)
+    parser.add_argument("--tta", action="store_true", help="test-time augmentation: average over flips (3x slower)")
+    parser.add_argument("--overlay-video", type=Path, metavar="FILE",
+                        help="also write an MP4 of the frames with the predicted mask blended in")
+    parser.add_argument("--shard", metavar="I/N", help="only items with index %% N == I (e.g. 0/2 and 1/2)")
+    parser.add_argument("--batch-size", type=int, default=None, metavar="B",
+                        help="frames per inference call (default: the backend's choice)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files of the same name")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    if text is None:
+        return 0, 1
+    a, sep, b = text.partition("/")
+    try:
+        i, n = int(a), int(b)
+    except ValueError:
+        raise UserError(f"--shard: expected I/N such as 0/4, got {text!r}") from None
+    if not sep or n < 1 or not 0 <= i < n:
+        raise UserError(f"--shard: need 0 <= I < N, got {text!r}")
+    return i, n
+
+
+class Progress:
+    """One-line progress bar with frames/s on stderr (a line per 10% when not a terminal)."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.total, self.quiet = total, quiet
+        self.tty = sys.stderr.isatty()
+        self._last_decile = -1
+
+    def __call__(self, done: int, total: int, fps: float) -> None:
+        if self.quiet:
+            return
+        frac = done / max(total, 1)
+        bar = "#" * int(30 * frac)
+        line = f"[{bar:<30}] {done}/{total} frames  {fps:5.1f} frames/s"
+        if self.tty:
+            print("\r" + line, end="" if done < total else "\n", file=sys.stderr, flush=True)
+        elif int(frac * 10) != self._last_decile or done == total:
+            self._last_decile = int(frac * 10)
+            print(line, file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from polypviewer.core.errors import PolypviewerError
+    from polypviewer.engine.inference import PipelineRunner, Predictor
+    from polypviewer.io.images import encode_image, remove_stale_temporaries, write_atomic
+    from polypviewer.io.sources import open_source
+
+    shard_i, shard_n = parse_shard(args.shard)
+    if not 0.0 <= args.threshold <= 1.0:
+        raise UserError(f"--threshold must be between 0 and 1 (got {args.threshold})")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1 (got {args.batch_size})")
+    out: Path = args.out
+    with open_source(args.source) as src:
+        indices = [i for i in range(len(src)) if i % shard_n == shard_i]
+        folders = {"masks": out / "masks"}
+        if args.save_prob:
+            folders["probs"] = out / "probs"
+        names = {i: src.name(i) for i in indices}
+        if not args.overwrite:
+            clash = [folders[k] / f"{names[i]}.png" for k in folders for i in indices
+                     if (folders[k] / f"{names[i]}.png").exists()]
+            if args.overlay_video is not None and args.overlay_video.exists():
+                clash.append(args.overlay_video)
+            if clash:
+                raise UserError(f"{clash[0]}: already exists ({len(clash)} output file(s) would be replaced); "
+                                "pass --overwrite or choose another --out")
+        predictor = Predictor.create(args.model, args.weights, device=args.device, precision=args.precision,
+                                     backend=args.backend, tta=args.tta, allow_random=args.allow_random,
+                                     threshold=args.threshold)
+        info = predictor.info
+        if not args.quiet:
+            shard = f", shard {shard_i}/{shard_n}" if shard_n > 1 else ""
+            print(f"{info['model']} ({info['version']}) on {info['path']}: {len(indices)} item(s) "
+                  f"from {src.path}{shard}", file=sys.stderr)
+        for folder in folders.values():
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise PolypviewerError(f"cannot create output folder ({exc.strerror or exc})", folder) from None
+            remove_stale_temporaries(folder)
+
+        acc = _accumulator() if src.has_masks else None
+        writer = _OverlayWriter(args.overlay_video, src.fps) if args.overlay_video else None
+        failed, t0 = 0, time.perf_counter()
+        runner = PipelineRunner(src, predictor, indices, batch_size=args.batch_size,
+                                on_progress=Progress(len(indices), args.quiet))
+        try:
+            for r in runner:
+                if r.error is not None:
+                    failed += 1
+                    print(f"polypviewer: skipped {r.error}", file=sys.stderr)
+                    continue
+                try:
+                    mask = r.mask
+                    write_atomic(folders["masks"] / f"{r.name}.png", encode_image(mask.astype(np.uint8) * 255, ".png"))
+                    if args.save_prob:
+                        prob8 = np.rint(r.prob * 255.0).astype(np.uint8)
+                        write_atomic(folders["probs"] / f"{r.name}.png", encode_image(prob8, ".png"))
+                    if acc is not None and r.gt is not None:
+                        acc.add(r.name, mask, r.gt)
+                    if writer is not None:
+                        writer.add(r.frame, mask)
+                except (OSError, ValueError, PolypviewerError) as exc:
+                    failed += 1
+                    print(f"polypviewer: skipped {r.name}: cannot write output ({exc})", file=sys.stderr)
+        finally:
+            runner.cancel()
+            if writer is not None:
+                writer.close()
+        elapsed = time.perf_counter() - t0
+        done = len(indices) - failed
+        if not args.quiet:
+            print(f"{done} mask(s) written to {folders['masks']}, {failed} failed, "
+                  f"{len(indices) / max(elapsed, 1e-9):.1f} frames/s overall", file=sys.stderr)
+        if acc is not None and len(acc):
+            _print_metrics(acc.summary())
+    return 1 if failed else 0
+
+
+def _accumulator() -> Any:
+    from polypviewer.core.metrics import MetricAccumulator
+
+    return MetricAccumulator(benchmark=False)
+
+
+def _print_metrics(summary: dict[str, Any]) -> None:
+    from polypviewer.core.metrics import SCORE_NAMES
+
+    mean = summary["mean"]
+    cells = "  ".join(f"{k} {mean[k]:.4f}" for k in SCORE_NAMES if mean.get(k) is not None)
+    print(f"ground truth for {summary['n']} item(s), mean per image: {cells}")
+
+
+class _OverlayWriter:
+    """MP4 (mp4v) of the frames with the predicted mask tinted in, at the source's fps."""
+
+    def __init__(self, path: Path, fps: float | None) -> None:
+        self.path = path
+        self.fps = fps or 10.0
+        self._writer: Any = None
+        self._size: tuple[int, int] | None = None
+
+    def add(self, frame: Any, mask: Any) -> None:
+        import cv2
+
+        from polypviewer.core.overlay import OverlayStyle, color_table, composite, overlay_codes
+
+        style = OverlayStyle(show_gt=False)
+        img = composite(frame, overlay_codes(mask, None, style), color_table(style))
+        h, w = img.shape[:2]
+        if self._writer is None:
+            self._size = (w, h)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+            if not self._writer.isOpened():
+                from polypviewer.core.errors import PolypviewerError
+
+                raise PolypviewerError("cannot open the overlay video for writing", self.path)
+        if (w, h) != self._size:  # image folders mix sizes; a video has one
+            img = cv2.resize(img, self._size, interpolation=cv2.INTER_AREA)
+        self._writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()

@@ -1,0 +1,414 @@
+"""Inference backends behind one interface, and the device / precision / backend policy.
+
+A backend runs a network on preprocessed input ``(N, 3, S, S) float32`` and returns the
+inference map's LOGITS ``(N, S', S') float32``. Pre- and post-processing (resize, colour
+order, normalisation, sigmoid, resize back) live in ``inference.py``, once, so every
+backend sees the same input and gives the same kind of output.
+
+- ``TorchBackend``: eager PyTorch. BatchNorm folded into the preceding convolutions,
+  channels_last, ``inference_mode``; bf16 autocast on CPUs with native bf16, fp16 autocast
+  on CUDA.
+- ``OpenVINOBackend``: the same torch module converted in memory with
+  ``openvino.convert_model`` (no ONNX file), compiled for the CPU with a bf16 precision
+  hint where the processor has AMX / AVX-512 BF16. The converted model is cached as
+  ``.xml/.bin`` under ``cache_dir()/openvino`` keyed by model, weights content, input size
+  and precision, and OpenVINO's compiled blobs under ``cache_dir()/openvino/blobs``, so a
+  second start is fast. Several infer requests in flight feed the pipeline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from polypviewer.core.errors import PolypviewerError
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+BACKENDS = ("auto", "torch", "openvino")
+
+# Called with (tag, logits (n, S', S') float32) when a submitted batch is done; tag is the
+# caller's per-batch token, handed back unchanged.
+ResultCallback = Callable[[Any, np.ndarray], None]
+
+
+class EngineError(PolypviewerError):
+    """The requested device / precision / backend cannot be used here."""
+
+
+# --------------------------------------------------------------------------- policy
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU feature flags of the first processor (empty where /proc/cpuinfo is absent)."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def cpu_has_native_bf16(flags: Sequence[str] | frozenset[str] | None = None) -> bool:
+    """True when the CPU computes bf16 natively (AMX-BF16 or AVX-512 BF16)."""
+    flags = cpu_flags() if flags is None else frozenset(flags)
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def choose_device(requested: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when a CUDA device is usable, else ``cpu``."""
+    if requested not in DEVICES:
+        raise EngineError(f"unknown device {requested!r}; choose one of: {', '.join(DEVICES)}")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise EngineError("--device cuda asked for, but no CUDA device is available "
+                          "(this torch build or machine has none); use --device cpu")
+    return requested
+
+
+def choose_precision(device: str, requested: str = "auto",
+                     flags: Sequence[str] | frozenset[str] | None = None) -> str:
+    """The arithmetic precision to run in.
+
+    ``auto``: CUDA -> fp16; CPU -> bf16 where the processor has native bf16 (AMX or
+    AVX-512 BF16; ``flags`` overrides /proc/cpuinfo, for tests), else fp32. An explicit
+    request is honoured where it can run: fp16 needs CUDA; bf16 on a CPU without native
+    support runs (emulated, slowly) because the user asked for it.
+    """
+    if requested not in PRECISIONS:
+        raise EngineError(f"unknown precision {requested!r}; choose one of: {', '.join(PRECISIONS)}")
+    if device == "cuda":
+        if requested == "auto":
+            return "fp16"
+        if requested == "bf16" and not torch.cuda.is_bf16_supported():
+            raise EngineError("this CUDA device has no bf16 support; use --precision fp16 or fp32")
+        return requested
+    if requested == "auto":
+        return "bf16" if cpu_has_native_bf16(flags) else "fp32"
+    if requested == "fp16":
+        raise EngineError("fp16 inference needs a CUDA device; on the CPU use --precision bf16 or fp32")
+    return requested
+
+
+def openvino_available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except Exception:  # a broken install is as good as none: fall back to torch
+        return False
+    return True
+
+
+def choose_backend(device: str, requested: str = "auto") -> str:
+    """``auto``: CUDA -> torch; CPU with OpenVINO importable -> openvino; else torch."""
+    if requested not in BACKENDS:
+        raise EngineError(f"unknown backend {requested!r}; choose one of: {', '.join(BACKENDS)}")
+    if requested == "openvino":
+        if device != "cpu":
+            raise EngineError("the openvino backend runs on the CPU only; use --device cpu")
+        if not openvino_available():
+            raise EngineError("openvino is not installed; install it or use --backend torch")
+        return "openvino"
+    if requested == "torch":
+        return "torch"
+    return "openvino" if device == "cpu" and openvino_available() else "torch"
+
+
+# --------------------------------------------------------------------------- model prep
+
+
+class InferenceHead(nn.Module):
+    """The network followed by its spec's ``select``: one logits tensor (N, 1, H, W)."""
+
+    def __init__(self, model: nn.Module, select: Callable[[Any], torch.Tensor]) -> None:
+        super().__init__()
+        self.model = model
+        self._select = select
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._select(self.model(x))
+
+
+def fold_batchnorm(module: nn.Module) -> tuple[nn.Module, int]:
+    """Fold every eval-mode BatchNorm that directly follows a convolution into it.
+
+    Uses torch.fx (symbolic trace + ``fuse``), so it works on any traceable network and
+    leaves the arithmetic unchanged up to rounding. Returns (module, number folded); a
+    network fx cannot trace is returned unchanged with 0.
+    """
+    from torch.fx.experimental.optimization import fuse
+
+    before = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+    try:
+        fused = fuse(module.eval(), inplace=False)
+    except Exception as exc:  # fx cannot trace data-dependent control flow: run unfolded
+        log.info("BatchNorm folding skipped (%s: %s)", type(exc).__name__, exc)
+        return module, 0
+    after = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in fused.modules())
+    return fused, before - after
+
+
+def state_digest(module: nn.Module) -> str:
+    """sha256 of every parameter and buffer (names, shapes, bytes): what the network computes."""
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        t = t.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- backends
+
+
+class Backend:
+    """Runs the network on preprocessed input; see the module docstring."""
+
+    name = "base"
+
+    def __init__(self, device: str, precision: str, input_size: int) -> None:
+        self.device = device
+        self.precision = precision
+        self.input_size = input_size
+
+    #: how many frames the pipeline should put in one submitted batch
+    preferred_batch = 1
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 3, S, S) float32 -> logits (N, S', S') float32, synchronously."""
+        raise NotImplementedError
+
+    def stream(self, on_result: ResultCallback) -> "Stream":
+        """A submission channel for the pipeline (several batches may be in flight)."""
+        return SyncStream(self, on_result)
+
+    def describe(self) -> str:
+        return f"{self.name} {self.precision} {self.device}"
+
+
+class Stream:
+    """``submit(tag, batch)`` may return before the result; ``on_result`` gets it later.
+    ``wait()`` returns when everything submitted has been delivered."""
+
+    def submit(self, tag: Any, batch: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def wait(self) -> None:
+        raise NotImplementedError
+
+
+class SyncStream(Stream):
+    def __init__(self, backend: Backend, on_result: ResultCallback) -> None:
+        self.backend = backend
+        self.on_result = on_result
+
+    def submit(self, tag: Any, batch: np.ndarray) -> None:
+        self.on_result(tag, self.backend.infer(batch))
+
+    def wait(self) -> None:
+        return None
+
+
+class TorchBackend(Backend):
+    """Eager PyTorch with the engine's optimisations (each can be turned off for baselines)."""
+
+    name = "torch"
+
+    def __init__(self, head: InferenceHead, input_size: int, *, device: str = "cpu",
+                 precision: str = "fp32", fold_bn: bool = True, channels_last: bool = True) -> None:
+        super().__init__(device, precision, input_size)
+        head = head.eval()
+        self.folded = 0
+        if fold_bn:
+            head, self.folded = fold_batchnorm(head)
+        self.channels_last = channels_last
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.module = head.to(device=device, memory_format=memory_format)
+        self._dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        # CUDA: batches keep the GPU busy; CPU: batch 1 is as fast per frame and keeps latency low.
+        self.preferred_batch = 8 if device == "cuda" else 1
+        if device == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        if self.device == "cuda":
+            x = x.pin_memory().to("cuda", non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast(device_type=self.device, dtype=self._dtype or torch.float32,
+                                                     enabled=self._dtype is not None):
+            y = self.module(x)
+        return y.float()[:, 0].cpu().numpy()
+
+    def describe(self) -> str:
+        extras = [f"{self.folded} BN folded" if self.folded else "no BN folding",
+                  "channels_last" if self.channels_last else "contiguous"]
+        return f"torch {self.precision} {self.device} ({', '.join(extras)})"
+
+
+class OpenVINOBackend(Backend):
+    """OpenVINO on the CPU; static input (1, 3, S, S), several requests in flight for streams."""
+
+    name = "openvino"
+
+    def __init__(self, head: InferenceHead, input_size: int, *, precision: str = "fp32",
+                 cache_key: str | None = None, cache_root: Path | None = None) -> None:
+        super().__init__("cpu", precision, input_size)
+        import openvino as ov
+
+        self._ov = ov
+        self.core = ov.Core()
+        self.cache_hit = False
+        self.model = self._converted(head, input_size, cache_key, cache_root)
+        self._compiled: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self.requests_in_flight = 0  # set when the throughput model is compiled
+
+    def _converted(self, head: InferenceHead, size: int, key: str | None, root: Path | None) -> Any:
+        ov = self._ov
+        xml = None
+        if key is not None and root is not None:
+            folder = root / "openvino"
+            folder.mkdir(parents=True, exist_ok=True)
+            self.core.set_property({"CACHE_DIR": str(folder / "blobs")})
+            xml = folder / f"{key}.xml"
+            if xml.exists() and xml.with_suffix(".bin").exists():
+                try:
+                    model = self.core.read_model(str(xml))
+                    self.cache_hit = True
+                    return model
+                except Exception as exc:  # a damaged cache entry is rebuilt, never fatal
+                    log.warning("%s: unreadable cached OpenVINO model (%s); converting again", xml, exc)
+        example = torch.zeros(1, 3, size, size)
+        with torch.no_grad():
+            model = ov.convert_model(head.eval(), example_input=example, input=[(1, 3, size, size)])
+        if xml is not None:
+            # Write under a temporary name, then rename: a crash never leaves half a model.
+            tmp = xml.with_name(xml.stem + ".partial.xml")
+            ov.save_model(model, str(tmp), compress_to_fp16=False)
+            tmp.with_suffix(".bin").replace(xml.with_suffix(".bin"))
+            tmp.replace(xml)
+        return model
+
+    def compiled(self, mode: str = "LATENCY") -> Any:
+        """The model compiled for ``LATENCY`` (one frame fast) or ``THROUGHPUT`` (streams)."""
+        with self._lock:
+            if mode not in self._compiled:
+                config = {"PERFORMANCE_HINT": mode,
+                          "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32"}
+                cm = self.core.compile_model(self.model, "CPU", config)
+                self._compiled[mode] = cm
+                if mode == "THROUGHPUT":
+                    # At least 2 so one request decodes its result while the next computes.
+                    self.requests_in_flight = max(2, int(cm.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+            return self._compiled[mode]
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if len(batch) == 1:
+            req = self._latency_request()
+            out = req.infer({0: batch})
+            return np.array(next(iter(out.values()))[:, 0], dtype=np.float32)
+        results: list[np.ndarray | None] = [None] * len(batch)
+
+        def done(i: Any, logits: np.ndarray) -> None:
+            results[i] = logits[0]
+
+        stream = self.stream(done)
+        for i in range(len(batch)):
+            stream.submit(i, batch[i:i + 1])
+        stream.wait()
+        return np.stack(results)  # type: ignore[arg-type]
+
+    def _latency_request(self) -> Any:
+        # One request per thread: infer requests are not thread-safe.
+        local = self.__dict__.setdefault("_tls", threading.local())
+        if not hasattr(local, "req"):
+            local.req = self.compiled("LATENCY").create_infer_request()
+        return local.req
+
+    def stream(self, on_result: ResultCallback) -> Stream:
+        return _OpenVINOStream(self, on_result)
+
+    def describe(self) -> str:
+        return f"openvino {self.precision} cpu"
+
+
+class _OpenVINOStream(Stream):
+    def __init__(self, backend: OpenVINOBackend, on_result: ResultCallback) -> None:
+        ov = backend._ov
+        compiled = backend.compiled("THROUGHPUT")
+        self.queue = ov.AsyncInferQueue(compiled, backend.requests_in_flight)
+        self.errors: list[BaseException] = []
+
+        def callback(request: Any, tag: Any) -> None:
+            try:
+                # Copy: the request's output buffer is reused by its next inference.
+                logits = np.array(request.get_output_tensor(0).data[:, 0], dtype=np.float32)
+                on_result(tag, logits)
+            except BaseException as exc:  # noqa: BLE001 - an exception here would be lost
+                self.errors.append(exc)
+
+        self.queue.set_callback(callback)
+
+    def submit(self, tag: Any, batch: np.ndarray) -> None:
+        if len(batch) != 1:
+            raise ValueError("the OpenVINO stream takes one frame per submission")
+        self.queue.start_async({0: np.ascontiguousarray(batch, dtype=np.float32)}, tag)
+        if self.errors:
+            raise self.errors.pop(0)
+
+    def wait(self) -> None:
+        self.queue.wait_all()
+        if self.errors:
+            raise self.errors.pop(0)
+
+
+def cache_key(model_name: str, digest: str, input_size: int, precision: str) -> str:
+    """File stem of a cached converted model: changes whenever what it computes could."""
+    try:
+        import openvino
+
+        ov_version = openvino.__version__.split("-")[0]
+    except Exception:
+        ov_version = "none"
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_name)
+    return f"{safe}-{digest[:16]}-{input_size}-{precision}-ov{ov_version}"
+
+
+def make_backend(kind: str, head: InferenceHead, input_size: int, *, device: str, precision: str,
+                 model_name: str, cache_root: Path | None = None) -> Backend:
+    """Build the chosen backend; ``kind`` and friends come from the choose_* functions."""
+    if kind == "openvino":
+        key = cache_key(model_name, state_digest(head), input_size, precision) if cache_root else None
+        return OpenVINOBackend(head, input_size, precision=precision, cache_key=key, cache_root=cache_root)
+    return TorchBackend(head, input_size, device=device, precision=precision)
+
+
+__all__ = ["Backend", "EngineError", "InferenceHead", "OpenVINOBackend", "Stream", "TorchBackend",
+           "cache_key", "choose_backend", "choose_device", "choose_precision", "cpu_flags",
+           "cpu_has_native_bf16", "cpu_name", "fold_batchnorm", "make_backend", "state_digest"]

@@ -1,0 +1,317 @@
+"""Inference engine: policy, pre/post-processing, backends agreeing, the pipelined runner."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from polypviewer.engine import backends as B
+from polypviewer.engine.calibration import calibrate_batchnorm
+from polypviewer.engine.inference import (FrameError, NoWeightsError, PipelineRunner, Predictor,
+                                          prepare_input, probabilities)
+from polypviewer.nets.registry import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+
+PRE64 = Preprocessing(64, "RGB", IMAGENET_MEAN, IMAGENET_STD)
+
+
+def tiny_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 1, 1))
+    for m in net.modules():  # non-trivial BN statistics so folding has something to fold
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
+def frames(n: int = 5) -> list[np.ndarray]:
+    rs = np.random.RandomState(1)
+    return [rs.randint(0, 256, (40 + 7 * i, 50 + 3 * i, 3), dtype=np.uint8) for i in range(n)]
+
+
+class ListSource:
+    """A FrameSource stand-in: frames from a list, some indices failing, optional delay."""
+
+    has_masks = False
+    fps = None
+
+    def __init__(self, items, bad=(), delay=0.0):
+        self.items, self.bad, self.delay = items, set(bad), delay
+        self.max_read = -1
+
+    def __len__(self):
+        return len(self.items)
+
+    def frame(self, i):
+        time.sleep(self.delay)
+        self.max_read = max(self.max_read, i)
+        if i in self.bad:
+            raise ValueError("corrupt frame")
+        return self.items[i]
+
+    def mask(self, i):
+        return None
+
+    def name(self, i):
+        return f"clip_{i:06d}"
+
+
+# --------------------------------------------------------------------------- policy
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ({"avx2", "amx_bf16", "amx_tile"}, "bf16"),
+    ({"avx512f", "avx512_bf16"}, "bf16"),
+    ({"avx2", "avx512f"}, "fp32"),
+    (set(), "fp32"),
+])
+def test_cpu_precision_follows_native_bf16(flags, expected):
+    assert B.choose_precision("cpu", "auto", flags=flags) == expected
+
+
+def test_precision_overrides_and_refusals(monkeypatch):
+    assert B.choose_precision("cpu", "fp32", flags={"amx_bf16"}) == "fp32"
+    assert B.choose_precision("cpu", "bf16", flags=set()) == "bf16"  # asked for: emulated, allowed
+    with pytest.raises(B.EngineError, match="fp16 inference needs a CUDA device"):
+        B.choose_precision("cpu", "fp16")
+    with pytest.raises(B.EngineError, match="unknown precision"):
+        B.choose_precision("cpu", "int8")
+    assert B.choose_precision("cuda", "auto") == "fp16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    with pytest.raises(B.EngineError, match="no bf16"):
+        B.choose_precision("cuda", "bf16")
+
+
+def test_cpu_flags_read_from_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: X\nflags\t\t: fpu avx2 amx_bf16\n\nprocessor\t: 1\n")
+    assert B.cpu_flags(info) == {"fpu", "avx2", "amx_bf16"}
+    assert B.cpu_flags(tmp_path / "absent") == frozenset()
+
+
+def test_device_and_backend_policy(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert B.choose_device("auto") == "cpu"
+    with pytest.raises(B.EngineError, match="no CUDA device"):
+        B.choose_device("cuda")
+    assert B.choose_backend("cuda", "auto") == "torch"
+    monkeypatch.setattr(B, "openvino_available", lambda: True)
+    assert B.choose_backend("cpu", "auto") == "openvino"
+    monkeypatch.setattr(B, "openvino_available", lambda: False)
+    assert B.choose_backend("cpu", "auto") == "torch"
+    with pytest.raises(B.EngineError, match="not installed"):
+        B.choose_backend("cpu", "openvino")
+
+
+# --------------------------------------------------------------------------- pre/post
+
+
+def test_prepare_input_normalises_and_orders_channels():
+    frame = np.zeros((10, 12, 3), np.uint8)
+    frame[..., 0], frame[..., 1], frame[..., 2] = 255, 128, 0
+    x = prepare_input(frame, Preprocessing(8, "RGB", IMAGENET_MEAN, IMAGENET_STD))
+    assert x.shape == (3, 8, 8) and x.dtype == np.float32
+    want = [(1.0 - 0.485) / 0.229, (128 / 255 - 0.456) / 0.224, (0.0 - 0.406) / 0.225]
+    np.testing.assert_allclose(x[:, 3, 3], want, rtol=1e-5)
+    bgr = prepare_input(frame, Preprocessing(8, "BGR"))  # ResUNet++: BGR/255, no mean/std
+    np.testing.assert_allclose(bgr[:, 0, 0], [0.0, 128 / 255, 1.0], rtol=1e-6)
+
+
+def test_probabilities_match_torch_bilinear_then_sigmoid():
+    logits = np.random.RandomState(0).randn(16, 16).astype(np.float32) * 4
+    p = probabilities(logits, (37, 53))
+    ref = torch.sigmoid(F.interpolate(torch.from_numpy(logits)[None, None], size=(37, 53),
+                                      mode="bilinear", align_corners=False))[0, 0].numpy()
+    assert p.shape == (37, 53) and p.dtype == np.float32
+    np.testing.assert_allclose(p, ref, atol=1e-5)
+    assert probabilities(np.array([[-1000.0, 1000.0]], np.float32), (1, 2)).tolist() == [[0.0, 1.0]]
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def reference_probs(net: nn.Module, imgs: list[np.ndarray], pre: Preprocessing) -> list[np.ndarray]:
+    """Independent fp32 torch path: the unoptimised network, torch interpolate + sigmoid."""
+    out = []
+    with torch.no_grad():
+        for f in imgs:
+            x = torch.from_numpy(prepare_input(f, pre))[None]
+            lg = net(x)
+            out.append(torch.sigmoid(F.interpolate(lg, size=f.shape[:2], mode="bilinear",
+                                                   align_corners=False))[0, 0].numpy())
+    return out
+
+
+def test_batchnorm_folding_keeps_the_output():
+    net = tiny_net()
+    folded, n = B.fold_batchnorm(B.InferenceHead(net, lambda o: o))
+    assert n == 2
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), net(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["torch", "openvino"])
+def test_fp32_backends_match_the_reference(backend):
+    if backend == "openvino" and not B.openvino_available():
+        pytest.skip("openvino not installed")
+    net, imgs = tiny_net(), frames()
+    p = Predictor.from_module(net, name="tiny", preprocessing=PRE64, backend=backend, precision="fp32")
+    assert p.info["backend"] == backend and p.info["precision"] == "fp32"
+    for got, want in zip(p.predict(imgs), reference_probs(net, imgs, PRE64)):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_tta_averages_flipped_logits():
+    net, imgs = tiny_net(), frames(2)
+    p = Predictor.from_module(net, name="tiny", preprocessing=PRE64, backend="torch", precision="fp32", tta=True)
+    got = p.predict(imgs)
+    with torch.no_grad():
+        for f, g in zip(imgs, got):
+            x = torch.from_numpy(prepare_input(f, PRE64))[None]
+            lg = (net(x) + net(x.flip(-1)).flip(-1) + net(x.flip(-2)).flip(-2)) / 3
+            want = torch.sigmoid(F.interpolate(lg, size=f.shape[:2], mode="bilinear"))[0, 0].numpy()
+            np.testing.assert_allclose(g, want, atol=1e-4)
+
+
+def val_frames(endotect: Path, n: int) -> list[np.ndarray]:
+    import cv2
+
+    stems = json.loads((endotect / "split.json").read_text())["val"][:n]
+    out = []
+    for s in stems:
+        path = next((endotect / "images").glob(f"{s}.*"))
+        out.append(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
+    return out
+
+
+def test_bf16_fast_path_agrees_with_fp32_on_real_images(endotect):
+    """The engine's auto path (OpenVINO bf16 here) vs fp32, with realistic BN statistics."""
+    from polypviewer.nets import build_model, get_spec
+
+    spec = get_spec("unet")
+    pre = Preprocessing(64, spec.preprocessing.color_order, spec.preprocessing.mean, spec.preprocessing.std)
+    imgs = val_frames(endotect, 6)
+    torch.manual_seed(0)
+    net = calibrate_batchnorm(build_model("unet"), [np.stack([prepare_input(f, pre) for f in imgs])])
+    ref = Predictor.from_module(net, name="unet", preprocessing=pre, select=spec.select,
+                                backend="torch", precision="fp32").predict(imgs)
+    fast = Predictor.from_module(net, name="unet", preprocessing=pre, select=spec.select,
+                                 backend="auto", precision="bf16")
+    got = fast.predict(imgs)
+    diff = np.mean([np.abs(a - b).mean() for a, b in zip(got, ref)])
+    inter = sum(((a >= 0.5) & (b >= 0.5)).sum() for a, b in zip(got, ref))
+    total = sum((a >= 0.5).sum() + (b >= 0.5).sum() for a, b in zip(got, ref))
+    assert diff < 0.01, f"mean |p_fast - p_fp32| = {diff:.4f} on {fast.info['path']}"
+    assert 2 * inter / max(total, 1) > 0.98
+
+
+def test_openvino_model_is_cached_and_reused(tmp_path, monkeypatch):
+    if not B.openvino_available():
+        pytest.skip("openvino not installed")
+    monkeypatch.setenv("POLYPVIEWER_CACHE", str(tmp_path / "cache"))
+    net, imgs = tiny_net(), frames(2)
+    first = Predictor.from_module(net, name="tiny", preprocessing=PRE64, backend="openvino", precision="fp32")
+    assert not first.backend.cache_hit
+    assert len(list((tmp_path / "cache" / "openvino").glob("tiny-*-64-fp32-*.xml"))) == 1
+    second = Predictor.from_module(net, name="tiny", preprocessing=PRE64, backend="openvino", precision="fp32")
+    assert second.backend.cache_hit
+    np.testing.assert_array_equal(first.predict(imgs)[0], second.predict(imgs)[0])
+    other = Predictor.from_module(tiny_net(seed=1), name="tiny", preprocessing=PRE64, backend="openvino",
+                                  precision="fp32")
+    assert not other.backend.cache_hit  # different weights, different cache entry
+
+
+# --------------------------------------------------------------------------- Predictor.create
+
+
+def test_create_needs_weights_unless_random_allowed(tmp_path):
+    with pytest.raises(NoWeightsError, match="--weights"):
+        Predictor.create("unet", backend="torch")
+    p = Predictor.create("unet", backend="torch", allow_random=True, precision="fp32")
+    assert p.info["version"] == "random-init" and p.info["model"] == "unet"
+
+
+def test_create_reads_model_and_preprocessing_from_the_checkpoint(tmp_path):
+    from polypviewer.nets import build_model
+    from polypviewer.nets.weights import save_checkpoint
+
+    torch.manual_seed(0)
+    net = build_model("unet")
+    sha = save_checkpoint(tmp_path / "u.safetensors", net, model_name="unet",
+                          preprocessing=Preprocessing(64, "BGR"))
+    p = Predictor.create(weights=tmp_path / "u.safetensors", backend="torch", precision="fp32")
+    assert p.info["model"] == "unet" and p.info["version"] == sha[:12] and p.info["input_size"] == 64
+    assert p.predict(frames(1))[0].shape == frames(1)[0].shape[:2]
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+@pytest.mark.parametrize("backend", ["torch", "openvino"])
+def test_runner_yields_in_order_and_names_bad_frames(backend):
+    if backend == "openvino" and not B.openvino_available():
+        pytest.skip("openvino not installed")
+    imgs = frames(9)
+    p = Predictor.from_module(tiny_net(), name="tiny", preprocessing=PRE64, backend=backend, precision="fp32")
+    want = p.predict(imgs)
+    seen = []
+    runner = PipelineRunner(ListSource(imgs, bad={4}), p, batch_size=3,
+                            on_progress=lambda d, t, fps: seen.append((d, t)))
+    results = list(runner)
+    assert [r.index for r in results] == list(range(9))
+    assert seen[-1] == (9, 9) and runner.failed == 1
+    bad = results[4]
+    assert isinstance(bad.error, FrameError) and str(bad.error).startswith("clip_000004: ")
+    assert bad.prob is None and bad.mask is None
+    for r in results:
+        if r.ok:
+            np.testing.assert_allclose(r.prob, want[r.index], atol=1e-5)
+            assert r.mask.dtype == bool and r.name == f"clip_{r.index:06d}"
+
+
+def test_runner_subset_of_indices_and_bounded_read_ahead():
+    imgs = frames(3) * 20  # 60 frames
+    p = Predictor.from_module(tiny_net(), name="tiny", preprocessing=PRE64, backend="torch", precision="fp32")
+    src = ListSource(imgs)
+    runner = PipelineRunner(src, p, indices=range(0, 60, 2), max_queue=2)
+    it = iter(runner)
+    first = next(it)
+    time.sleep(0.5)  # a slow consumer: the decoder must stop after a bounded read-ahead
+    assert first.index == 0
+    # decode queue (2) + the job being put + infer batch + out queue (2) + the one held
+    assert src.max_read <= 2 * (1 + 2 + 1 + 1 + 2 + 1)
+    rest = [r.index for r in it]
+    assert rest == list(range(2, 60, 2))
+
+
+def test_cancel_stops_promptly_from_another_thread():
+    imgs = frames(2) * 100
+    p = Predictor.from_module(tiny_net(), name="tiny", preprocessing=PRE64, backend="torch", precision="fp32")
+    runner = PipelineRunner(ListSource(imgs, delay=0.01), p)
+    got = []
+
+    def consume():
+        for r in runner:
+            got.append(r.index)
+
+    t = threading.Thread(target=consume)
+    t.start()
+    time.sleep(0.3)
+    runner.cancel()
+    t.join(2.0)
+    runner.join(2.0)
+    assert not t.is_alive() and all(not th.is_alive() for th in runner._threads)
+    assert 0 < len(got) < 200 and got == list(range(len(got)))
