@@ -176,3 +176,15 @@ def test_unet_head_is_bn_logits():
         model.head_bn.bias.fill_(-3.0)  # logits can be negative: no sigmoid in the module
         out = model(torch.rand(1, 3, 32, 32))
     assert out.shape == (1, 1, 32, 32) and float(out.min()) < 0.0
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_info_summary_shows_the_same_numbers(name):
+    from polypviewer.nets.summary import model_summary
+
+    trainable, keras_total, gflops = EXPECTED[name]
+    info = model_summary(name, with_flops=gflops is not None)
+    assert (info["params"], info["keras_total_params"], info["input_size"]) == (
+        trainable, keras_total, 256)
+    if gflops is not None:
+        assert info["gflops"] == pytest.approx(gflops, rel=0.02)
