@@ -1,0 +1,500 @@
+"""Train and fine-tune loops with callbacks, recipes of the papers, resumable state.
+
+``train(...)`` runs a recipe on a :class:`~polypviewer.engine.data.SampleSet`, scores the
+validation set every epoch (mean per-image Dice at the original resolution) and keeps the
+best weights in a safetensors checkpoint whose metadata names the architecture and the
+preprocessing (so ``predict --weights FILE`` needs no ``--model``). The full training state
+(weights, optimizer, schedule, epoch, step, best score, history) goes to ``<out>.state.pt``
+after every epoch and on interruption; it holds only tensors and plain containers and is
+read back with ``torch.load(weights_only=True)``. Every random draw is seeded from
+``(seed, epoch, step)``, so a resumed run continues exactly where the saved one stopped.
+
+Progress is reported through callbacks receiving :class:`TrainEvent` (the GUI plots the
+loss; the CLI draws a progress bar). ``stop`` (anything with ``is_set()``, e.g. a
+``threading.Event``) interrupts cleanly after the current step.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from polypviewer.core.errors import PolypviewerError
+from polypviewer.engine.augment import AugmentConfig, multiscale
+from polypviewer.engine.data import SampleSet, make_batch, normalise
+from polypviewer.engine.losses import deep_supervision, get_loss
+from polypviewer.nets.registry import build_model, get_spec
+
+__all__ = ["Recipe", "RECIPES", "TrainEvent", "TrainResult", "TrainingError", "train",
+           "evaluate_model", "state_path", "choose_autocast", "get_recipe"]
+
+
+class TrainingError(PolypviewerError):
+    """Training cannot start or continue (bad state file, output exists, ...)."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to train: optimiser, schedule, loss, augmentation (the papers' settings as presets)."""
+
+    name: str
+    optimizer: str = "adam"  # adam | nadam | adamw
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    batch_size: int = 16
+    epochs: int = 20
+    loss: str = "structure"
+    clip_value: float | None = 0.5  # element-wise gradient clipping (PraNet)
+    rates: tuple[float, ...] = (1.0,)  # multi-scale training rates
+    multiscale: str = "all"  # "all": every rate each step (PraNet); "random": one per step
+    schedule: str = "none"  # none | plateau (x factor after patience bad epochs) | cosine
+    plateau_patience: int = 5
+    plateau_factor: float = 0.1
+    warmup_steps: int = 0  # linear warm-up (cosine schedule)
+    early_stop: int | None = None  # stop after this many epochs without a better val Dice
+    # Parameter-name prefixes kept frozen (their BatchNorm statistics too): freezing the
+    # high-resolution stem of a pretrained encoder saves most of the backward pass on a CPU.
+    freeze: tuple[str, ...] = ()
+    augment: AugmentConfig = AugmentConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["augment"] = self.augment.to_dict()
+        return d
+
+
+RECIPES: dict[str, Recipe] = {
+    # PraNet (MICCAI 2020): Adam 1e-4, batch 16, 20 epochs, rates 0.75/1/1.25 each step,
+    # element-wise clip 0.5, structure loss on all four maps; MediaEval augmentation.
+    "pranet": Recipe("pranet", rates=(0.75, 1.0, 1.25)),
+    "pranet_faithful": Recipe("pranet_faithful", loss="structure_faithful", rates=(0.75, 1.0, 1.25)),
+    # ResUNet++ (ISM 2019): Nadam 1e-4, batch 8, Dice loss, plateau x0.1 after 5, stop after 10.
+    "resunetpp": Recipe("resunetpp", optimizer="nadam", batch_size=8, epochs=100, loss="dice",
+                        clip_value=None, schedule="plateau", early_stop=10),
+    # The MediaEval 2020 seed paper: the same with its mIoU loss.
+    "resunetpp_seed": Recipe("resunetpp_seed", optimizer="nadam", batch_size=8, epochs=100,
+                             loss="miou", clip_value=None, schedule="plateau", early_stop=10),
+    # The shipped lite PraNet on a CPU budget: PraNet's loss, clipping and scales, one random
+    # rate per step (a third of the cost), a higher rate (short run, pretrained encoder)
+    # lowered on plateaus so the run can be stopped at any epoch, stride-2/4 stem frozen.
+    "lite": Recipe("lite", lr=3e-4, batch_size=4, epochs=30, rates=(0.75, 1.0, 1.25),
+                   multiscale="random", schedule="plateau", plateau_patience=3, plateau_factor=0.3,
+                   freeze=("encoder._conv_stem.", "encoder._bn0.", "encoder._blocks.0.",
+                           "encoder._blocks.1.", "encoder._blocks.2.")),
+    # Fine-tuning a trained model on a few corrected frames.
+    "finetune": Recipe("finetune", lr=1e-4, batch_size=4, epochs=12, rates=(1.0,),
+                       multiscale="random"),
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise TrainingError(f"unknown recipe {name!r}; choose one of: {', '.join(RECIPES)}") from None
+
+
+@dataclass
+class TrainEvent:
+    """What callbacks receive. ``kind``: "step", "epoch" (with ``val``), "checkpoint",
+    "interrupted" or "done"."""
+
+    kind: str
+    epoch: int
+    step: int  # step within the epoch (1-based after the step ran)
+    steps_per_epoch: int
+    global_step: int
+    epochs: int
+    loss: float | None = None
+    lr: float | None = None
+    val: dict[str, float] | None = None
+    best: float | None = None
+    elapsed: float = 0.0
+
+
+Callback = Callable[[TrainEvent], None]
+
+
+class _Flag(Protocol):
+    def is_set(self) -> bool: ...
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    best_score: float
+    best_epoch: int
+    epochs_run: int
+    global_step: int
+    wall_time: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    interrupted: bool = False
+    sha256: str | None = None
+
+
+def state_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".state.pt")
+
+
+def choose_autocast(device: str, bf16: str | bool = "auto") -> torch.dtype | None:
+    """bf16 autocast where it is native (CPU with AMX / AVX-512 BF16, or a bf16 CUDA GPU)."""
+    if bf16 in (False, "off", "no"):
+        return None
+    if bf16 in (True, "on", "yes"):
+        return torch.bfloat16
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    from polypviewer.engine.backends import cpu_has_native_bf16
+
+    return torch.bfloat16 if cpu_has_native_bf16() else None
+
+
+def _optimizer(recipe: Recipe, params: Any) -> torch.optim.Optimizer:
+    kinds = {"adam": torch.optim.Adam, "nadam": torch.optim.NAdam, "adamw": torch.optim.AdamW}
+    if recipe.optimizer not in kinds:
+        raise TrainingError(f"unknown optimizer {recipe.optimizer!r}")
+    return kinds[recipe.optimizer](params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+def _lr_at(recipe: Recipe, step: int, total: int) -> float:
+    if recipe.schedule != "cosine":
+        return recipe.lr
+    if step < recipe.warmup_steps:
+        return recipe.lr * (step + 1) / recipe.warmup_steps
+    t = (step - recipe.warmup_steps) / max(1, total - recipe.warmup_steps)
+    return recipe.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, model_name: str, data: SampleSet, *, size: int | None = None,
+                   device: str = "cpu", autocast: torch.dtype | None = None,
+                   batch_size: int = 8) -> dict[str, float]:
+    """Mean per-image scores (core.metrics) at each mask's original size, threshold 0.5.
+
+    Also ``n``, and for images whose ground truth is empty: ``false_positive_rate`` (share
+    of them with any predicted pixel) and ``mean_predicted_area_on_empty`` (fraction).
+    """
+    from polypviewer.core.metrics import SCORE_NAMES, scores
+    import cv2
+
+    spec = get_spec(model_name)
+    size = size or spec.preprocessing.input_size
+    was_training = model.training
+    model.eval()
+    rows = []
+    for lo in range(0, len(data), batch_size):
+        idx = range(lo, min(lo + batch_size, len(data)))
+        imgs = np.stack([cv2.resize(data.images[i], (size, size), interpolation=cv2.INTER_AREA) for i in idx])
+        x = normalise(imgs, spec.preprocessing).to(device)
+        with torch.autocast(device.split(":")[0], dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+            logits = spec.select(model(x)).float()
+        for j, i in enumerate(idx):
+            gt = data.full_masks[i] if data.full_masks else data.masks[i].astype(bool)
+            prob = torch.sigmoid(F.interpolate(logits[j:j + 1], size=gt.shape[:2], mode="bilinear",
+                                               align_corners=False))[0, 0].cpu().numpy()
+            pred = prob >= 0.5
+            rows.append({**scores(pred, gt), "empty_gt": not gt.any(), "area": float(pred.mean())})
+    model.train(was_training)
+    result = {k: float(np.mean([r[k] for r in rows])) for k in SCORE_NAMES}
+    result["n"] = len(rows)
+    empty = [r for r in rows if r["empty_gt"]]
+    if empty:  # images without a polyp: how often anything is flagged, and how much
+        result["n_empty_gt"] = len(empty)
+        result["false_positive_rate"] = float(np.mean([r["area"] > 0 for r in empty]))
+        result["mean_predicted_area_on_empty"] = float(np.mean([r["area"] for r in empty]))
+    return result
+
+
+def _save_state(path: Path, **state: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable state is one user-facing line
+        raise TrainingError(f"cannot resume from this state file ({exc.__class__.__name__}: "
+                            f"{str(exc).splitlines()[0][:200]})", path) from None
+
+
+def machine() -> str:
+    from polypviewer.engine.backends import cpu_name
+
+    return f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, {platform.system()}"
+
+
+def train(model_name: str, train_set: SampleSet, val_set: SampleSet | None, out: str | Path, *,
+          recipe: Recipe | str = "pranet", epochs: int | None = None, model: nn.Module | None = None,
+          pretrained: bool = True, device: str = "auto", bf16: str | bool = "auto", seed: int = 0,
+          resume: bool = False, overwrite: bool = False, callbacks: Sequence[Callback] = (),
+          stop: _Flag | None = None, half: bool = False, meta: dict[str, Any] | None = None,
+          max_steps: int | None = None) -> TrainResult:
+    """Train ``model_name`` (or the given ``model``) and keep the best checkpoint at ``out``.
+
+    Without ``val_set`` the last epoch's weights are kept. ``max_steps`` stops after that many
+    optimiser steps in total (tests, smoke runs). ``half`` stores fp16 weights.
+    """
+    from polypviewer.engine.backends import choose_device
+    from polypviewer.nets.weights import save_checkpoint
+
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    if epochs is not None:
+        recipe = replace(recipe, epochs=epochs)
+    out = Path(out)
+    spath = state_path(out)
+    if not resume and not overwrite and (out.exists() or spath.exists()):
+        raise TrainingError("already exists; choose another --out, or --resume the run", out if out.exists() else spath)
+    dev = choose_device(device)
+    autocast = choose_autocast(dev, bf16)
+    spec = get_spec(model_name)
+    size = spec.preprocessing.input_size
+    if model is None:
+        cfg = {"pretrained": True} if pretrained and model_name == "lite_pranet" else {}
+        model = build_model(model_name, **cfg)
+    model.to(dev).train()
+    frozen = _freeze(model, recipe.freeze)
+    opt = _optimizer(recipe, [p for p in model.parameters() if p.requires_grad])
+    plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=recipe.plateau_factor,
+                                                          patience=recipe.plateau_patience)
+               if recipe.schedule == "plateau" else None)
+    loss_fn = get_loss(recipe.loss)
+    n = len(train_set)
+    bs = min(recipe.batch_size, n)
+    steps_per_epoch = max(1, n // bs)  # drop the ragged tail: a batch of 1 upsets BatchNorm
+    total_steps = steps_per_epoch * recipe.epochs
+
+    start_epoch, start_step, global_step = 0, 0, 0
+    best, best_epoch, bad_epochs, history, wall0 = -math.inf, -1, 0, [], 0.0
+    if resume and spath.exists():
+        st = _load_state(spath)
+        if st.get("model_name") != model_name:
+            raise TrainingError(f"state is for model {st.get('model_name')!r}, not {model_name!r}", spath)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        if plateau is not None and st.get("plateau"):
+            plateau.load_state_dict(st["plateau"])
+        start_epoch, start_step, global_step = int(st["epoch"]), int(st["step"]), int(st["global_step"])
+        best, best_epoch, bad_epochs = float(st["best"]), int(st["best_epoch"]), int(st["bad_epochs"])
+        history, wall0 = list(st["history"]), float(st["wall_time"])
+        seed = int(st["seed"])
+
+    _keep_eval(frozen)
+    t0 = time.perf_counter()
+    elapsed = lambda: wall0 + time.perf_counter() - t0  # noqa: E731
+
+    def emit(ev: TrainEvent) -> None:
+        for cb in callbacks:
+            cb(ev)
+
+    def save(epoch: int, step: int) -> None:
+        _save_state(spath, model_name=model_name, recipe=recipe.name, model=model.state_dict(),
+                    optimizer=opt.state_dict(), plateau=plateau.state_dict() if plateau else {},
+                    epoch=epoch, step=step, global_step=global_step, best=best, best_epoch=best_epoch,
+                    bad_epochs=bad_epochs, history=history, wall_time=elapsed(), seed=seed)
+
+    def checkpoint(epoch: int, val: dict[str, float] | None) -> str:
+        m = {"recipe": recipe.to_dict(), "epoch": epoch + 1, "global_step": global_step,
+             "val": val, "train_images": len(train_set), "seed": seed, **(meta or {})}
+        return save_checkpoint(out, model, model_name=model_name, preprocessing=spec.preprocessing,
+                               meta=m, dtype=torch.float16 if half else None, overwrite=True)
+
+    sha = None
+    epoch = start_epoch
+    interrupted = False
+    try:
+        for epoch in range(start_epoch, recipe.epochs):
+            perm = np.random.default_rng([seed, epoch]).permutation(n)
+            losses = []
+            first = start_step if epoch == start_epoch else 0
+            for step in range(first, steps_per_epoch):
+                if (stop is not None and stop.is_set()) or (max_steps is not None and global_step >= max_steps):
+                    raise _Interrupt(step)
+                rng = np.random.default_rng([seed, epoch, step])
+                torch.manual_seed(seed * 1_000_003 + global_step)
+                x, y = make_batch(train_set, perm[step * bs:(step + 1) * bs], size, spec.preprocessing,
+                                  rng, recipe.augment)
+                lr = _lr_at(recipe, global_step, total_steps)
+                if recipe.schedule == "cosine":
+                    for g in opt.param_groups:
+                        g["lr"] = lr
+                rates = recipe.rates if recipe.multiscale == "all" else (recipe.rates[rng.integers(len(recipe.rates))],)
+                opt.zero_grad(set_to_none=True)
+                loss_sum = 0.0
+                for rate in rates:
+                    xs, ys = multiscale(x, y, rate)
+                    xs, ys = xs.to(dev), ys.to(dev)
+                    with torch.autocast(dev, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+                        outputs = model(xs)
+                    loss = deep_supervision(loss_fn, outputs, ys)
+                    loss.backward()
+                    loss_sum += float(loss.detach())
+                if recipe.clip_value:
+                    torch.nn.utils.clip_grad_value_(model.parameters(), recipe.clip_value)
+                opt.step()
+                global_step += 1
+                losses.append(loss_sum / len(rates))
+                emit(TrainEvent("step", epoch, step + 1, steps_per_epoch, global_step, recipe.epochs,
+                                loss=losses[-1], lr=opt.param_groups[0]["lr"], best=best, elapsed=elapsed()))
+            val = evaluate_model(model, model_name, val_set, device=dev, autocast=autocast) if val_set else None
+            _keep_eval(frozen)
+            score = val["dice"] if val else None
+            record = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None,
+                      "lr": opt.param_groups[0]["lr"], "val": val, "time": elapsed()}
+            history.append(record)
+            # Without validation every epoch is "best": the last weights are kept.
+            if score is None or score > best:
+                best, best_epoch, bad_epochs = (best if score is None else score), epoch, 0
+                sha = checkpoint(epoch, val)
+                emit(TrainEvent("checkpoint", epoch, steps_per_epoch, steps_per_epoch, global_step,
+                                recipe.epochs, val=val, best=best, elapsed=elapsed()))
+            else:
+                bad_epochs += 1
+            if plateau is not None and score is not None:
+                plateau.step(score)
+            save(epoch + 1, 0)
+            emit(TrainEvent("epoch", epoch, steps_per_epoch, steps_per_epoch, global_step, recipe.epochs,
+                            loss=record["loss"], lr=record["lr"], val=val, best=best, elapsed=elapsed()))
+            if recipe.early_stop and bad_epochs >= recipe.early_stop:
+                break
+    except (_Interrupt, KeyboardInterrupt) as exc:
+        step = exc.step if isinstance(exc, _Interrupt) else None
+        interrupted = True
+        if step is None:
+            # Ctrl-C mid-step: the step in progress is lost; resume redoes it. Every earlier
+            # epoch ran all its steps (early stopping ends the loop, not an epoch).
+            step = global_step - epoch * steps_per_epoch
+        save(epoch, step)
+        emit(TrainEvent("interrupted", epoch, step, steps_per_epoch, global_step, recipe.epochs,
+                        best=best, elapsed=elapsed()))
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+    if not interrupted:
+        emit(TrainEvent("done", epoch, steps_per_epoch, steps_per_epoch, global_step, recipe.epochs,
+                        best=best, elapsed=elapsed()))
+    return TrainResult(out, best, best_epoch + 1, len(history), global_step, elapsed(), history,
+                       interrupted, sha)
+
+
+def _freeze(model: nn.Module, prefixes: Sequence[str]) -> list[nn.Module]:
+    """Freeze parameters under ``prefixes``; return their modules (to keep in eval mode)."""
+    if not prefixes:
+        return []
+    for name, p in model.named_parameters():
+        if name.startswith(tuple(prefixes)):
+            p.requires_grad_(False)
+    return [m for name, m in model.named_modules()
+            if (name + ".").startswith(tuple(prefixes)) and isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def _keep_eval(modules: Sequence[nn.Module]) -> None:
+    for m in modules:
+        m.eval()
+
+
+class _Interrupt(Exception):
+    def __init__(self, step: int) -> None:
+        super().__init__(step)
+        self.step = step
+
+
+def card_paths(out: str | Path) -> tuple[Path, Path]:
+    """The model card beside a checkpoint: ``<stem>.json`` (machine-readable) and ``<stem>.md``."""
+    out = Path(out)
+    return out.with_suffix(".json"), out.with_suffix(".md")
+
+
+def _fmt(metrics: dict[str, Any] | None) -> str:
+    if not metrics:
+        return "-"
+    keys = ("dice", "iou", "precision", "recall", "false_positive_rate")
+    return ", ".join(f"{k} {metrics[k]:.3f}" for k in keys if isinstance(metrics.get(k), (int, float)))
+
+
+def write_card(out: str | Path, card: dict[str, Any]) -> tuple[Path, Path]:
+    """Write the model card (JSON + a short Markdown summary) next to checkpoint ``out``."""
+    import json
+
+    jpath, mpath = card_paths(out)
+    jpath.write_text(json.dumps(card, indent=2, default=str) + "\n", encoding="utf-8")
+    lines = [f"# {card.get('name', Path(out).stem)}", "",
+             f"- architecture: `{card.get('model')}` ({card.get('params', '?'):,} parameters) - "
+             f"{card.get('description', '')}",
+             f"- file: `{Path(out).name}`, sha256 `{card.get('sha256')}`",
+             f"- preprocessing: {card.get('preprocessing')}"]
+    if card.get("base"):
+        lines.append(f"- fine-tuned from: `{card['base'].get('file')}` (sha256 {card['base'].get('sha256')})")
+    for label, data in (card.get("data") or {}).items():
+        lines.append(f"- data ({label}): {data}")
+    if card.get("recipe"):
+        r = card["recipe"]
+        lines.append(f"- recipe: {r.get('name')} ({r.get('optimizer')} lr {r.get('lr')}, batch "
+                     f"{r.get('batch_size')}, loss {r.get('loss')}), epochs run {card.get('epochs_run')}, "
+                     f"best epoch {card.get('best_epoch')}")
+    lines.append(f"- wall time: {card.get('wall_time_s', 0):.0f} s on {card.get('machine')}")
+    lines += ["", "| set | scores (mean per image, threshold 0.5) |", "|---|---|"]
+    for name, m in (card.get("metrics") or {}).items():
+        lines.append(f"| {name} | {_fmt(m)} |")
+    if card.get("command"):
+        lines += ["", "Reproduce:", "", "```", card["command"], "```"]
+    if card.get("notes"):
+        lines += ["", str(card["notes"])]
+    mpath.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return jpath, mpath
+
+
+def load_trained(path: str | Path, device: str = "cpu") -> tuple[nn.Module, str, Any]:
+    """Build the network named in a checkpoint's metadata and load it: (model, name, checkpoint)."""
+    from polypviewer.nets.weights import load_checkpoint, load_weights
+
+    ckpt = load_checkpoint(path)
+    name = ckpt.model_name
+    if not name:
+        raise TrainingError("checkpoint does not name its architecture (no polypviewer.model "
+                            "metadata); train or convert it with polypviewer", path)
+    model = build_model(name)
+    load_weights(model, ckpt, name)
+    return model.to(device).eval(), name, ckpt
+
+
+def build_card(out: str | Path, model_name: str, recipe: Recipe, result: TrainResult, *,
+               data: dict[str, Any], command: str | None, tests: Sequence[str | Path] = (),
+               device: str = "auto") -> dict[str, Any]:
+    """The model card of a finished run; ``tests`` are extra Kvasir-layout sets scored now."""
+    from polypviewer.engine.backends import choose_device
+    from polypviewer.engine.data import load_set
+    from polypviewer.nets.weights import sha256_file
+
+    dev = choose_device(device)
+    spec = get_spec(model_name)
+    model, _, ckpt = load_trained(out, dev)
+    best = next((h for h in result.history if h["epoch"] == result.best_epoch), None)
+    metrics: dict[str, Any] = {"val": best["val"] if best else None}
+    for t in tests:
+        s = load_set(t, spec.preprocessing.input_size, keep_full_masks=True)
+        metrics[Path(t).name] = evaluate_model(model, model_name, s, device=dev,
+                                               autocast=choose_autocast(dev))
+    return {
+        "name": Path(out).stem, "model": model_name, "description": spec.description,
+        "reference": spec.reference, "params": sum(p.numel() for p in model.parameters()),
+        "file": Path(out).name, "sha256": sha256_file(out), "dtype": str(next(iter(ckpt.state_dict.values())).dtype),
+        "preprocessing": spec.preprocessing.to_dict(), "data": data, "recipe": recipe.to_dict(),
+        "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+        "global_steps": result.global_step, "wall_time_s": round(result.wall_time, 1),
+        "machine": machine(), "metrics": metrics,
+        "metrics_note": "mean of per-image scores at the original resolution, threshold 0.5, "
+                        "0/0 = 1; false_positive_rate = share of polyp-free images with any "
+                        "predicted pixel",
+        "history": result.history, "command": command,
+    }
