@@ -1,6 +1,7 @@
 """``polypviewer eval``: score predicted masks or probability maps against ground truth.
 
-Both folders may be a Kvasir-SEG layout (its ``masks/`` is used) or a plain folder of image
+Both folders may be a Kvasir-SEG layout (its ``masks/`` is used; for ``polypviewer predict``
+output, ``--pred OUT/probs`` scores the saved probability maps) or a plain folder of image
 files; files are paired by stem (``a.png`` with ``a.jpg``). Every ground-truth stem is
 scored: a prediction that is missing, unreadable or of another size is reported by name and
 scored as an empty mask, so one bad file never changes ``n`` or hides the rest. A
@@ -141,12 +142,15 @@ def evaluate(pred_root: Path, gt_root: Path, *, benchmark: bool = True,
     from polypviewer.io.images import natural_key, read_mask
 
     gt_dir, pred_dir = mask_folder(gt_root), mask_folder(pred_root)
+    say = report or (lambda line: None)
+    if pred_dir != pred_root and (pred_root / "probs").is_dir():
+        say(f"{pred_root}: scoring masks/; pass --pred {pred_root / 'probs'} to score the "
+            "probability maps (the 256-threshold metrics need them)")
     gts, gt_clashes = index_by_stem(gt_dir)
     preds, pred_clashes = index_by_stem(pred_dir)
     if not gts and not gt_clashes:
         raise UserError(f"{gt_dir}: no mask images found")
     problems: list[str] = []
-    say = report or (lambda line: None)
 
     def problem(line: str) -> None:
         problems.append(line)

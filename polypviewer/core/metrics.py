@@ -26,7 +26,8 @@ Conventions (SPEC-models.md, "Metrics"; the MediaEval 2020 Medico metrics):
   truth is empty, the library's and the MATLAB reference's convention), ``mae``, and the
   E-measure curve over 256 thresholds: ``e_measure_mean`` is the mean over thresholds and
   ``e_measure_max`` the maximum of the dataset's mean curve (so ``e_measure_max`` has no
-  per-image value). ``mean_dice_256`` / ``mean_iou_256`` are Dice / IoU at each of the 256
+  per-image value); on an empty ground truth an empty prediction scores N/(N-1), a hair
+  above 1, from the reference's ``w*h - 1`` denominator. ``mean_dice_256`` / ``mean_iou_256`` are Dice / IoU at each of the 256
   thresholds ``v >= t`` (t = 0..255, counted by pysodmetrics), averaged over thresholds and
   then over images, with the 0/0 = 1 rule above.
 """
@@ -297,6 +298,8 @@ class MetricAccumulator:
         if self._curves:
             curve = np.mean(np.stack(list(self._curves.values())), axis=0)
             mean["e_measure_max"] = float(curve.max())
-        return {"n": len(entries), "mean": {k: mean[k] for k in MEAN_NAMES},
+        # A non-finite value would make invalid JSON; none is expected, but say so if one comes.
+        clean = {k: (v if v is None or math.isfinite(v) else None) for k, v in mean.items()}
+        return {"n": len(entries), "mean": {k: clean[k] for k in MEAN_NAMES},
                 "per_image": self.per_image}
 

@@ -103,6 +103,7 @@ def test_eval_negatives_empty_predictions_are_perfect(negatives: Path, tmp_path:
     for p in (negatives / "masks").iterdir():
         gt = read_mask(p)
         _write_png(pred / f"{p.stem}.png", np.zeros(gt.shape, np.uint8))
+    (pred.parent / "probs").mkdir()  # as `polypviewer predict --save-prob` leaves it
     out_json = tmp_path / "neg.json"
     status = main(["eval", "--pred", str(pred.parent), "--gt", str(negatives),
                    "--json", str(out_json), "--fast", "--summary"])
@@ -112,8 +113,9 @@ def test_eval_negatives_empty_predictions_are_perfect(negatives: Path, tmp_path:
     assert all(result["mean"][k] == 1.0 for k in ("dice", "iou", "precision", "recall",
                                                    "accuracy", "f2"))
     assert result["mean"]["s_measure"] is None  # --fast
-    out = capsys.readouterr().out
-    assert "mean (n=10)" in out and out.count("\n") == 2  # header + mean row only
+    captured = capsys.readouterr()
+    assert "mean (n=10)" in captured.out and captured.out.count("\n") == 2  # header + mean
+    assert f"--pred {pred.parent / 'probs'}" in captured.err  # the hint, not a silent switch
 
 
 def test_eval_refuses_to_overwrite_and_names_bad_folders(negatives: Path, tmp_path: Path, capsys):
