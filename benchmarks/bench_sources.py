@@ -91,6 +91,20 @@ def bench_access(clip: Path, repeats: int) -> dict:
             src.frame(i)
         default_ms = (time.perf_counter() - t) * 1000 / len(order)
 
+    backward = list(range(n - 1, -1, -1))  # an annotator stepping back frame by frame
+    with open_source(clip) as src:
+        t = time.perf_counter()
+        back_wrong = sum(not np.array_equal(src.frame(i), ref[i]) for i in backward)
+        back_ms = (time.perf_counter() - t) * 1000 / n
+
+    cap = cv2.VideoCapture(str(clip))
+    t = time.perf_counter()
+    for i in backward:
+        cap.set(cv2.CAP_PROP_POS_FRAMES, i)
+        cap.read()
+    naive_back_ms = (time.perf_counter() - t) * 1000 / n
+    cap.release()
+
     cap = cv2.VideoCapture(str(clip))
     naive_wrong = 0
     t = time.perf_counter()
@@ -108,6 +122,8 @@ def bench_access(clip: Path, repeats: int) -> dict:
         "random_wrong_frames": wrong, "random_reads": len(order), "random_reader_stats": stats,
         "baseline_opencv_seek_ms_per_frame": round(naive_ms, 3),
         "baseline_opencv_seek_wrong_frames": naive_wrong,
+        "step_back_ms_per_frame_default": round(back_ms, 3), "step_back_wrong_frames": back_wrong,
+        "baseline_opencv_step_back_ms_per_frame": round(naive_back_ms, 3),
     }
 
 
@@ -166,6 +182,9 @@ def main() -> int:
         print(f"  random, default (LRU 8)          {acc['random_ms_per_frame_default']:8.2f} ms/frame")
         print(f"  baseline: OpenCV set+read        {acc['baseline_opencv_seek_ms_per_frame']:8.2f} ms/frame "
               f"({acc['baseline_opencv_seek_wrong_frames']} wrong of {acc['random_reads']})")
+        print(f"  step back 25..0, default         {acc['step_back_ms_per_frame_default']:8.2f} ms/frame "
+              f"({acc['step_back_wrong_frames']} wrong; OpenCV set+read: "
+              f"{acc['baseline_opencv_step_back_ms_per_frame']:.2f} ms/frame)")
         print(f"  random/sequential ratio          {acc['random_ms_per_frame_no_cache'] / acc['sequential_ms_per_frame']:8.2f}x")
     else:
         print(f"\n[access] skipped: {args.clip} not found")

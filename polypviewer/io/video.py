@@ -76,6 +76,10 @@ class VideoIndex:
         return 0.25 * float(gaps.min()) if gaps.size and gaps.min() > 0 else 1e-3
 
 
+def _rgb(frame: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB if frame.ndim == 3 else cv2.COLOR_GRAY2RGB)
+
+
 def _open(path: Path) -> cv2.VideoCapture:
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
@@ -160,6 +164,7 @@ class VideoReader:
         self.index = index if index is not None else load_index(self.path)
         self._cache_frames = max(0, int(cache_frames))
         self._max_forward = max(0, int(max_forward))
+        self._keep_behind = min(4, self._cache_frames // 2)
         self._lru: OrderedDict[int, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self._cap: cv2.VideoCapture | None = _open(self.path)
@@ -181,12 +186,9 @@ class VideoReader:
                 self._lru.move_to_end(i)
                 self.stats["cache_hits"] += 1
                 return hit.copy()
-            bgr = self._decode(i)
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if bgr.ndim == 3 else cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB)
+            rgb = _rgb(self._decode(i))
             if self._cache_frames:
-                self._lru[i] = rgb
-                while len(self._lru) > self._cache_frames:
-                    self._lru.popitem(last=False)
+                self._store(i, rgb)
                 return rgb.copy()
             return rgb
 
@@ -200,6 +202,12 @@ class VideoReader:
 
     # -- decoding (lock held) -------------------------------------------------------------
 
+    def _store(self, i: int, rgb: np.ndarray) -> None:
+        self._lru[i] = rgb
+        self._lru.move_to_end(i)
+        while len(self._lru) > self._cache_frames:
+            self._lru.popitem(last=False)
+
     def _grab(self) -> bool:
         assert self._cap is not None
         ok = self._cap.grab()
@@ -212,12 +220,22 @@ class VideoReader:
         return self.index.lookup(float(self._cap.get(cv2.CAP_PROP_POS_MSEC)))
 
     def _forward_to(self, i: int) -> bool:
-        """Grab from ``self._next`` up to and including ``i``; verify the landing."""
+        """Grab from ``self._next`` up to and including ``i``; verify the landing.
+
+        The few frames just before ``i`` are kept in the LRU on the way (each verified),
+        so stepping backward after a jump does not decode from a keyframe again."""
+        keep_from = i - self._keep_behind
         while self._next is not None and self._next <= i:
             if not self._grab():
                 self._next = None
                 return False
+            k = self._next
             self._next += 1
+            if keep_from <= k < i and k not in self._lru and (
+                    not self.index.seekable or self._landed() == k):
+                frame = self._cap.retrieve()[1]
+                if frame is not None:
+                    self._store(k, _rgb(frame))
         if self.index.seekable and self._landed() != i:
             self._next = None
             return False
@@ -230,11 +248,11 @@ class VideoReader:
         self._next = 0
         self.stats["reopens"] += 1
 
-    def _seek(self, i: int) -> bool:
-        """Position so that the last grab() returned frame ``i``, using OpenCV's seek and
-        checking where it landed; False when that cannot be made to work."""
+    def _seek(self, i: int, start: int) -> bool:
+        """Position so that the last grab() returned frame ``i``, using OpenCV's seek to
+        ``start <= i`` and checking where it landed; False when that cannot be made to work."""
         assert self._cap is not None
-        target, back = i, 1
+        target, back = start, 1
         for _ in range(6):
             self.stats["seeks"] += 1
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, target)
@@ -245,6 +263,10 @@ class VideoReader:
                 return False
             if j <= i:
                 self._next = j + 1
+                if j < i and j >= i - self._keep_behind and j not in self._lru:
+                    frame = self._cap.retrieve()[1]
+                    if frame is not None:
+                        self._store(j, _rgb(frame))
                 return j == i or self._forward_to(i)
             # Overshot: ask for an earlier frame, further back each time.
             target, back = max(0, target - back - (j - i)), back * 2
@@ -260,7 +282,9 @@ class VideoReader:
         if nxt is not None and nxt <= i <= nxt + self._max_forward:
             ok = self._forward_to(i)
         if not ok and self.index.seekable and self._seek_failures < _MAX_SEEK_FAILURES:
-            ok = self._seek(i)
+            # Land a little early so the frames just before i get cached on the way: an
+            # annotator who jumps somewhere often steps back from there next.
+            ok = self._seek(i, max(0, i - self._keep_behind))
             self._seek_failures += not ok
         if not ok:
             # Exact whatever the container does: decode forward from the very start.

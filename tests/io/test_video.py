@@ -228,3 +228,13 @@ def test_index_progress_is_reported_while_a_new_video_is_indexed(numbered_video)
     with open_source(numbered_video, on_progress=lambda done, declared: seen.append((done, declared))) as src:
         assert len(src) == 120
     assert seen == [(100, 120)]
+
+
+def test_stepping_backward_after_a_jump_is_served_from_the_cache(numbered_video):
+    with open_source(numbered_video, cache_frames=8) as src:
+        src.frame(0)
+        assert frame_number(src.frame(100)) == 100          # a jump: one seek
+        for i in (99, 98, 97, 96):                          # annotator steps back
+            assert frame_number(src.frame(i)) == i
+        assert src.reader.stats["seeks"] == 1 and src.reader.stats["cache_hits"] == 4
+        assert frame_number(src.frame(95)) == 95            # beyond what was kept: decodes again
