@@ -96,6 +96,8 @@ def _kvasir(tmp_path: Path) -> Path:
     _write(root / "masks" / "zero.png", mask)
     (root / "images" / "text.png").write_text("I am not a PNG")
     _write(root / "masks" / "text.png", mask)
+    _write(root / "images" / "tiffy.tif", img)
+    _write(root / "masks" / "tiffy.bmp", mask)
     _write(root / "images" / "lonely.png", img)
     _write(root / "masks" / "orphan.png", mask)
     return root
@@ -105,7 +107,7 @@ def test_bad_items_give_one_line_named_errors_and_the_rest_goes_on(tmp_path):
     root = _kvasir(tmp_path)
     with open_source(root) as src:
         names = [src.name(i) for i in range(len(src))]
-        assert names == ["bigmask", "deep", "good", "grey", "lonely", "rgba", "text", "zero"]
+        assert names == ["bigmask", "deep", "good", "grey", "lonely", "rgba", "text", "tiffy", "zero"]
         assert any("lonely.png: no mask" in p for p in src.problems)
         assert any("orphan.png: mask without an image" in p for p in src.problems)
         good, errors = {}, {}
@@ -131,6 +133,7 @@ def test_bad_items_give_one_line_named_errors_and_the_rest_goes_on(tmp_path):
         assert tuple(good["grey"][0][0, 0]) == (90, 90, 90)
         assert tuple(good["rgba"][0][0, 0]) == (200, 0, 0)
         assert tuple(good["deep"][0][0, 0]) == (255, 255, 255)
+        assert tuple(good["tiffy"][0][0, 0]) == (200, 0, 0)
 
 
 def test_mask_read_before_frame_still_checks_size(tmp_path):

@@ -238,3 +238,14 @@ def test_stepping_backward_after_a_jump_is_served_from_the_cache(numbered_video)
             assert frame_number(src.frame(i)) == i
         assert src.reader.stats["seeks"] == 1 and src.reader.stats["cache_hits"] == 4
         assert frame_number(src.frame(95)) == 95            # beyond what was kept: decodes again
+
+
+def test_masks_folder_named_masks_also_works(numbered_video):
+    folder = numbered_video.parent / "masks"
+    folder.mkdir()
+    m = np.zeros((48, 64, 3), np.uint8)  # an RGB mask, as other tools write them
+    m[1:3, 1:4] = 255
+    cv2.imwrite(str(folder / "numbered_000119.png"), m)
+    cv2.imwrite(str(folder / "other_000001.png"), m)  # another video's mask: ignored
+    with open_source(numbered_video) as src:
+        assert src.mask(119).sum() == 6 and src.mask(1) is None
