@@ -1,0 +1,104 @@
+"""``polypviewer predict`` on real images, a real Kvasir-layout dataset and the real clip."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from polypviewer.cli import main
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    """An untrained U-Net whose checkpoint says 64x64 input: the real code path, tiny cost."""
+    from polypviewer.nets import build_model
+    from polypviewer.nets.registry import Preprocessing
+    from polypviewer.nets.weights import save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "unet64.safetensors"
+    save_checkpoint(path, build_model("unet"), model_name="unet", preprocessing=Preprocessing(64, "BGR"))
+    return path
+
+
+def read(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert img is not None, path
+    return img
+
+
+def test_predict_image_folder_names_masks_by_stem_and_skips_a_bad_file(endotect, weights, tmp_path, capsys):
+    src = tmp_path / "frames"
+    src.mkdir()
+    stems = sorted(p.stem for p in (endotect / "images").iterdir())[:3]
+    for s in stems:
+        os.symlink(next((endotect / "images").glob(f"{s}.*")), src / f"{s}.jpg")
+    (src / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    rc = main(["predict", str(src), "--weights", str(weights), "--out", str(out), "--save-prob", "-q"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "broken" in err and "Traceback" not in err
+    assert sorted(p.stem for p in (out / "masks").iterdir()) == stems
+    for s in stems:
+        frame = read(src / f"{s}.jpg")
+        mask, prob = read(out / "masks" / f"{s}.png"), read(out / "probs" / f"{s}.png")
+        assert mask.shape == prob.shape == frame.shape[:2]
+        assert set(np.unique(mask)) <= {0, 255}
+        # the mask is the thresholded probability map that was saved alongside it
+        assert np.array_equal(mask == 255, prob >= 128)
+
+
+def test_predict_video_names_frames_and_two_shards_equal_one_run(clip384, weights, tmp_path, capsys):
+    full, a, b = tmp_path / "full", tmp_path / "a", tmp_path / "b"
+    assert main(["predict", str(clip384), "--weights", str(weights), "--out", str(full), "-q"]) == 0
+    names = sorted(p.name for p in (full / "masks").iterdir())
+    assert names == [f"colonoscopy_clip_384_{i:06d}.png" for i in range(26)]
+    assert main(["predict", str(clip384), "--weights", str(weights), "--out", str(a), "--shard", "0/2", "-q"]) == 0
+    assert main(["predict", str(clip384), "--weights", str(weights), "--out", str(b), "--shard", "1/2", "-q"]) == 0
+    sa = sorted(p.name for p in (a / "masks").iterdir())
+    sb = sorted(p.name for p in (b / "masks").iterdir())
+    assert sa == names[0::2] and sb == names[1::2]
+    for n in names:
+        other = a if n in sa else b
+        assert np.array_equal(read(full / "masks" / n), read(other / "masks" / n)), n
+
+
+def test_predict_dataset_with_ground_truth_prints_metrics_and_overlay(cvc, weights, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["predict", str(cvc), "--weights", str(weights), "--out", str(out), "--shard", "0/5",
+               "--overlay-video", str(tmp_path / "overlay.mp4"), "-q", "--backend", "torch"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert len(list((out / "masks").iterdir())) == 4
+    assert "ground truth for 4 item(s)" in captured.out and "dice" in captured.out
+    cap = cv2.VideoCapture(str(tmp_path / "overlay.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
+    cap.release()
+
+
+def test_predict_refuses_to_overwrite_and_reports_usage_errors(cvc, weights, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["predict", str(cvc), "--weights", str(weights), "--out", str(out), "--shard", "0/10", "-q",
+            "--backend", "torch"]
+    assert main(args) == 0
+    before = {p: p.read_bytes() for p in (out / "masks").iterdir()}
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in (out / "masks").iterdir()} == before
+    assert main(args + ["--overwrite"]) == 0
+
+    assert main(["predict", str(cvc), "--model", "unet", "--out", str(tmp_path / "x")]) == 2
+    assert "--weights" in capsys.readouterr().err
+    assert main(["predict", str(cvc), "--weights", str(weights), "--out", str(tmp_path / "y"),
+                 "--shard", "3/2"]) == 2
+    assert main(["predict", str(tmp_path / "missing"), "--weights", str(weights), "--out", str(tmp_path / "z")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "missing" in err
