@@ -108,7 +108,7 @@ class DemoScene:
         p = self.phase
         cx = 0.5 + 0.10 * np.sin(2 * np.pi * 0.8 * t + p[0]) + 0.04 * np.sin(2 * np.pi * 2.1 * t + p[1])
         cy = 0.47 + 0.08 * np.sin(2 * np.pi * 0.6 * t + p[2]) + 0.03 * np.sin(2 * np.pi * 1.7 * t + p[3])
-        roll = 0.45 * np.sin(2 * np.pi * 0.5 * t + p[4])
+        roll = 0.75 * np.sin(2 * np.pi * 0.5 * t + p[4])
         travel = 1.05 * t + 0.06 * np.sin(2 * np.pi * 1.3 * t + p[5])
         return float(cx), float(cy), float(roll), float(travel)
 
@@ -189,7 +189,7 @@ class DemoScene:
     def _polyp(self, theta, z, travel, dx, dy, falloff) -> dict[str, np.ndarray]:
         """Footprint mask, blend alpha, albedo, lighting, specular and cast shadow."""
         zp = 2.3 - travel  # fixed on the wall: nears the camera as it advances
-        radius = 0.35      # tube radii
+        radius = 0.4       # tube radii
         d_ang = (theta - self.polyp_angle + np.pi) % (2 * np.pi) - np.pi
         # Seen obliquely through the fisheye, a disc on the wall is squashed along depth by
         # 1 / ((1 + z^2) * angle); a dome looks rounder than that, so undo part of it.
@@ -222,7 +222,7 @@ class DemoScene:
         halfway /= np.linalg.norm(halfway)
         out["spec"] = (np.clip(n @ halfway, 0, 1) ** 400 * 1.2 * alpha).astype(np.float32)
         lit = falloff * 1.15  # the polyp stands out of the wall: a little nearer the light
-        out["light"] = lit * (0.45 + 0.75 * lambert ** 2)
+        out["light"] = lit * (0.55 + 0.7 * lambert ** 2)
 
         # Paler, finer-grained than the mucosa around it.
         tex = self._sample(self.tex_polyp, ex * 40 + 64, ey * 40 + 64)
