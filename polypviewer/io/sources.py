@@ -238,6 +238,10 @@ class VideoSource(FrameSource):
     def name(self, i: int) -> str:
         return f"{self.path.stem}_{self._check(i):06d}"
 
+    def timestamp_ms(self, i: int) -> float:
+        """Presentation time of frame ``i`` in milliseconds (from the index, no decoding)."""
+        return float(self.index.pts_ms[self._check(i)])
+
     @property
     def has_masks(self) -> bool:
         return bool(self._mask_files)

@@ -35,6 +35,7 @@ def test_h264_random_seeks_match_sequential_decode(h264_clip, cache_frames, max_
     order += [25, 0, 24, 1, 13, 12, 11, 20, 3]  # explicit far backward / forward jumps
     with open_source(h264_clip, cache_frames=cache_frames, max_forward=max_forward) as src:
         assert src.kind == "video" and len(src) == 26 and src.fps == pytest.approx(12.9)
+        assert src.timestamp_ms(13) == pytest.approx(13 * 1000 / 12.9)
         assert src.frame(0).shape == (384, 818, 3)
         for i in order:
             assert np.array_equal(src.frame(i), ref[i]), f"frame {i} differs from the sequential decode"
