@@ -19,6 +19,10 @@ def add_window_options(parser: argparse.ArgumentParser) -> None:
                         help="run the network untrained when no weights exist (its masks are noise)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="where inference runs (auto: the GPU when there is one)")
+    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "openvino"),
+                        help="inference backend (auto: OpenVINO on x86 CPUs, torch on GPUs)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                        help="inference precision (auto: the fastest the device does well)")
     parser.add_argument("--screenshot", type=Path, metavar="FILE",
                         help="smoke mode: play --frames frames, save a PNG of the window, exit")
     parser.add_argument("--frames", type=int, default=10, metavar="N",
@@ -55,7 +59,8 @@ def launch(path: Path | None, args: argparse.Namespace) -> int:
 
     return run_window(str(path) if path else None, model=args.model,
                       weights=str(args.weights) if args.weights else None,
-                      allow_random=args.random_weights, device=args.device,
+                      allow_random=args.random_weights,
+                      options={"device": args.device, "backend": args.backend, "precision": args.precision},
                       screenshot=str(args.screenshot) if args.screenshot else None,
                       frames=args.frames, size=_size(args.size), timeout_s=args.timeout)
 

@@ -109,13 +109,13 @@ class SmokeRun:
 
 
 def run_window(path: str | None = None, *, model: str | None = None, weights: str | None = None,
-               allow_random: bool = False, device: str = "auto", screenshot: str | None = None,
+               allow_random: bool = False, options: dict | None = None, screenshot: str | None = None,
                frames: int = 10, size: tuple[int, int] = (1440, 900), timeout_s: float = 300.0) -> int:
     """Start the app. With ``screenshot`` it runs the smoke mode and returns its exit code."""
     from polypviewer.ui.main_window import MainWindow
 
     app = make_app()
-    window = MainWindow(model=model, weights=weights, allow_random=allow_random, device=device)
+    window = MainWindow(model=model, weights=weights, allow_random=allow_random, predictor_options=options)
     smoke = None
     if screenshot:
         window.resize(*size)

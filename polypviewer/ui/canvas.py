@@ -171,7 +171,10 @@ class Canvas(QGraphicsView):
         return self._overlay_layer.pixmap()
 
     def refresh_overlay(self, rect: Rect | None = None) -> None:
-        """Recompute the overlay for ``rect`` = (x0, y0, x1, y1) in image pixels (None: all)."""
+        """Recompute the overlay for ``rect`` = (x0, y0, x1, y1) in image pixels (None: all).
+
+        ``rect`` bounds the mask pixels that changed; in outline mode the canvas widens it
+        by the outline width itself."""
         ref = self._pred if self._pred is not None else self._gt
         if ref is None:
             self._codes = None
@@ -185,6 +188,10 @@ class Canvas(QGraphicsView):
         full = rect is None or self._codes is None or self._codes.shape != ref.shape[:2]
         if full:
             rect = (0, 0, ref.shape[1], ref.shape[0])
+        elif style.outline and not style.disagreement:
+            # A changed pixel moves the outline up to outline_px pixels around it.
+            m = style.outline_px + 1
+            rect = (rect[0] - m, rect[1] - m, rect[2] + m, rect[3] + m)
         x0, y0, x1, y1 = (max(0, int(rect[0])), max(0, int(rect[1])),
                           min(ref.shape[1], int(np.ceil(rect[2]))), min(ref.shape[0], int(np.ceil(rect[3]))))
         if x1 <= x0 or y1 <= y0:

@@ -40,7 +40,9 @@ class MainWindow(QMainWindow):
     message = Signal(str)
 
     def __init__(self, *, load_default_model: bool = True, model: str | None = None,
-                 weights: str | None = None, allow_random: bool = False, device: str = "auto") -> None:
+                 weights: str | None = None, allow_random: bool = False,
+                 predictor_options: dict | None = None) -> None:
+        """``predictor_options`` go to ``Predictor.create`` (device, precision, backend)."""
         super().__init__()
         self.setWindowTitle("polypviewer")
         self.setAcceptDrops(True)
@@ -53,7 +55,7 @@ class MainWindow(QMainWindow):
         self.scores = FrameScores()
         self._shown_frame: tuple[int, int] | None = None  # (generation, index) on the canvas
         self._closed = False
-        self._device = device
+        self._options = dict(predictor_options or {})
         from polypviewer.nets.registry import list_models
 
         self.canvas = Canvas()
@@ -182,6 +184,7 @@ class MainWindow(QMainWindow):
 
     def _on_opened(self, info: dict) -> None:
         self.source = info
+        self.statusBar().clearMessage()
         self.index = 0
         self._shown_frame = None
         self.masks.clear()
@@ -190,8 +193,7 @@ class MainWindow(QMainWindow):
         self.timeline.set_length(info["n"], "dice" if info["has_masks"] else "area")
         self.overlay_panel.set_has_gt(info["has_masks"])
         self.metrics_panel.setTitle("Metrics vs ground truth" if info["has_masks"] else "Metrics (no ground truth)")
-        self.metrics_panel.set_note("" if info["has_masks"] else
-                                    "This source has no ground-truth masks: the strip shows predicted area and confidence.")
+        self.metrics_panel.set_note("")
         self.setWindowTitle(f"polypviewer — {Path(info['path']).name}")
         for p in info.get("problems", []):
             self.report(p)
@@ -222,10 +224,12 @@ class MainWindow(QMainWindow):
 
     # ---- model -------------------------------------------------------------------------
     def load_model(self, model: str | None = None, weights: str | None = None, *,
-                   allow_random: bool = False) -> None:
+                   allow_random: bool = False, predictor=None) -> None:
+        """Switch the network (built off the GUI thread), or install a ready ``predictor``."""
         what = Path(weights).name if weights else (model or "the shipped default model")
         self.model_panel.set_message(f"Loading {what}…")
-        self.predictions.load_model(model, weights, allow_random=allow_random, device=self._device)
+        self.predictions.load_model(model, weights, allow_random=allow_random,
+                                    options=self._options, predictor=predictor)
 
     def weights_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Load weights", "", "Checkpoints (*.safetensors *.pth *.pt);;All files (*)")
@@ -408,6 +412,12 @@ class MainWindow(QMainWindow):
         seen, n_seen = self.scores.seen_means()
         whole, n_scored = self.scores.whole_means()
         self.metrics_panel.set_means(seen, n_seen, whole, n_scored, self.n)
+        if self.source and not self.source["has_masks"]:
+            area, conf = self.scores.area.get(self.index, (math.nan, math.nan))
+            self.metrics_panel.set_note(
+                "No ground truth in this source. " + ("" if math.isnan(area) else
+                f"Predicted polyp area: {100 * area:.1f} % of the frame"
+                + ("" if math.isnan(conf) else f", mean confidence {conf:.2f}") + "."))
 
     def _status(self) -> None:
         parts = [f"zoom {self.canvas.zoom() * 100:.0f}%"]

@@ -202,9 +202,11 @@ class InferenceWorker(QObject):
         from polypviewer.engine.inference import NoWeightsError, Predictor
 
         try:
-            predictor = Predictor.create(model=request.get("model"), weights=request.get("weights"),
-                                         device=request.get("device", "auto"),
-                                         allow_random=bool(request.get("allow_random")))
+            predictor = request.get("predictor")
+            if predictor is None:
+                predictor = Predictor.create(model=request.get("model"), weights=request.get("weights"),
+                                             allow_random=bool(request.get("allow_random")),
+                                             **request.get("options", {}))
         except NoWeightsError as exc:
             self.model_failed.emit(request.get("id"), _one_line(exc), True)
             return
@@ -353,12 +355,17 @@ class PredictionService(QObject):
         self._last_wanted = []
 
     def load_model(self, model: str | None = None, weights: str | None = None, *,
-                   allow_random: bool = False, device: str = "auto") -> None:
+                   allow_random: bool = False, options: dict | None = None, predictor=None) -> None:
+        """Build a predictor on the worker thread (``Predictor.create(model, weights,
+        allow_random, **options)``), or install a ready ``predictor`` (e.g. a fine-tuned
+        network wrapped with ``Predictor.from_module``). ``model_ready`` / ``model_failed``
+        tell the outcome; predictions of the previous model stay cached under its version."""
         self.cancel()
         self._model_request += 1
         self.loading_model = True
         self._load.emit({"id": self._model_request, "model": model, "weights": weights,
-                         "allow_random": allow_random, "device": device})
+                         "allow_random": allow_random, "options": dict(options or {}),
+                         "predictor": predictor})
 
     def request(self, wanted: list[int]) -> None:
         """Make sure ``wanted`` (in this order) gets predicted. Keeps the running job when it

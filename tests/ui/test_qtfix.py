@@ -1,0 +1,23 @@
+"""PySide6 6.12.0 loses a reference to True on every Python-side emit(); polypviewer.ui
+pins True/False on such bindings so a long session cannot abort (bool_dealloc)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_many_emits_do_not_abort_the_interpreter():
+    code = (
+        "import sys, polypviewer.ui\n"
+        "from PySide6.QtCore import QObject, Signal\n"
+        "class O(QObject):\n    s = Signal(object)\n"
+        "o = O()\n"
+        "o.s.connect(lambda v: None)\n"
+        "for i in range(20000):\n    o.s.emit(i)\n"
+        "assert sys.getrefcount(True) > 1000, sys.getrefcount(True)\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "bool_dealloc" not in out.stderr and out.stdout.strip() == "ok"
