@@ -112,6 +112,7 @@ class RecoveryReport:
     replayed: int = 0          # journal records of a previous run applied on open
     torn_bytes: int = 0        # an incomplete last record (write cut by a kill), dropped
     stale_records: int = 0     # records already inside the file (kill during compaction)
+    skipped: int = 0           # whole records that did not fit their frame (never written by us)
     moved_aside: list[str] = field(default_factory=list)  # foreign/corrupt journals kept
 
     @property
@@ -330,8 +331,11 @@ class Project:
         if contents is not None and contents.generation == self.generation:
             report.torn_bytes = contents.torn_bytes
             for record in contents.records:
-                self._replay(record)
-            report.replayed = len(contents.records)
+                try:
+                    self._replay(record)
+                    report.replayed += 1
+                except ValueError:  # checksummed yet inconsistent (outside its frame): skip it
+                    report.skipped += 1
             self._journal_records = report.replayed
             self._start_writer(contents.valid_bytes)
             if report.replayed:
@@ -354,7 +358,7 @@ class Project:
         elif isinstance(record, jr.StrokeRecord):
             edits = s.frames.get(record.frame)
             if edits is None:
-                return  # cannot happen with records written by Project; nothing to apply it to
+                raise ValueError(f"stroke for frame {record.frame}, which was never started")
             h, w = record.new.shape
             edits._write(Diff(record.y0, record.x0, edits.mask[record.y0:record.y0 + h, record.x0:record.x0 + w],
                               record.new))

@@ -29,14 +29,17 @@ from PySide6.QtCore import QObject, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence, QPainterPath, QPen, QUndoCommand, QUndoGroup, QUndoStack
 from PySide6.QtWidgets import QGraphicsEllipseItem, QGraphicsPathItem
 
-from polypviewer.core.edits import EditSession, FrameEdits, Rect, Stroke
+from polypviewer.core.edits import EditSession, FrameEdits, Rect, ReviewState, Stroke
 
 __all__ = ["EditCommand", "FrameHistory", "Editor", "Tool", "BrushTool", "EraserTool", "FillTool",
-           "PolygonTool", "TOOL_KEYS", "CLEANUP_OPS", "MIN_RADIUS", "MAX_RADIUS"]
+           "PolygonTool", "TOOL_KEYS", "REVIEW_KEYS", "CLEANUP_OPS", "MIN_RADIUS", "MAX_RADIUS"]
 
 Refresh = Callable[[int, "Rect | None"], None]
 
 TOOL_KEYS: dict[str, str] = {"brush": "B", "eraser": "E", "fill": "F", "polygon": "P"}
+# One key per review state of the current frame (F is fill, so flagged is X).
+REVIEW_KEYS: dict[ReviewState, str] = {ReviewState.ACCEPTED: "A", ReviewState.CORRECTED: "C",
+                                       ReviewState.FLAGGED: "X", ReviewState.UNREVIEWED: "U"}
 # name -> (menu text, FrameEdits method, takes a pixel count)
 CLEANUP_OPS: dict[str, tuple[str, str, bool]] = {
     "keep_largest": ("Keep largest region", "keep_largest", False),
@@ -303,6 +306,7 @@ class Editor(QObject):
     """
 
     maskChanged = Signal(int, object)
+    stateChanged = Signal(int, object)  # frame, ReviewState
     brushRadiusChanged = Signal(int)
     toolChanged = Signal(str)
 
@@ -389,6 +393,17 @@ class Editor(QObject):
             return None
         return self._pushed(edits, edits.carry_forward(src.mask))
 
+    def set_state(self, state: ReviewState) -> bool:
+        """Set the current frame's review state; False when it needs a mask the frame lacks."""
+        if self.frame is None:
+            return False
+        try:
+            self.session.set_state(self.frame, state)
+        except ValueError:
+            return False  # accepted/corrected need the frame started from its prediction
+        self.stateChanged.emit(self.frame, ReviewState(state))
+        return True
+
     def _pushed(self, edits: FrameEdits, stroke: Stroke | None) -> Stroke | None:
         if stroke is not None:
             self.push(self.frame, edits, stroke)  # type: ignore[arg-type]
@@ -397,7 +412,8 @@ class Editor(QObject):
 
     # -- actions ----------------------------------------------------------------------------------
     def create_actions(self, parent: QObject) -> dict[str, QAction]:
-        """Actions with the house shortcuts: tools (B/E/F/P), brush size ([ ]), undo/redo, clean-ups."""
+        """Actions with the house shortcuts: tools (B/E/F/P), brush size ([ ]), undo/redo, review
+        states (A/C/X/U), clean-ups (no key: menu / panel buttons)."""
         actions: dict[str, QAction] = {}
         group = QActionGroup(parent)
         for name, key in TOOL_KEYS.items():
@@ -414,6 +430,11 @@ class Editor(QObject):
             act.triggered.connect(slot)
             actions[name] = act
         actions["undo"], actions["redo"] = self.history.create_actions(parent)
+        for state, key in REVIEW_KEYS.items():
+            act = QAction(f"Mark {state.name.lower()}", parent)
+            act.setShortcut(QKeySequence(key))
+            act.triggered.connect(lambda _=False, st=state: self.set_state(st))
+            actions[f"state_{state.name.lower()}"] = act
         for op, (text, _, _) in CLEANUP_OPS.items():
             act = QAction(text, parent)
             act.triggered.connect(lambda _=False, o=op: self.cleanup(o))

@@ -266,3 +266,17 @@ def test_items_yields_name_image_and_corrected_mask_for_chosen_states(tmp_path, 
         assert image.shape == shapes[0] + (3,) and image.dtype == np.uint8
         assert mask.shape == shapes[0] and mask.sum() > 0 and not items[1][2].any()
         assert [n for n, _, _ in p.items([ReviewState.FLAGGED])] == [names[2]]
+
+
+def test_a_well_formed_record_that_fits_no_frame_is_skipped_not_fatal(tmp_path, source):
+    path = tmp_path / "p.h5"
+    p = Project.create(path, source)
+    _edit(p, 0, 0)
+    want = p.masks()
+    p._writer.append(jr.StrokeRecord(42, 0, 0, np.ones((3, 3), bool)))  # noqa: SLF001 - frame 42 never started
+    p._writer.append(jr.StrokeRecord(0, 59, 79, np.ones((5, 5), bool)))  # noqa: SLF001 - outside the 60x80 frame
+    p.set_state(0, ReviewState.FLAGGED)
+    _abandon(p)
+    with Project.open(path) as q:
+        assert q.recovery.skipped == 2 and q.states()[0] == ReviewState.FLAGGED
+        assert np.array_equal(q.masks()[0], want[0])

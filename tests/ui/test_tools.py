@@ -181,6 +181,11 @@ def test_actions_have_the_house_shortcuts_and_work(editor):
     assert not editor.session.mask(1).any()
     actions["undo"].trigger()
     assert editor.session.mask(1).any()
+    assert [a.shortcut().toString() for n, a in actions.items() if n.startswith("state_")] == ["A", "C", "X", "U"]
+    actions["state_flagged"].trigger()
+    assert editor.session.state(1) == ReviewState.FLAGGED
+    editor.set_frame(5)  # never started: no mask to accept
+    assert editor.set_state(ReviewState.ACCEPTED) is False and editor.set_state(ReviewState.FLAGGED) is True
 
 
 def test_edits_through_the_editor_reach_the_project_journal(qapp, tmp_path):
