@@ -86,11 +86,9 @@ class Progress:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from polypviewer.core.errors import PolypviewerError
     from polypviewer.engine.inference import PipelineRunner, Predictor
-    from polypviewer.io.images import encode_image, remove_stale_temporaries, write_atomic
+    from polypviewer.io.images import remove_stale_temporaries
     from polypviewer.io.sources import open_source
 
     shard_i, shard_n = parse_shard(args.shard)
@@ -130,30 +128,12 @@ def run(args: argparse.Namespace) -> int:
 
         acc = _accumulator() if src.has_masks else None
         writer = _OverlayWriter(args.overlay_video, src.fps) if args.overlay_video else None
-        failed, t0 = 0, time.perf_counter()
+        t0 = time.perf_counter()
         runner = PipelineRunner(src, predictor, indices, batch_size=args.batch_size,
                                 on_progress=Progress(len(indices), args.quiet))
         try:
-            for r in runner:
-                if r.error is not None:
-                    failed += 1
-                    print(f"polypviewer: skipped {r.error}", file=sys.stderr)
-                    continue
-                try:
-                    mask = r.mask
-                    write_atomic(folders["masks"] / f"{r.name}.png", encode_image(mask.astype(np.uint8) * 255, ".png"))
-                    if args.save_prob:
-                        prob8 = np.rint(r.prob * 255.0).astype(np.uint8)
-                        write_atomic(folders["probs"] / f"{r.name}.png", encode_image(prob8, ".png"))
-                    if acc is not None and r.gt is not None:
-                        acc.add(r.name, mask, r.gt)
-                    if writer is not None:
-                        writer.add(r.frame, mask)
-                except (OSError, ValueError, PolypviewerError) as exc:
-                    failed += 1
-                    print(f"polypviewer: skipped {r.name}: cannot write output ({exc})", file=sys.stderr)
+            failed = write_predictions(runner, folders, acc=acc, overlay=writer)
         finally:
-            runner.cancel()
             if writer is not None:
                 writer.close()
         elapsed = time.perf_counter() - t0
@@ -164,6 +144,40 @@ def run(args: argparse.Namespace) -> int:
         if acc is not None and len(acc):
             _print_metrics(acc.summary())
     return 1 if failed else 0
+
+
+def write_predictions(runner: Any, folders: dict[str, Path], *, acc: Any = None, overlay: Any = None) -> int:
+    """Drain ``runner``: write ``masks/`` (0/255) and ``probs/`` (round(255 p)) PNGs atomically,
+    score against ground truth, add overlay frames. Returns the number of failed items (each
+    named on stderr). ``bench`` times this same function for its end-to-end number."""
+    import numpy as np
+
+    from polypviewer.core.errors import PolypviewerError
+    from polypviewer.io.images import encode_image, write_atomic
+
+    failed = 0
+    try:
+        for r in runner:
+            if r.error is not None:
+                failed += 1
+                print(f"polypviewer: skipped {r.error}", file=sys.stderr)
+                continue
+            try:
+                mask = r.mask
+                write_atomic(folders["masks"] / f"{r.name}.png", encode_image(mask.astype(np.uint8) * 255, ".png"))
+                if "probs" in folders:
+                    prob8 = np.rint(r.prob * 255.0).astype(np.uint8)
+                    write_atomic(folders["probs"] / f"{r.name}.png", encode_image(prob8, ".png"))
+                if acc is not None and r.gt is not None:
+                    acc.add(r.name, mask, r.gt)
+                if overlay is not None:
+                    overlay.add(r.frame, mask)
+            except (OSError, ValueError, PolypviewerError) as exc:
+                failed += 1
+                print(f"polypviewer: skipped {r.name}: cannot write output ({exc})", file=sys.stderr)
+    finally:
+        runner.cancel()
+    return failed
 
 
 def _accumulator() -> Any:

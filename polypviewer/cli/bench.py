@@ -1,0 +1,290 @@
+"""``polypviewer bench [--model NAME ...] [--json FILE] [--seconds S] [--quick]``
+
+For each network, frames/s of a baseline (PyTorch fp32, eager, batch 1, no BN folding) and
+of the engine's paths, measured in the same run and interleaved in rounds (so a neighbour's
+load hits both alike), and the ratio best / baseline. Paths:
+
+- ``torch``: the engine's PyTorch path (BN folded, channels_last, bf16 autocast where native);
+- ``openvino-latency``: OpenVINO, one frame at a time (what a single "predict this frame" costs);
+- ``openvino-pipeline``: OpenVINO with several infer requests in flight (the look-ahead pipeline).
+
+Each network runs with random weights (seed 0) whose BatchNorm statistics are calibrated on
+a few real frames (``engine.calibration``), so activations, and thus speed and bf16 error,
+are those of a trained network. The best path's agreement with fp32 (mean |dp| and Dice of
+the thresholded masks) on real validation images is reported too. End to end: the real
+``predict`` loop (decode, infer, write PNGs) on ``../shared/data/video/colonoscopy_clip_384.mp4``,
+repeated to get a stable number, and its ratio to the model-only pipeline frames/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+DEFAULT_CLIP = "video/colonoscopy_clip_384.mp4"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", action="append", metavar="NAME", help="model to bench (repeatable; default: all)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--seconds", type=float, default=6.0, help="measuring time per path (default 6)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per path (default 3)")
+    parser.add_argument("--quick", action="store_true", help="tiny durations, for tests (numbers are rough)")
+    parser.add_argument("--data", type=Path, metavar="DIR",
+                        help="real data folder (default: ../shared/data beside the project, or $POLYPVIEWER_SHARED_DATA)")
+    parser.add_argument("--no-end-to-end", action="store_true", help="skip the end-to-end predict measurement")
+    parser.add_argument("--end-to-end-model", metavar="NAME", help="model for the end-to-end run (default: first benched)")
+
+
+def _data_dir(arg: Path | None) -> Path | None:
+    if arg is not None:
+        return arg
+    env = os.environ.get("POLYPVIEWER_SHARED_DATA")
+    candidates = [Path(env)] if env else []
+    candidates += [Path.cwd().parent / "shared" / "data", Path(__file__).resolve().parents[2].parent / "shared" / "data"]
+    return next((c for c in candidates if c.is_dir()), None)
+
+
+def machine() -> str:
+    import torch
+
+    from polypviewer.engine.backends import cpu_has_native_bf16, cpu_name, openvino_available
+
+    ov = "none"
+    if openvino_available():
+        import openvino
+
+        ov = openvino.__version__.split("-")[0]
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return (f"{cpu_name()}, {os.cpu_count()} logical cores{', native bf16' if cpu_has_native_bf16() else ''}"
+            f"{gpu}; {platform.system()} {platform.machine()}; python {platform.python_version()}, "
+            f"torch {torch.__version__} ({torch.get_num_threads()} threads), openvino {ov}")
+
+
+def real_frames(data: Path | None, split: str, n: int) -> list[Any]:
+    """Up to ``n`` RGB frames of the EndoTect ``split`` (train / val); [] without the data."""
+    import cv2
+
+    if data is None or not (data / "endotect" / "split.json").is_file():
+        return []
+    stems = json.loads((data / "endotect" / "split.json").read_text())[split][:n]
+    out = []
+    for s in stems:
+        path = next((data / "endotect" / "images").glob(f"{s}.*"), None)
+        img = cv2.imread(str(path)) if path else None
+        if img is not None:
+            out.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+    return out
+
+
+def interleaved(paths: dict[str, Callable[[], int]], seconds: float, rounds: int) -> dict[str, float]:
+    """frames/s of each path; each is warmed up, then timed in ``rounds`` slices in turn."""
+    for fn in paths.values():
+        fn()
+    frames = dict.fromkeys(paths, 0)
+    spent = dict.fromkeys(paths, 0.0)
+    for _ in range(max(1, rounds)):
+        for name, fn in paths.items():
+            t0 = time.perf_counter()
+            while True:
+                frames[name] += fn()
+                elapsed = time.perf_counter() - t0
+                if elapsed >= seconds / max(1, rounds):
+                    break
+            spent[name] += elapsed
+    return {k: frames[k] / spent[k] for k in paths}
+
+
+def stream_step(backend: Any, x: Any, n: int) -> Callable[[], int]:
+    """Push ``n`` frames through the backend's stream (requests in flight); returns n."""
+
+    def step() -> int:
+        stream = backend.stream(lambda tag, logits: None)
+        for _ in range(n):
+            stream.submit(None, x)
+        stream.wait()
+        return n
+
+    return step
+
+
+def agreement(fast: Any, ref: Any, frames: list[Any]) -> dict[str, float] | None:
+    import numpy as np
+
+    if not frames:
+        return None
+    a, b = fast.predict(frames), ref.predict(frames)
+    mad = float(np.mean([np.abs(p - q).mean() for p, q in zip(a, b)]))
+    inter = sum(int(((p >= 0.5) & (q >= 0.5)).sum()) for p, q in zip(a, b))
+    total = sum(int((p >= 0.5).sum() + (q >= 0.5).sum()) for p, q in zip(a, b))
+    return {"images": len(frames), "mean_abs_diff": round(mad, 5),
+            "dice": round(2 * inter / total, 5) if total else 1.0}
+
+
+def bench_model(name: str, data: Path | None, seconds: float, rounds: int, quick: bool) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    from polypviewer.engine.backends import InferenceHead, TorchBackend, openvino_available
+    from polypviewer.engine.calibration import calibrate_batchnorm
+    from polypviewer.engine.inference import Predictor, prepare_input
+    from polypviewer.nets import build_model, get_spec
+
+    spec = get_spec(name)
+    pre = spec.preprocessing
+    size = pre.input_size
+    torch.manual_seed(0)
+    net = build_model(name).eval()
+    calib = real_frames(data, "train", 2 if quick else 8)
+    if calib:
+        calibrate_batchnorm(net, [np.stack([prepare_input(f, pre) for f in calib[i:i + 4]])
+                                  for i in range(0, len(calib), 4)])
+    val = real_frames(data, "val", 2 if quick else 20)
+    x = np.stack([prepare_input(val[0], pre)]) if val else np.random.RandomState(0).randn(1, 3, size, size).astype(np.float32)
+
+    baseline = TorchBackend(InferenceHead(net, spec.select), size, precision="fp32", fold_bn=False, channels_last=False)
+    engines: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    engines["torch"] = Predictor.from_module(net, name=name, preprocessing=pre, select=spec.select, backend="torch")
+    if openvino_available() and engines["torch"].info["device"] == "cpu":
+        engines["openvino"] = Predictor.from_module(net, name=name, preprocessing=pre, select=spec.select,
+                                                    backend="openvino")
+    setup_s = time.perf_counter() - t0
+
+    paths: dict[str, Callable[[], int]] = {"baseline": lambda: (baseline.infer(x), 1)[1]}
+    tb = engines["torch"].backend
+    xb = np.repeat(x, tb.preferred_batch, axis=0)
+    paths["torch"] = lambda: (tb.infer(xb), len(xb))[1]
+    described = {"baseline": "torch fp32 eager batch 1, no BN folding", "torch": tb.describe() + f" batch {len(xb)}"}
+    if "openvino" in engines:
+        ob = engines["openvino"].backend
+        ob.compiled("LATENCY")
+        ob.compiled("THROUGHPUT")
+        paths["openvino-latency"] = lambda: (ob.infer(x), 1)[1]
+        paths["openvino-pipeline"] = stream_step(ob, x, 2 * ob.requests_in_flight)
+        described["openvino-latency"] = f"openvino {ob.precision} LATENCY, 1 request"
+        described["openvino-pipeline"] = f"openvino {ob.precision} THROUGHPUT, {ob.requests_in_flight} requests in flight"
+    fps = interleaved(paths, seconds, rounds)
+    best = max((k for k in fps if k != "baseline"), key=fps.get)
+    best_engine = engines["openvino" if best.startswith("openvino") else "torch"]
+    ref = Predictor.from_module(net, name=name, preprocessing=pre, select=spec.select, backend="torch",
+                                precision="fp32")
+    return {"name": name, "input": size, "baseline_fps": round(fps["baseline"], 2),
+            "best_fps": round(fps[best], 2), "ratio": round(fps[best] / fps["baseline"], 2),
+            "best_path": described[best], "paths": {k: round(v, 2) for k, v in fps.items()},
+            "path_details": described, "setup_s": round(setup_s, 1),
+            "bn_calibrated_on": len(calib),
+            "agreement_vs_fp32": agreement(best_engine, ref, val)}
+
+
+def end_to_end(name: str, data: Path | None, seconds: float, quick: bool) -> dict[str, Any] | None:
+    """The predict loop on the real clip, repeated; and the same pipeline without the I/O."""
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    from polypviewer.cli.predict import write_predictions
+    from polypviewer.engine.calibration import calibrate_batchnorm
+    from polypviewer.engine.inference import PipelineRunner, Predictor, prepare_input
+    from polypviewer.io.sources import open_source
+    from polypviewer.nets import build_model, get_spec
+
+    clip = data / DEFAULT_CLIP if data else None
+    if clip is None or not clip.is_file():
+        return None
+    spec = get_spec(name)
+    torch.manual_seed(0)
+    net = build_model(name).eval()
+    calib = real_frames(data, "train", 2 if quick else 8)
+    if calib:
+        calibrate_batchnorm(net, [np.stack([prepare_input(f, spec.preprocessing) for f in calib])])
+    predictor = Predictor.from_module(net, name=name, preprocessing=spec.preprocessing, select=spec.select)
+    with open_source(clip) as src:
+        n = len(src)
+        frames = [src.frame(i) for i in range(n)]
+
+        class Memory:  # the same frames without decoding: the model-only pipeline
+            has_masks, fps = False, None
+
+            def __len__(self) -> int:
+                return n
+
+            def frame(self, i: int) -> Any:
+                return frames[i]
+
+            def mask(self, i: int) -> None:
+                return None
+
+            def name(self, i: int) -> str:
+                return f"f{i}"
+
+        t0 = time.perf_counter()
+        list(PipelineRunner(Memory(), predictor, range(n)))  # warm-up, and a first speed estimate
+        rounds = 1 if quick else 3
+        # One runner per slice over the clip repeated, so pipeline start/drain is not timed n times.
+        reps = max(1, round(seconds / rounds * n / (time.perf_counter() - t0) / n))
+        indices = list(range(n)) * reps
+        with tempfile.TemporaryDirectory() as tmp:
+            folders = {"masks": Path(tmp) / "masks"}
+            folders["masks"].mkdir()
+            model_s = e2e_s = 0.0
+            for _ in range(rounds):  # interleaved, as for the models
+                t0 = time.perf_counter()
+                assert sum(1 for r in PipelineRunner(Memory(), predictor, indices) if r.ok) == len(indices)
+                model_s += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                if write_predictions(PipelineRunner(src, predictor, indices), folders):
+                    raise RuntimeError("end-to-end run: some frames failed (see above)")
+                e2e_s += time.perf_counter() - t0
+            model_frames = e2e_frames = rounds * len(indices)
+    model_fps, e2e_fps = model_frames / model_s, e2e_frames / e2e_s
+    return {"model": name, "source": str(clip), "fps": round(e2e_fps, 2),
+            "model_only_pipeline_fps": round(model_fps, 2), "ratio_to_model_only": round(e2e_fps / model_fps, 3),
+            "path": predictor.info["path"], "frames": e2e_frames}
+
+
+def run(args: argparse.Namespace) -> int:
+    from polypviewer.cli import UserError
+    from polypviewer.nets import list_models
+
+    models = args.model or list_models()
+    unknown = [m for m in models if m not in list_models()]
+    if unknown:
+        raise UserError(f"unknown model {unknown[0]!r}; choose one of: {', '.join(list_models())}")
+    seconds, rounds = (0.3, 1) if args.quick else (args.seconds, args.rounds)
+    data = _data_dir(args.data)
+    report: dict[str, Any] = {"machine": machine(), "command": "polypviewer bench " + " ".join(sys.argv[2:]),
+                              "models": [], "end_to_end": []}
+    print(report["machine"])
+    if data is None:
+        print("polypviewer: warning: real data not found: BN statistics stay at their initial values "
+              "and there is no end-to-end run (pass --data DIR)", file=sys.stderr)
+    print(f"{'model':<22} {'input':>5} {'baseline':>9} {'best':>7} {'ratio':>6}  best path / agreement with fp32")
+    for name in models:
+        row = bench_model(name, data, seconds, rounds, args.quick)
+        report["models"].append(row)
+        agree = row["agreement_vs_fp32"]
+        agree_s = f"; mean|dp| {agree['mean_abs_diff']:.4f}, Dice {agree['dice']:.4f}" if agree else ""
+        print(f"{name:<22} {row['input']:>5} {row['baseline_fps']:>9.2f} {row['best_fps']:>7.2f} "
+              f"{row['ratio']:>5.1f}x  {row['best_path']}{agree_s}", flush=True)
+        others = ", ".join(f"{k} {v:.2f}" for k, v in row["paths"].items())
+        print(f"{'':<22} all paths (frames/s): {others}", flush=True)
+    if not args.no_end_to_end:
+        e2e_model = args.end_to_end_model or models[0]
+        e2e = end_to_end(e2e_model, data, 3.0 if args.quick else 2 * args.seconds, args.quick)
+        if e2e is not None:
+            report["end_to_end"].append(e2e)
+            print(f"end to end: predict {e2e['model']} on {Path(e2e['source']).name}: {e2e['fps']:.2f} frames/s "
+                  f"= {100 * e2e['ratio_to_model_only']:.0f}% of the model-only pipeline "
+                  f"({e2e['model_only_pipeline_fps']:.2f} frames/s, {e2e['path']})")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0

@@ -1,0 +1,85 @@
+"""``polypviewer info [--json] [--no-flops]``
+
+Every registered network with its trainable parameters, the Keras-style total (trainable
++ BatchNorm running statistics, the number the ResUNet++ papers print), GFLOPs for one
+frame at its native input size (counted by ``torch.utils.flop_counter``), and the weights
+available for it (shipped model cards, and which one is the default); plus the inference
+device / precision / backend the engine would choose on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count (faster)")
+    parser.add_argument("--model", action="append", metavar="NAME", help="only this model (repeatable)")
+
+
+def collect(models: list[str] | None = None, with_flops: bool = True) -> dict[str, Any]:
+    from polypviewer.engine.backends import (choose_backend, choose_device, choose_precision, cpu_name,
+                                             openvino_available)
+    from polypviewer.nets import list_models
+    from polypviewer.nets.summary import model_summary
+    from polypviewer.nets.weights import CheckpointError, default_weights, shipped_weights
+
+    names = models or list_models()
+    unknown = sorted(set(names) - set(list_models()))
+    if unknown:
+        from polypviewer.cli import UserError
+
+        raise UserError(f"unknown model {unknown[0]!r}; choose one of: {', '.join(list_models())}")
+    try:
+        records, problems = shipped_weights(), []
+    except CheckpointError as exc:  # a broken card: say so, list the rest of the table anyway
+        records, problems = [], [str(exc)]
+    try:
+        default = default_weights()
+    except CheckpointError as exc:
+        default, problems = None, problems + [str(exc)]
+    rows = []
+    for name in names:
+        row = model_summary(name, with_flops=with_flops)
+        row["weights"] = [{"file": str(r.file), "version": r.version,
+                           "default": default is not None and r.file == default,
+                           "meta": r.meta} for r in records if r.model == name]
+        rows.append(row)
+    device = choose_device("auto")
+    import torch
+
+    engine = {"device": device, "precision": choose_precision(device, "auto"),
+              "backend": choose_backend(device, "auto"), "cpu": cpu_name(),
+              "torch": torch.__version__, "openvino": _ov_version() if openvino_available() else None}
+    return {"engine": engine, "models": rows, "problems": problems}
+
+
+def _ov_version() -> str:
+    import openvino
+
+    return openvino.__version__
+
+
+def run(args: argparse.Namespace) -> int:
+    report = collect(args.model, with_flops=not args.no_flops)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    e = report["engine"]
+    print(f"inference here: {e['backend']} {e['precision']} on {e['device']} ({e['cpu']}; "
+          f"torch {e['torch']}, openvino {e['openvino'] or 'not installed'})\n")
+    header = f"{'model':<22} {'input':>5} {'trainable':>12} {'Keras total':>12} {'GFLOPs':>7}  weights"
+    print(header)
+    print("-" * len(header))
+    for r in report["models"]:
+        flops = f"{r['gflops']:.1f}" if r.get("gflops") is not None else "-"
+        weights = ", ".join(f"{w['version']}{' (default)' if w['default'] else ''}" for w in r["weights"])
+        print(f"{r['model']:<22} {r['input_size']:>5} {r['params']:>12,} {r['keras_total_params']:>12,} "
+              f"{flops:>7}  {weights or 'none shipped'}")
+    for p in report["problems"]:
+        print(f"polypviewer: warning: {p}", file=sys.stderr)
+    return 0
