@@ -140,7 +140,8 @@ class PraNet(nn.Module):
         """``x`` (N, 3, H, W), H and W multiples of 32 -> (map5, map4, map3, map2) logits,
         each (N, 1, H, W)."""
         h, w = x.shape[-2:]
-        if h % 32 or w % 32:
+        # Checked in eager mode only: a tracer would bake the check in as a constant (and warn).
+        if not torch.jit.is_tracing() and (h % 32 or w % 32):
             raise ValueError(f"PraNet needs sides that are multiples of 32: got {h}x{w}; "
                              "resize or pad the input (e.g. to 352x352)")
         _, x1, x2, x3, x4 = self.resnet.forward_features(x)
