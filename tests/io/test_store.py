@@ -79,7 +79,9 @@ def test_reopen_restores_masks_states_and_metadata_exactly(tmp_path, source):
         assert h.attrs["format"] == "polypviewer-project" and h.attrs["schema_version"] == SCHEMA_VERSION
         assert h["source"].attrs["content_hash"] == source.content_hash
         ds = h["frames/000005/mask"]
-        assert ds.compression == "gzip" and ds.chunks is not None
+        assert ds.compression == "gzip" and ds.chunks is not None and ds.attrs["width"] == 80
+        unpacked = np.unpackbits(ds[()], axis=1, count=80).astype(bool)  # the documented encoding
+        assert np.array_equal(unpacked, want_masks[5])
         assert h["frames/000005"].attrs["state_name"] == "accepted"
         assert "pixels_changed" in h["frames/000007"].attrs
 
