@@ -209,3 +209,41 @@ def test_edits_through_the_editor_reach_the_project_journal(qapp, tmp_path):
     with Project.open(tmp_path / "p.h5") as reopened:
         assert reopened.recovery.recovered
         assert np.array_equal(reopened.masks()[2], want)
+
+
+def test_tools_drive_the_real_canvas_with_mouse_events(qtbot):
+    """The canvas handler protocol end to end: mouse on the viewport -> tool -> mask -> overlay."""
+    from PySide6.QtCore import QPoint
+    from PySide6.QtTest import QTest
+
+    from polypviewer.ui.canvas import Canvas
+
+    session = EditSession()
+    edits = session.start(0, np.zeros((60, 80), bool))
+    ed = Editor(session, brush_radius=2)
+    ed.set_frame(0)
+    canvas = Canvas()
+    qtbot.addWidget(canvas)
+    canvas.resize(200, 150)
+    canvas.show()
+    canvas.set_frame(np.zeros((60, 80, 3), np.uint8))
+    canvas.set_layers(edits.mask, None)
+    canvas.actual_size()
+    canvas.scene().addItem(ed.cursor)
+    ed.maskChanged.connect(lambda f, r: canvas.refresh_overlay(r))
+    canvas.set_tool(ed.select("brush"))
+
+    def view_point(x: float, y: float) -> QPoint:
+        return canvas.mapFromScene(QPointF(x, y))
+
+    vp = canvas.viewport()
+    QTest.mousePress(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, view_point(10.5, 20.5))
+    for x in range(12, 41, 2):
+        QTest.mouseMove(vp, view_point(x + 0.5, 20.5))
+    QTest.mouseRelease(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, view_point(40.5, 20.5))
+    assert edits.mask[20, 10:41].all() and not edits.mask[30].any()
+    assert ed.history.stack(0).count() == 1
+    codes = canvas.overlay_codes()
+    assert codes is not None and np.array_equal(codes.astype(bool), edits.mask)  # overlay redrawn
+    ed.history.stack(0).undo()
+    assert not edits.mask.any() and not canvas.overlay_codes().any()
