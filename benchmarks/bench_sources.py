@@ -6,7 +6,9 @@
    for random access (our verified seeking, LRU off so every read really decodes), and,
    as the baseline in the same run, OpenCV's bare ``CAP_PROP_POS_FRAMES`` + ``read()``,
    counting how often that baseline returns the wrong frame.
-2. Writes a long synthetic video (default 1000 frames of 640x480 MPEG-4) to a temporary
+2. A variable-frame-rate MP4 (the tests' fixture): how often OpenCV's bare seek returns
+   the wrong frame, and ours, both timed.
+3. Writes a long synthetic video (default 1000 frames of 640x480 MPEG-4) to a temporary
    folder, streams it through ``open_source`` and samples the process RSS every 100 frames:
    memory must stay flat (fixed-size LRU, no per-frame growth).
 """
@@ -127,6 +129,32 @@ def bench_access(clip: Path, repeats: int) -> dict:
     }
 
 
+def bench_vfr(repeats: int) -> dict:
+    """A variable-frame-rate MP4 (made by the tests' helper): OpenCV's seek vs ours."""
+    from tests.io.conftest import frame_number, make_vfr_mp4, write_video
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = make_vfr_mp4(write_video(Path(tmp) / "cfr.mp4", 60), Path(tmp) / "vfr.mp4")
+        rng = random.Random(1)
+        order = [rng.randrange(60) for _ in range(repeats * 60)]
+        cap = cv2.VideoCapture(str(path))
+        wrong = 0
+        t = time.perf_counter()
+        for i in order:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, i)
+            ok, f = cap.read()
+            wrong += not ok or frame_number(cv2.cvtColor(f, cv2.COLOR_BGR2RGB)) != i
+        naive_ms = (time.perf_counter() - t) * 1000 / len(order)
+        cap.release()
+        with open_source(path, cache_frames=0, max_forward=0) as src:
+            t = time.perf_counter()
+            ours_wrong = sum(frame_number(src.frame(i)) != i for i in order)
+            ours_ms = (time.perf_counter() - t) * 1000 / len(order)
+    return {"reads": len(order), "baseline_opencv_seek_wrong_frames": wrong,
+            "baseline_opencv_seek_ms_per_frame": round(naive_ms, 3),
+            "ours_wrong_frames": ours_wrong, "ours_ms_per_frame": round(ours_ms, 3)}
+
+
 def bench_memory(n_frames: int, width: int, height: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "long.mp4"
@@ -188,6 +216,11 @@ def main() -> int:
         print(f"  random/sequential ratio          {acc['random_ms_per_frame_no_cache'] / acc['sequential_ms_per_frame']:8.2f}x")
     else:
         print(f"\n[access] skipped: {args.clip} not found")
+    vfr = result["vfr"] = bench_vfr(args.repeats)
+    print(f"\n[vfr] synthetic variable-frame-rate MP4 (60 frames, 2nd half 4x longer), {vfr['reads']} random reads")
+    print(f"  baseline: OpenCV set+read        {vfr['baseline_opencv_seek_ms_per_frame']:8.2f} ms/frame "
+          f"({vfr['baseline_opencv_seek_wrong_frames']} wrong)")
+    print(f"  verified seek (ours, no cache)   {vfr['ours_ms_per_frame']:8.2f} ms/frame ({vfr['ours_wrong_frames']} wrong)")
     mem = result["memory"] = bench_memory(args.frames, 640, 480)
     print(f"\n[memory] synthetic {mem['frames']} frames {mem['size']} MPEG-4: index {mem['index_s']} s, "
           f"stream {mem['stream_ms_per_frame']} ms/frame")

@@ -249,27 +249,28 @@ class VideoReader:
         self.stats["reopens"] += 1
 
     def _seek(self, i: int, start: int) -> bool:
-        """Position so that the last grab() returned frame ``i``, using OpenCV's seek to
-        ``start <= i`` and checking where it landed; False when that cannot be made to work."""
+        """Position so that the last grab() returned frame ``i``: ask OpenCV to seek to
+        frame ``start <= i``, check where it really landed, decode forward from there,
+        and retry further back if it overshot. False when that cannot be made to work."""
         assert self._cap is not None
-        target, back = start, 1
+        back = 1
         for _ in range(6):
             self.stats["seeks"] += 1
-            self._cap.set(cv2.CAP_PROP_POS_FRAMES, target)
-            if not self._grab():
-                return False
-            j = self._landed()
-            if j is None:
-                return False
-            if j <= i:
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, start)
+            j = self._landed() if self._grab() else None
+            if j is not None and j <= i:
                 self._next = j + 1
                 if j < i and j >= i - self._keep_behind and j not in self._lru:
                     frame = self._cap.retrieve()[1]
                     if frame is not None:
                         self._store(j, _rgb(frame))
                 return j == i or self._forward_to(i)
-            # Overshot: ask for an earlier frame, further back each time.
-            target, back = max(0, target - back - (j - i)), back * 2
+            if start == 0:
+                break
+            # Overshot, ran off the end or landed on an unknown timestamp: start earlier,
+            # further back each time.
+            start, back = max(0, start - back - (j - i if j is not None else 0)), back * 2
+        self._next = None
         return False
 
     def _decode(self, i: int) -> np.ndarray:

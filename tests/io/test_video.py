@@ -60,6 +60,24 @@ def test_numbered_video_seeks_land_exactly(numbered_video):
             assert frame_number(src.frame(i)) == i
 
 
+def test_variable_frame_rate_mp4_where_opencv_seeks_land_wrong(vfr_video):
+    cap = cv2.VideoCapture(str(vfr_video))
+    naive_wrong = 0
+    for i in range(0, 60, 3):
+        cap.set(cv2.CAP_PROP_POS_FRAMES, i)
+        ok, f = cap.read()
+        naive_wrong += not ok or frame_number(cv2.cvtColor(f, cv2.COLOR_BGR2RGB)) != i
+    cap.release()
+    assert naive_wrong > 0, "fixture no longer exercises OpenCV's wrong landing"
+    with open_source(vfr_video, cache_frames=0, max_forward=0) as src:
+        assert len(src) == 60
+        assert src.timestamp_ms(31) - src.timestamp_ms(30) == pytest.approx(4 * (src.timestamp_ms(1) - src.timestamp_ms(0)))
+        order = random.Random(5).sample(range(60), 30) + [59, 0, 45, 44, 30, 29, 58]
+        for i in order:
+            assert frame_number(src.frame(i)) == i
+        assert src.reader.stats["reopens"] == 0, "verified seeks, not decoding from the start"
+
+
 class _LyingCapture:
     """A real capture whose frame-position setter lands ``offset`` frames off, as OpenCV's
     does on some streams."""
@@ -112,7 +130,11 @@ def test_unverifiable_seeks_fall_back_to_decoding_from_the_start(numbered_video,
         for i in [50, 10, 90, 89, 3, 117, 0]:
             assert frame_number(src.frame(i)) == i
         assert src.reader.stats["reopens"] >= 6
-        assert src.reader.stats["seeks"] == 3, "after 3 failed seeks the reader stops trying"
+        assert src.reader._seek_failures == 3
+        seeks = src.reader.stats["seeks"]
+        for i in [70, 20, 5]:
+            assert frame_number(src.frame(i)) == i
+        assert src.reader.stats["seeks"] == seeks, "after 3 failed seeks the reader stops trying"
 
 
 def test_index_is_cached_in_user_cache_not_beside_the_video(numbered_video, monkeypatch):
