@@ -191,7 +191,8 @@ def _open_image(path: Path) -> ImageListSource:
 class VideoSource(FrameSource):
     """A video file with frame-exact random access (see :mod:`polypviewer.io.video`).
 
-    Ground truth: if a folder ``<video-stem>_masks/`` (or ``masks/``) beside the video holds
+    Ground truth: if a folder ``<video-stem>_masks/`` (or ``<video-stem>_masks/masks/``, what
+    a Kvasir export to ``<video-stem>_masks/`` writes, or ``masks/``) beside the video holds
     ``<video-stem>_<i:06d>.png`` (any image extension), ``mask(i)`` returns it, else None.
     """
 
@@ -211,7 +212,9 @@ class VideoSource(FrameSource):
     def _find_masks(self) -> dict[int, Path]:
         stem = self.path.stem
         pattern = re.compile(re.escape(stem) + r"_(\d{6})$")
-        for folder in (self.path.parent / f"{stem}_masks", self.path.parent / "masks"):
+        here = self.path.parent
+        # <stem>_masks/masks/ is what exporting this video's masks to <stem>_masks/ writes.
+        for folder in (here / f"{stem}_masks", here / f"{stem}_masks" / "masks", here / "masks"):
             if not folder.is_dir():
                 continue
             found = {}

@@ -191,3 +191,19 @@ def test_verify_finds_every_kind_of_problem(tmp_path):
 def test_verify_missing_folders(tmp_path):
     rep = verify_export(tmp_path)
     assert not rep.ok and any("images: missing" in p for p in rep.problems)
+
+
+def test_masks_exported_beside_a_video_come_back_as_its_ground_truth(tmp_path):
+    from .conftest import write_video
+
+    video = write_video(tmp_path / "clip.mp4", 12)
+    corrected = {3: np.zeros((48, 64), bool), 8: np.zeros((48, 64), bool)}
+    corrected[3][5:20, 10:40] = True
+    with open_source(video) as src:
+        assert not src.has_masks
+        report = export_kvasir(tmp_path / "clip_masks", SourceItems(src, [3, 8], masks=corrected))
+    assert report.ok
+    with open_source(video) as src:
+        assert src.has_masks
+        assert np.array_equal(src.mask(3), corrected[3]) and not src.mask(8).any()
+        assert src.mask(4) is None
