@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from polypviewer.io import video as V
-from polypviewer.io.sources import ItemError, SourceError, VideoSource, open_source
+from polypviewer.io.sources import ItemError, SourceError, open_source
 
 from .conftest import frame_number, write_video
 
