@@ -210,7 +210,8 @@ def _describe_mismatch(model_name: str, expected: Mapping[str, torch.Tensor],
                        got: Mapping[str, torch.Tensor], ckpt: Checkpoint) -> str | None:
     missing = [k for k in expected if k not in got]
     unexpected = [k for k in got if k not in expected]
-    shapes = [f"{k} {tuple(got[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+    shapes = [f"{k} is {tuple(got[k].shape)} in the file, {tuple(v.shape)} in the model"
+              for k, v in expected.items()
               if k in got and tuple(got[k].shape) != tuple(v.shape)]
     if not (missing or unexpected or shapes):
         return None
