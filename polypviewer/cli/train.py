@@ -43,6 +43,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-pretrained", action="store_true", help="lite_pranet: random encoder")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
+    parser.add_argument("--size", type=int, help="train at this input size instead of the model's "
+                                                 "(recorded in the checkpoint)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -90,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     recipe = training.get_recipe(args.recipe or default_recipe(args.model))
     if args.val_split and not args.split:
         raise UserError("--val-split KEY needs --split FILE:KEY (the file holding both lists)")
-    size = spec.preprocessing.input_size
+    size = args.size or spec.preprocessing.input_size
     names = read_split(args.split) if args.split else None
     train_set = load_set(args.data, size, names)
     val_set = None
@@ -104,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"training {args.model} on {len(train_set)} images"
           + (f", validating on {len(val_set)}" if val_set else ", no validation set (keeping the last epoch)")
           + f"; recipe {recipe.name}", file=sys.stderr)
-    command = "polypviewer train " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
+    # The command that reproduces the weights (--resume only continues the same run).
+    command = "polypviewer train " + " ".join(shlex.quote(a) for a in sys.argv[2:] if a != "--resume") \
         if len(sys.argv) > 1 and sys.argv[1] == "train" else None
     data_meta = {"train": f"{args.data} ({args.split or 'all'}, {len(train_set)} images)",
                  "val": f"{args.val or args.data} ({args.val_split or 'all'}, {len(val_set)} images)" if val_set else None}
@@ -114,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
             args.model, train_set, val_set, args.out, recipe=recipe, epochs=args.epochs,
             pretrained=not args.no_pretrained, device=args.device, bf16=args.bf16, seed=args.seed,
             resume=args.resume, callbacks=callbacks, half=args.fp16_weights, max_steps=args.max_steps,
+            size=size,
             meta={"data": data_meta, "command": command})
     except KeyboardInterrupt:
         print(f"polypviewer: interrupted; continue with the same command plus --resume "
@@ -126,6 +130,6 @@ def run(args: argparse.Namespace) -> int:
     card = training.build_card(args.out, args.model, recipe, result, data=data_meta, command=command,
                                tests=args.test, device=args.device)
     jpath, mpath = training.write_card(args.out, card)
-    print(f"wrote {args.out} (sha256 {card['sha256'][:12]}, best val dice "
-          f"{result.best_score:.4f} at epoch {result.best_epoch}), card {jpath} and {mpath}")
+    best = f"best val dice {result.best_score:.4f} at epoch {result.best_epoch}" if val_set else "last epoch kept"
+    print(f"wrote {args.out} (sha256 {card['sha256'][:12]}, {best}), card {jpath} and {mpath}")
     return 0

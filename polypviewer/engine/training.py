@@ -240,11 +240,12 @@ def train(model_name: str, train_set: SampleSet, val_set: SampleSet | None, out:
           pretrained: bool = True, device: str = "auto", bf16: str | bool = "auto", seed: int = 0,
           resume: bool = False, overwrite: bool = False, callbacks: Sequence[Callback] = (),
           stop: _Flag | None = None, half: bool = False, meta: dict[str, Any] | None = None,
-          max_steps: int | None = None) -> TrainResult:
+          max_steps: int | None = None, size: int | None = None) -> TrainResult:
     """Train ``model_name`` (or the given ``model``) and keep the best checkpoint at ``out``.
 
     Without ``val_set`` the last epoch's weights are kept. ``max_steps`` stops after that many
-    optimiser steps in total (tests, smoke runs). ``half`` stores fp16 weights.
+    optimiser steps in total (tests, smoke runs). ``half`` stores fp16 weights. ``size``
+    trains at another input size than the model's (the checkpoint then records it).
     """
     from polypviewer.engine.backends import choose_device
     from polypviewer.nets.weights import save_checkpoint
@@ -259,7 +260,8 @@ def train(model_name: str, train_set: SampleSet, val_set: SampleSet | None, out:
     dev = choose_device(device)
     autocast = choose_autocast(dev, bf16)
     spec = get_spec(model_name)
-    size = spec.preprocessing.input_size
+    size = size or spec.preprocessing.input_size
+    prep = replace(spec.preprocessing, input_size=size)
     if model is None:
         cfg = {"pretrained": True} if pretrained and model_name == "lite_pranet" else {}
         model = build_model(model_name, **cfg)
@@ -307,7 +309,7 @@ def train(model_name: str, train_set: SampleSet, val_set: SampleSet | None, out:
     def checkpoint(epoch: int, val: dict[str, float] | None) -> str:
         m = {"recipe": recipe.to_dict(), "epoch": epoch + 1, "global_step": global_step,
              "val": val, "train_images": len(train_set), "seed": seed, **(meta or {})}
-        return save_checkpoint(out, model, model_name=model_name, preprocessing=spec.preprocessing,
+        return save_checkpoint(out, model, model_name=model_name, preprocessing=prep,
                                meta=m, dtype=torch.float16 if half else None, overwrite=True)
 
     sha = None
@@ -323,7 +325,7 @@ def train(model_name: str, train_set: SampleSet, val_set: SampleSet | None, out:
                     raise _Interrupt(step)
                 rng = np.random.default_rng([seed, epoch, step])
                 torch.manual_seed(seed * 1_000_003 + global_step)
-                x, y = make_batch(train_set, perm[step * bs:(step + 1) * bs], size, spec.preprocessing,
+                x, y = make_batch(train_set, perm[step * bs:(step + 1) * bs], size, prep,
                                   rng, recipe.augment)
                 lr = _lr_at(recipe, global_step, total_steps)
                 if recipe.schedule == "cosine":
@@ -347,7 +349,8 @@ def train(model_name: str, train_set: SampleSet, val_set: SampleSet | None, out:
                 losses.append(loss_sum / len(rates))
                 emit(TrainEvent("step", epoch, step + 1, steps_per_epoch, global_step, recipe.epochs,
                                 loss=losses[-1], lr=opt.param_groups[0]["lr"], best=best, elapsed=elapsed()))
-            val = evaluate_model(model, model_name, val_set, device=dev, autocast=autocast) if val_set else None
+            val = (evaluate_model(model, model_name, val_set, size=size, device=dev, autocast=autocast)
+                   if val_set else None)
             _keep_eval(frozen)
             score = val["dice"] if val else None
             record = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None,
@@ -428,11 +431,12 @@ def write_card(out: str | Path, card: dict[str, Any]) -> tuple[Path, Path]:
 
     jpath, mpath = card_paths(out)
     jpath.write_text(json.dumps(card, indent=2, default=str) + "\n", encoding="utf-8")
+    top, card = card, card.get("meta", {})
     lines = [f"# {card.get('name', Path(out).stem)}", "",
-             f"- architecture: `{card.get('model')}` ({card.get('params', '?'):,} parameters) - "
+             f"- architecture: `{top.get('model')}` ({card.get('params', 0):,} parameters) - "
              f"{card.get('description', '')}",
-             f"- file: `{Path(out).name}`, sha256 `{card.get('sha256')}`",
-             f"- preprocessing: {card.get('preprocessing')}"]
+             f"- file: `{Path(out).name}`, sha256 `{top.get('sha256')}`",
+             f"- preprocessing: {top.get('preprocessing')}"]
     if card.get("base"):
         lines.append(f"- fine-tuned from: `{card['base'].get('file')}` (sha256 {card['base'].get('sha256')})")
     for label, data in (card.get("data") or {}).items():
@@ -474,27 +478,37 @@ def build_card(out: str | Path, model_name: str, recipe: Recipe, result: TrainRe
     """The model card of a finished run; ``tests`` are extra Kvasir-layout sets scored now."""
     from polypviewer.engine.backends import choose_device
     from polypviewer.engine.data import load_set
-    from polypviewer.nets.weights import sha256_file
 
     dev = choose_device(device)
     spec = get_spec(model_name)
     model, _, ckpt = load_trained(out, dev)
     best = next((h for h in result.history if h["epoch"] == result.best_epoch), None)
     metrics: dict[str, Any] = {"val": best["val"] if best else None}
+    size = (ckpt.preprocessing or spec.preprocessing).input_size
     for t in tests:
-        s = load_set(t, spec.preprocessing.input_size, keep_full_masks=True)
-        metrics[Path(t).name] = evaluate_model(model, model_name, s, device=dev,
+        s = load_set(t, size, keep_full_masks=True)
+        metrics[Path(t).name] = evaluate_model(model, model_name, s, size=size, device=dev,
                                                autocast=choose_autocast(dev))
-    return {
-        "name": Path(out).stem, "model": model_name, "description": spec.description,
-        "reference": spec.reference, "params": sum(p.numel() for p in model.parameters()),
-        "file": Path(out).name, "sha256": sha256_file(out), "dtype": str(next(iter(ckpt.state_dict.values())).dtype),
-        "preprocessing": spec.preprocessing.to_dict(), "data": data, "recipe": recipe.to_dict(),
-        "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-        "global_steps": result.global_step, "wall_time_s": round(result.wall_time, 1),
-        "machine": machine(), "metrics": metrics,
-        "metrics_note": "mean of per-image scores at the original resolution, threshold 0.5, "
-                        "0/0 = 1; false_positive_rate = share of polyp-free images with any "
-                        "predicted pixel",
-        "history": result.history, "command": command,
-    }
+    return make_card(out, model_name, ckpt.preprocessing or spec.preprocessing, {
+        "description": spec.description, "reference": spec.reference,
+        "params": sum(p.numel() for p in model.parameters()),
+        "dtype": str(next(iter(ckpt.state_dict.values())).dtype),
+        "data": data, "recipe": recipe.to_dict(), "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch, "global_steps": result.global_step,
+        "wall_time_s": round(result.wall_time, 1), "machine": machine(), "metrics": metrics,
+        "metrics_note": METRICS_NOTE, "history": result.history, "command": command,
+    })
+
+
+METRICS_NOTE = ("mean of per-image scores at the original resolution, threshold 0.5, 0/0 = 1; "
+                "false_positive_rate = share of polyp-free images with any predicted pixel")
+
+
+def make_card(out: str | Path, model_name: str, preprocessing: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    """A card in the shape ``nets.weights.WeightRecord`` reads: file, sha256, model,
+    preprocessing, meta (everything else)."""
+    from polypviewer.nets.weights import sha256_file
+
+    prep = preprocessing.to_dict() if hasattr(preprocessing, "to_dict") else dict(preprocessing)
+    return {"file": Path(out).name, "sha256": sha256_file(out), "model": model_name,
+            "preprocessing": prep, "meta": {"name": Path(out).stem, **meta}}
