@@ -35,6 +35,11 @@ from polypviewer.io.images import ItemError, SourceError
 
 __all__ = ["VIDEO_EXTENSIONS", "VideoIndex", "VideoReader", "build_index", "load_index"]
 
+# FFmpeg prints its own multi-line complaints ("moov atom not found") to stderr; ours are
+# one line naming the file. Quiet it before the first capture is opened, unless the user
+# asked for a level (OPENCV_FFMPEG_LOGLEVEL=32 brings FFmpeg's messages back).
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm")
 
 _INDEX_VERSION = 1
