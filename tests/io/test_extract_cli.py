@@ -66,3 +66,18 @@ def test_extract_bad_selection_is_one_line_usage_error(tmp_path, numbered_video,
 def test_extract_missing_video(tmp_path, capsys):
     assert main(["extract", str(tmp_path / "nope.mp4"), "--frames", "0", "--out", str(tmp_path / "o")]) == 2
     assert "nope.mp4: no such file or folder" in capsys.readouterr().err
+
+
+def test_truncated_video_is_one_line_on_stderr_even_from_ffmpeg(tmp_path, h264_clip):
+    import os
+    import subprocess
+    import sys
+
+    cut = tmp_path / "cut clip ü.mp4"
+    cut.write_bytes(h264_clip.read_bytes()[:100_000])
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_FFMPEG_LOGLEVEL"}
+    proc = subprocess.run([sys.executable, "-m", "polypviewer", "extract", str(cut), "--frames", "0",
+                           "--out", str(tmp_path / "o")], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"polypviewer: error: {cut}: cannot open video (unreadable, truncated or unsupported codec)"]
