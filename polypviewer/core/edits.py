@@ -322,7 +322,8 @@ class SessionListener(Protocol):
     """What the project store implements to persist a session as it changes."""
 
     def frame_started(self, frame: int, edits: FrameEdits) -> None: ...
-    def mask_changed(self, frame: int, diff: Diff) -> None: ...
+    def mask_changed(self, frame: int, diff: Diff) -> None:
+        """``diff`` was applied to ``frame``; ``session.state(frame)`` is already its new state."""
     def state_changed(self, frame: int, state: ReviewState) -> None: ...
 
 
@@ -407,8 +408,10 @@ class EditSession:
 
     def _changed(self, frame: int, diff: Diff) -> None:
         # A reviewer's edit makes the frame "corrected" unless it was flagged as unusable.
+        # Set silently: the listener reads the new state with the change, so the store
+        # persists both in ONE record (a kill can never keep one without the other).
         if self.state(frame) in (ReviewState.UNREVIEWED, ReviewState.ACCEPTED):
-            self.set_state(frame, ReviewState.CORRECTED)
+            self.states[frame] = ReviewState.CORRECTED
         if self.listener is not None:
             self.listener.mask_changed(frame, diff)
 

@@ -10,7 +10,9 @@ Layout: a 24-byte header ``MAGIC (8) | generation (16)`` naming the HDF5 generat
 records apply to, then records ``length:u32 | crc32:u32 | payload``. Payloads:
 
 - ``B`` frame started: frame, h, w, threshold, model version, name, packed model mask
-- ``S`` mask changed: frame, y0, x0, h, w, packed new values of the rectangle
+- ``S`` mask changed: frame, y0, x0, h, w, the frame's review state after the change,
+  packed new values of the rectangle (state and mask in one record: one is never kept
+  without the other)
 - ``T`` review state: frame, state
 
 Masks are ``np.packbits`` then zlib (level 1): a 1080p mask is a few kB.
@@ -54,6 +56,7 @@ class StrokeRecord:
     y0: int
     x0: int
     new: np.ndarray
+    state: int
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,8 @@ def _str(s: str) -> bytes:
 def encode(record: Record) -> bytes:
     if isinstance(record, StrokeRecord):
         h, w = record.new.shape
-        return b"S" + struct.pack("<IIIII", record.frame, record.y0, record.x0, h, w) + _pack_mask(record.new)
+        return (b"S" + struct.pack("<IIIIIB", record.frame, record.y0, record.x0, h, w, record.state)
+                + _pack_mask(record.new))
     if isinstance(record, StateRecord):
         return b"T" + struct.pack("<IB", record.frame, record.state)
     h, w = record.model_mask.shape
@@ -94,8 +98,8 @@ def encode(record: Record) -> bytes:
 def decode(payload: bytes) -> Record:
     kind, body = payload[:1], memoryview(payload)[1:]
     if kind == b"S":
-        frame, y0, x0, h, w = struct.unpack_from("<IIIII", body)
-        return StrokeRecord(frame, y0, x0, _unpack_mask(bytes(body[20:]), h, w))
+        frame, y0, x0, h, w, state = struct.unpack_from("<IIIIIB", body)
+        return StrokeRecord(frame, y0, x0, _unpack_mask(bytes(body[21:]), h, w), state)
     if kind == b"T":
         frame, state = struct.unpack_from("<IB", body)
         return StateRecord(frame, state)

@@ -216,7 +216,7 @@ class Project:
     def record_stroke(self, frame: int, stroke: Stroke | Diff) -> None:
         """Journal a change already applied to ``frame``'s mask (session edits call this themselves)."""
         diff = stroke.diff if isinstance(stroke, Stroke) else stroke
-        self._append(jr.StrokeRecord(frame, diff.y0, diff.x0, diff.new))
+        self._append(jr.StrokeRecord(frame, diff.y0, diff.x0, diff.new, int(self.session.state(frame))))
         self._dirty.add(frame)
 
     # -- conveniences over the session ---------------------------------------------------------
@@ -373,6 +373,7 @@ class Project:
             edits._write(Diff(record.y0, record.x0, edits.mask[record.y0:record.y0 + h, record.x0:record.x0 + w],
                               record.new))
             edits.strokes += 1
+            s.states[record.frame] = ReviewState(record.state)
         else:
             s.states[record.frame] = ReviewState(record.state)
         self._dirty.add(record.frame)

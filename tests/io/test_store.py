@@ -275,8 +275,8 @@ def test_a_well_formed_record_that_fits_no_frame_is_skipped_not_fatal(tmp_path, 
     p = Project.create(path, source)
     _edit(p, 0, 0)
     want = p.masks()
-    p._writer.append(jr.StrokeRecord(42, 0, 0, np.ones((3, 3), bool)))  # noqa: SLF001 - frame 42 never started
-    p._writer.append(jr.StrokeRecord(0, 59, 79, np.ones((5, 5), bool)))  # noqa: SLF001 - outside the 60x80 frame
+    p._writer.append(jr.StrokeRecord(42, 0, 0, np.ones((3, 3), bool), 2))  # noqa: SLF001 - frame 42 never started
+    p._writer.append(jr.StrokeRecord(0, 59, 79, np.ones((5, 5), bool), 2))  # noqa: SLF001 - outside the 60x80 frame
     p.set_state(0, ReviewState.FLAGGED)
     _abandon(p)
     with Project.open(path) as q:

@@ -105,12 +105,12 @@ def _writer(path: str, start: int, seed: int, compact_every: int) -> None:
             print("COMPACTED", flush=True)
 
 
-def _same(a: EditSession, b: EditSession) -> bool:
+def _same(a: EditSession, b: EditSession, *, states: bool = True) -> bool:
     if a.frames.keys() != b.frames.keys():
         return False
     if any(not np.array_equal(a.frames[f].mask, b.frames[f].mask) for f in a.frames):
         return False
-    return all(a.state(f) == b.state(f) for f in range(N_FRAMES))
+    return not states or all(a.state(f) == b.state(f) for f in range(N_FRAMES))
 
 
 def test_sigkill_at_random_moments_never_loses_an_acknowledged_stroke(tmp_path):
@@ -165,8 +165,10 @@ def test_sigkill_at_random_moments_never_loses_an_acknowledged_stroke(tmp_path):
             recovery = project.recovery
             candidates = [n_acked, n_acked + 1]
             match = next((n for n in candidates if _same(project.session, replay(n, seed))), None)
-            assert match is not None, (f"run {run}: project matches neither {candidates} acknowledged "
-                                       f"operations (recovery {recovery})")
+            if match is None:  # say what the project does hold, to debug
+                masks_of = [n for n in range(done, n_acked + 3) if _same(project.session, replay(n, seed), states=False)]
+                raise AssertionError(f"run {run}: project matches neither {candidates} acknowledged operations; "
+                                     f"its masks alone match {masks_of}; last lines {lines[-3:]}; recovery {recovery}")
         results.append((n_acked - done, match - n_acked, recovery.replayed, recovery.torn_bytes,
                         recovery.stale_records))
         done = match
