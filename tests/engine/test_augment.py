@@ -46,7 +46,9 @@ def test_disabled_augmentation_is_the_inference_resize() -> None:
     # warpAffine and resize round their fixed-point weights differently: a few grey levels.
     assert diff.max() <= 6 and diff.mean() < 0.5
     ref_mask = cv2.resize(mask, (64, 64), interpolation=cv2.INTER_NEAREST)
-    assert (out_mask != ref_mask).mean() < 0.01
+    # cv2's nearest resize samples at pixel corners, ours at centres: edges may move by one.
+    edge = cv2.dilate(ref_mask, np.ones((3, 3), np.uint8)) != cv2.erode(ref_mask, np.ones((3, 3), np.uint8))
+    assert ((out_mask != ref_mask) & ~edge).sum() == 0
 
 
 def test_affine_matrix_flip_and_identity() -> None:
