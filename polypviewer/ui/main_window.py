@@ -342,6 +342,8 @@ class MainWindow(QMainWindow):
         self._score(index, res.prob, gt)
         if index == self.index:
             self._display()
+        else:  # the means over seen / all frames may have changed
+            self._show_metrics()
 
     def current_mask(self, index: int | None = None) -> np.ndarray | None:
         """The mask shown for a frame: its editable slot if it has one, else the thresholded

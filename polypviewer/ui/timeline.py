@@ -97,15 +97,16 @@ class Timeline(QWidget):
         return 1.0 - self._secondary
 
     def worst_frames(self) -> np.ndarray:
+        """The worst ``WORST_FRACTION`` of the scored frames (at least one), keeping only
+        those strictly worse than the median frame (a uniform source has none)."""
         bad = self.badness()
         scored = np.flatnonzero(~np.isnan(bad))
         if scored.size == 0:
             return scored
         k = max(1, int(math.ceil(WORST_FRACTION * scored.size)))
-        order = scored[np.argsort(-bad[scored], kind="stable")]
-        cut = bad[order[k - 1]]
-        worst = scored[bad[scored] >= cut]
-        return np.sort(worst[bad[worst] > 0]) if np.any(bad[worst] > 0) else np.zeros(0, int)
+        worst = scored[np.argsort(-bad[scored], kind="stable")][:k]
+        worst = worst[bad[worst] > np.median(bad[scored])]
+        return np.sort(worst)
 
     def next_worst(self, current: int, step: int = 1) -> int | None:
         """The next (step=1) or previous (step=-1) worst frame after ``current``, wrapping."""

@@ -117,3 +117,14 @@ def test_fps_meter():
     for t in (0.0, 0.1, 0.2, 0.3, 0.4):
         m.tick(t)
     assert m.fps() == pytest.approx(10.0)
+
+
+def test_uniform_strip_has_no_worst_frames(qtbot):
+    tl = Timeline()
+    qtbot.addWidget(tl)
+    tl.set_length(30, "dice")
+    for i in range(30):
+        tl.set_value(i, 0.9)
+    assert tl.worst_frames().size == 0
+    tl.set_value(7, 0.5)
+    assert list(tl.worst_frames()) == [7]

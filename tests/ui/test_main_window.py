@@ -1,0 +1,231 @@
+"""The real main window, offscreen, on real data: a Kvasir-layout folder of EndoTect pairs
+and the real colonoscopy clip. A small real network (U-Net at 64 px, random weights, torch
+fp32) keeps inference fast; everything else is the production path (frame loader thread,
+PipelineRunner via the inference worker, cache, canvas, panels, timeline)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from polypviewer.core.metrics import SCORE_NAMES, scores
+
+TIMEOUT = 60_000
+
+
+@pytest.fixture(scope="module")
+def tiny_predictor():
+    from polypviewer.engine.inference import Predictor
+    from polypviewer.nets.registry import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, build_model, get_spec
+
+    import torch
+
+    torch.manual_seed(0)
+    return Predictor.from_module(build_model("unet"), name="unet",
+                                 preprocessing=Preprocessing(64, "RGB", IMAGENET_MEAN, IMAGENET_STD),
+                                 select=get_spec("unet").select, device="cpu", precision="fp32",
+                                 backend="torch", version="test-unet64", cache=False)
+
+
+@pytest.fixture
+def kvasir4(endotect, tmp_path):
+    """A Kvasir-layout folder with 4 real EndoTect validation pairs (symlinks, not copies)."""
+    stems = json.loads((endotect / "split.json").read_text())["val"][:4]
+    root = tmp_path / "kvasir4"
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    for s in stems:
+        img = next((endotect / "images").glob(s + ".*"))
+        msk = next((endotect / "masks").glob(s + ".*"))
+        (root / "images" / img.name).symlink_to(img)
+        (root / "masks" / msk.name).symlink_to(msk)
+    return root, stems
+
+
+@pytest.fixture
+def window(qtbot, tiny_predictor):
+    from polypviewer.ui.main_window import MainWindow
+
+    win = MainWindow(load_default_model=False, predictor_options={"backend": "torch", "precision": "fp32"})
+    qtbot.addWidget(win)
+    win.resize(1200, 800)
+    win.show()
+    with qtbot.waitSignal(win.predictions.model_ready, timeout=TIMEOUT):
+        win.load_model(predictor=tiny_predictor)
+    yield win
+    win.shutdown()
+    assert win.predictions.thread().isFinished() and win.frames.thread().isFinished()
+
+
+def _not_shipped(names):
+    """The first of ``names`` that is not the shipped default model (which would load)."""
+    from polypviewer.nets.weights import default_weights, load_checkpoint
+
+    path = default_weights()
+    shipped = load_checkpoint(path).metadata.get("polypviewer.model") if path else None
+    return next(n for n in names if n != shipped)
+
+
+def _wait_shown(qtbot, win, index):
+    qtbot.waitUntil(lambda: win.index == index and win.current_mask(index) is not None
+                    and win._shown_frame == (win.frames.generation, index), timeout=TIMEOUT)
+
+
+def test_kvasir_step_threshold_overlays_and_metrics_match_eval(qtbot, window, kvasir4, tmp_path,
+                                                               tiny_predictor):
+    win = window
+    root, stems = kvasir4
+    with qtbot.waitSignal(win.source_opened, timeout=TIMEOUT) as opened:
+        win.open_path(root)
+    assert opened.args[0]["n"] == 4 and opened.args[0]["has_masks"]
+    assert sorted(opened.args[0]["names"]) == sorted(stems)
+    stems = opened.args[0]["names"]  # the source's order (natural sort)
+    _wait_shown(qtbot, win, 0)
+    frame, gt, name = win.frames.get(0)
+    assert name == stems[0] and win.canvas.image_size() == frame.shape[:2]
+    # the cached probability is the predictor's on the same frame
+    prob = win.predictions.cached(0)
+    np.testing.assert_allclose(prob, tiny_predictor.predict([frame])[0], atol=1e-5)
+    # a threshold that splits this random network's map, so masks are not trivial
+    thr = round(float(np.median(prob)), 2)
+    win.overlay_panel.set_threshold(thr)
+    assert win.threshold == pytest.approx(thr)
+    codes = win.canvas.overlay_codes()
+    np.testing.assert_array_equal(codes & 1, prob >= thr)
+    np.testing.assert_array_equal(codes >> 1, gt)
+    expected = scores(prob >= thr, gt)
+    for k in SCORE_NAMES:
+        assert win.metrics_panel.value(k) == f"{expected[k]:.3f}"
+
+    # Right arrow steps (window-wide shortcut), overlay keys change what is drawn
+    win.actions_["next_frame"].trigger()
+    _wait_shown(qtbot, win, 1)
+    assert win.nav.counter.text() == "2 / 4" and stems[1] in win.nav.name.text()
+    win.actions_["toggle_overlay"].trigger()
+    assert not win.canvas.overlay_visible()
+    win.actions_["toggle_overlay"].trigger()
+    filled = win.canvas.overlay_codes().copy()
+    win.actions_["toggle_outline"].trigger()
+    outlined = win.canvas.overlay_codes()
+    assert win.canvas.style().outline and win.overlay_panel.outline.isChecked()
+    assert (outlined & 2).sum() < (filled & 2).sum()  # a ring, not the filled polyp
+    win.actions_["toggle_outline"].trigger()
+    win.actions_["toggle_disagreement"].trigger()
+    assert win.canvas.style().disagreement
+    np.testing.assert_array_equal(win.canvas.overlay_codes(), filled)  # codes read as FP / FN / TP
+    win.actions_["toggle_disagreement"].trigger()
+
+    # the whole source, then `polypviewer eval` on the masks shown must give the same numbers
+    win.predict_all()
+    qtbot.waitUntil(lambda: win.metrics_panel.value("dice", "all") != "–", timeout=TIMEOUT)
+    pred_dir = tmp_path / "pred"
+    pred_dir.mkdir()
+    for i, s in enumerate(stems):
+        cv2.imwrite(str(pred_dir / f"{s}.png"), win.current_mask(i).astype(np.uint8) * 255)
+    from polypviewer.cli import main
+
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--pred", str(pred_dir), "--gt", str(root), "--json", str(out), "--fast"]) == 0
+    report = json.loads(out.read_text())
+    assert report["n"] == 4
+    for k in SCORE_NAMES:
+        assert win.metrics_panel.value(k, "all") == f"{report['mean'][k]:.3f}"
+    per = {e["name"]: e for e in report["per_image"]}
+    win.go_to(2)
+    _wait_shown(qtbot, win, 2)
+    assert win.metrics_panel.value("dice") == f"{per[stems[2]]['dice']:.3f}"
+    # worst-frame key goes to the lowest Dice
+    dice = [per[s]["dice"] for s in stems]
+    win.go_to(int(np.argmax(dice)))
+    win.actions_["next_worst"].trigger()
+    if win.timeline.worst_frames().size:
+        assert win.index == int(np.argmin(dice))
+
+
+def test_editable_mask_slot_starts_from_prediction_and_is_scored(qtbot, window, kvasir4):
+    win = window
+    root, _ = kvasir4
+    win.open_path(root)
+    _wait_shown(qtbot, win, 0)
+    thr = win.threshold
+    mask = win.editable_mask()
+    np.testing.assert_array_equal(mask, win.predictions.cached(0) >= thr)
+    assert win.canvas.layers()[0] is mask  # tools paint into what the canvas draws
+    gt = win.frames.get(0)[1]
+    mask[:] = gt  # a "perfect correction"
+    win.canvas.refresh_overlay(None)
+    win.mask_edited()
+    assert win.metrics_panel.value("dice") == "1.000"
+    win.overlay_panel.set_threshold(0.9)  # the threshold no longer changes an edited frame
+    assert win.current_mask(0) is mask and win.metrics_panel.value("dice") == "1.000"
+
+
+def test_real_clip_plays_drops_and_switches_model(qtbot, window, clip384):
+    win = window
+    with qtbot.waitSignal(win.source_opened, timeout=TIMEOUT) as opened:
+        win.open_path(clip384)
+    info = opened.args[0]
+    assert info["kind"] == "video" and not info["has_masks"] and info["n"] == 26
+    _wait_shown(qtbot, win, 0)
+    assert "No ground truth" in win.metrics_panel.note.text()
+    win.actions_["play"].trigger()  # Space
+    assert win._play_timer.isActive()
+    qtbot.waitUntil(lambda: not win._play_timer.isActive(), timeout=TIMEOUT)
+    clock = win.clock
+    assert win.index == 25 and clock.shown >= 2
+    assert clock.shown + clock.dropped <= 25  # every step either shown or dropped, never both
+    area = win.timeline.values()
+    assert np.isfinite(area).sum() >= clock.shown and np.nanmax(area) <= 1.0
+    assert win.model_panel.info["fps"].text().endswith("frames/s")
+    # Home, Shift+Right
+    win.actions_["first_frame"].trigger()
+    win.actions_["forward_10"].trigger()
+    assert win.index == 10 and win.nav.counter.text() == "11 / 26"
+
+    # switching network from the panel: no weights are shipped for it -> a clear message and
+    # an explicit choice of random weights; then predictions are made by the new version
+    old = win.predictions.version
+    other = _not_shipped(["lite_pranet", "unet", "resunetpp"])
+    win.model_panel.combo.setCurrentText(other)
+    with qtbot.waitSignal(win.predictions.model_failed, timeout=TIMEOUT) as failed:
+        win.model_panel.model_chosen.emit(other)
+    assert other in failed.args[0] and failed.args[1]
+    assert not win.model_panel.random_button.isHidden()
+    with qtbot.waitSignal(win.predictions.model_ready, timeout=TIMEOUT):
+        win.model_panel.random_button.click()
+    assert win.predictions.version != old and win.model_panel.info["version"].text() == "random-init"
+    _wait_shown(qtbot, win, 10)
+    assert win.predictions.cache.get((win.frames.generation, 10, win.predictions.version)) is not None
+
+
+def test_bad_inputs_are_reported_and_the_app_goes_on(qtbot, window, tmp_path, kvasir4):
+    win = window
+    with qtbot.waitSignal(win.message, timeout=TIMEOUT) as msg:
+        win.open_path(tmp_path / "missing.mp4")
+    assert "missing.mp4" in msg.args[0] and "\n" not in msg.args[0]
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    with qtbot.waitSignal(win.predictions.model_failed, timeout=TIMEOUT) as failed:
+        win.load_model(weights=str(bad))
+    assert "bad.safetensors" in failed.args[0]
+    assert "bad.safetensors" in win.model_panel.message.text()
+    # still usable: the source opens and frames show (the previous model stays loaded)
+    root, _ = kvasir4
+    win.open_path(root)
+    qtbot.waitUntil(lambda: win._shown_frame == (win.frames.generation, 0), timeout=TIMEOUT)
+    # a broken frame in a folder is named and skipped
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    (folder / "a_broken.png").write_bytes(b"garbage")
+    cv2.imwrite(str(folder / "b_good.png"), np.zeros((32, 48, 3), np.uint8))
+    with qtbot.waitSignal(win.source_opened, timeout=TIMEOUT):
+        win.open_path(folder)
+    qtbot.waitUntil(lambda: any("a_broken" in e for e in win.errors), timeout=TIMEOUT)
+    win.go_to(1)
+    qtbot.waitUntil(lambda: win._shown_frame == (win.frames.generation, 1), timeout=TIMEOUT)
+    assert win.canvas.image_size() == (32, 48)
+    assert not math.isnan(win.threshold)
