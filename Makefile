@@ -19,8 +19,15 @@ $(STAMP): pyproject.toml
 test: venv
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
 
+# Opens the app on the demo clip with the shipped default model. Without a display (a server,
+# CI) it plays the same clip through the real pipeline offscreen and saves a screenshot.
 demo: venv
-	$(BIN)/polypviewer demo
+	@if [ "$$(uname)" = Linux ] && [ -z "$$DISPLAY$$WAYLAND_DISPLAY" ]; then \
+	  echo "no display: running the demo offscreen, screenshot -> demo-screenshot.png"; \
+	  QT_QPA_PLATFORM=offscreen $(BIN)/polypviewer demo --screenshot demo-screenshot.png --frames 30; \
+	else \
+	  $(BIN)/polypviewer demo; \
+	fi
 
 bench: venv
 	$(BIN)/polypviewer bench
