@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -17,6 +18,12 @@ from polypviewer.nets.keras_import import (KerasImportError, _targets, import_ke
                                            load_keras_weights, main, read_keras_h5)
 from polypviewer.nets.resunetpp import SeparableConv2d, TFSameConv2d, keras_bn
 from polypviewer.nets.unet import TFSameConvTranspose2d
+
+
+FIXTURES = Path(__file__).parent / "data" / "keras_tiny"  # written by Keras: make_fixtures.py
+TINY = {"resunetpp_sepconv": {"filters": (8, 8, 8, 8, 16)},
+        "resunetpp_daspp_relu": {"filters": (8, 8, 8, 8, 16)},
+        "unet": {"filters": (4, 4, 4, 4, 8), "up_filters": 4}}
 
 
 def write_keras_h5(path, layers, *, full_model=False, classes=None, shuffle=True):
@@ -213,3 +220,20 @@ def test_cli_converts_to_a_loadable_checkpoint(tmp_path, capsys):
     assert main([str(h5), "--model", "unet", "-o", str(out)]) == 2  # never overwrites
     assert "already exists" in capsys.readouterr().err
     assert main([str(h5), "--model", "nope", "-o", str(tmp_path / "x.safetensors")]) == 2
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_keras_written_file_reproduces_keras_output(name):
+    """Files saved by Keras itself (small widths, same layers) and Keras's logits for them."""
+    expected = np.load(FIXTURES / "expected.npz")
+    model = load_keras_weights(build_model(name, **TINY[name]), FIXTURES / f"{name}.h5", name).eval()
+    trainable, keras_total = (int(v) for v in expected[f"{name}_keras_params"])
+    n_params = sum(p.numel() for p in model.parameters())
+    n_stats = sum(2 * m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    assert (n_params, n_params + n_stats) == (trainable, keras_total)
+    x = torch.from_numpy(expected["input_nhwc"]).permute(0, 3, 1, 2).contiguous()
+    with torch.no_grad():
+        got = model(x)[:, 0].numpy()
+    want = expected[name]
+    assert want.std() > 1e-2  # a real signal, not a constant map
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
