@@ -151,6 +151,7 @@ class Project:
         self._writer: jr.JournalWriter | None = None
         self._dirty: set[int] = set()  # frames whose datasets changed since the last compaction
         self._journal_records = 0
+        self._closed = False
 
     # -- create / open -----------------------------------------------------------------------
     @classmethod
@@ -280,29 +281,39 @@ class Project:
         parent, self.generation = self.generation, uuid.uuid4().bytes
         try:
             tmp = self._write_h5(parent=parent)
+            try:
+                os.replace(tmp, self.path)
+            except OSError as err:
+                tmp.unlink(missing_ok=True)
+                raise ProjectError(f"cannot replace the project file ({err.strerror or err})", self.path) from err
         except BaseException:
-            self.generation = parent
+            self.generation = parent  # the old file and its journal are untouched and still valid
             raise
-        os.replace(tmp, self.path)
         jr.fsync_dir(self.path.parent)
         # A kill here leaves the old journal, whose generation is now this file's parent:
         # open() recognises its records as already inside and drops them.
         self._writer.close()
-        jr.write_new_journal(self.journal_path, self.generation)
-        self._start_writer(jr.HEADER_SIZE)
+        try:
+            jr.write_new_journal(self.journal_path, self.generation)
+            self._start_writer(jr.HEADER_SIZE)
+        except OSError as err:
+            self._writer = None  # the file holds everything; further edits report the failure
+            raise ProjectError(f"cannot start a new journal ({err.strerror or err})", self.journal_path) from err
         self._dirty.clear()
         self._journal_records = 0
 
     def close(self) -> None:
         """Fold the journal into the file (if it has anything) and release the project."""
-        if self._writer is None:
+        if self._closed:
             return
         try:
-            if self._journal_records:
+            if self._writer is not None and self._journal_records:
                 self.compact()
         finally:
-            self._writer.close()
-            self._writer = None
+            self._closed = True
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
             self.session.listener = None
             _unlock(self._lock_fd)
             self._lock_fd = None
