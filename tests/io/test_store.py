@@ -282,3 +282,24 @@ def test_a_well_formed_record_that_fits_no_frame_is_skipped_not_fatal(tmp_path, 
     with Project.open(path) as q:
         assert q.recovery.skipped == 2 and q.states()[0] == ReviewState.FLAGGED
         assert np.array_equal(q.masks()[0], want[0])
+
+
+def test_a_failed_compaction_keeps_the_old_file_and_journal_working(tmp_path, source, monkeypatch):
+    path = tmp_path / "p.h5"
+    p = Project.create(path, source)
+    _edit(p, 0, 0)
+    before = _digest(path)
+
+    def refuse(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("polypviewer.io.store.os.replace", refuse)
+    with pytest.raises(ProjectError, match="No space left"):
+        p.compact()
+    monkeypatch.undo()
+    assert _digest(path) == before and not list(tmp_path.glob(".p.h5.tmp-*"))
+    p.session.get(0).grow(1)  # editing goes on, still journaled
+    want = p.masks()
+    _abandon(p)
+    with Project.open(path) as q:
+        assert q.recovery.replayed > 0 and np.array_equal(q.masks()[0], want[0])
