@@ -25,7 +25,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import numpy as np
 
@@ -197,9 +197,6 @@ class JournalWriter:
     def size(self) -> int:
         return self._f.tell()
 
-    def fileno(self) -> int:
-        return self._f.fileno()
-
     def _sync(self) -> None:
         self._f.flush()
         if self._fsync:
@@ -209,7 +206,3 @@ class JournalWriter:
         if not self._f.closed:
             self._sync()
             self._f.close()
-
-
-def iter_records(path: Path) -> Iterator[Record]:
-    yield from read_journal(path).records
