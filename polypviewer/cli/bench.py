@@ -8,9 +8,9 @@ load hits both alike), and the ratio best / baseline. Paths:
 - ``openvino-latency``: OpenVINO, one frame at a time (what a single "predict this frame" costs);
 - ``openvino-pipeline``: OpenVINO with several infer requests in flight (the look-ahead pipeline).
 
-Each network runs with random weights (seed 0) whose BatchNorm statistics are calibrated on
-a few real frames (``engine.calibration``), so activations, and thus speed and bf16 error,
-are those of a trained network. The best path's agreement with fp32 (mean |dp| and Dice of
+Each network runs with its shipped weights, or else random weights (seed 0) whose BatchNorm
+statistics are calibrated on a few real frames (``engine.calibration``), so activations,
+and thus speed and bf16 error, are realistic. The best path's agreement with fp32 (mean |dp| and Dice of
 the thresholded masks) on real validation images is reported too. End to end: the real
 ``predict`` loop (decode, infer, write PNGs) on ``../shared/data/video/colonoscopy_clip_384.mp4``,
 repeated to get a stable number, and its ratio to the model-only pipeline frames/s.
@@ -49,6 +49,14 @@ def _data_dir(arg: Path | None) -> Path | None:
     candidates = [Path(env)] if env else []
     candidates += [Path.cwd().parent / "shared" / "data", Path(__file__).resolve().parents[2].parent / "shared" / "data"]
     return next((c for c in candidates if c.is_dir()), None)
+
+
+def _load() -> list[float] | None:
+    """1/5/15-minute load averages: speeds measured on a busy machine are lower and noisier."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
 
 
 def machine() -> str:
@@ -127,24 +135,48 @@ def agreement(fast: Any, ref: Any, frames: list[Any]) -> dict[str, float] | None
             "dice": round(2 * inter / total, 5) if total else 1.0}
 
 
-def bench_model(name: str, data: Path | None, seconds: float, rounds: int, quick: bool) -> dict[str, Any]:
+def network(name: str, data: Path | None, quick: bool) -> tuple[Any, str]:
+    """The network to time: shipped weights when there are some, else random weights
+    (seed 0) with BatchNorm statistics calibrated on real training frames."""
+    import numpy as np
+    import torch
+
+    from polypviewer.engine.calibration import calibrate_batchnorm
+    from polypviewer.engine.inference import prepare_input
+    from polypviewer.nets import build_model, get_spec
+    from polypviewer.nets.weights import CheckpointError, load_weights, shipped_weights
+
+    try:
+        records = [r for r in shipped_weights() if r.model == name]
+    except CheckpointError:
+        records = []
+    torch.manual_seed(0)
+    net = build_model(name).eval()
+    if records:
+        load_weights(net, records[0].file, name)
+        return net.eval(), f"shipped weights {records[0].version}"
+    calib = real_frames(data, "train", 2 if quick else 8)
+    if not calib:
+        return net, "random init (BN statistics not calibrated: no real data)"
+    pre = get_spec(name).preprocessing
+    calibrate_batchnorm(net, [np.stack([prepare_input(f, pre) for f in calib[i:i + 4]])
+                              for i in range(0, len(calib), 4)])
+    return net, f"random init, BN statistics calibrated on {len(calib)} real frames"
+
+
+def bench_model(name: str, data: Path | None, seconds: float, rounds: int, quick: bool
+                ) -> tuple[dict[str, Any], Any]:
     import numpy as np
     import torch
 
     from polypviewer.engine.backends import InferenceHead, TorchBackend, openvino_available
-    from polypviewer.engine.calibration import calibrate_batchnorm
     from polypviewer.engine.inference import Predictor, prepare_input
-    from polypviewer.nets import build_model, get_spec
+    from polypviewer.nets import get_spec
 
     spec = get_spec(name)
     pre = spec.preprocessing
     size = pre.input_size
-    torch.manual_seed(0)
-    net = build_model(name).eval()
-    calib = real_frames(data, "train", 2 if quick else 8)
-    if calib:
-        calibrate_batchnorm(net, [np.stack([prepare_input(f, pre) for f in calib[i:i + 4]])
-                                  for i in range(0, len(calib), 4)])
+    net, weights = network(name, data, quick)
     val = real_frames(data, "val", 2 if quick else 20)
     x = np.stack([prepare_input(val[0], pre)]) if val else np.random.RandomState(0).randn(1, 3, size, size).astype(np.float32)
 
@@ -179,33 +211,22 @@ def bench_model(name: str, data: Path | None, seconds: float, rounds: int, quick
             "best_fps": round(fps[best], 2), "ratio": round(fps[best] / fps["baseline"], 2),
             "best_path": described[best], "paths": {k: round(v, 2) for k, v in fps.items()},
             "path_details": described, "setup_s": round(setup_s, 1),
-            "bn_calibrated_on": len(calib),
-            "agreement_vs_fp32": agreement(best_engine, ref, val)}
+            "weights": weights, "agreement_vs_fp32": agreement(best_engine, ref, val)}, \
+        engines.get("openvino", engines["torch"])
 
 
-def end_to_end(name: str, data: Path | None, seconds: float, quick: bool) -> dict[str, Any] | None:
+def end_to_end(predictor: Any, data: Path | None, seconds: float, quick: bool) -> dict[str, Any] | None:
     """The predict loop on the real clip, repeated; and the same pipeline without the I/O."""
     import tempfile
 
-    import numpy as np
-    import torch
-
     from polypviewer.cli.predict import write_predictions
-    from polypviewer.engine.calibration import calibrate_batchnorm
-    from polypviewer.engine.inference import PipelineRunner, Predictor, prepare_input
+    from polypviewer.engine.inference import PipelineRunner
     from polypviewer.io.sources import open_source
-    from polypviewer.nets import build_model, get_spec
 
     clip = data / DEFAULT_CLIP if data else None
     if clip is None or not clip.is_file():
         return None
-    spec = get_spec(name)
-    torch.manual_seed(0)
-    net = build_model(name).eval()
-    calib = real_frames(data, "train", 2 if quick else 8)
-    if calib:
-        calibrate_batchnorm(net, [np.stack([prepare_input(f, spec.preprocessing) for f in calib])])
-    predictor = Predictor.from_module(net, name=name, preprocessing=spec.preprocessing, select=spec.select)
+    name = predictor.info["model"]
     with open_source(clip) as src:
         n = len(src)
         frames = [src.frame(i) for i in range(n)]
@@ -262,28 +283,35 @@ def run(args: argparse.Namespace) -> int:
     data = _data_dir(args.data)
     report: dict[str, Any] = {"machine": machine(), "command": "polypviewer bench " + " ".join(sys.argv[2:]),
                               "models": [], "end_to_end": []}
-    print(report["machine"])
+    report["load_average_before"] = _load()
+    print(report["machine"], f"(load average {report['load_average_before']})")
     if data is None:
         print("polypviewer: warning: real data not found: BN statistics stay at their initial values "
               "and there is no end-to-end run (pass --data DIR)", file=sys.stderr)
     print(f"{'model':<22} {'input':>5} {'baseline':>9} {'best':>7} {'ratio':>6}  best path / agreement with fp32")
+    e2e_model = args.end_to_end_model or models[0]
+    if e2e_model not in models:
+        raise UserError(f"--end-to-end-model {e2e_model!r} is not among the benched models")
+    e2e_predictor = None
     for name in models:
-        row = bench_model(name, data, seconds, rounds, args.quick)
+        row, predictor = bench_model(name, data, seconds, rounds, args.quick)
+        if name == e2e_model:
+            e2e_predictor = predictor
         report["models"].append(row)
         agree = row["agreement_vs_fp32"]
         agree_s = f"; mean|dp| {agree['mean_abs_diff']:.4f}, Dice {agree['dice']:.4f}" if agree else ""
         print(f"{name:<22} {row['input']:>5} {row['baseline_fps']:>9.2f} {row['best_fps']:>7.2f} "
               f"{row['ratio']:>5.1f}x  {row['best_path']}{agree_s}", flush=True)
         others = ", ".join(f"{k} {v:.2f}" for k, v in row["paths"].items())
-        print(f"{'':<22} all paths (frames/s): {others}", flush=True)
-    if not args.no_end_to_end:
-        e2e_model = args.end_to_end_model or models[0]
-        e2e = end_to_end(e2e_model, data, 3.0 if args.quick else 2 * args.seconds, args.quick)
+        print(f"{'':<22} all paths (frames/s): {others}; {row['weights']}", flush=True)
+    if not args.no_end_to_end and e2e_predictor is not None:
+        e2e = end_to_end(e2e_predictor, data, 3.0 if args.quick else 2 * args.seconds, args.quick)
         if e2e is not None:
             report["end_to_end"].append(e2e)
             print(f"end to end: predict {e2e['model']} on {Path(e2e['source']).name}: {e2e['fps']:.2f} frames/s "
                   f"= {100 * e2e['ratio_to_model_only']:.0f}% of the model-only pipeline "
                   f"({e2e['model_only_pipeline_fps']:.2f} frames/s, {e2e['path']})")
+    report["load_average_after"] = _load()
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -1,0 +1,50 @@
+"""``polypviewer info`` and ``polypviewer bench`` (quick mode: the structure, not the speed)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from polypviewer.cli import main
+
+
+def test_info_json_counts_parameters_and_flops(capsys):
+    assert main(["info", "--json", "--model", "unet"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    (row,) = report["models"]
+    # The MediaEval 2020 paper's U-Net, counted by rebuilding it (SPEC-models.md).
+    assert (row["model"], row["input_size"]) == ("unet", 256)
+    assert row["params"] == 3_585_027 and row["keras_total_params"] == 3_588_997
+    assert row["gflops"] == pytest.approx(12.0, abs=0.1)
+    assert row["weights"] == [] or all("version" in w for w in row["weights"])
+    assert report["engine"]["device"] in ("cpu", "cuda")
+    assert report["engine"]["precision"] in ("fp32", "bf16", "fp16")
+
+
+def test_info_table_and_unknown_model(capsys):
+    assert main(["info", "--no-flops", "--model", "pranet"]) == 0
+    out = capsys.readouterr().out
+    assert "pranet" in out and "32,547,319" in out
+    assert main(["info", "--model", "nope"]) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err
+
+
+def test_bench_quick_writes_the_documented_json(shared_data, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--model", "lite_pranet", "--json", str(out),
+                 "--data", str(shared_data)]) == 0
+    report = json.loads(out.read_text())
+    assert "cores" in report["machine"] and "torch" in report["machine"]
+    (row,) = report["models"]
+    assert row["name"] == "lite_pranet" and row["input"] == 256
+    assert row["baseline_fps"] > 0 and row["best_fps"] > 0
+    assert row["ratio"] == pytest.approx(row["best_fps"] / row["baseline_fps"], rel=0.02)
+    assert row["best_fps"] == max(v for k, v in row["paths"].items() if k != "baseline")
+    assert row["best_path"] in row["path_details"].values()
+    agree = row["agreement_vs_fp32"]
+    assert agree["images"] == 2 and 0 <= agree["mean_abs_diff"] <= 1 and 0 <= agree["dice"] <= 1
+    (e2e,) = report["end_to_end"]
+    assert e2e["model"] == "lite_pranet" and e2e["source"].endswith("colonoscopy_clip_384.mp4")
+    assert e2e["fps"] > 0 and e2e["frames"] >= 26
+    assert "lite_pranet" in capsys.readouterr().out
