@@ -11,8 +11,10 @@
 
 Wiring into ``ui.canvas.Canvas``: ``canvas.set_tool(editor.tool)`` (again on
 ``toolChanged``), ``canvas.scene().addItem(editor.cursor)`` and ``editor.preview``,
-``canvas.set_layers(session.get(frame).mask, gt)`` (edited in place), and
-``editor.maskChanged`` -> ``canvas.refresh_overlay(rect)`` when ``frame`` is the one shown.
+``canvas.set_layers(session.get(frame).mask, gt)`` (edited in place; the thresholded
+prediction while the frame is not started, and again on ``frameStarted``),
+``editor.maskChanged`` -> ``canvas.refresh_overlay(rect)`` when ``frame`` is the one shown,
+and ``Editor(..., start_frame=...)`` so a frame is started from its prediction on first touch.
 
 Tools implement the canvas handler protocol ``press/move/release(x, y, event)`` and
 ``hover(x, y)`` (plus ``wheel(steps, event) -> bool``) in scene coordinates of the image item (pixel ``(col, row)`` covers
@@ -175,7 +177,7 @@ class BrushTool(Tool):
         self._paint = self.value
 
     def press(self, x: float, y: float, event: Any = None) -> None:
-        edits = self.editor.edits()
+        edits = self.editor.edits(create=True)
         if edits is None or self._edits is not None:
             return
         self._edits, self._frame = edits, self.editor.frame  # type: ignore[assignment]
@@ -219,7 +221,7 @@ class FillTool(Tool):
     name = "fill"
 
     def press(self, x: float, y: float, event: Any = None) -> None:
-        edits = self.editor.edits()
+        edits = self.editor.edits(create=True)
         if edits is None:
             return
         stroke = edits.fill(x - 0.5, y - 0.5, not _right_button(event))
@@ -246,7 +248,7 @@ class PolygonTool(Tool):
         self._value = True
 
     def press(self, x: float, y: float, event: Any = None) -> None:
-        if self.editor.edits() is None:
+        if self.editor.edits(create=True) is None:
             return
         if not self.points:
             self._value = not _right_button(event)
@@ -309,10 +311,16 @@ class Editor(QObject):
     stateChanged = Signal(int, object)  # frame, ReviewState
     brushRadiusChanged = Signal(int)
     toolChanged = Signal(str)
+    frameStarted = Signal(int)  # a frame got its editable mask: show FrameEdits.mask from now on
 
-    def __init__(self, session: EditSession, parent: QObject | None = None, *, brush_radius: int = 12) -> None:
+    def __init__(self, session: EditSession, parent: QObject | None = None, *, brush_radius: int = 12,
+                 start_frame: Callable[[int], FrameEdits | None] | None = None) -> None:
+        """``start_frame(frame)`` creates a frame's edits from its prediction on first touch
+        (e.g. ``project.start_frame(i, prob >= t, model_version=..., threshold=t, name=...)``,
+        None while no prediction is there), so frames only looked at are never stored."""
         super().__init__(parent)
         self.session = session
+        self.start_frame = start_frame
         self.history = FrameHistory(self)
         self.frame: int | None = None
         self.brush_radius = brush_radius
@@ -334,8 +342,16 @@ class Editor(QObject):
         self.frame = frame
         self.history.set_frame(frame)
 
-    def edits(self) -> FrameEdits | None:
-        return None if self.frame is None else self.session.get(self.frame)
+    def edits(self, *, create: bool = False) -> FrameEdits | None:
+        """The current frame's edits; with ``create``, started through ``start_frame`` if needed."""
+        if self.frame is None:
+            return None
+        edits = self.session.get(self.frame)
+        if edits is None and create and self.start_frame is not None:
+            edits = self.start_frame(self.frame)
+            if edits is not None:
+                self.frameStarted.emit(self.frame)
+        return edits
 
     def select(self, name: str) -> Tool:
         if name not in self.tools:
@@ -379,7 +395,7 @@ class Editor(QObject):
 
     def cleanup(self, op: str, px: int = 1) -> Stroke | None:
         """Run a clean-up (a key of :data:`CLEANUP_OPS`) on the current frame as one undo step."""
-        edits = self.edits()
+        edits = self.edits(create=True)
         if edits is None or self.frame is None:
             return None
         _, method, takes_px = CLEANUP_OPS[op]
@@ -388,7 +404,7 @@ class Editor(QObject):
 
     def carry_forward(self, from_frame: int) -> Stroke | None:
         """Copy ``from_frame``'s mask onto the current frame (one undo step)."""
-        edits, src = self.edits(), self.session.get(from_frame)
+        edits, src = self.edits(create=True), self.session.get(from_frame)
         if edits is None or src is None:
             return None
         return self._pushed(edits, edits.carry_forward(src.mask))
@@ -397,6 +413,8 @@ class Editor(QObject):
         """Set the current frame's review state; False when it needs a mask the frame lacks."""
         if self.frame is None:
             return False
+        if ReviewState(state) in (ReviewState.ACCEPTED, ReviewState.CORRECTED):
+            self.edits(create=True)  # accepting stores the model's mask as the answer
         try:
             self.session.set_state(self.frame, state)
         except ValueError:

@@ -247,3 +247,26 @@ def test_tools_drive_the_real_canvas_with_mouse_events(qtbot):
     assert codes is not None and np.array_equal(codes.astype(bool), edits.mask)  # overlay redrawn
     ed.history.stack(0).undo()
     assert not edits.mask.any() and not canvas.overlay_codes().any()
+
+
+def test_frames_are_started_from_the_prediction_on_first_touch_only(qapp):
+    session = EditSession()
+    predictions = {3: np.eye(30, dtype=bool)}
+    ed = Editor(session, brush_radius=1,
+                start_frame=lambda f: session.start(f, predictions[f], model_version="m1")
+                if f in predictions else None)
+    started: list[int] = []
+    ed.frameStarted.connect(started.append)
+    ed.set_frame(3)
+    ed.tool.hover(5.5, 5.5)
+    assert session.get(3) is None  # looking is not editing
+    ed.select("brush").press(20.5, 5.5)
+    ed.tool.release(20.5, 5.5)
+    assert started == [3] and session.get(3).model_version == "m1"
+    assert session.mask(3)[5, 20] and session.mask(3)[10, 10]  # edited on top of the prediction
+    ed.set_frame(4)  # no prediction yet: tools do nothing, accepting is refused
+    ed.tool.press(1.5, 1.5)
+    assert session.get(4) is None and ed.set_state(ReviewState.ACCEPTED) is False
+    predictions[4] = np.zeros((30, 30), bool)
+    assert ed.set_state(ReviewState.ACCEPTED) is True and started == [3, 4]
+    assert session.state(4) == ReviewState.ACCEPTED and not session.mask(4).any()
