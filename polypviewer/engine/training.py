@@ -263,6 +263,7 @@ def train(model_name: str, train_set: SampleSet, val_set: SampleSet | None, out:
     size = size or spec.preprocessing.input_size
     prep = replace(spec.preprocessing, input_size=size)
     if model is None:
+        torch.manual_seed(seed)  # the head's random init is part of the recipe too
         cfg = {"pretrained": True} if pretrained and model_name == "lite_pranet" else {}
         model = build_model(model_name, **cfg)
     model.to(dev).train()
@@ -418,7 +419,9 @@ def card_paths(out: str | Path) -> tuple[Path, Path]:
     return out.with_suffix(".json"), out.with_suffix(".md")
 
 
-def _fmt(metrics: dict[str, Any] | None) -> str:
+def _fmt(metrics: Any) -> str:
+    if isinstance(metrics, (int, float)):
+        return f"{metrics:+.3f}"
     if not metrics:
         return "-"
     keys = ("dice", "iou", "precision", "recall", "false_positive_rate")

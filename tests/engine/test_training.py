@@ -1,0 +1,122 @@
+"""Training on tiny real crops: the loss falls, resume continues from the saved step, splits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from polypviewer.engine.augment import AugmentConfig
+from polypviewer.engine.data import DataError, holdout_split, load_set, read_split
+from polypviewer.engine.training import (Recipe, TrainingError, evaluate_model, state_path, train)
+from polypviewer.nets.weights import load_checkpoint
+
+SIZE = 64
+TINY = Recipe("tiny", lr=1e-3, batch_size=2, epochs=2, rates=(1.0,), multiscale="random",
+              clip_value=0.5, augment=AugmentConfig(rotate=10))
+
+
+@pytest.fixture(scope="module")
+def tiny(endotect: Path):
+    names = read_split(f"{endotect / 'split.json'}:train")[:4]
+    return load_set(endotect, SIZE, names, keep_full_masks=True)
+
+
+@pytest.fixture()
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # same kernels every run: bitwise-repeatable training
+    yield
+    torch.set_num_threads(before)
+
+
+def _losses(events: list) -> list[float]:
+    return [e.loss for e in events if e.kind == "step"]
+
+
+def test_training_steps_lower_the_loss(tiny, tmp_path: Path, one_thread) -> None:
+    events: list = []
+    fixed = Recipe("fixed", lr=1e-3, batch_size=4, epochs=4, rates=(1.0,), clip_value=None,
+                   augment=AugmentConfig.none())  # the same batch every step
+    res = train("lite_pranet", tiny, None, tmp_path / "m.safetensors", recipe=fixed, pretrained=False,
+                bf16="off", size=SIZE, callbacks=[events.append])
+    losses = _losses(events)
+    assert len(losses) == 4 and res.global_step == 4
+    assert losses[-1] < losses[0]
+    ckpt = load_checkpoint(tmp_path / "m.safetensors")
+    assert ckpt.model_name == "lite_pranet" and ckpt.preprocessing.input_size == SIZE
+
+
+class _StopAfter:
+    def __init__(self, steps: int) -> None:
+        self.steps, self.seen = steps, 0
+
+    def __call__(self, ev) -> None:
+        self.seen += ev.kind == "step"
+
+    def is_set(self) -> bool:
+        return self.seen >= self.steps
+
+
+def test_resume_continues_from_the_saved_step(tiny, tmp_path: Path, one_thread) -> None:
+    kw = dict(recipe=TINY, pretrained=False, bf16="off", size=SIZE, seed=3)
+    full = train("lite_pranet", tiny, tiny, tmp_path / "a.safetensors", **kw)
+    assert full.global_step == 4 and not full.interrupted
+
+    stopper = _StopAfter(1)
+    part = train("lite_pranet", tiny, tiny, tmp_path / "b.safetensors", callbacks=[stopper], stop=stopper, **kw)
+    assert part.interrupted and part.global_step == 1
+    saved = torch.load(state_path(tmp_path / "b.safetensors"), weights_only=True)
+    assert (saved["epoch"], saved["step"], saved["global_step"]) == (0, 1, 1)
+
+    with pytest.raises(TrainingError, match="already exists"):  # no silent restart over it
+        train("lite_pranet", tiny, tiny, tmp_path / "b.safetensors", **kw)
+    events: list = []
+    rest = train("lite_pranet", tiny, tiny, tmp_path / "b.safetensors", resume=True,
+                 callbacks=[events.append], **kw)
+    steps = [(e.epoch, e.step, e.global_step) for e in events if e.kind == "step"]
+    assert steps == [(0, 2, 2), (1, 1, 3), (1, 2, 4)]  # picks up at the second step
+    a = torch.load(state_path(tmp_path / "a.safetensors"), weights_only=True)["model"]
+    b = torch.load(state_path(tmp_path / "b.safetensors"), weights_only=True)["model"]
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-5), k
+    assert rest.best_score == pytest.approx(full.best_score)
+    assert [h["epoch"] for h in rest.history] == [1, 2]
+
+
+def test_evaluate_reports_false_positives_on_empty_masks(tiny) -> None:
+    from polypviewer.nets import build_model
+
+    model = build_model("lite_pranet")
+    empty = tiny.subset(tiny.names[:2])
+    empty.full_masks = [np.zeros_like(m) for m in empty.full_masks]
+    with torch.no_grad():
+        scores = evaluate_model(model, "lite_pranet", empty, size=SIZE)
+    assert scores["n"] == 2 and scores["n_empty_gt"] == 2
+    assert 0 <= scores["false_positive_rate"] <= 1
+    assert 0 <= scores["mean_predicted_area_on_empty"] <= 1
+
+
+def test_holdout_split_is_reproducible_and_order_free() -> None:
+    names = [f"f{i}" for i in range(20)]
+    rest, held = holdout_split(names, 0.5, seed=0)
+    assert len(held) == 10 and not set(rest) & set(held) and set(rest) | set(held) == set(names)
+    assert holdout_split(list(reversed(names)), 0.5, seed=0) == (rest, held)
+    assert holdout_split(names, 0.5, seed=1) != (rest, held)
+    assert len(holdout_split(["a", "b"], 0.01)[1]) == 1  # always something on each side
+    with pytest.raises(DataError):
+        holdout_split(names, 1.0)
+
+
+def test_split_file_errors_name_the_file(tmp_path: Path, endotect: Path) -> None:
+    f = tmp_path / "s.json"
+    f.write_text(json.dumps({"train": ["a"]}))
+    with pytest.raises(DataError, match="s.json: no list 'val'"):
+        read_split(f"{f}:val")
+    with pytest.raises(DataError, match="FILE:KEY"):
+        read_split("nokey")
+    s = load_set(endotect, SIZE, [read_split(f"{endotect / 'split.json'}:val")[0], "missing-stem"])
+    assert len(s) == 1 and "missing-stem" in s.problems[0]
