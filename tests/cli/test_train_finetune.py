@@ -1,0 +1,86 @@
+"""`polypviewer train` / `finetune` end to end on a few real CVC-ClinicDB frames at 64 px."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from polypviewer.cli import main
+from polypviewer.nets import build_model, get_spec
+from polypviewer.nets.weights import WeightRecord, load_checkpoint, save_checkpoint, sha256_file
+
+
+@pytest.fixture()
+def corrected(cvc: Path, tmp_path: Path) -> Path:
+    """A small corrected set in Kvasir layout (copied to tmp, never into the repository)."""
+    root = tmp_path / "corrected"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for img in sorted((cvc / "images").iterdir())[:4]:
+        shutil.copy(img, root / "images" / img.name)
+        shutil.copy(next((cvc / "masks").glob(img.stem + ".*")), root / "masks")
+    return root
+
+
+@pytest.fixture()
+def base(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path / "base.safetensors"
+    prep = replace(get_spec("lite_pranet").preprocessing, input_size=64)
+    save_checkpoint(path, build_model("lite_pranet"), model_name="lite_pranet", preprocessing=prep)
+    return path
+
+
+def test_finetune_writes_a_new_file_and_leaves_the_base_untouched(base: Path, corrected: Path,
+                                                                  tmp_path: Path, capsys) -> None:
+    before = sha256_file(base)
+    out = tmp_path / "tuned.safetensors"
+    args = ["finetune", "--base", str(base), "--data", str(corrected), "--out", str(out),
+            "--holdout", "0.5", "--epochs", "1", "--threads", "1", "--quiet"]
+    assert main(args) == 0
+    assert sha256_file(base) == before
+    ckpt = load_checkpoint(out)
+    assert ckpt.model_name == "lite_pranet" and ckpt.preprocessing.input_size == 64
+    card = json.loads(out.with_suffix(".json").read_text())
+    meta = card["meta"]
+    assert meta["base"]["sha256"] == before and card["sha256"] == sha256_file(out)
+    assert len(meta["data"]["held_out"]) == 2 and not set(meta["data"]["held_out"]) & set(meta["data"]["train"])
+    m = meta["metrics"]
+    assert m["delta_dice"] == pytest.approx(m["held_out_after"]["dice"] - m["held_out_before"]["dice"])
+    assert WeightRecord.from_card(out.with_suffix(".json")).file == out.resolve()
+    assert "held-out frames (2)" in capsys.readouterr().out
+    stamp = out.stat().st_mtime_ns
+    # A second run refuses to overwrite; fine-tuning into the base is refused too.
+    assert main(args) == 2
+    assert out.stat().st_mtime_ns == stamp
+    assert main(["finetune", "--base", str(base), "--data", str(corrected), "--out", str(base)]) == 2
+    assert sha256_file(base) == before
+    assert "is the base model" in capsys.readouterr().err
+
+
+def test_train_cli_writes_checkpoint_and_card(corrected: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "m.safetensors"
+    args = ["train", "--model", "lite_pranet", "--data", str(corrected), "--val", str(corrected),
+            "--epochs", "1", "--size", "64", "--no-pretrained", "--bf16", "off", "--threads", "1",
+            "--quiet", "--out", str(out)]
+    assert main(args) == 0
+    assert load_checkpoint(out).model_name == "lite_pranet"
+    rec = WeightRecord.from_card(out.with_suffix(".json"))
+    rec.verify()
+    assert rec.meta["metrics"]["val"]["dice"] >= 0 and rec.meta["epochs_run"] == 1
+    assert out.with_suffix(".md").read_text().startswith("# m")
+    assert main(args) == 2  # exists: not overwritten
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_train_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:
+    assert main(["train", "--model", "nope", "--data", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    assert main(["train", "--model", "lite_pranet", "--data", str(tmp_path / "missing"),
+                 "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "unknown model 'nope'" in err[0] and "missing" in err[1]
