@@ -35,6 +35,17 @@ def rgb_to_qimage(frame: np.ndarray) -> QImage:
     return QImage(frame.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
 
 
+def display_qimage(frame: np.ndarray) -> QImage:
+    """A QImage for the frame layer. BGRA (H, W, 4) uint8 (``workers.FrameData.display``) is
+    wrapped without a copy as Qt's native RGB32, which the raster engine draws with no
+    conversion; RGB (H, W, 3) is converted (slower: do that off the GUI thread)."""
+    if frame.ndim == 3 and frame.shape[2] == 4:
+        buf = np.ascontiguousarray(frame)
+        h, w = buf.shape[:2]
+        return _keep(QImage(buf.data, w, h, 4 * w, QImage.Format.Format_RGB32), buf)
+    return rgb_to_qimage(frame)
+
+
 class PixmapLayer(QGraphicsItem):
     """A pixmap the item owns alone, so a dirty rectangle can be painted into it in place
     (a QGraphicsPixmapItem hands out shared copies, and painting into one copies 8 MB)."""
@@ -42,6 +53,7 @@ class PixmapLayer(QGraphicsItem):
     def __init__(self, z: float) -> None:
         super().__init__()
         self._pm = QPixmap()
+        self._image: QImage | None = None
         self.setZValue(z)
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption, True)
 
@@ -61,9 +73,13 @@ class PixmapLayer(QGraphicsItem):
         if image is None:
             self.prepareGeometryChange()
             self._pm = QPixmap()
+            self._image = None
             return
         if image.size() != self._pm.size():
             self.prepareGeometryChange()
+        # For native formats the raster pixmap can share the image's memory: keep the image
+        # (and the numpy buffer tied to it) alive as long as the pixmap.
+        self._image = image
         self._pm = QPixmap.fromImage(image)
         self.update()
 
@@ -112,13 +128,14 @@ class Canvas(QGraphicsView):
 
     # ---- frame -------------------------------------------------------------------------
     def set_frame(self, frame: np.ndarray | None) -> None:
-        """Show an RGB uint8 frame. Zoom and position are kept while the size is the same."""
+        """Show a frame: RGB (H, W, 3) or, faster, BGRA (H, W, 4) uint8 (see
+        :func:`display_qimage`). Zoom and position are kept while the size is the same."""
         if frame is None:
             self._frame_layer.set_image(None)
             self._size = None
             return
         size = frame.shape[:2]
-        self._frame_layer.set_image(rgb_to_qimage(frame))
+        self._frame_layer.set_image(display_qimage(frame))
         if size != self._size:
             self._size = size
             self.scene().setSceneRect(QRectF(0, 0, size[1], size[0]))

@@ -282,7 +282,7 @@ class MainWindow(QMainWindow):
         if names:
             return names[index]
         cached = self.frames.get(index)
-        return cached[2] if cached else f"{Path(self.source['path']).stem}_{index:06d}"
+        return cached.name if cached else f"{Path(self.source['path']).stem}_{index:06d}"
 
     def jump_worst(self, step: int) -> None:
         target = self.timeline.next_worst(self.index, step)
@@ -330,16 +330,19 @@ class MainWindow(QMainWindow):
         self._status()
 
     # ---- display -----------------------------------------------------------------------
-    def _on_frame(self, index: int, frame, gt, name: str) -> None:
+    def _on_frame(self, index: int, data) -> None:
         if index == self.index:
             self._display()
 
-    def _on_prediction(self, index: int, res) -> None:
-        if res.frame is not None and self.frames.get(index) is None:
-            self.frames.put(index, res.frame, res.gt, res.name)
-        cached = self.frames.get(index)
-        gt = cached[1] if cached else res.gt
-        self._score(index, res.prob, gt)
+    def _on_prediction(self, index: int, pred) -> None:
+        res = pred.result
+        if pred.data is not None and self.frames.get(index) is None:
+            self.frames.put(index, pred.data)
+        if index in self.masks or pred.scored is None or pred.scored.threshold != self.threshold:
+            cached = self.frames.get(index)
+            self._score(index, res.prob, cached.gt if cached else res.gt)
+        else:  # scored on the worker thread at the current threshold
+            self._show_score(index, self.scores.put(index, pred.scored))
         if index == self.index:
             self._display()
         else:  # the means over seen / all frames may have changed
@@ -363,9 +366,9 @@ class MainWindow(QMainWindow):
         cached = self.frames.get(index)
         if cached is None:
             return None
-        mask = self.masks.ensure(index, self.predictions.cached(index), self.threshold, cached[0].shape[:2])
+        mask = self.masks.ensure(index, self.predictions.cached(index), self.threshold, cached.frame.shape[:2])
         if index == self.index:
-            self.canvas.set_layers(mask, cached[1])
+            self.canvas.set_layers(mask, cached.gt)
         return mask
 
     def mask_edited(self, index: int | None = None) -> None:
@@ -373,7 +376,7 @@ class MainWindow(QMainWindow):
         index = self.index if index is None else index
         cached = self.frames.get(index)
         if cached is not None and index in self.masks:
-            self._score(index, self.predictions.cached(index), cached[1])
+            self._score(index, self.predictions.cached(index), cached.gt)
             if index == self.index:
                 self._show_metrics()
 
@@ -381,10 +384,10 @@ class MainWindow(QMainWindow):
         cached = self.frames.get(self.index) if self.source else None
         if cached is None:
             return
-        frame, gt, _name = cached
+        gt = cached.gt
         key = (self.frames.generation, self.index)
         if self._shown_frame != key:
-            self.canvas.set_frame(frame)
+            self.canvas.set_frame(cached.display)
             self._shown_frame = key
         mask = self.current_mask()
         self.canvas.set_layers(mask, gt)
@@ -402,7 +405,9 @@ class MainWindow(QMainWindow):
             if prob is None:
                 return
             mask = prob >= self.threshold
-        s = self.scores.score(index, mask, gt, prob)
+        self._show_score(index, self.scores.score(index, mask, gt, prob))
+
+    def _show_score(self, index: int, s: dict | None) -> None:
         if s is not None:
             self.timeline.set_value(index, s["dice"])
         else:
@@ -448,6 +453,7 @@ class MainWindow(QMainWindow):
         if math.isclose(value, self.threshold):
             return
         self.threshold = float(value)
+        self.predictions.threshold = self.threshold
         self.overlay_panel.set_threshold(value)
         self._invalidate_scores()
         self._display()
@@ -462,7 +468,7 @@ class MainWindow(QMainWindow):
             prob = self.predictions.cached(i)
             cached = self.frames.get(i)
             if (prob is not None or i in self.masks) and cached is not None and i not in self.scores.area:
-                self._score(i, prob, cached[1])
+                self._score(i, prob, cached.gt)
         self._show_metrics()
 
     # ---- messages and shutdown ---------------------------------------------------------

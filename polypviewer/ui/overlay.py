@@ -15,7 +15,7 @@ are testable without a display.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -73,6 +73,24 @@ def area_confidence(mask: np.ndarray, prob: np.ndarray | None) -> tuple[float, f
     return area, float(prob[mask].mean())
 
 
+class Scored(NamedTuple):
+    """One frame's thresholded prediction and what the metrics panel / timeline show."""
+
+    threshold: float
+    mask: np.ndarray  # prob >= threshold
+    scores: dict[str, float] | None  # None without ground truth
+    area: float  # fraction of the frame
+    confidence: float  # mean probability inside the mask (nan when empty)
+
+
+def score_frame(prob: np.ndarray, gt: np.ndarray | None, threshold: float) -> Scored:
+    """Threshold and score one probability map (runs on the inference worker thread)."""
+    mask = prob >= threshold
+    s = None if gt is None else {k: float(v) for k, v in scores(mask, gt).items() if k in SCORE_NAMES}
+    area, conf = area_confidence(mask, prob)
+    return Scored(float(threshold), mask, s, area, conf)
+
+
 class FrameScores:
     """Per-frame scores for one (model version, threshold); means over seen / all frames."""
 
@@ -100,6 +118,15 @@ class FrameScores:
         s = {k: float(v) for k, v in scores(mask, gt).items() if k in SCORE_NAMES}
         self.per_frame[index] = s
         return s
+
+    def put(self, index: int, scored: Scored) -> dict[str, float] | None:
+        """Store scores computed elsewhere (the worker thread) for frame ``index``."""
+        self.area[index] = (scored.area, scored.confidence)
+        if scored.scores is None:
+            self.per_frame.pop(index, None)
+        else:
+            self.per_frame[index] = dict(scored.scores)
+        return scored.scores
 
     def get(self, index: int) -> dict[str, float] | None:
         return self.per_frame.get(index)

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 WORST_FRACTION = 0.1  # the worst 10 % of the scored frames are "worst" (at least one)
@@ -27,6 +27,9 @@ class Timeline(QWidget):
         self._primary = np.zeros(0, np.float64)
         self._secondary = np.zeros(0, np.float64)
         self._mode = "dice"
+        # Values arrive with every prediction; redraw at most every 100 ms so a playing
+        # video does not repaint the plot on the GUI thread for each frame.
+        self._redraw_timer = QTimer(self, singleShot=True, interval=100, timeout=self._redraw)
         self._plot = pg.PlotWidget(background=(24, 24, 27))
         self._plot.setObjectName("timeline")
         self._plot.setMenuEnabled(False)
@@ -80,7 +83,8 @@ class Timeline(QWidget):
         if 0 <= index < self._n:
             self._primary[index] = primary
             self._secondary[index] = secondary
-            self._redraw()
+            if not self._redraw_timer.isActive():
+                self._redraw_timer.start()
 
     def values(self) -> np.ndarray:
         return self._primary.copy()

@@ -20,8 +20,9 @@ import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any, Hashable
+from typing import Any, Hashable, NamedTuple
 
+import cv2
 import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
@@ -72,6 +73,31 @@ class LruCache:
         self.nbytes = 0
 
 
+class FrameData(NamedTuple):
+    """A decoded frame as the window keeps it. ``display`` is the same pixels as BGRA
+    (Qt's RGB32 layout), converted on the worker thread so the canvas wraps it without a
+    copy or a format conversion on the GUI thread."""
+
+    frame: np.ndarray  # (H, W, 3) uint8 RGB
+    gt: np.ndarray | None  # (H, W) bool
+    name: str
+    display: np.ndarray  # (H, W, 4) uint8 BGRA
+
+
+def frame_data(frame: np.ndarray, gt: np.ndarray | None, name: str) -> FrameData:
+    return FrameData(frame, gt, name, cv2.cvtColor(frame, cv2.COLOR_RGB2BGRA))
+
+
+class Prediction(NamedTuple):
+    """What the inference worker delivers for one frame: the engine's FrameResult, the
+    frame ready for display, and the frame scored at the threshold the job ran with (so
+    the GUI thread does not threshold and score 2-megapixel maps during playback)."""
+
+    result: Any  # engine.inference.FrameResult
+    data: FrameData | None
+    scored: Any  # ui.overlay.Scored or None
+
+
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, PolypviewerError):
         return str(exc)
@@ -83,7 +109,7 @@ class FrameLoader(QObject):
 
     opened = Signal(int, object)  # generation, info dict (n, fps, kind, has_masks, path, problems)
     open_failed = Signal(int, str)
-    loaded = Signal(int, int, object, object, str)  # generation, index, frame, gt, name
+    loaded = Signal(int, int, object)  # generation, index, FrameData
     failed = Signal(int, int, str)  # generation, index, message
     _wake = Signal()
 
@@ -127,11 +153,11 @@ class FrameLoader(QObject):
             try:
                 frame = self._source.frame(index)
                 gt = self._source.mask(index) if self._source.has_masks else None
-                name = self._source.name(index)
+                data = frame_data(frame, gt, self._source.name(index))
             except Exception as exc:  # noqa: BLE001 - report and keep serving
                 self.failed.emit(gen, index, _one_line(exc))
                 continue
-            self.loaded.emit(gen, index, frame, gt, name)
+            self.loaded.emit(gen, index, data)
 
     def _do_open(self, generation: int, path: str) -> None:
         from polypviewer.io.sources import open_source
@@ -167,6 +193,7 @@ class Job:
     source_id: int
     indices: list[int]
     pending: deque = field(default_factory=deque)
+    threshold: float = 0.5  # the worker scores each frame at this threshold
 
 
 class InferenceWorker(QObject):
@@ -174,7 +201,7 @@ class InferenceWorker(QObject):
 
     model_ready = Signal(object, object)  # request id, info dict
     model_failed = Signal(object, str, bool)  # request id, message, no-weights (offer random)
-    result = Signal(int, object)  # job id, FrameResult
+    result = Signal(int, object)  # job id, Prediction
     job_finished = Signal(int, float)  # job id, pipeline frames/s
     job_failed = Signal(int, str)
 
@@ -242,11 +269,18 @@ class InferenceWorker(QObject):
                 runner.cancel()
         t0, done = time.perf_counter(), 0
         try:
+            from polypviewer.ui.overlay import score_frame
+
             for res in runner:
                 if runner.cancelled:
                     break
                 done += 1
-                self.result.emit(job.id, res)
+                data = scored = None
+                if res.frame is not None:
+                    data = frame_data(res.frame, res.gt, res.name)
+                if res.prob is not None:
+                    scored = score_frame(res.prob, res.gt, job.threshold)
+                self.result.emit(job.id, Prediction(res, data, scored))
         except Exception as exc:  # noqa: BLE001
             self.job_failed.emit(job.id, _one_line(exc))
         finally:
@@ -271,28 +305,35 @@ class InferenceWorker(QObject):
 
 
 class FpsMeter:
-    """Frames per second over a sliding window of result arrival times."""
+    """Inference frames per second: the median interval between consecutive results of the
+    same job (the first result of a job carries the pipeline's start-up, and the idle time
+    between jobs is not inference time)."""
 
     def __init__(self, window: int = 16) -> None:
-        self._times: deque[float] = deque(maxlen=window)
+        self._intervals: deque[float] = deque(maxlen=window)
+        self._last: tuple[int, float] | None = None
 
-    def tick(self, now: float | None = None) -> None:
-        self._times.append(time.perf_counter() if now is None else now)
+    def tick(self, now: float | None = None, job: int = 0) -> None:
+        now = time.perf_counter() if now is None else now
+        if self._last is not None and self._last[0] == job:
+            self._intervals.append(now - self._last[1])
+        self._last = (job, now)
 
     def reset(self) -> None:
-        self._times.clear()
+        self._intervals.clear()
+        self._last = None
 
     def fps(self) -> float | None:
-        if len(self._times) < 3:
+        if len(self._intervals) < 2:
             return None
-        span = self._times[-1] - self._times[0]
-        return (len(self._times) - 1) / span if span > 0 else None
+        median = float(np.median(self._intervals))
+        return 1.0 / median if median > 0 else None
 
 
 class PredictionService(QObject):
     """GUI-side manager of look-ahead inference. Use from the GUI thread only."""
 
-    prediction = Signal(int, object)  # frame index, FrameResult (prob cached before the signal)
+    prediction = Signal(int, object)  # frame index, Prediction (prob cached before the signal)
     model_ready = Signal(object)  # info dict
     model_failed = Signal(str, bool)  # message, offer random weights
     error = Signal(str)
@@ -326,6 +367,7 @@ class PredictionService(QObject):
         self._last_wanted: list[int] = []
         self._model_request = 0
         self.loading_model = False
+        self.threshold = 0.5  # jobs score their frames at this threshold (the window sets it)
         self.meter = FpsMeter()
         self.slack = 2 * max(1, batch_size) + 2
         self._job_keys: dict[int, tuple] = {}  # job id -> (source id, model version) it ran for
@@ -392,16 +434,17 @@ class PredictionService(QObject):
             self.busy_changed.emit(False)
 
     def _launch(self, indices: list[int]) -> None:
-        job = Job(self._next_id, self._source[1], self._source[0], list(indices), deque(indices))
+        job = Job(self._next_id, self._source[1], self._source[0], list(indices), deque(indices),
+                  self.threshold)
         self._next_id += 1
         self._job = job
         self._job_keys[job.id] = (self._source[0], self.version)
-        self.meter.reset()
         self.busy_changed.emit(True)
         self._start_job.emit(job)
 
     # -- worker signals (queued into the GUI thread)
-    def _on_result(self, job_id: int, res) -> None:
+    def _on_result(self, job_id: int, pred: Prediction) -> None:
+        res = pred.result
         job = self._job
         if job is not None and job.id == job_id:
             while job.pending and job.pending[0] != res.index:
@@ -417,11 +460,11 @@ class PredictionService(QObject):
         self.cache.put((source_id, res.index, version), res.prob)
         if self._source is None or (source_id, version) != (self._source[0], self.version):
             return
-        self.meter.tick()
+        self.meter.tick(job=job_id)
         fps = self.meter.fps()
         if fps is not None:
             self.fps_changed.emit(fps)
-        self.prediction.emit(res.index, res)
+        self.prediction.emit(res.index, pred)
 
     def _on_job_finished(self, job_id: int, fps: float) -> None:
         self._job_keys.pop(job_id, None)
@@ -471,7 +514,7 @@ class FrameService(QObject):
 
     opened = Signal(object)  # info dict
     open_failed = Signal(str)
-    frame = Signal(int, object, object, str)  # index, frame, gt, name
+    frame = Signal(int, object)  # index, FrameData
     failed = Signal(int, str)
     _shutdown = Signal()
 
@@ -501,12 +544,12 @@ class FrameService(QObject):
         if wanted:
             self._loader.request(self.generation, wanted)
 
-    def get(self, index: int):
-        """(frame, gt, name) if cached, else None."""
+    def get(self, index: int) -> FrameData | None:
+        """The decoded frame if cached, else None."""
         return self.cache.get((self.generation, index))
 
-    def put(self, index: int, frame: np.ndarray, gt: np.ndarray | None, name: str) -> None:
-        self.cache.put((self.generation, index), (frame, gt, name))
+    def put(self, index: int, data: FrameData) -> None:
+        self.cache.put((self.generation, index), data)
 
     def _on_opened(self, gen: int, info) -> None:
         if gen == self.generation:
@@ -516,10 +559,10 @@ class FrameService(QObject):
         if gen == self.generation:
             self.open_failed.emit(message)
 
-    def _on_loaded(self, gen: int, index: int, frame, gt, name: str) -> None:
+    def _on_loaded(self, gen: int, index: int, data: FrameData) -> None:
         if gen == self.generation:
-            self.put(index, frame, gt, name)
-            self.frame.emit(index, frame, gt, name)
+            self.put(index, data)
+            self.frame.emit(index, data)
 
     def _on_failed(self, gen: int, index: int, message: str) -> None:
         if gen == self.generation:

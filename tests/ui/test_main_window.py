@@ -85,7 +85,7 @@ def test_kvasir_step_threshold_overlays_and_metrics_match_eval(qtbot, window, kv
     assert sorted(opened.args[0]["names"]) == sorted(stems)
     stems = opened.args[0]["names"]  # the source's order (natural sort)
     _wait_shown(qtbot, win, 0)
-    frame, gt, name = win.frames.get(0)
+    frame, gt, name, _ = win.frames.get(0)
     assert name == stems[0] and win.canvas.image_size() == frame.shape[:2]
     # the cached probability is the predictor's on the same frame
     prob = win.predictions.cached(0)
@@ -155,7 +155,7 @@ def test_editable_mask_slot_starts_from_prediction_and_is_scored(qtbot, window, 
     mask = win.editable_mask()
     np.testing.assert_array_equal(mask, win.predictions.cached(0) >= thr)
     assert win.canvas.layers()[0] is mask  # tools paint into what the canvas draws
-    gt = win.frames.get(0)[1]
+    gt = win.frames.get(0).gt
     mask[:] = gt  # a "perfect correction"
     win.canvas.refresh_overlay(None)
     win.mask_edited()
