@@ -10,14 +10,16 @@ says what it is and how to feed it (torchvision-style weight records).
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
 import re
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -28,7 +30,7 @@ from polypviewer.nets.registry import Preprocessing
 __all__ = [
     "CheckpointError", "UnsafeCheckpointError", "CheckpointMismatchError", "Checkpoint",
     "WeightRecord", "load_checkpoint", "load_weights", "save_checkpoint", "sha256_file",
-    "shipped_weights", "default_weights", "META_MODEL", "META_PREPROCESSING", "META_META",
+    "shipped_weights", "default_weights", "convert_checkpoint", "META_MODEL", "META_PREPROCESSING", "META_META",
 ]
 
 META_MODEL = "polypviewer.model"
@@ -392,3 +394,51 @@ def default_weights() -> Path | None:
     if not path.is_file():
         raise CheckpointError(f"default weights {name!r} named by default.json are missing", card)
     return path
+
+
+def convert_checkpoint(src: str | Path, dst: str | Path, *, model_name: str,
+                       meta: Mapping[str, Any] | None = None, dtype: torch.dtype | None = None,
+                       overwrite: bool = False) -> str:
+    """Turn a third-party checkpoint (e.g. the official ``PraNet-19.pth``) into a polypviewer
+    safetensors file that names its model and preprocessing; return the new sha256.
+
+    The source is first loaded strictly into the registered ``model_name``, so a checkpoint
+    for another architecture is refused before anything is written. ``meta`` records where it
+    came from (``source`` and ``source_sha256`` are added).
+    """
+    from polypviewer.nets.registry import build_model, get_spec
+
+    src = Path(src)
+    model = build_model(model_name)
+    ckpt = load_weights(model, src, model_name)
+    info = {"source": src.name, "source_sha256": ckpt.sha256, **ckpt.meta, **dict(meta or {})}
+    prep = ckpt.preprocessing or get_spec(model_name).preprocessing
+    return save_checkpoint(dst, model, model_name=model_name, preprocessing=prep, meta=info,
+                           dtype=dtype, overwrite=overwrite)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Convert a .pth / .pt / .safetensors checkpoint into a polypviewer .safetensors."""
+    from polypviewer.nets.registry import list_models
+
+    p = argparse.ArgumentParser(prog="python -m polypviewer.nets.weights", description=main.__doc__)
+    p.add_argument("checkpoint", type=Path, help="e.g. the official PraNet-19.pth")
+    p.add_argument("--model", required=True, help=f"one of: {', '.join(list_models())}")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the .safetensors to write")
+    p.add_argument("--half", action="store_true", help="store float16 (half the size)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    args = p.parse_args(argv)
+    try:
+        digest = convert_checkpoint(args.checkpoint, args.output, model_name=args.model,
+                                    dtype=torch.float16 if args.half else None,
+                                    overwrite=args.overwrite)
+    except (PolypviewerError, KeyError) as exc:
+        # KeyError: an unknown model name (its message lists the known ones)
+        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+        return 2
+    print(f"{args.output}: {args.model} from {args.checkpoint.name}, sha256 {digest[:12]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

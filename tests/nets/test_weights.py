@@ -253,3 +253,30 @@ def test_broken_default_json_is_an_error(models_folder, text, reason):
     with pytest.raises(CheckpointError, match=reason) as info:
         default_weights()
     assert_one_line(info.value, models_folder / "default.json")
+
+
+# --- conversion of third-party checkpoints -----------------------------------------------
+
+def test_convert_pth_to_safetensors_names_model_and_source(tmp_path, capsys):
+    from polypviewer.nets import build_model, get_spec
+    from polypviewer.nets.weights import main
+
+    torch.manual_seed(3)
+    net = build_model("unet").eval()
+    src = tmp_path / "third_party.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}, src)
+    dst = tmp_path / "unet.safetensors"
+    assert main([str(src), "--model", "unet", "-o", str(dst), "--half"]) == 0
+    assert "sha256" in capsys.readouterr().out
+    ckpt = load_checkpoint(dst)
+    assert ckpt.model_name == "unet" and ckpt.preprocessing == get_spec("unet").preprocessing
+    assert ckpt.meta["source"] == "third_party.pth" and ckpt.meta["source_sha256"] == sha256_file(src)
+    assert {v.dtype for v in ckpt.state_dict.values() if v.is_floating_point()} == {torch.float16}
+    # Refused before writing: wrong architecture, and an existing output.
+    other = tmp_path / "wrong.safetensors"
+    assert main([str(src), "--model", "resunetpp", "-o", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit model 'resunetpp'" in err and len(err.strip().splitlines()) == 1
+    assert not other.exists()
+    assert main([str(src), "--model", "unet", "-o", str(dst)]) == 2
+    assert "already exists" in capsys.readouterr().err
