@@ -136,3 +136,11 @@ def test_save_load_round_trip_gives_identical_outputs(built, name, tmp_path):
     with torch.no_grad():
         a, b = get_spec(name).select(model(probe(1))), get_spec(name).select(fresh(probe(1)))
     assert torch.equal(a, b)
+
+
+def test_count_parameters_splits_trainable_and_keras_total():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 1, 1))
+    # conv 3*4*9+4 = 112, BN 4+4 (+ 4+4 moving statistics), conv 4+1 = 5
+    assert count_parameters(net) == (125, 133)
+    net[0].requires_grad_(False)
+    assert count_parameters(net) == (13, 133)  # frozen weights still count in the total
