@@ -92,6 +92,10 @@ class Timeline(QWidget):
     def set_current(self, index: int) -> None:
         self._cursor.setValue(index)
 
+    def plot_widget(self) -> pg.PlotWidget:
+        """The plot, for layers drawn by others (annotation: review-state markers)."""
+        return self._plot
+
     # ---- worst frames ------------------------------------------------------------------
     def badness(self) -> np.ndarray:
         """Higher is worse; NaN for frames without a value. Dice: 1 - Dice. Without ground
