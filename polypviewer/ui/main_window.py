@@ -76,6 +76,9 @@ class MainWindow(QMainWindow):
         self.actions_ = build_actions(self, self._handlers(), keymap)
         self._menus()
         self._wire()
+        from polypviewer.ui.annotation import AnnotationController  # editing, review, export, fine-tune
+
+        self.annotation = AnnotationController(self)
         for p in ([warning] if warning else []) + problems:
             self.report(p)
         if self.settings.window_geometry:
@@ -489,6 +492,7 @@ class MainWindow(QMainWindow):
         self._closed = True
         self._play_timer.stop()
         self._rescore_timer.stop()
+        self.annotation.shutdown()  # dialogs' workers stopped, project folded into its file
         self.predictions.shutdown()
         self.frames.shutdown()
         self.settings.window_geometry = bytes(self.saveGeometry().toBase64()).decode()
