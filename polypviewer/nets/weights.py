@@ -366,12 +366,26 @@ def _models_dir() -> Path | None:
     return path if path.is_dir() else None
 
 
-def shipped_weights() -> list[WeightRecord]:
-    """Every model card (``*.json`` except ``default.json``) in the shipped ``models/``."""
+def shipped_weights(problems: list[str] | None = None) -> list[WeightRecord]:
+    """Every model card (``*.json`` except ``default.json``) in the shipped ``models/``.
+
+    A bad card raises :class:`CheckpointError`; pass a ``problems`` list to collect the
+    one-line errors there instead and still get the good cards.
+    """
     folder = _models_dir()
     if folder is None:
         return []
-    return [WeightRecord.from_card(p) for p in sorted(folder.glob("*.json")) if p.name != "default.json"]
+    records = []
+    for card in sorted(folder.glob("*.json")):
+        if card.name == "default.json":
+            continue
+        try:
+            records.append(WeightRecord.from_card(card))
+        except CheckpointError as exc:
+            if problems is None:
+                raise
+            problems.append(str(exc))
+    return records
 
 
 def default_weights() -> Path | None:

@@ -242,6 +242,12 @@ def test_shipped_and_default_weights(models_folder):
     (models_folder / "default.json").write_text(json.dumps({"weights": "b.safetensors"}))
     assert shipped_weights() == [rec_a, rec_b]  # default.json is not a card
     assert default_weights() == rec_b.file
+    (models_folder / "c.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="bad model card"):
+        shipped_weights()
+    problems: list[str] = []
+    assert shipped_weights(problems) == [rec_a, rec_b]
+    assert len(problems) == 1 and problems[0].startswith(str(models_folder / "c.json"))
 
 
 @pytest.mark.parametrize("text, reason", [
