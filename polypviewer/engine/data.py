@@ -96,6 +96,8 @@ def load_set(root: str | Path, size: int, names: Sequence[str] | None = None, *,
     from polypviewer.io.sources import ItemError, SourceError, open_source
 
     root = Path(root)
+    if root.is_file() and root.name.endswith(PROJECT_SUFFIX):  # a review project (the app's)
+        return load_project_set(root, size, keep_full_masks=keep_full_masks, margin=margin)
     try:
         src = open_source(root)
     except SourceError as exc:
@@ -147,3 +149,37 @@ def make_batch(data: SampleSet, indices: Sequence[int], size: int, prep: Preproc
     x = normalise(np.stack([p[0] for p in pairs]), prep)
     y = torch.from_numpy(np.stack([p[1] for p in pairs])).float().unsqueeze(1)
     return x, y
+
+
+PROJECT_SUFFIX = ".pvproj.h5"
+
+
+def samples_from_items(root: str | Path, items, size: int, *, keep_full_masks: bool = False,
+                       margin: float = CACHE_MARGIN) -> SampleSet:
+    """A set from ``(name, image RGB, mask bool)`` items (a review project's corrected frames)."""
+    side = int(round(size * margin))
+    out = SampleSet(Path(root), [], [], [])
+    for name, img, gt in items:
+        gt = np.asarray(gt, dtype=bool)
+        out.names.append(name)
+        out.images.append(cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA))
+        out.masks.append(cv2.resize(gt.astype(np.uint8), (side, side), interpolation=cv2.INTER_NEAREST))
+        if keep_full_masks:
+            out.full_masks.append(gt)
+            out.full_sizes.append(gt.shape[:2])
+    return out
+
+
+def load_project_set(path: str | Path, size: int, *, keep_full_masks: bool = False,
+                     margin: float = CACHE_MARGIN) -> SampleSet:
+    """The accepted + corrected frames of a review project (flagged and unreviewed left out)."""
+    from polypviewer.io.store import Project
+
+    problems: list[PolypviewerError] = []
+    with Project.open(path) as project:  # ProjectError (a PolypviewerError) names the file
+        out = samples_from_items(path, project.items(errors=problems), size,
+                                 keep_full_masks=keep_full_masks, margin=margin)
+    out.problems = [str(p) for p in problems]
+    if not out.names:
+        raise DataError("no accepted or corrected frames in this project", path)
+    return out
