@@ -21,7 +21,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", metavar="MODEL_OR_FILE",
                         help="checkpoint file or shipped model name (default: the shipped default model)")
     parser.add_argument("--data", required=True, type=Path, metavar="SOURCE",
-                        help="corrected set: Kvasir-layout folder (images/ + masks/)")
+                        help="corrected set: Kvasir-layout folder (images/ + masks/) or a review "
+                             "project file (*.pvproj.h5: its accepted + corrected frames)")
     parser.add_argument("--out", required=True, type=Path, help="new checkpoint to write (.safetensors)")
     parser.add_argument("--holdout", type=float, default=0.3, help="share of frames held out (default 0.3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the hold-out split and training")
