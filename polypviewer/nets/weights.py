@@ -164,8 +164,10 @@ def _unwrap(obj: Any, path: Path | None) -> dict[str, torch.Tensor]:
             if inner is None:
                 break
             obj = inner
-    if not isinstance(obj, Mapping) or not obj:
+    if not isinstance(obj, Mapping):
         raise CheckpointError(f"no state_dict found (the file holds a {type(obj).__name__})", path)
+    if not obj:
+        raise CheckpointError("no tensors in the file", path)
     bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(
