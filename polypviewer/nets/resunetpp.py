@@ -5,7 +5,7 @@ Keras weights port unchanged (see ``keras_import.py``):
 
 - every convolution has a bias; BatchNorm is Keras's (eps 1e-3, momentum 0.99, i.e. PyTorch
   momentum 0.01);
-- TF ``padding="same"``: a stride-2 3x3 conv pads 0 before and 1 after (``TFSameConv2d``);
+- TF ``padding="same"``: a stride-2 3x3 conv pads 0 before and 1 after (``tf_same_conv2d``);
 - ``UpSampling2D`` is nearest;
 - sub-modules are created in the order Keras creates its layers, so the n-th Keras
   ``conv2d`` / ``batch_normalization`` / ``dense`` layer is the n-th module of that type.
@@ -29,14 +29,15 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
 from polypviewer.core.errors import PolypviewerError
 from polypviewer.nets.registry import Preprocessing, register_model
 
-__all__ = ["ResUNetPlusPlus", "InputSizeError", "TFSameConv2d", "SeparableConv2d",
-           "keras_bn", "check_input_size", "KERAS_PREPROCESSING"]
+__all__ = ["ResUNetPlusPlus", "InputSizeError", "tf_same_conv2d", "PadConv2d",
+           "SeparableConv2d", "keras_bn", "check_input_size", "KERAS_PREPROCESSING"]
 
 # The Keras code reads frames with cv2 (BGR) and divides by 255: no mean/std.
 KERAS_PREPROCESSING = Preprocessing(256, "BGR", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
@@ -60,8 +61,11 @@ def _is_exporting() -> bool:
 
 
 def check_input_size(x: torch.Tensor, multiple: int, model: str) -> None:
-    """Raise ``InputSizeError`` unless ``x`` is (N, 3, H, W) with H, W multiples of ``multiple``."""
-    if _is_exporting():
+    """Raise ``InputSizeError`` unless ``x`` is (N, 3, H, W) with H, W multiples of ``multiple``.
+
+    Skipped while torch.fx, TorchScript, dynamo or the ONNX exporter trace the network, so the
+    graph holds no Python control flow on shapes."""
+    if isinstance(x, torch.fx.Proxy) or _is_exporting():
         return
     if x.dim() != 4 or x.shape[1] != 3:
         raise InputSizeError(f"{model} expects a (N, 3, H, W) tensor, got {tuple(x.shape)}")
@@ -84,28 +88,33 @@ def _tf_same_pad(kernel: int, stride: int, dilation: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-class TFSameConv2d(nn.Conv2d):
-    """``Conv2d`` with TensorFlow's ``padding="same"``.
+class PadConv2d(nn.Sequential):
+    """TF 'same' where it is asymmetric: ``ZeroPad2d`` then a conv with no padding.
 
-    TF pads ``total // 2`` before and the rest after: symmetric for stride 1 and an odd
-    kernel, but (0, 1) for a stride-2 3x3 conv, where PyTorch's ``padding=1`` would shift the
-    sampling grid by one pixel. Valid for inputs divisible by the stride (checked upstream).
+    A stride-2 3x3 conv on an even input pads 0 before and 1 after in TF, where PyTorch's
+    ``padding=1`` would shift the sampling grid by one pixel. Two plain modules rather than a
+    ``Conv2d`` subclass, so torch.fx sees an ``nn.Conv2d`` that BatchNorm folding can fuse.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *,
-                 stride: int = 1, dilation: int = 1, groups: int = 1, bias: bool = True) -> None:
-        before, after = _tf_same_pad(kernel_size, stride, dilation)
-        symmetric = before == after
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride,
-                         padding=before if symmetric else 0, dilation=dilation, groups=groups,
-                         bias=bias)
-        self.tf_pad: tuple[int, int, int, int] | None = (
-            None if symmetric else (before, after, before, after))
+    def __init__(self, pad: tuple[int, int, int, int], conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.pad = nn.ZeroPad2d(pad)
+        self.conv = conv
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.tf_pad is not None:
-            x = F.pad(x, self.tf_pad)
-        return super().forward(x)
+
+def tf_same_conv2d(in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
+                   dilation: int = 1, groups: int = 1, bias: bool = True) -> nn.Module:
+    """A conv with TensorFlow's ``padding="same"`` (for inputs divisible by ``stride``).
+
+    TF pads ``total // 2`` before and the rest after: a plain ``nn.Conv2d`` with symmetric
+    padding for stride 1 (any dilation) and 1x1 kernels, a ``PadConv2d`` otherwise.
+    """
+    before, after = _tf_same_pad(kernel_size, stride, dilation)
+    symmetric = before == after
+    conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
+                     padding=before if symmetric else 0, dilation=dilation, groups=groups,
+                     bias=bias)
+    return conv if symmetric else PadConv2d((before, after, before, after), conv)
 
 
 class SeparableConv2d(nn.Module):
@@ -114,7 +123,7 @@ class SeparableConv2d(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *,
                  dilation: int = 1) -> None:
         super().__init__()
-        self.depthwise = TFSameConv2d(in_channels, in_channels, kernel_size, dilation=dilation,
+        self.depthwise = tf_same_conv2d(in_channels, in_channels, kernel_size, dilation=dilation,
                                       groups=in_channels, bias=False)
         self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=True)
 
@@ -141,10 +150,10 @@ class StemBlock(nn.Module):
 
     def __init__(self, in_channels: int, filters: int, stride: int = 1) -> None:
         super().__init__()
-        self.conv1 = TFSameConv2d(in_channels, filters, 3, stride=stride)
+        self.conv1 = tf_same_conv2d(in_channels, filters, 3, stride=stride)
         self.bn1 = keras_bn(filters)
-        self.conv2 = TFSameConv2d(filters, filters, 3)
-        self.shortcut = TFSameConv2d(in_channels, filters, 1, stride=stride)
+        self.conv2 = tf_same_conv2d(filters, filters, 3)
+        self.shortcut = tf_same_conv2d(in_channels, filters, 1, stride=stride)
         self.shortcut_bn = keras_bn(filters)
         self.se = SqueezeExcite(filters)
 
@@ -160,10 +169,10 @@ class ResidualBlock(nn.Module):
     def __init__(self, in_channels: int, filters: int, stride: int = 1) -> None:
         super().__init__()
         self.bn1 = keras_bn(in_channels)
-        self.conv1 = TFSameConv2d(in_channels, filters, 3, stride=stride)
+        self.conv1 = tf_same_conv2d(in_channels, filters, 3, stride=stride)
         self.bn2 = keras_bn(filters)
-        self.conv2 = TFSameConv2d(filters, filters, 3)
-        self.shortcut = TFSameConv2d(in_channels, filters, 1, stride=stride)
+        self.conv2 = tf_same_conv2d(filters, filters, 3)
+        self.shortcut = tf_same_conv2d(in_channels, filters, 1, stride=stride)
         self.shortcut_bn = keras_bn(filters)
         self.se = SqueezeExcite(filters)
 
@@ -183,7 +192,7 @@ class ASPP(nn.Module):
         self.bns = nn.ModuleList()
         for r in rates:  # Keras creates conv, BN, conv, BN, ...: keep that order
             self.convs.append(SeparableConv2d(in_channels, filters, 3, dilation=r) if separable
-                              else TFSameConv2d(in_channels, filters, 3, dilation=r))
+                              else tf_same_conv2d(in_channels, filters, 3, dilation=r))
             self.bns.append(keras_bn(filters))
         self.project = nn.Conv2d(filters, filters, 1)
 
@@ -200,7 +209,7 @@ class DASPPBranch(nn.Module):
         self.sep = SeparableConv2d(in_channels, filters, 3, dilation=rate)
         self.relu = relu
         self.bn = keras_bn(filters)
-        self.conv = TFSameConv2d(filters, filters, 3)
+        self.conv = tf_same_conv2d(filters, filters, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.sep(x)
@@ -246,11 +255,11 @@ class AttentionBlock(nn.Module):
     def __init__(self, g_channels: int, x_channels: int) -> None:
         super().__init__()
         self.g_bn = keras_bn(g_channels)
-        self.g_conv = TFSameConv2d(g_channels, x_channels, 3)
+        self.g_conv = tf_same_conv2d(g_channels, x_channels, 3)
         self.x_bn = keras_bn(x_channels)
-        self.x_conv = TFSameConv2d(x_channels, x_channels, 3)
+        self.x_conv = tf_same_conv2d(x_channels, x_channels, 3)
         self.gc_bn = keras_bn(x_channels)
-        self.gc_conv = TFSameConv2d(x_channels, x_channels, 3)
+        self.gc_conv = tf_same_conv2d(x_channels, x_channels, 3)
 
     def forward(self, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         g_pool = F.max_pool2d(self.g_conv(F.relu(self.g_bn(g))), 2)

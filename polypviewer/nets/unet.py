@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from polypviewer.nets.registry import register_model
-from polypviewer.nets.resunetpp import (KERAS_PREPROCESSING, TFSameConv2d, check_input_size,
-                                        keras_bn)
+from polypviewer.nets.resunetpp import (KERAS_PREPROCESSING, check_input_size, keras_bn,
+                                        tf_same_conv2d)
 
 __all__ = ["UNet", "TFSameConvTranspose2d"]
 
@@ -48,9 +48,9 @@ class ConvBlock(nn.Module):
 
     def __init__(self, in_channels: int, filters: int) -> None:
         super().__init__()
-        self.conv1 = TFSameConv2d(in_channels, filters, 3)
+        self.conv1 = tf_same_conv2d(in_channels, filters, 3)
         self.bn1 = keras_bn(filters)
-        self.conv2 = TFSameConv2d(filters, filters, 3)
+        self.conv2 = tf_same_conv2d(filters, filters, 3)
         self.bn2 = keras_bn(filters)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from torch import nn
 from polypviewer.nets import build_model
 from polypviewer.nets.keras_import import (KerasImportError, _targets, import_keras_h5,
                                            load_keras_weights, main, read_keras_h5)
-from polypviewer.nets.resunetpp import SeparableConv2d, TFSameConv2d, keras_bn
+from polypviewer.nets.resunetpp import SeparableConv2d, keras_bn, tf_same_conv2d
 from polypviewer.nets.unet import TFSameConvTranspose2d
 
 
@@ -85,7 +85,7 @@ def _randomise(model: nn.Module, seed: int) -> nn.Module:
 class Tiny(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.conv = TFSameConv2d(2, 3, 3)
+        self.conv = tf_same_conv2d(2, 3, 3)
         self.bn = keras_bn(3)
         self.sep = SeparableConv2d(3, 4, 3, dilation=2)
         self.dense = nn.Linear(4, 2, bias=False)

@@ -7,6 +7,8 @@ parameter counts, Keras "total" (= trainable + BN moving mean/variance) and GFLO
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -16,8 +18,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from polypviewer.core.errors import PolypviewerError
 from polypviewer.nets import build_model, get_spec, list_models
-from polypviewer.nets.resunetpp import (ASPP, DASPP, InputSizeError, SeparableConv2d,
-                                        TFSameConv2d)
+from polypviewer.nets.resunetpp import (ASPP, DASPP, InputSizeError, PadConv2d,
+                                        SeparableConv2d, tf_same_conv2d)
 from polypviewer.nets.unet import TFSameConvTranspose2d
 
 # name: (trainable, Keras total, GFLOPs @256 or None where the spec gives none)
@@ -71,32 +73,33 @@ def test_gflops_at_256(name):
 
 def test_tf_same_stride2_conv_pads_zero_before_one_after():
     x = torch.arange(36, dtype=torch.float32).reshape(1, 1, 6, 6)
-    conv = TFSameConv2d(1, 1, 3, stride=2, bias=False)
+    conv = tf_same_conv2d(1, 1, 3, stride=2, bias=False)
+    assert isinstance(conv, PadConv2d)
     with torch.no_grad():
-        conv.weight.copy_(torch.arange(9, dtype=torch.float32).reshape(1, 1, 3, 3))
+        conv.conv.weight.copy_(torch.arange(9, dtype=torch.float32).reshape(1, 1, 3, 3))
         got = conv(x)[0, 0].numpy()
     # TF: out[i, j] = sum_k x[2i + ki, 2j + kj] * w[ki, kj], zero past the bottom/right edge
     xp = np.pad(x[0, 0].numpy(), ((0, 1), (0, 1)))
-    w = conv.weight[0, 0].detach().numpy()
+    w = conv.conv.weight[0, 0].detach().numpy()
     want = np.array([[(xp[2 * i:2 * i + 3, 2 * j:2 * j + 3] * w).sum() for j in range(3)]
                      for i in range(3)])
     np.testing.assert_allclose(got, want)
-    torch_style = F.conv2d(x, conv.weight, stride=2, padding=1)[0, 0].detach().numpy()
+    torch_style = F.conv2d(x, conv.conv.weight, stride=2, padding=1)[0, 0].detach().numpy()
     assert not np.allclose(torch_style, want)  # PyTorch's symmetric padding is a shifted grid
     # stride 1 and 1x1 convs: TF 'same' is the symmetric padding, dilation included
-    dil = TFSameConv2d(2, 3, 3, dilation=6)
-    assert dil.padding == (6, 6) and dil.tf_pad is None
+    dil = tf_same_conv2d(2, 3, 3, dilation=6)
+    assert type(dil) is nn.Conv2d and dil.padding == (6, 6)
     assert tuple(dil(torch.zeros(1, 2, 16, 16)).shape) == (1, 3, 16, 16)
-    assert TFSameConv2d(2, 3, 1, stride=2).tf_pad is None
+    assert type(tf_same_conv2d(2, 3, 1, stride=2)) is nn.Conv2d
 
 
 def test_tf_same_transposed_conv_is_adjoint_of_same_conv():
     # Keras Conv2DTranspose is the gradient of a 'same' stride-2 conv: <conv(x), y> = <x, convT(y)>
     torch.manual_seed(0)
-    conv = TFSameConv2d(3, 4, 3, stride=2, bias=False)
+    conv = tf_same_conv2d(3, 4, 3, stride=2, bias=False)
     up = TFSameConvTranspose2d(4, 3)
     with torch.no_grad():
-        up.weight.copy_(conv.weight)
+        up.weight.copy_(conv.conv.weight)
         up.bias.zero_()
     x = torch.randn(2, 3, 8, 10, requires_grad=True)
     y = torch.randn(2, 4, 4, 5)
@@ -188,3 +191,28 @@ def test_info_summary_shows_the_same_numbers(name):
         trainable, keras_total, 256)
     if gflops is not None:
         assert info["gflops"] == pytest.approx(gflops, rel=0.02)
+
+
+@pytest.mark.parametrize("name,foldable", [("resunetpp", 22), ("resunetpp_daspp_relu", 16),
+                                           ("unet", 21)])
+def test_fx_traceable_and_every_conv_bn_pair_folds(name, foldable):
+    # Every BN that directly follows a conv (stem, shortcuts, the conv in front of a residual
+    # block's second BN, ASPP branches; all of U-Net's) must fold: asymmetric 'same' padding
+    # is a separate ZeroPad2d, so fx sees plain nn.Conv2d modules. Pre-activation BNs cannot.
+    with warnings.catch_warnings():  # torch's own module uses deprecated torch.jit on import
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from torch.fx.experimental.optimization import fuse
+
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    with torch.no_grad():
+        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+            bn.running_mean.normal_(0.0, 0.1)
+            bn.running_var.uniform_(0.5, 1.5)
+            bn.weight.uniform_(0.5, 1.5)
+    fused = fuse(model, inplace=False)
+    count = lambda m: sum(isinstance(b, nn.BatchNorm2d) for b in m.modules())  # noqa: E731
+    assert count(model) - count(fused) == foldable
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(fused(x), model(x), atol=1e-5)
