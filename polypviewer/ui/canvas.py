@@ -46,6 +46,51 @@ def display_qimage(frame: np.ndarray) -> QImage:
     return rgb_to_qimage(frame)
 
 
+def qt_color_table(style: OverlayStyle) -> list[int]:
+    """The overlay's colour table as Qt ARGB values (256 entries, codes 0..3 used)."""
+    return [qRgba(*c) for c in color_table(style)] + [0] * 252
+
+
+def compose_codes(pred: np.ndarray | None, gt_codes: np.ndarray | None, style: OverlayStyle,
+                  rect: Rect) -> np.ndarray:
+    """Overlay codes for ``rect`` from the prediction and the (cached) ground-truth codes."""
+    x0, y0, x1, y1 = rect
+    fill = not style.outline or style.disagreement
+    if pred is not None and fill and (style.show_pred or style.disagreement) and pred.dtype == np.bool_:
+        # the common case in one pass: prediction bits OR the ground-truth codes
+        bits = pred[y0:y1, x0:x1].view(np.uint8)
+        return bits | gt_codes[y0:y1, x0:x1] if gt_codes is not None else bits.copy()
+    if pred is not None:
+        codes = overlay_codes(pred, None, style, rect)
+    else:
+        codes = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    if gt_codes is not None:
+        codes |= gt_codes[y0:y1, x0:x1]
+    return codes
+
+
+def indexed_image(codes: np.ndarray, table: list[int]) -> QImage:
+    """An Indexed8 QImage over ``codes`` (no copy; the array is kept alive with it)."""
+    codes = np.ascontiguousarray(codes)
+    h, w = codes.shape
+    img = QImage(codes.data, w, h, w, QImage.Format.Format_Indexed8)
+    img.setColorTable(table)
+    return _keep(img, codes)
+
+
+def render_overlay(pred: np.ndarray | None, gt: np.ndarray | None, style: OverlayStyle) -> QImage | None:
+    """The whole overlay as a premultiplied ARGB32 QImage, exactly what the canvas would draw
+    for these layers and style. Thread-safe (QImage only): the inference worker renders
+    overlays ahead so showing a cached frame converts nothing on the GUI thread."""
+    ref = pred if pred is not None else gt
+    if ref is None:
+        return None
+    gt_codes = overlay_codes(None, gt, style) if gt is not None else None
+    codes = compose_codes(pred, gt_codes, style, (0, 0, ref.shape[1], ref.shape[0]))
+    return indexed_image(codes, qt_color_table(style)).convertToFormat(
+        QImage.Format.Format_ARGB32_Premultiplied)
+
+
 class PixmapLayer(QGraphicsItem):
     """A pixmap the item owns alone, so a dirty rectangle can be painted into it in place
     (a QGraphicsPixmapItem hands out shared copies, and painting into one copies 8 MB)."""
@@ -147,14 +192,24 @@ class Canvas(QGraphicsView):
         return self._size
 
     # ---- overlay -----------------------------------------------------------------------
-    def set_layers(self, pred: np.ndarray | None, gt: np.ndarray | None) -> None:
+    def set_layers(self, pred: np.ndarray | None, gt: np.ndarray | None,
+                   rendered: QImage | None = None) -> None:
         """Masks to draw (bool HxW, frame size). The canvas keeps references, not copies:
-        a tool edits ``pred`` in place and calls :meth:`refresh_overlay` with the rect."""
+        a tool edits ``pred`` in place and calls :meth:`refresh_overlay` with the rect.
+        ``rendered``: the overlay already made by :func:`render_overlay` for exactly these
+        layers and the current style (the codes are then computed only when needed)."""
         self._pred = pred
         if gt is not self._gt:
             self._gt = gt
             self._gt_codes = None
-        self.refresh_overlay()
+        if rendered is None:
+            self.refresh_overlay()
+            return
+        ref = pred if pred is not None else gt
+        if ref is not None and self._size is not None and ref.shape[:2] != self._size:
+            raise ValueError(f"mask size {ref.shape[:2]} does not match the frame {self._size}")
+        self._codes = None  # made on the first dirty-rect refresh or overlay_codes() call
+        self._overlay_layer.set_image(rendered)
 
     def layers(self) -> tuple[np.ndarray | None, np.ndarray | None]:
         return self._pred, self._gt
@@ -181,7 +236,12 @@ class Canvas(QGraphicsView):
         return self._overlay_layer.isVisible()
 
     def overlay_codes(self) -> np.ndarray | None:
-        """The current code image (bit 0 prediction, bit 1 ground truth); for tests."""
+        """The current code image (bit 0 prediction, bit 1 ground truth)."""
+        ref = self._pred if self._pred is not None else self._gt
+        if self._codes is None and ref is not None:
+            if self._gt is not None and self._gt_codes is None:
+                self._gt_codes = overlay_codes(None, self._gt, self._style)
+            self._codes = compose_codes(self._pred, self._gt_codes, self._style, (0, 0, ref.shape[1], ref.shape[0]))
         return self._codes
 
     def overlay_pixmap(self) -> QPixmap:
@@ -213,12 +273,7 @@ class Canvas(QGraphicsView):
                           min(ref.shape[1], int(np.ceil(rect[2]))), min(ref.shape[0], int(np.ceil(rect[3]))))
         if x1 <= x0 or y1 <= y0:
             return
-        if self._pred is not None:
-            codes = overlay_codes(self._pred, None, style, (x0, y0, x1, y1))
-        else:
-            codes = np.zeros((y1 - y0, x1 - x0), np.uint8)
-        if self._gt_codes is not None:
-            codes |= self._gt_codes[y0:y1, x0:x1]
+        codes = compose_codes(self._pred, self._gt_codes, style, (x0, y0, x1, y1))
         if full:
             self._codes = codes
             self._overlay_layer.set_image(self._indexed(codes))
@@ -227,18 +282,15 @@ class Canvas(QGraphicsView):
             self._overlay_layer.paint_region(x0, y0, self._indexed(codes))
 
     def _update_table(self) -> None:
-        self._table = [qRgba(*c) for c in color_table(self._style)] + [0] * 252
+        self._table = qt_color_table(self._style)
 
     def _indexed(self, codes: np.ndarray) -> QImage:
-        codes = np.ascontiguousarray(codes)
-        h, w = codes.shape
-        img = QImage(codes.data, w, h, w, QImage.Format.Format_Indexed8)
-        img.setColorTable(self._table)
-        return _keep(img, codes)
+        return indexed_image(codes, self._table)
 
     def _repaint_from_codes(self) -> None:
-        if self._codes is not None:
-            self._overlay_layer.set_image(self._indexed(self._codes))
+        codes = self.overlay_codes()
+        if codes is not None:
+            self._overlay_layer.set_image(self._indexed(codes))
 
     # ---- zoom / pan --------------------------------------------------------------------
     def zoom(self) -> float:

@@ -66,6 +66,7 @@ class MainWindow(QMainWindow):
         self.metrics_panel = MetricsPanel()
         self.frames = FrameService(parent=self)
         self.predictions = PredictionService(parent=self)
+        self.predictions.style = self.canvas.style()
         self.clock = PlaybackClock()
         self._play_timer = QTimer(self)
         self._play_timer.setTimerType(Qt.TimerType.PreciseTimer)
@@ -358,8 +359,7 @@ class MainWindow(QMainWindow):
         slot = self.masks.get(index)
         if slot is not None:
             return slot
-        prob = self.predictions.cached(index)
-        return None if prob is None else prob >= self.threshold
+        return self.predictions.cached_mask(index, self.threshold)
 
     def editable_mask(self, index: int | None = None) -> np.ndarray | None:
         """The editable mask of a frame (created from its thresholded prediction on first use).
@@ -393,7 +393,10 @@ class MainWindow(QMainWindow):
             self.canvas.set_frame(cached.display)
             self._shown_frame = key
         mask = self.current_mask()
-        self.canvas.set_layers(mask, gt)
+        rendered = None
+        if mask is not None and self.index not in self.masks:
+            rendered = self.predictions.cached_overlay(self.index, self.threshold, self.canvas.style())
+        self.canvas.set_layers(mask, gt, rendered)
         if mask is not None:
             self.scores.mark_seen(self.index)
             if self.index not in self.scores.area:
@@ -445,6 +448,7 @@ class MainWindow(QMainWindow):
 
     def _on_style(self, style: OverlayStyle) -> None:
         self.canvas.set_style(style)
+        self.predictions.style = style  # overlays rendered ahead from now on use it
         for name, on in (("toggle_outline", style.outline), ("toggle_disagreement", style.disagreement),
                          ("toggle_gt", style.show_gt)):
             act = self.actions_[name]

@@ -41,6 +41,8 @@ class LruCache:
     def _size(value: Any) -> int:
         if isinstance(value, np.ndarray):
             return value.nbytes
+        if hasattr(value, "sizeInBytes"):  # QImage
+            return int(value.sizeInBytes())
         if isinstance(value, (tuple, list)):
             return sum(v.nbytes for v in value if isinstance(v, np.ndarray))
         return 64
@@ -96,6 +98,7 @@ class Prediction(NamedTuple):
     result: Any  # engine.inference.FrameResult
     data: FrameData | None
     scored: Any  # ui.overlay.Scored or None
+    overlay: Any = None  # QImage from canvas.render_overlay(mask, gt, job style), or None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -194,6 +197,7 @@ class Job:
     indices: list[int]
     pending: deque = field(default_factory=deque)
     threshold: float = 0.5  # the worker scores each frame at this threshold
+    style: Any = None  # and renders its overlay in this OverlayStyle (None: no overlay)
 
 
 class InferenceWorker(QObject):
@@ -269,18 +273,21 @@ class InferenceWorker(QObject):
                 runner.cancel()
         t0, done = time.perf_counter(), 0
         try:
+            from polypviewer.ui.canvas import render_overlay
             from polypviewer.ui.overlay import score_frame
 
             for res in runner:
                 if runner.cancelled:
                     break
                 done += 1
-                data = scored = None
+                data = scored = overlay = None
                 if res.frame is not None:
                     data = frame_data(res.frame, res.gt, res.name)
                 if res.prob is not None:
                     scored = score_frame(res.prob, res.gt, job.threshold)
-                self.result.emit(job.id, Prediction(res, data, scored))
+                    if job.style is not None:
+                        overlay = render_overlay(scored.mask, res.gt, job.style)
+                self.result.emit(job.id, Prediction(res, data, scored, overlay))
         except Exception as exc:  # noqa: BLE001
             self.job_failed.emit(job.id, _one_line(exc))
         finally:
@@ -347,6 +354,12 @@ class PredictionService(QObject):
     def __init__(self, cache_bytes: int = 512 << 20, batch_size: int = 1, parent=None) -> None:
         super().__init__(parent)
         self.cache = LruCache(cache_bytes)
+        # Thresholded masks (made on the worker thread, or once on the GUI thread), keyed by
+        # (source, frame, version, threshold): showing a cached frame thresholds nothing.
+        self.mask_cache = LruCache(cache_bytes // 4)
+        # Overlays rendered by the worker, keyed by (source, frame, version, threshold, style).
+        self.overlay_cache = LruCache(cache_bytes // 2)
+        self.style = None  # OverlayStyle the worker renders overlays in (the window sets it)
         self.info: dict[str, Any] | None = None
         self._thread = QThread()
         self._thread.setObjectName("polypviewer-inference")
@@ -371,6 +384,7 @@ class PredictionService(QObject):
         self.meter = FpsMeter()
         self.slack = 2 * max(1, batch_size) + 2
         self._job_keys: dict[int, tuple] = {}  # job id -> (source id, model version) it ran for
+        self._job_styles: dict[int, Any] = {}
 
     # -- state
     @property
@@ -380,9 +394,25 @@ class PredictionService(QObject):
     def key(self, index: int) -> tuple:
         return (self._source[0] if self._source else None, index, self.version)
 
-    def cached(self, index: int):
-        """The cached FrameResult-like tuple (prob) for ``index`` or None."""
+    def cached(self, index: int) -> np.ndarray | None:
+        """The cached probability map of frame ``index`` for the current model, or None."""
         return self.cache.get(self.key(index))
+
+    def cached_overlay(self, index: int, threshold: float, style) -> Any:
+        """The overlay QImage the worker rendered for this frame, threshold and style, or None."""
+        return self.overlay_cache.get((*self.key(index), float(threshold), style))
+
+    def cached_mask(self, index: int, threshold: float) -> np.ndarray | None:
+        """``prob >= threshold`` for frame ``index`` (computed once, then cached), or None."""
+        key = (*self.key(index), float(threshold))
+        mask = self.mask_cache.get(key)
+        if mask is None:
+            prob = self.cache.get(self.key(index))
+            if prob is None:
+                return None
+            mask = prob >= threshold
+            self.mask_cache.put(key, mask)
+        return mask
 
     def busy(self) -> bool:
         return self._job is not None
@@ -435,10 +465,11 @@ class PredictionService(QObject):
 
     def _launch(self, indices: list[int]) -> None:
         job = Job(self._next_id, self._source[1], self._source[0], list(indices), deque(indices),
-                  self.threshold)
+                  self.threshold, self.style)
         self._next_id += 1
         self._job = job
         self._job_keys[job.id] = (self._source[0], self.version)
+        self._job_styles[job.id] = job.style
         self.busy_changed.emit(True)
         self._start_job.emit(job)
 
@@ -458,6 +489,11 @@ class PredictionService(QObject):
         # A cancelled job's late result is still a correct prediction for the source and model
         # it ran with: cache it under those, and tell the window only if they are current.
         self.cache.put((source_id, res.index, version), res.prob)
+        if pred.scored is not None:
+            self.mask_cache.put((source_id, res.index, version, pred.scored.threshold), pred.scored.mask)
+            if pred.overlay is not None:
+                self.overlay_cache.put((source_id, res.index, version, pred.scored.threshold,
+                                        self._job_styles.get(job_id)), pred.overlay)
         if self._source is None or (source_id, version) != (self._source[0], self.version):
             return
         self.meter.tick(job=job_id)
@@ -468,6 +504,7 @@ class PredictionService(QObject):
 
     def _on_job_finished(self, job_id: int, fps: float) -> None:
         self._job_keys.pop(job_id, None)
+        self._job_styles.pop(job_id, None)
         if self._job is not None and self._job.id == job_id:
             self._job = None
             self.busy_changed.emit(False)
@@ -476,6 +513,7 @@ class PredictionService(QObject):
 
     def _on_job_failed(self, job_id: int, message: str) -> None:
         self._job_keys.pop(job_id, None)
+        self._job_styles.pop(job_id, None)
         if self._job is not None and self._job.id == job_id:
             self._job = None
             self.busy_changed.emit(False)

@@ -159,3 +159,27 @@ def test_tool_gets_image_coordinates_and_left_drag_pans_without_tool(canvas, qtb
     qtbot.mouseMove(vp, QPoint(230, 100))
     qtbot.mouseRelease(vp, Qt.MouseButton.LeftButton, pos=QPoint(230, 100))
     assert canvas.horizontalScrollBar().value() == h - 30
+
+
+def test_overlay_rendered_off_the_gui_thread_is_identical(canvas):
+    from polypviewer.ui.canvas import render_overlay
+
+    canvas.set_frame(_frame())
+    pred = np.zeros((120, 160), bool)
+    pred[10:50, 20:60] = True
+    gt = np.zeros((120, 160), bool)
+    gt[30:70, 40:80] = True
+    for style in (OverlayStyle(), OverlayStyle(outline=True), OverlayStyle(disagreement=True),
+                  OverlayStyle(show_gt=False, pred_opacity=0.8)):
+        canvas.set_style(style)
+        canvas.set_layers(pred, gt)
+        own = canvas.overlay_pixmap().toImage()
+        codes = canvas.overlay_codes().copy()
+        canvas.set_layers(pred, gt, render_overlay(pred, gt, style))
+        assert canvas.overlay_pixmap().toImage() == own
+        np.testing.assert_array_equal(canvas.overlay_codes(), codes)  # made lazily, same
+        # an edit after a pre-rendered overlay refreshes correctly
+        pred[60:64, 0:10] = True
+        canvas.refresh_overlay((0, 60, 10, 64))
+        assert canvas.overlay_codes()[61, 5] & 1
+        pred[60:64, 0:10] = False

@@ -172,6 +172,16 @@ def test_real_clip_plays_drops_and_switches_model(qtbot, window, clip384):
     assert info["kind"] == "video" and not info["has_masks"] and info["n"] == 26
     _wait_shown(qtbot, win, 0)
     assert "No ground truth" in win.metrics_panel.note.text()
+    # look-ahead frames come with their overlay rendered on the worker thread; shown as is,
+    # it is exactly what the canvas renders itself
+    style = win.canvas.style()
+    qtbot.waitUntil(lambda: win.predictions.cached_overlay(1, win.threshold, style) is not None, timeout=TIMEOUT)
+    win.go_to(1)
+    shown = win.canvas.overlay_pixmap().toImage()
+    assert shown == win.predictions.cached_overlay(1, win.threshold, style)
+    win.canvas.refresh_overlay(None)
+    assert win.canvas.overlay_pixmap().toImage() == shown
+    win.go_to(0)
     win.actions_["play"].trigger()  # Space
     assert win._play_timer.isActive()
     qtbot.waitUntil(lambda: not win._play_timer.isActive(), timeout=TIMEOUT)
