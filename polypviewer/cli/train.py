@@ -12,6 +12,7 @@ model card ``OUT.json`` + ``OUT.md``, and the resumable state ``OUT.state.pt``
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -123,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"polypviewer: interrupted; continue with the same command plus --resume "
               f"(state in {training.state_path(args.out)})", file=sys.stderr)
         return 130
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun only rank 0 writes and reports
     if result.interrupted:
         print(f"stopped after {result.global_step} steps; --resume continues", file=sys.stderr)
     if not args.out.exists():

@@ -258,6 +258,8 @@ def train(model_name: str, train_set: SampleSet, val_set: SampleSet | None, out:
     if not resume and not overwrite and (out.exists() or spath.exists()):
         raise TrainingError("already exists; choose another --out, or --resume the run", out if out.exists() else spath)
     dev = choose_device(device)
+    world, rank, dev = _distributed(dev)
+    is_main = rank == 0
     autocast = choose_autocast(dev, bf16)
     spec = get_spec(model_name)
     size = size or spec.preprocessing.input_size
@@ -268,6 +270,9 @@ def train(model_name: str, train_set: SampleSet, val_set: SampleSet | None, out:
         model = build_model(model_name, **cfg)
     model.to(dev).train()
     frozen = _freeze(model, recipe.freeze)
+    net: nn.Module = model
+    if world > 1:  # scale-out under torchrun: gradients are all-reduced, BN buffers follow rank 0
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[dev] if dev.startswith("cuda") else None)
     opt = _optimizer(recipe, [p for p in model.parameters() if p.requires_grad])
     plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=recipe.plateau_factor,
                                                           patience=recipe.plateau_patience)
@@ -275,7 +280,8 @@ def train(model_name: str, train_set: SampleSet, val_set: SampleSet | None, out:
     loss_fn = get_loss(recipe.loss)
     n = len(train_set)
     bs = min(recipe.batch_size, n)
-    steps_per_epoch = max(1, n // bs)  # drop the ragged tail: a batch of 1 upsets BatchNorm
+    # Drop the ragged tail (a batch of 1 upsets BatchNorm); each rank takes its own slice.
+    steps_per_epoch = max(1, n // (bs * world))
     total_steps = steps_per_epoch * recipe.epochs
 
     start_epoch, start_step, global_step = 0, 0, 0
@@ -298,16 +304,22 @@ def train(model_name: str, train_set: SampleSet, val_set: SampleSet | None, out:
     elapsed = lambda: wall0 + time.perf_counter() - t0  # noqa: E731
 
     def emit(ev: TrainEvent) -> None:
+        if not is_main:
+            return
         for cb in callbacks:
             cb(ev)
 
     def save(epoch: int, step: int) -> None:
+        if not is_main:
+            return
         _save_state(spath, model_name=model_name, recipe=recipe.name, model=model.state_dict(),
                     optimizer=opt.state_dict(), plateau=plateau.state_dict() if plateau else {},
                     epoch=epoch, step=step, global_step=global_step, best=best, best_epoch=best_epoch,
                     bad_epochs=bad_epochs, history=history, wall_time=elapsed(), seed=seed)
 
-    def checkpoint(epoch: int, val: dict[str, float] | None) -> str:
+    def checkpoint(epoch: int, val: dict[str, float] | None) -> str | None:
+        if not is_main:
+            return None
         m = {"recipe": recipe.to_dict(), "epoch": epoch + 1, "global_step": global_step,
              "val": val, "train_images": len(train_set), "seed": seed, **(meta or {})}
         return save_checkpoint(out, model, model_name=model_name, preprocessing=prep,
@@ -325,9 +337,11 @@ def train(model_name: str, train_set: SampleSet, val_set: SampleSet | None, out:
                 if (stop is not None and stop.is_set()) or (max_steps is not None and global_step >= max_steps):
                     raise _Interrupt(step)
                 rng = np.random.default_rng([seed, epoch, step])
+                # Ranks augment differently but must agree on the scale drawn for the step.
+                aug_rng = rng if world == 1 else np.random.default_rng([seed, epoch, step, rank])
                 torch.manual_seed(seed * 1_000_003 + global_step)
-                x, y = make_batch(train_set, perm[step * bs:(step + 1) * bs], size, prep,
-                                  rng, recipe.augment)
+                lo = (step * world + rank) * bs
+                x, y = make_batch(train_set, perm[lo:lo + bs], size, prep, aug_rng, recipe.augment)
                 lr = _lr_at(recipe, global_step, total_steps)
                 if recipe.schedule == "cosine":
                     for g in opt.param_groups:
@@ -338,8 +352,9 @@ def train(model_name: str, train_set: SampleSet, val_set: SampleSet | None, out:
                 for rate in rates:
                     xs, ys = multiscale(x, y, rate)
                     xs, ys = xs.to(dev), ys.to(dev)
-                    with torch.autocast(dev, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
-                        outputs = model(xs)
+                    with torch.autocast(dev.split(":")[0], dtype=autocast or torch.bfloat16,
+                                        enabled=autocast is not None):
+                        outputs = net(xs)
                     loss = deep_supervision(loss_fn, outputs, ys)
                     loss.backward()
                     loss_sum += float(loss.detach())
@@ -350,6 +365,8 @@ def train(model_name: str, train_set: SampleSet, val_set: SampleSet | None, out:
                 losses.append(loss_sum / len(rates))
                 emit(TrainEvent("step", epoch, step + 1, steps_per_epoch, global_step, recipe.epochs,
                                 loss=losses[-1], lr=opt.param_groups[0]["lr"], best=best, elapsed=elapsed()))
+            if world > 1:  # BN statistics drift per rank within a step: take rank 0's
+                _broadcast_buffers(model)
             val = (evaluate_model(model, model_name, val_set, size=size, device=dev, autocast=autocast)
                    if val_set else None)
             _keep_eval(frozen)
@@ -405,6 +422,31 @@ def _freeze(model: nn.Module, prefixes: Sequence[str]) -> list[nn.Module]:
 def _keep_eval(modules: Sequence[nn.Module]) -> None:
     for m in modules:
         m.eval()
+
+
+def _distributed(device: str) -> tuple[int, int, str]:
+    """(world size, rank, device) - joins the process group when run under torchrun."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 1, 0, device
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    if device.startswith("cuda"):
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    return dist.get_world_size(), dist.get_rank(), device
+
+
+def _broadcast_buffers(model: nn.Module) -> None:
+    import torch.distributed as dist
+
+    for b in model.buffers():
+        dist.broadcast(b, src=0)
 
 
 class _Interrupt(Exception):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -120,3 +123,37 @@ def test_split_file_errors_name_the_file(tmp_path: Path, endotect: Path) -> None
         read_split("nokey")
     s = load_set(endotect, SIZE, [read_split(f"{endotect / 'split.json'}:val")[0], "missing-stem"])
     assert len(s) == 1 and "missing-stem" in s.problems[0]
+
+
+_DDP_SCRIPT = """
+import hashlib, sys, torch
+from polypviewer.engine.augment import AugmentConfig
+from polypviewer.engine.data import load_set, read_split
+from polypviewer.engine.training import Recipe, train
+import torch.distributed as dist
+root, out = sys.argv[1], sys.argv[2]
+torch.set_num_threads(1)
+data = load_set(root, 64, read_split(root + "/split.json:train")[:4])
+recipe = Recipe("ddp", lr=1e-3, batch_size=1, epochs=1, rates=(0.75, 1.0), multiscale="random",
+                augment=AugmentConfig())
+model = __import__("polypviewer.nets", fromlist=["build_model"]).build_model("lite_pranet")
+train("lite_pranet", data, None, out + "/m.safetensors", model=model, recipe=recipe, bf16="off", size=64)
+# batch 1 per rank would upset BatchNorm alone; with 2 ranks and 4 images: 2 steps of 2.
+h = hashlib.sha256(b"".join(v.detach().float().numpy().tobytes() for v in model.state_dict().values()
+                            if v.is_floating_point())).hexdigest()
+open(f"{out}/rank{dist.get_rank()}.sha", "w").write(h)
+"""
+
+
+@pytest.mark.skipif(os.environ.get("POLYPVIEWER_SLOW") != "1", reason="slow: set POLYPVIEWER_SLOW=1")
+def test_torchrun_two_ranks_end_with_identical_weights(endotect: Path, tmp_path: Path) -> None:
+    script = tmp_path / "ddp_train.py"
+    script.write_text(_DDP_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node", "2", str(script), str(endotect), str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    a, b = (tmp_path / "rank0.sha").read_text(), (tmp_path / "rank1.sha").read_text()
+    assert a == b
+    assert (tmp_path / "m.safetensors").exists()  # written once, by rank 0
