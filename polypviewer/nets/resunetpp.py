@@ -60,15 +60,17 @@ def _is_exporting() -> bool:
             or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export())
 
 
-def check_input_size(x: torch.Tensor, multiple: int, model: str) -> None:
-    """Raise ``InputSizeError`` unless ``x`` is (N, 3, H, W) with H, W multiples of ``multiple``.
+def check_input_size(x: torch.Tensor, multiple: int, model: str, channels: int = 3) -> None:
+    """Raise ``InputSizeError`` unless ``x`` is (N, channels, H, W) with H, W multiples of
+    ``multiple``.
 
     Skipped while torch.fx, TorchScript, dynamo or the ONNX exporter trace the network, so the
     graph holds no Python control flow on shapes."""
     if isinstance(x, torch.fx.Proxy) or _is_exporting():
         return
-    if x.dim() != 4 or x.shape[1] != 3:
-        raise InputSizeError(f"{model} expects a (N, 3, H, W) tensor, got {tuple(x.shape)}")
+    if x.dim() != 4 or x.shape[1] != channels:
+        raise InputSizeError(f"{model} expects a (N, {channels}, H, W) tensor, "
+                             f"got {tuple(x.shape)}")
     h, w = int(x.shape[-2]), int(x.shape[-1])
     if h % multiple or w % multiple or h == 0 or w == 0:
         up_h, up_w = -(-h // multiple) * multiple, -(-w // multiple) * multiple
@@ -293,6 +295,7 @@ class ResUNetPlusPlus(nn.Module):
         if len(f) != 5:
             raise ValueError(f"filters must have 5 entries, got {f}")
         self.name = name
+        self.in_channels = in_channels
         self.aspp_kind = aspp
         # 3 stride-2 stages; DASPP's 2x2 pool at the bridge needs one more factor of 2.
         self.size_multiple = 16 if aspp.startswith("daspp") else 8
@@ -315,7 +318,7 @@ class ResUNetPlusPlus(nn.Module):
         return F.interpolate(x, scale_factor=2.0, mode="nearest")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input_size(x, self.size_multiple, self.name)
+        check_input_size(x, self.size_multiple, self.name, self.in_channels)
         c1 = self.stem(x)
         c2 = self.enc2(c1)
         c3 = self.enc3(c2)

@@ -70,6 +70,7 @@ class UNet(nn.Module):
         if len(f) != 5:
             raise ValueError(f"filters must have 5 entries, got {f}")
         self.name = name
+        self.in_channels = in_channels
         self.enc1 = ConvBlock(in_channels, f[0])
         self.enc2 = ConvBlock(f[0], f[1])
         self.enc3 = ConvBlock(f[1], f[2])
@@ -89,7 +90,7 @@ class UNet(nn.Module):
         self.head_bn = keras_bn(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input_size(x, self.size_multiple, self.name)
+        check_input_size(x, self.size_multiple, self.name, self.in_channels)
         c1 = self.enc1(x)
         c2 = self.enc2(F.max_pool2d(c1, 2))
         c3 = self.enc3(F.max_pool2d(c2, 2))
