@@ -271,6 +271,10 @@ class OpenVINOBackend(Backend):
         self._compiled: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.requests_in_flight = 0  # set when the throughput model is compiled
+        # Compile both now (seconds; from OpenVINO's blob cache on later starts) so neither
+        # the first look-ahead batch nor the first single-frame prediction stalls on it.
+        self.compiled("THROUGHPUT")
+        self.compiled("LATENCY")
 
     def _converted(self, head: InferenceHead, size: int, key: str | None, root: Path | None) -> Any:
         ov = self._ov

@@ -8,7 +8,8 @@ networks have data-dependent control flow (PraNet's size checks) and Conv2d subc
 (TF-"same" padding in the Keras ports), so we find the pairs by running the network once
 with hooks: a BatchNorm whose input tensor IS a convolution's output (same object) is
 folded into that convolution. Pairs are then checked the cheap way: the folded network
-must give the same output as the original on the same input, else nothing is folded.
+must give the same output as the original on the same input; when it does not, only the
+pairs that are exact on their own are folded.
 """
 
 from __future__ import annotations
@@ -89,8 +90,8 @@ def fold_batchnorm(module: nn.Module, example: torch.Tensor | None = None) -> tu
     """A copy of ``module`` (eval mode) with BatchNorms folded into their convolutions.
 
     ``example``: an input the network accepts (default: 1x3x64x64). Returns (module,
-    number folded); when the folded copy does not reproduce the original output (a
-    convolution's output also used elsewhere, say) the original is returned with 0.
+    number folded). A pair whose folding changes the output (the convolution's output is
+    also used elsewhere) is left unfolded; if nothing can be folded the original is returned.
     """
     module = module.eval()
     if example is None:
@@ -104,18 +105,32 @@ def fold_batchnorm(module: nn.Module, example: torch.Tensor | None = None) -> tu
         return module, 0
     if not pairs:
         return module, 0
+    with torch.no_grad():
+        want = module(example)
+    folded = _folded(module, pairs, example, want)
+    if folded is None:
+        # Some convolution's output is used besides its BN (a skip connection): keep the
+        # pairs that are exact one by one (rare, and at probe size each check is cheap).
+        pairs = [p for p in pairs if _folded(module, [p], example, want) is not None]
+        folded = _folded(module, pairs, example, want) if pairs else None
+    if folded is None:
+        log.warning("BatchNorm folding changed the output; running unfolded")
+        return module, 0
+    return folded, len(pairs)
+
+
+def _folded(module: nn.Module, pairs: list[tuple[str, str]], example: torch.Tensor,
+            want: torch.Tensor) -> nn.Module | None:
+    """A folded copy, or None when it does not reproduce ``want`` on ``example``."""
     folded = copy.deepcopy(module)
     for conv_name, bn_name in pairs:
         _fold_into(folded.get_submodule(conv_name), folded.get_submodule(bn_name))
         _set(folded, bn_name, nn.Identity())
     with torch.no_grad():
-        want, got = module(example), folded(example)
-    scale = float(want.abs().max()) + 1e-6
+        got = folded(example)
     err = float((want - got).abs().max())
-    if not torch.isfinite(got).all() or err > 1e-3 * scale:
-        log.warning("BatchNorm folding changed the output (max error %.3g of %.3g); running unfolded", err, scale)
-        return module, 0
-    return folded, len(pairs)
+    scale = float(want.abs().max()) + 1e-6
+    return folded if bool(torch.isfinite(got).all()) and err <= 1e-3 * scale else None
 
 
 __all__ = ["fold_batchnorm"]

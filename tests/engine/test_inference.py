@@ -162,6 +162,35 @@ def test_batchnorm_folding_keeps_the_output():
         torch.testing.assert_close(folded(x), net(x), atol=1e-5, rtol=1e-5)
 
 
+class Branchy(nn.Module):
+    """conv -> bn in separate attributes (PraNet's BasicConv2d), and a conv whose output
+    also feeds a skip connection, which must not be folded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.conv2, self.bn2 = nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)
+        for bn in (self.bn, self.bn2):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn(self.conv(x)))
+        z = self.conv2(y)
+        return (self.bn2(z) + z).sum(1, keepdim=True)
+
+
+def test_batchnorm_folding_finds_pairs_by_dataflow_and_refuses_shared_outputs():
+    torch.manual_seed(0)
+    net = Branchy().eval()
+    x = torch.randn(1, 3, 16, 16)
+    folded, n = B.fold_batchnorm(net, x)
+    assert n == 1 and isinstance(folded.bn, nn.Identity) and isinstance(folded.bn2, nn.BatchNorm2d)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), net(x), atol=1e-5, rtol=1e-5)
+    assert isinstance(net.bn, nn.BatchNorm2d)  # the original is untouched
+
+
 @pytest.mark.parametrize("backend", ["torch", "openvino"])
 def test_fp32_backends_match_the_reference(backend):
     if backend == "openvino" and not B.openvino_available():
