@@ -66,9 +66,11 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("polypviewer: interrupted; nothing was written", file=sys.stderr)
         return 130
-    if res.interrupted or res.out is None:
+    if res.interrupted:
         print("stopped before the end; nothing was written", file=sys.stderr)
         return 1
+    if res.out is None:
+        return 0  # a torchrun rank other than 0
     b, a = res.before, res.after
     print(f"held-out frames ({len(res.held_out_names)}): dice {b['dice']:.4f} -> {a['dice']:.4f} "
           f"({res.delta_dice:+.4f}), iou {b['iou']:.4f} -> {a['iou']:.4f}; {res.wall_time:.0f} s")

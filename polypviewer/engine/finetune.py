@@ -10,6 +10,7 @@ written; an existing ``out`` is never overwritten.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -121,6 +122,8 @@ def finetune(data: SampleSet, out: str | Path, *, base: str | Path | None = None
         return res
     res.after = evaluate_model(model, name, held_set, size=size, device=device, autocast=autocast)
     res.wall_time = time.perf_counter() - t0
+    if int(os.environ.get("RANK", "0")) != 0:
+        return res  # under torchrun only rank 0 writes
     base_sha = sha256_file(base_path)
     meta = {
         "base": {"file": str(base_path), "sha256": base_sha, "version": base_sha[:12], "model": name},
