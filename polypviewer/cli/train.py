@@ -80,7 +80,7 @@ class ProgressBar:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from polypviewer.engine import training
+    from polypviewer.engine import cards, training
     from polypviewer.engine.data import load_set, read_split
     from polypviewer.nets.registry import get_spec
 
@@ -130,9 +130,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"stopped after {result.global_step} steps; --resume continues", file=sys.stderr)
     if not args.out.exists():
         raise UserError(f"{args.out}: no checkpoint was written (no epoch finished)", status=1)
-    card = training.build_card(args.out, args.model, recipe, result, data=data_meta, command=command,
+    card = cards.build_card(args.out, args.model, recipe, result, data=data_meta, command=command,
                                tests=args.test, device=args.device)
-    jpath, mpath = training.write_card(args.out, card)
+    jpath, mpath = cards.write_card(args.out, card)
     best = f"best val dice {result.best_score:.4f} at epoch {result.best_epoch}" if val_set else "last epoch kept"
     print(f"wrote {args.out} (sha256 {card['sha256'][:12]}, {best}), card {jpath} and {mpath}")
     return 0

@@ -20,9 +20,9 @@ from typing import Any, Sequence
 import torch
 
 from polypviewer.engine.data import SampleSet, holdout_split
-from polypviewer.engine.training import (METRICS_NOTE, Callback, Recipe, TrainingError, card_paths,
-                                         choose_autocast, evaluate_model, get_recipe, load_trained,
-                                         machine, make_card, train, write_card)
+from polypviewer.engine.cards import METRICS_NOTE, card_paths, machine, make_card, write_card
+from polypviewer.engine.training import (Callback, Recipe, TrainingError, choose_autocast, evaluate_model,
+                                         get_recipe, load_trained, train)
 
 __all__ = ["FinetuneResult", "finetune", "resolve_base", "check_output"]
 

@@ -17,7 +17,6 @@ loss; the CLI draws a progress bar). ``stop`` (anything with ``is_set()``, e.g. 
 from __future__ import annotations
 
 import math
-import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -35,7 +34,7 @@ from polypviewer.engine.losses import deep_supervision, get_loss
 from polypviewer.nets.registry import build_model, get_spec
 
 __all__ = ["Recipe", "RECIPES", "TrainEvent", "TrainResult", "TrainingError", "train",
-           "evaluate_model", "state_path", "choose_autocast", "get_recipe"]
+           "evaluate_model", "load_trained", "state_path", "choose_autocast", "get_recipe"]
 
 
 class TrainingError(PolypviewerError):
@@ -215,6 +214,20 @@ def evaluate_model(model: nn.Module, model_name: str, data: SampleSet, *, size: 
     return result
 
 
+def load_trained(path: str | Path, device: str = "cpu") -> tuple[nn.Module, str, Any]:
+    """Build the network named in a checkpoint's metadata and load it: (model, name, checkpoint)."""
+    from polypviewer.nets.weights import load_checkpoint, load_weights
+
+    ckpt = load_checkpoint(path)
+    name = ckpt.model_name
+    if not name:
+        raise TrainingError("checkpoint does not name its architecture (no polypviewer.model "
+                            "metadata); train or convert it with polypviewer", path)
+    model = build_model(name)
+    load_weights(model, ckpt, name)
+    return model.to(device).eval(), name, ckpt
+
+
 def _save_state(path: Path, **state: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
@@ -227,12 +240,6 @@ def _load_state(path: Path) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - any unreadable state is one user-facing line
         raise TrainingError(f"cannot resume from this state file ({exc.__class__.__name__}: "
                             f"{str(exc).splitlines()[0][:200]})", path) from None
-
-
-def machine() -> str:
-    from polypviewer.engine.backends import cpu_name
-
-    return f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, {platform.system()}"
 
 
 def train(model_name: str, train_set: SampleSet, val_set: SampleSet | None, out: str | Path, *,
@@ -453,107 +460,3 @@ class _Interrupt(Exception):
     def __init__(self, step: int) -> None:
         super().__init__(step)
         self.step = step
-
-
-def card_paths(out: str | Path) -> tuple[Path, Path]:
-    """The model card beside a checkpoint: ``<stem>.json`` (machine-readable) and ``<stem>.md``."""
-    out = Path(out)
-    return out.with_suffix(".json"), out.with_suffix(".md")
-
-
-def _fmt(metrics: Any) -> str:
-    if isinstance(metrics, (int, float)):
-        return f"{metrics:+.3f}"
-    if not metrics:
-        return "-"
-    keys = ("dice", "iou", "precision", "recall", "false_positive_rate")
-    return ", ".join(f"{k} {metrics[k]:.3f}" for k in keys if isinstance(metrics.get(k), (int, float)))
-
-
-def write_card(out: str | Path, card: dict[str, Any]) -> tuple[Path, Path]:
-    """Write the model card (JSON + a short Markdown summary) next to checkpoint ``out``."""
-    import json
-
-    jpath, mpath = card_paths(out)
-    jpath.write_text(json.dumps(card, indent=2, default=str) + "\n", encoding="utf-8")
-    top, card = card, card.get("meta", {})
-    lines = [f"# {card.get('name', Path(out).stem)}", "",
-             f"- architecture: `{top.get('model')}` ({card.get('params', 0):,} parameters) - "
-             f"{card.get('description', '')}",
-             f"- file: `{Path(out).name}`, sha256 `{top.get('sha256')}`",
-             f"- preprocessing: {top.get('preprocessing')}"]
-    if card.get("base"):
-        lines.append(f"- fine-tuned from: `{card['base'].get('file')}` (sha256 {card['base'].get('sha256')})")
-    for label, data in (card.get("data") or {}).items():
-        lines.append(f"- data ({label}): {data}")
-    if card.get("recipe"):
-        r = card["recipe"]
-        lines.append(f"- recipe: {r.get('name')} ({r.get('optimizer')} lr {r.get('lr')}, batch "
-                     f"{r.get('batch_size')}, loss {r.get('loss')}), epochs run {card.get('epochs_run')}, "
-                     f"best epoch {card.get('best_epoch')}")
-    lines.append(f"- wall time: {card.get('wall_time_s', 0):.0f} s on {card.get('machine')}")
-    lines += ["", "| set | scores (mean per image, threshold 0.5) |", "|---|---|"]
-    for name, m in (card.get("metrics") or {}).items():
-        lines.append(f"| {name} | {_fmt(m)} |")
-    if card.get("command"):
-        lines += ["", "Reproduce:", "", "```", card["command"], "```"]
-    if card.get("notes"):
-        lines += ["", str(card["notes"])]
-    mpath.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return jpath, mpath
-
-
-def load_trained(path: str | Path, device: str = "cpu") -> tuple[nn.Module, str, Any]:
-    """Build the network named in a checkpoint's metadata and load it: (model, name, checkpoint)."""
-    from polypviewer.nets.weights import load_checkpoint, load_weights
-
-    ckpt = load_checkpoint(path)
-    name = ckpt.model_name
-    if not name:
-        raise TrainingError("checkpoint does not name its architecture (no polypviewer.model "
-                            "metadata); train or convert it with polypviewer", path)
-    model = build_model(name)
-    load_weights(model, ckpt, name)
-    return model.to(device).eval(), name, ckpt
-
-
-def build_card(out: str | Path, model_name: str, recipe: Recipe, result: TrainResult, *,
-               data: dict[str, Any], command: str | None, tests: Sequence[str | Path] = (),
-               device: str = "auto") -> dict[str, Any]:
-    """The model card of a finished run; ``tests`` are extra Kvasir-layout sets scored now."""
-    from polypviewer.engine.backends import choose_device
-    from polypviewer.engine.data import load_set
-
-    dev = choose_device(device)
-    spec = get_spec(model_name)
-    model, _, ckpt = load_trained(out, dev)
-    best = next((h for h in result.history if h["epoch"] == result.best_epoch), None)
-    metrics: dict[str, Any] = {"val": best["val"] if best else None}
-    size = (ckpt.preprocessing or spec.preprocessing).input_size
-    for t in tests:
-        s = load_set(t, size, keep_full_masks=True)
-        metrics[Path(t).name] = evaluate_model(model, model_name, s, size=size, device=dev,
-                                               autocast=choose_autocast(dev))
-    return make_card(out, model_name, ckpt.preprocessing or spec.preprocessing, {
-        "description": spec.description, "reference": spec.reference,
-        "params": sum(p.numel() for p in model.parameters()),
-        "dtype": str(next(iter(ckpt.state_dict.values())).dtype),
-        "data": data, "recipe": recipe.to_dict(), "epochs_run": result.epochs_run,
-        "best_epoch": result.best_epoch, "global_steps": result.global_step,
-        "wall_time_s": round(result.wall_time, 1), "machine": machine(), "metrics": metrics,
-        "metrics_note": METRICS_NOTE, "history": result.history, "command": command,
-    })
-
-
-METRICS_NOTE = ("mean of per-image scores at the original resolution, threshold 0.5, 0/0 = 1; "
-                "false_positive_rate = share of polyp-free images with any predicted pixel")
-
-
-def make_card(out: str | Path, model_name: str, preprocessing: Any, meta: dict[str, Any]) -> dict[str, Any]:
-    """A card in the shape ``nets.weights.WeightRecord`` reads: file, sha256, model,
-    preprocessing, meta (everything else)."""
-    from polypviewer.nets.weights import sha256_file
-
-    prep = preprocessing.to_dict() if hasattr(preprocessing, "to_dict") else dict(preprocessing)
-    return {"file": Path(out).name, "sha256": sha256_file(out), "model": model_name,
-            "preprocessing": prep, "meta": {"name": Path(out).stem, **meta}}
