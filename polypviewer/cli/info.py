@@ -34,10 +34,8 @@ def collect(models: list[str] | None = None, with_flops: bool = True) -> dict[st
         from polypviewer.cli import UserError
 
         raise UserError(f"unknown model {unknown[0]!r}; choose one of: {', '.join(list_models())}")
-    try:
-        records, problems = shipped_weights(), []
-    except CheckpointError as exc:  # a broken card: say so, list the rest of the table anyway
-        records, problems = [], [str(exc)]
+    problems: list[str] = []
+    records = shipped_weights(problems)  # a broken card is named in problems, the rest listed
     try:
         default = default_weights()
     except CheckpointError as exc:

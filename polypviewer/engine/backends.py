@@ -293,7 +293,10 @@ class OpenVINOBackend(Backend):
                     log.warning("%s: unreadable cached OpenVINO model (%s); converting again", xml, exc)
         example = torch.zeros(1, 3, size, size)
         with torch.no_grad():
-            model = ov.convert_model(head.eval(), example_input=example, input=[(1, 3, size, size)])
+            # Trace ourselves without check_trace: OpenVINO's own trace re-runs the network
+            # three more times to check it, which doubles the conversion time.
+            traced = torch.jit.trace(head.eval(), example, check_trace=False, strict=False)
+            model = ov.convert_model(traced, example_input=example, input=[(1, 3, size, size)])
         if xml is not None:
             # Write under a temporary name, then rename: a crash never leaves half a model.
             tmp = xml.with_name(xml.stem + ".partial.xml")

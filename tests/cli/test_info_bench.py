@@ -32,15 +32,16 @@ def test_info_table_and_unknown_model(capsys):
 
 def test_bench_quick_writes_the_documented_json(shared_data, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["bench", "--quick", "--model", "lite_pranet", "--json", str(out),
+    assert main(["bench", "--quick", "--model", "lite_pranet", "--size", "64", "--json", str(out),
                  "--data", str(shared_data)]) == 0
     report = json.loads(out.read_text())
     assert "cores" in report["machine"] and "torch" in report["machine"]
     (row,) = report["models"]
-    assert row["name"] == "lite_pranet" and row["input"] == 256
+    assert row["name"] == "lite_pranet" and row["input"] == 64
     assert row["baseline_fps"] > 0 and row["best_fps"] > 0
     assert row["ratio"] == pytest.approx(row["best_fps"] / row["baseline_fps"], rel=0.02)
-    assert row["best_fps"] == max(v for k, v in row["paths"].items() if k != "baseline")
+    assert row["best_fps"] == max(v for k, v in row["paths"].items() if not k.startswith("baseline"))
+    assert row["baseline_fps"] == max(v for k, v in row["paths"].items() if k.startswith("baseline"))
     assert row["best_path"] in row["path_details"].values()
     agree = row["agreement_vs_fp32"]
     assert agree["images"] == 2 and 0 <= agree["mean_abs_diff"] <= 1 and 0 <= agree["dice"] <= 1
