@@ -353,20 +353,24 @@ class PipelineRunner:
         self.start()
         pending: dict[int, FrameResult] = {}
         next_seq, total = 0, len(self.indices)
-        while next_seq < total and not self._cancel.is_set():
-            while next_seq not in pending:
-                item = self._get(self._out)
-                if item is None or item is _END:
-                    return
-                seq, result = item
-                pending[seq] = result
-            result = pending.pop(next_seq)
-            next_seq += 1
-            self.done += 1
-            self.failed += result.error is not None
-            if self.on_progress is not None:
-                self.on_progress(self.done, total, self.fps)
-            yield result
+        try:
+            while next_seq < total and not self._cancel.is_set():
+                while next_seq not in pending:
+                    item = self._get(self._out)
+                    if item is None or item is _END:
+                        return
+                    seq, result = item
+                    pending[seq] = result
+                result = pending.pop(next_seq)
+                next_seq += 1
+                self.done += 1
+                self.failed += result.error is not None
+                if self.on_progress is not None:
+                    self.on_progress(self.done, total, self.fps)
+                yield result
+        finally:
+            # The caller stopped early (break, exception) or all is done: free both threads.
+            self.cancel()
 
     # -- threads
 
