@@ -344,3 +344,14 @@ def test_cancel_stops_promptly_from_another_thread():
     runner.join(2.0)
     assert not t.is_alive() and all(not th.is_alive() for th in runner._threads)
     assert 0 < len(got) < 200 and got == list(range(len(got)))
+
+
+def test_breaking_out_of_the_loop_frees_the_threads():
+    imgs = frames(2) * 50
+    p = Predictor.from_module(tiny_net(), name="tiny", preprocessing=PRE64, backend="torch", precision="fp32")
+    runner = PipelineRunner(ListSource(imgs), p, max_queue=2)
+    for r in runner:
+        if r.index == 1:
+            break
+    runner.join(2.0)
+    assert all(not th.is_alive() for th in runner._threads)
