@@ -42,7 +42,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, metavar="S",
                         help="input side instead of each model's native one (quick checks; not comparable)")
     parser.add_argument("--no-end-to-end", action="store_true", help="skip the end-to-end predict measurement")
-    parser.add_argument("--end-to-end-model", metavar="NAME", help="model for the end-to-end run (default: first benched)")
+    parser.add_argument("--end-to-end-model", metavar="NAME", help="model for the end-to-end run (default: pranet if benched, else the first)")
 
 
 def _data_dir(arg: Path | None) -> Path | None:
@@ -327,7 +327,7 @@ def run(args: argparse.Namespace) -> int:
         print("polypviewer: warning: real data not found: BN statistics stay at their initial values "
               "and there is no end-to-end run (pass --data DIR)", file=sys.stderr)
     print(f"{'model':<22} {'input':>5} {'baseline':>9} {'best':>7} {'ratio':>6}  best path / agreement with fp32")
-    e2e_model = args.end_to_end_model or models[0]
+    e2e_model = args.end_to_end_model or ("pranet" if "pranet" in models else models[0])
     if e2e_model not in models:
         raise UserError(f"--end-to-end-model {e2e_model!r} is not among the benched models")
     e2e_predictor = None
