@@ -426,7 +426,8 @@ class AnnotationController(QObject):
             list(range(cur - 1, -1, -1)) + list(range(n - 1, cur, -1))
         target = next((f for f in order if self.session.state(f) == ReviewState.UNREVIEWED), None)
         if target is None:
-            self.message.emit("every frame has been reviewed")
+            here = self.session.state(cur) == ReviewState.UNREVIEWED
+            self.message.emit("no other frame is unreviewed" if here else "every frame has been reviewed")
             return
         win.set_playing(False)
         win.go_to(target)
@@ -512,14 +513,16 @@ class AnnotationController(QObject):
         self._dialogs.append(dlg)
 
     # ---- what export and fine-tune read ---------------------------------------------------------
+    def frames_in(self, states: tuple[ReviewState, ...]) -> list[int]:
+        """Frames with a mask whose review state is one of ``states`` (ascending)."""
+        return [f for f in self.session.with_state(*states) if f in self.session.frames]
+
     def snapshot(self, states: tuple[ReviewState, ...]) -> list[tuple[int, str, np.ndarray, dict]]:
         """``(frame, name, mask copy, statistics row)`` of started frames in ``states``, taken on
         the GUI thread so a worker never reads a mask while it is being painted."""
         rows = []
-        for f in self.session.with_state(*states):
-            edits = self.session.get(f)
-            if edits is None:
-                continue
+        for f in self.frames_in(states):
+            edits = self.session.frames[f]
             st = edits.stats()
             name = self.session.names.get(f) or self.win._name(f)
             rows.append((f, name, edits.mask.copy(), {

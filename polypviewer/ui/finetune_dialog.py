@@ -1,0 +1,319 @@
+"""Fine-tune dialog: adapt the model to this project's accepted + corrected frames.
+
+The same engine function as ``polypviewer finetune`` (:func:`polypviewer.engine.finetune.finetune`)
+runs on a worker thread: an automatic, reproducible held-out split, the base scored on the
+held-out frames, training with a live loss plot, the held-out frames scored again, a NEW
+checkpoint + card written (never over the base or a shipped file). At the end the dialog
+shows before/after on the held-out frames and offers to switch to the new version; the
+base stays selectable under Annotate > Model versions. Frames nobody edited are then
+re-predicted by the new version (the prediction cache is keyed by model version); edited
+frames keep their corrected masks.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pyqtgraph as pg
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtWidgets import (QComboBox, QDialog, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
+                               QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout)
+
+from polypviewer.core.errors import PolypviewerError
+from polypviewer.ui.export_dialog import REVIEWED
+
+__all__ = ["FinetuneDialog", "FinetuneWorker", "default_output"]
+
+
+def default_output(base: str | Path) -> Path:
+    """``<projects dir>/models/<base stem>-ft-<UTC time>.safetensors`` (a new, free name)."""
+    from polypviewer.ui.annotation import projects_dir
+
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    stem = Path(str(base)).stem if base else "model"
+    return projects_dir() / "models" / f"{stem}-ft-{stamp}.safetensors"
+
+
+class FinetuneWorker(QObject):
+    """One fine-tune run on its thread; ``rows`` are mask snapshots ``(frame, name, mask, stats)``."""
+
+    event = Signal(object)  # dict: kind, global_step, loss, epoch, epochs
+    stage = Signal(str)
+    done = Signal(object)  # FinetuneResult
+    failed = Signal(str)
+
+    def __init__(self, source_path: str, project_path: str, rows: list, base: str, out: str, *,
+                 holdout: float, epochs: int | None, size: int | None, max_steps: int | None,
+                 device: str) -> None:
+        super().__init__()
+        self.source_path, self.project_path, self.rows = source_path, project_path, rows
+        self.base, self.out = base, out
+        self.holdout, self.epochs, self.size, self.max_steps, self.device = holdout, epochs, size, max_steps, device
+        self.stop = threading.Event()
+
+    @Slot()
+    def run(self) -> None:
+        try:
+            self.done.emit(self._run())
+        except PolypviewerError as exc:
+            self.failed.emit(str(exc))
+        except Exception as exc:  # noqa: BLE001 - one line in the dialog, never ends the app
+            self.failed.emit(f"{self.out}: fine-tune failed ({type(exc).__name__}: {exc})")
+
+    def _run(self):
+        from polypviewer.engine.data import samples_from_items
+        from polypviewer.engine.finetune import check_output, finetune, resolve_base
+        from polypviewer.io.sources import open_source
+        from polypviewer.nets.registry import get_spec
+        from polypviewer.nets.weights import load_checkpoint
+
+        base = resolve_base(self.base or None)
+        check_output(Path(self.out), base)  # refuse before reading any frame
+        ckpt = load_checkpoint(base)
+        size = self.size or (ckpt.preprocessing or get_spec(ckpt.model_name).preprocessing).input_size
+        self.stage.emit(f"Reading {len(self.rows)} corrected frame(s)…")
+        items, problems = [], []
+        with open_source(self.source_path) as src:
+            for frame, name, mask, _ in self.rows:
+                if self.stop.is_set():
+                    return None
+                try:
+                    items.append((name, src.frame(frame), mask))
+                except PolypviewerError as exc:
+                    problems.append(str(exc))
+        data = samples_from_items(self.project_path, items, size, keep_full_masks=True)
+        data.problems = problems
+        self.stage.emit(f"Fine-tuning on {len(data)} frame(s) (base scored on the held-out ones first)…")
+
+        def callback(ev) -> None:
+            self.event.emit({"kind": ev.kind, "global_step": ev.global_step, "loss": ev.loss,
+                             "epoch": ev.epoch, "epochs": ev.epochs})
+
+        return finetune(data, self.out, base=base, holdout=self.holdout, epochs=self.epochs, size=size,
+                        device=self.device, callbacks=[callback], stop=self.stop, max_steps=self.max_steps,
+                        source=self.project_path)
+
+
+class FinetuneDialog(QDialog):
+    """Signals: ``finished_run(result or None)``, ``run_failed(message)``."""
+
+    finished_run = Signal(object)
+    run_failed = Signal(str)
+
+    def __init__(self, controller: Any, parent=None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Fine-tune on the corrected frames")
+        self.controller = controller
+        self.result = None
+        self._thread: QThread | None = None
+        self._worker: FinetuneWorker | None = None
+        self._steps: list[float] = []
+        self._losses: list[float] = []
+        self.base_edit = QLineEdit(self._current_weights())
+        self.base_edit.setPlaceholderText("checkpoint file (empty: the shipped default model)")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        self.out_edit = QLineEdit(str(default_output(self.base_edit.text())))
+        n = len(controller.frames_in(REVIEWED))
+        self.frames_label = QLabel(f"{n} accepted + corrected frame(s) of this project "
+                                   "(flagged and unreviewed frames are left out)")
+        self.holdout = QDoubleSpinBox()
+        self.holdout.setRange(0.05, 0.9)
+        self.holdout.setSingleStep(0.05)
+        self.holdout.setValue(0.3)
+        self.holdout.setToolTip("Share of the frames held out (never trained on) to prove the change")
+        self.epochs = QSpinBox()
+        self.epochs.setRange(1, 500)
+        self.epochs.setValue(5)
+        self.max_steps = QSpinBox()
+        self.max_steps.setRange(0, 1_000_000)
+        self.max_steps.setSpecialValueText("no limit")
+        self.size = QSpinBox()
+        self.size.setRange(0, 1024)
+        self.size.setSingleStep(32)
+        self.size.setSpecialValueText("the checkpoint's")
+        self.device = QComboBox()
+        self.device.addItems(self._devices())
+        self.loss_plot = pg.PlotWidget(background=(24, 24, 27))
+        self.loss_plot.setLabel("left", "training loss")
+        self.loss_plot.setLabel("bottom", "step")
+        self.loss_plot.setMinimumHeight(160)
+        self.loss_curve = self.loss_plot.plot([], [], pen=pg.mkPen((0, 200, 255), width=1.5))
+        self.dice_plot = pg.PlotWidget(background=(24, 24, 27))
+        self.dice_plot.setLabel("left", "held-out Dice")
+        self.dice_plot.getAxis("bottom").setTicks([[(0, "base"), (1, "fine-tuned")]])
+        self.dice_plot.setXRange(-0.5, 1.5)
+        self.dice_plot.setYRange(0, 1)
+        self.dice_plot.setMaximumHeight(140)
+        self.dice_bars = pg.BarGraphItem(x=[], height=[], width=0.5, brush=(200, 90, 255))
+        self.dice_plot.addItem(self.dice_bars)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.start_button = QPushButton("Start")
+        self.start_button.clicked.connect(self.start)
+        self.use_button = QPushButton("Use the new model")
+        self.use_button.setEnabled(False)
+        self.use_button.clicked.connect(self.use_new_model)
+        self.cancel_button = QPushButton("Close")
+        self.cancel_button.clicked.connect(self._cancel_or_close)
+        row = QHBoxLayout()
+        row.addWidget(self.base_edit, 1)
+        row.addWidget(browse)
+        form = QFormLayout()
+        form.addRow("Base model", row)
+        form.addRow("New checkpoint", self.out_edit)
+        form.addRow("Frames", self.frames_label)
+        form.addRow("Held out", self.holdout)
+        form.addRow("Epochs", self.epochs)
+        form.addRow("Stop after steps", self.max_steps)
+        form.addRow("Input size", self.size)
+        form.addRow("Device", self.device)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.use_button)
+        buttons.addStretch(1)
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.loss_plot, 1)
+        layout.addWidget(self.dice_plot)
+        layout.addWidget(self.status)
+        layout.addLayout(buttons)
+        self.resize(680, 640)
+
+    # ---- choices ---------------------------------------------------------------------------
+    def _current_weights(self) -> str:
+        """The checkpoint the window runs now, else the shipped default, else empty."""
+        info = self.controller.win.predictions.info or {}
+        weights = info.get("weights")
+        if weights and Path(str(weights)).is_file():
+            return str(weights)
+        try:
+            from polypviewer.nets.weights import default_weights
+
+            path = default_weights()
+        except PolypviewerError:
+            path = None
+        return str(path) if path else ""
+
+    @staticmethod
+    def _devices() -> list[str]:
+        import torch
+
+        return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Base checkpoint", self.base_edit.text(),
+                                              "Checkpoints (*.safetensors *.pth *.pt);;All files (*)")
+        if path:
+            self.base_edit.setText(path)
+            self.out_edit.setText(str(default_output(path)))
+
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.isRunning()
+
+    # ---- run ---------------------------------------------------------------------------------
+    def start(self) -> bool:
+        if self.busy():
+            return False
+        c = self.controller
+        rows = c.snapshot(REVIEWED)
+        if len(rows) < 2:
+            self.status.setText("Fine-tuning needs at least 2 accepted or corrected frames "
+                                "(some are held out to prove the change).")
+            return False
+        if c.project is not None:
+            c.save()  # the project file then holds exactly what is trained on
+        project_path = str(c.project.path) if c.project is not None else str(c.source_info["path"])
+        self._steps, self._losses = [], []
+        self.loss_curve.setData([], [])
+        self.dice_bars.setOpts(x=[], height=[])
+        self.result = None
+        self.use_button.setEnabled(False)
+        self._worker = FinetuneWorker(
+            str(c.source_info["path"]), project_path, rows, self.base_edit.text().strip(),
+            self.out_edit.text().strip(), holdout=self.holdout.value(), epochs=self.epochs.value(),
+            size=self.size.value() or None, max_steps=self.max_steps.value() or None,
+            device=self.device.currentText())
+        self._thread = QThread()
+        self._thread.setObjectName("polypviewer-finetune")
+        self._worker.moveToThread(self._thread)
+        self._thread.started.connect(self._worker.run)
+        self._worker.event.connect(self._on_event)
+        self._worker.stage.connect(self.status.setText)
+        self._worker.done.connect(self._on_done)
+        self._worker.failed.connect(self._on_failed)
+        self.start_button.setEnabled(False)
+        self.cancel_button.setText("Cancel")
+        self._thread.start()
+        return True
+
+    def _on_event(self, ev: dict) -> None:
+        if ev["kind"] == "step" and ev["loss"] is not None:
+            self._steps.append(float(ev["global_step"]))
+            self._losses.append(float(ev["loss"]))
+            self.loss_curve.setData(self._steps, self._losses)
+            self.status.setText(f"Epoch {ev['epoch'] + 1}/{ev['epochs']}, step {ev['global_step']}: "
+                                f"loss {ev['loss']:.4f}")
+
+    def _finish(self) -> None:
+        if self._thread is not None:
+            self._thread.quit()  # run() has returned; quit() here, a queued one would wait on us
+            self._thread.wait()
+        self._thread = self._worker = None
+        self.start_button.setEnabled(True)
+        self.cancel_button.setText("Close")
+
+    def _on_done(self, res) -> None:
+        self._finish()
+        self.result = res
+        if res is None or res.interrupted or res.out is None:
+            self.status.setText("Stopped before the end; nothing was written.")
+            self.finished_run.emit(None)
+            return
+        b, a = res.before, res.after
+        self.dice_bars.setOpts(x=[0, 1], height=[b["dice"], a["dice"]])
+        self.status.setText(
+            f"Held-out frames ({len(res.held_out_names)}): Dice {b['dice']:.3f} → {a['dice']:.3f} "
+            f"({res.delta_dice:+.3f}), IoU {b['iou']:.3f} → {a['iou']:.3f}; trained on "
+            f"{len(res.train_names)} frame(s) in {res.wall_time:.0f} s.\n"
+            f"Wrote {res.out} (version {res.sha256[:12]}); the base {res.base.name} is unchanged.")
+        c = self.controller
+        c.add_model_version(f"{res.base.name} (base)", str(res.base))
+        c.add_model_version(f"{res.out.name} (fine-tuned, {res.sha256[:12]})", str(res.out))
+        self.use_button.setEnabled(True)
+        self.finished_run.emit(res)
+
+    def _on_failed(self, message: str) -> None:
+        self._finish()
+        self.status.setText(message)
+        self.run_failed.emit(message)
+
+    def use_new_model(self) -> None:
+        """Switch the window to the fine-tuned checkpoint; unedited frames are re-predicted."""
+        if self.result is not None and self.result.out is not None:
+            self.controller.win.load_model(None, str(self.result.out))
+
+    def _cancel_or_close(self) -> None:
+        if self.busy() and self._worker is not None:
+            self._worker.stop.set()
+            self.status.setText("Stopping after the current step…")
+        else:
+            self.close()
+
+    def stop_worker(self) -> None:
+        """Stop a running fine-tune (after its current step) and wait for the thread."""
+        if self._worker is not None:
+            self._worker.stop.set()
+        if self._thread is not None:
+            self._thread.quit()
+            self._thread.wait()
+
+    def closeEvent(self, event) -> None:  # noqa: N802
+        if self.busy():
+            self.stop_worker()
+        super().closeEvent(event)

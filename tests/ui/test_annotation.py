@@ -1,0 +1,337 @@
+"""Annotation in the real main window, offscreen, on real EndoTect frames: paint / erase /
+fill with mouse events on the canvas, undo/redo across frame changes, review states and the
+timeline, autosaved project reopened exactly, export through the dialog, fine-tune from the
+dialog, and a damaged project left untouched. A small real network (U-Net at 64 px, random
+weights) keeps inference fast; the rest is the production path."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import pytest
+from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtWidgets import QApplication
+
+from polypviewer.core.edits import ReviewState
+from polypviewer.core.metrics import scores
+
+TIMEOUT = 60_000
+
+
+@pytest.fixture(scope="module")
+def tiny_predictor():
+    import torch
+
+    from polypviewer.engine.inference import Predictor
+    from polypviewer.nets.registry import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, build_model, get_spec
+
+    torch.manual_seed(0)
+    return Predictor.from_module(build_model("unet"), name="unet",
+                                 preprocessing=Preprocessing(64, "RGB", IMAGENET_MEAN, IMAGENET_STD),
+                                 select=get_spec("unet").select, device="cpu", precision="fp32",
+                                 backend="torch", version="test-unet64", cache=False)
+
+
+@pytest.fixture
+def kvasir5(endotect, tmp_path, monkeypatch):
+    """5 real EndoTect validation pairs copied into a Kvasir-layout folder under tmp_path."""
+    monkeypatch.setenv("POLYPVIEWER_PROJECTS", str(tmp_path / "projects"))
+    stems = json.loads((endotect / "split.json").read_text())["val"][:5]
+    root = tmp_path / "kvasir5"
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+        for s in stems:
+            shutil.copy(next((endotect / sub).glob(s + ".*")), root / sub)
+    return root
+
+
+def _window(qtbot, predictor):
+    from polypviewer.ui.main_window import MainWindow
+
+    win = MainWindow(load_default_model=False, predictor_options={"backend": "torch", "precision": "fp32"})
+    qtbot.addWidget(win)
+    win.resize(1200, 800)
+    win.show()
+    with qtbot.waitSignal(win.predictions.model_ready, timeout=TIMEOUT):
+        win.load_model(predictor=predictor)
+    return win
+
+
+def _open(qtbot, win, root):
+    with qtbot.waitSignal(win.source_opened, timeout=TIMEOUT):
+        win.open_path(root)
+    _wait_shown(qtbot, win, 0)
+
+
+def _wait_shown(qtbot, win, index):
+    qtbot.waitUntil(lambda: win.index == index and win.predictions.cached(index) is not None
+                    and win._shown_frame == (win.frames.generation, index)
+                    and win.annotation.editor.frame == index, timeout=TIMEOUT)
+
+
+def _go(qtbot, win, index):
+    win.go_to(index)
+    _wait_shown(qtbot, win, index)
+
+
+def _view(win, x, y) -> QPoint:
+    return win.canvas.mapFromScene(QPointF(x, y))
+
+
+def _drag(qtbot, win, pts, button=Qt.MouseButton.LeftButton):
+    vp = win.canvas.viewport()
+    qtbot.mousePress(vp, button, pos=_view(win, *pts[0]))
+    for p in pts[1:]:
+        qtbot.mouseMove(vp, _view(win, *p))
+    qtbot.mouseRelease(vp, button, pos=_view(win, *pts[-1]))
+
+
+def _key(qtbot, win, key):
+    """A real key press on the canvas, reaching the window-wide shortcuts."""
+    qtbot.keyClick(win.canvas.viewport(), key)
+
+
+def test_paint_erase_fill_undo_states_export_reopen(qtbot, tiny_predictor, kvasir5, tmp_path):
+    win = _window(qtbot, tiny_predictor)
+    win.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is win, timeout=5000)
+    c = win.annotation
+    _open(qtbot, win, kvasir5)
+    n = win.n
+    assert c.project is None  # looking creates nothing; the first change does
+    assert not list((tmp_path / "projects").glob("*.pvproj.h5"))
+    h, w = win.frames.get(0).frame.shape[:2]
+    # A threshold that splits this random network's flat map (0.482..0.489), so the model's
+    # masks are not trivial. The slider holds 0.01 steps: the second call keeps the exact value.
+    thr = float(np.median(win.predictions.cached(0)))
+    win.set_threshold(thr)
+    win.set_threshold(thr)
+    model0 = win.predictions.cached(0) >= win.threshold
+    assert 0 < model0.mean() < 1
+
+    # -- paint: B, then a drag with real mouse events; the brush only adds pixels
+    _key(qtbot, win, Qt.Key.Key_B)
+    assert c.editor.tool.name == "brush" and win.canvas.tool() is c.editor.tool
+    c.editor.set_brush_radius(10)
+    y = h // 2
+    _drag(qtbot, win, [(w * 0.2, y), (w * 0.3, y), (w * 0.4, y)])
+    edits = c.session.get(0)
+    assert edits is not None and c.project is not None and c.project.path.exists()
+    painted = edits.mask.copy()
+    assert painted[y, int(w * 0.3)] and painted[y, int(w * 0.2)] and painted[y, int(w * 0.4) - 1]
+    assert not (model0 & ~painted).any() and (painted & ~model0).sum() > 0
+    np.testing.assert_array_equal(edits.model_mask, model0)
+    assert c.session.state(0) == ReviewState.CORRECTED
+    # the canvas draws, and the metrics panel scores, the corrected mask
+    assert win.current_mask(0) is edits.mask and win.canvas.layers()[0] is edits.mask
+    np.testing.assert_array_equal(win.canvas.overlay_codes() & 1, painted)
+    gt = win.frames.get(0).gt
+    qtbot.waitUntil(lambda: win.metrics_panel.value("dice") == f"{scores(painted, gt)['dice']:.3f}", timeout=5000)
+    st = edits.stats()
+    assert c.panel.value("changed").startswith(f"{np.count_nonzero(painted != model0)} ")
+    assert c.panel.value("model_vs_corrected") == f"{st.dice_model_vs_corrected:.3f}"
+    assert c.panel.value("model_vs_gt") == f"{scores(model0, gt)['dice']:.3f}"
+
+    # -- erase (E) a vertical stroke through the painted band
+    _key(qtbot, win, Qt.Key.Key_E)
+    assert c.editor.tool.name == "eraser"
+    x = int(w * 0.3)
+    _drag(qtbot, win, [(x, y - 40), (x, y + 40)])
+    erased = edits.mask.copy()
+    assert not erased[y, x] and not (erased & ~painted).any()
+
+    # -- fill (F) the 4-connected background region around a clear pixel
+    _key(qtbot, win, Qt.Key.Key_F)
+    ys, xs = np.nonzero(~erased)
+    fy, fx = int(ys[len(ys) // 2]), int(xs[len(xs) // 2])
+    work = erased.astype(np.uint8)
+    cv2.floodFill(work, None, (fx, fy), 1, flags=4)
+    qtbot.mouseClick(win.canvas.viewport(), Qt.MouseButton.LeftButton, pos=_view(win, fx + 0.5, fy + 0.5))
+    filled = edits.mask.copy()
+    np.testing.assert_array_equal(filled, work.astype(bool))
+
+    # -- clean-ups through their keys: grow by the panel's N, then undo it
+    c.panel.px.setValue(2)
+    _key(qtbot, win, Qt.Key.Key_Delete)  # clear
+    assert not edits.mask.any()
+    _key(qtbot, win, Qt.Key.Key_R)  # reset to the model's mask
+    np.testing.assert_array_equal(edits.mask, model0)
+    c.actions["undo"].trigger()
+    assert not edits.mask.any()
+    c.actions["undo"].trigger()
+    np.testing.assert_array_equal(edits.mask, filled)
+
+    # -- undo/redo survive moving to another frame and back (Ctrl+Z / Ctrl+Shift+Z / Ctrl+Y)
+    _go(qtbot, win, 1)
+    _key(qtbot, win, Qt.Key.Key_B)
+    _drag(qtbot, win, [(w * 0.5, h * 0.5), (w * 0.6, h * 0.55)])
+    mask1 = c.session.get(1).mask.copy()
+    assert c.session.state(1) == ReviewState.CORRECTED
+    _go(qtbot, win, 0)
+    qtbot.keyClick(win.canvas.viewport(), Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    np.testing.assert_array_equal(edits.mask, erased)  # the fill is undone
+    qtbot.keyClick(win.canvas.viewport(), Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    np.testing.assert_array_equal(edits.mask, painted)  # and the erase
+    qtbot.keyClick(win.canvas.viewport(), Qt.Key.Key_Y, Qt.KeyboardModifier.ControlModifier)
+    np.testing.assert_array_equal(edits.mask, erased)
+    qtbot.keyClick(win.canvas.viewport(), Qt.Key.Key_Z,
+                   Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    np.testing.assert_array_equal(edits.mask, filled)
+    np.testing.assert_array_equal(c.session.get(1).mask, mask1)  # frame 1 untouched by frame 0's undo
+    np.testing.assert_array_equal(win.canvas.overlay_codes() & 1, filled)  # the overlay follows undo
+
+    # -- review states: A accept, X flag, N next unreviewed; markers on the timeline
+    _go(qtbot, win, 2)
+    _key(qtbot, win, Qt.Key.Key_A)
+    assert c.session.state(2) == ReviewState.ACCEPTED
+    np.testing.assert_array_equal(c.session.get(2).mask, win.predictions.cached(2) >= win.threshold)
+    _go(qtbot, win, 3)
+    _key(qtbot, win, Qt.Key.Key_X)
+    assert c.session.state(3) == ReviewState.FLAGGED
+    _key(qtbot, win, Qt.Key.Key_N)  # the only unreviewed frame left is 4
+    _wait_shown(qtbot, win, 4)
+    _key(qtbot, win, Qt.Key.Key_N)
+    assert win.index == 4 and win.errors[-1] == "no other frame is unreviewed"
+    _key(qtbot, win, Qt.Key.Key_U)  # already unreviewed: stays, and nothing is stored for it
+    xs_, _ = c.markers.getData()
+    assert sorted(xs_.tolist()) == [0.0, 1.0, 2.0, 3.0]
+    assert c.panel.value("counts") == "1 accepted, 2 corrected, 1 flagged, 1 unreviewed"
+
+    # -- export (Ctrl+E opens the dialog): accepted + corrected by default, flagged left out
+    expected = {c.session.names[f]: c.session.get(f).mask.copy() for f in (0, 1, 2)}
+    stats = {c.session.names[f]: c.session.get(f).stats() for f in (0, 1, 2)}
+    _key(qtbot, win, Qt.Key.Key_E)  # (back to the eraser; then the export key)
+    qtbot.keyClick(win.canvas.viewport(), Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
+    dlg = c._dialogs[-1]
+    out = tmp_path / "export"
+    dlg.out_edit.setText(str(out))
+    with qtbot.waitSignal(dlg.exported, timeout=TIMEOUT) as done:
+        assert dlg.start()
+    report = done.args[0]
+    assert report.ok and sorted(report.written) == sorted(expected) and "verified" in dlg.status.text()
+    assert dlg.progress.value() == 3
+    for name, mask in expected.items():
+        back = cv2.imread(str(out / "masks" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+        assert back.ndim == 2 and set(np.unique(back)) <= {0, 255}
+        np.testing.assert_array_equal(back > 127, mask)
+    with open(out / "stats.csv", newline="") as fh:
+        rows = {r["name"] if "name" in r else next(iter(r.values())): r for r in csv.DictReader(fh)}
+    for name, st in stats.items():
+        assert int(rows[name]["pixels_changed"]) == st.pixels_changed
+    # a second export into the same, now non-empty folder is refused, nothing overwritten
+    stamp = (out / "masks" / f"{next(iter(expected))}.png").stat().st_mtime_ns
+    with qtbot.waitSignal(dlg.export_failed, timeout=TIMEOUT) as failed:
+        dlg.start()
+    assert str(out) in failed.args[0] and "\n" not in failed.args[0]
+    assert (out / "masks" / f"{next(iter(expected))}.png").stat().st_mtime_ns == stamp
+    dlg.close()
+
+    # -- close (everything stops) and reopen: masks exact, states kept, undo history fresh
+    states = {f: c.session.state(f) for f in range(n)}
+    masks = {f: e.mask.copy() for f, e in c.session.frames.items()}
+    project_path = c.project.path
+    win.close()
+    assert win.predictions.thread().isFinished() and win.frames.thread().isFinished()
+    assert c.project is None
+
+    win2 = _window(qtbot, tiny_predictor)
+    c2 = win2.annotation
+    _open(qtbot, win2, kvasir5)
+    assert c2.project is not None and c2.project.path == project_path
+    assert {f: c2.session.state(f) for f in range(n)} == states
+    assert sorted(c2.session.frames) == sorted(masks)
+    for f, m in masks.items():
+        np.testing.assert_array_equal(c2.session.get(f).mask, m)
+        assert win2.current_mask(f) is c2.session.get(f).mask
+    assert c2.editor.history.stack(0).count() == 0
+    np.testing.assert_array_equal(win2.canvas.layers()[0], masks[0])
+    xs2, _ = c2.markers.getData()
+    assert sorted(xs2.tolist()) == [0.0, 1.0, 2.0, 3.0]
+    win2.close()
+
+
+def test_a_damaged_project_is_reported_and_never_overwritten(qtbot, tiny_predictor, kvasir5, tmp_path):
+    from polypviewer.ui.annotation import project_candidates
+
+    first = project_candidates(kvasir5)[0]
+    first.parent.mkdir(parents=True, exist_ok=True)
+    first.write_bytes(b"garbage, not HDF5")
+    win = _window(qtbot, tiny_predictor)
+    c = win.annotation
+    _open(qtbot, win, kvasir5)
+    assert any(str(first) in e and "HDF5" in e for e in win.errors)
+    assert all("\n" not in e for e in win.errors)
+    c.set_state(ReviewState.ACCEPTED)  # the work goes to the next free name
+    assert c.project is not None and c.project.path == project_candidates(kvasir5)[1]
+    assert first.read_bytes() == b"garbage, not HDF5"
+    win.close()
+
+
+@pytest.fixture
+def base_ckpt(tmp_path):
+    import torch
+
+    from polypviewer.nets import build_model, get_spec
+    from polypviewer.nets.weights import save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path / "base.safetensors"
+    prep = replace(get_spec("lite_pranet").preprocessing, input_size=64)
+    save_checkpoint(path, build_model("lite_pranet"), model_name="lite_pranet", preprocessing=prep)
+    return path
+
+
+def test_finetune_dialog_trains_and_offers_the_new_version(qtbot, tiny_predictor, kvasir5, tmp_path, base_ckpt):
+    from polypviewer.nets.weights import load_checkpoint, sha256_file
+
+    win = _window(qtbot, tiny_predictor)
+    c = win.annotation
+    _open(qtbot, win, kvasir5)
+    for f in (0, 1, 2):
+        _go(qtbot, win, f)
+        assert c.set_state(ReviewState.ACCEPTED)
+    c.editor.select("brush")
+    h, w = win.frames.get(2).frame.shape[:2]
+    _drag(qtbot, win, [(w * 0.4, h * 0.4), (w * 0.5, h * 0.5)])
+    assert c.session.state(2) == ReviewState.CORRECTED
+    _go(qtbot, win, 3)
+    c.set_state(ReviewState.FLAGGED)
+    edited = c.session.get(2).mask.copy()
+    before = sha256_file(base_ckpt)
+    dlg = c.open_finetune_dialog()
+    assert "3 accepted + corrected" in dlg.frames_label.text()
+    dlg.base_edit.setText(str(base_ckpt))
+    out = tmp_path / "tuned.safetensors"
+    dlg.out_edit.setText(str(out))
+    dlg.holdout.setValue(0.34)  # 1 of 3 held out
+    dlg.epochs.setValue(2)  # 2 training frames = 1 batch per epoch: 2 steps
+    dlg.max_steps.setValue(2)
+    with qtbot.waitSignal(dlg.finished_run, timeout=120_000) as done:
+        assert dlg.start()
+    res = done.args[0]
+    assert res is not None and res.out == out and out.exists(), dlg.status.text()
+    assert sha256_file(base_ckpt) == before
+    assert len(res.held_out_names) == 1 and len(res.train_names) == 2
+    assert win._name(3) not in res.held_out_names + res.train_names  # flagged left out
+    meta = json.loads(load_checkpoint(out).metadata["polypviewer.meta"])
+    assert len(dlg._losses) == meta["global_steps"] == 2  # the live loss plot got every step
+    assert f"{res.before['dice']:.3f} → {res.after['dice']:.3f}" in dlg.status.text()
+    assert meta["data"]["source"] == str(c.project.path)
+    # the new version is offered; the old one stays selectable
+    labels = [a.text() for a in c.versions_menu.actions()]
+    assert any("base" in t for t in labels) and any(res.sha256[:12] in t for t in labels)
+    assert dlg.use_button.isEnabled()
+    with qtbot.waitSignal(win.predictions.model_ready, timeout=TIMEOUT):
+        dlg.use_new_model()
+    assert win.predictions.info["version"] == res.sha256[:12]
+    # unedited frames are re-predicted by the new version; edited ones keep their masks
+    _go(qtbot, win, 4)
+    assert win.predictions.cached(4) is not None
+    np.testing.assert_array_equal(c.session.get(2).mask, edited)
+    dlg.close()
+    win.close()
