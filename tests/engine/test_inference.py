@@ -247,6 +247,24 @@ def test_bf16_fast_path_agrees_with_fp32_on_real_images(endotect):
     assert 2 * inter / max(total, 1) > 0.98
 
 
+def test_bf16_agrees_with_fp32_with_shipped_weights(endotect):
+    """With trained weights (the realistic case) on the real val images; runs once shipped."""
+    from polypviewer.nets.weights import shipped_weights
+
+    records = shipped_weights([])
+    if not records:
+        pytest.skip("no shipped weights yet (models/*.json)")
+    rec = min(records, key=lambda r: r.file.stat().st_size)  # the cheapest network
+    imgs = val_frames(endotect, 6)
+    ref = Predictor.create(weights=rec.file, backend="torch", precision="fp32").predict(imgs)
+    fast = Predictor.create(weights=rec.file, backend="auto", precision="bf16")
+    got = fast.predict(imgs)
+    diff = np.mean([np.abs(a - b).mean() for a, b in zip(got, ref)])
+    inter = sum(((a >= 0.5) & (b >= 0.5)).sum() for a, b in zip(got, ref))
+    total = sum((a >= 0.5).sum() + (b >= 0.5).sum() for a, b in zip(got, ref))
+    assert diff < 0.01 and (total == 0 or 2 * inter / total > 0.98), (rec.model, diff, fast.info["path"])
+
+
 def test_openvino_model_is_cached_and_reused(tmp_path, monkeypatch):
     if not B.openvino_available():
         pytest.skip("openvino not installed")
