@@ -29,7 +29,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     val.add_argument("--val-split", metavar="KEY", help="validation stems: KEY of the --split file, from --data")
     parser.add_argument("--epochs", type=int, help="override the recipe's epoch count")
     parser.add_argument("--recipe", default=None,
-                        help="pranet, pranet_faithful, resunetpp, resunetpp_seed, lite, finetune "
+                        help="pranet, pranet_faithful, resunetpp, resunetpp_seed, resunetpp_fast, lite, finetune "
                              "(default: lite for lite_pranet, resunetpp_seed for resunetpp*, else pranet)")
     parser.add_argument("--out", required=True, type=Path, help="checkpoint to write (.safetensors)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT.state.pt")

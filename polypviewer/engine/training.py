@@ -82,6 +82,11 @@ RECIPES: dict[str, Recipe] = {
     # The MediaEval 2020 seed paper: the same with its mIoU loss.
     "resunetpp_seed": Recipe("resunetpp_seed", optimizer="nadam", batch_size=8, epochs=100,
                              loss="miou", clip_value=None, schedule="plateau", early_stop=10),
+    # ResUNet++ from scratch on a CPU budget: a 10x higher rate and BCE + Dice converge in
+    # a few epochs where the papers' Nadam 1e-4 needs a hundred.
+    "resunetpp_fast": Recipe("resunetpp_fast", optimizer="adam", lr=1e-3, batch_size=8, epochs=30,
+                             loss="bce_dice", clip_value=None, schedule="plateau", plateau_patience=3,
+                             plateau_factor=0.3),
     # The shipped lite PraNet on a CPU budget: PraNet's loss, clipping and scales, one random
     # rate per step (a third of the cost), a higher rate (short run, pretrained encoder)
     # lowered on plateaus so the run can be stopped at any epoch, stride-2/4 stem frozen.
