@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtGui import QWheelEvent
 from PySide6.QtWidgets import QApplication
 
 from polypviewer.core.edits import ReviewState
@@ -184,6 +185,42 @@ def test_paint_erase_fill_undo_states_export_reopen(qtbot, tiny_predictor, kvasi
     np.testing.assert_array_equal(edits.mask, filled)
     np.testing.assert_array_equal(c.session.get(1).mask, mask1)  # frame 1 untouched by frame 0's undo
     np.testing.assert_array_equal(win.canvas.overlay_codes() & 1, filled)  # the overlay follows undo
+
+    # -- brush size: ] and [ keys, Shift+wheel over the canvas; the outline follows
+    _go(qtbot, win, 1)
+    r = c.editor.brush_radius
+    _key(qtbot, win, Qt.Key.Key_BracketRight)
+    assert c.editor.brush_radius > r
+    _key(qtbot, win, Qt.Key.Key_BracketLeft)
+    assert c.editor.brush_radius == r
+    vp = win.canvas.viewport()
+    centre = QPointF(vp.width() / 2, vp.height() / 2)
+    QApplication.sendEvent(vp, QWheelEvent(centre, vp.mapToGlobal(centre), QPoint(0, 0), QPoint(0, 240),
+                                           Qt.MouseButton.NoButton, Qt.KeyboardModifier.ShiftModifier,
+                                           Qt.ScrollPhase.NoScrollPhase, False))
+    assert c.editor.brush_radius > r + 1
+    assert c.editor.cursor.rect().width() == pytest.approx(2 * c.editor.brush_radius + 1)
+
+    # -- polygon (P): three clicks and Enter fill the triangle; K carries frame 0's mask forward
+    _key(qtbot, win, Qt.Key.Key_P)
+    before = c.session.get(1).mask.copy()
+    tri = [(w * 0.1, h * 0.1), (w * 0.3, h * 0.1), (w * 0.1, h * 0.3)]
+    for x_, y_ in tri:
+        qtbot.mouseClick(win.canvas.viewport(), Qt.MouseButton.LeftButton, pos=_view(win, x_, y_))
+    _key(qtbot, win, Qt.Key.Key_Return)
+    poly = c.session.get(1).mask
+    assert poly[int(h * 0.15), int(w * 0.15)] and not (before & ~poly).any()
+    assert c.editor.history.stack(1).text(c.editor.history.stack(1).index() - 1) == "polygon"
+    _key(qtbot, win, Qt.Key.Key_K)
+    np.testing.assert_array_equal(c.session.get(1).mask, filled)
+    c.actions["undo"].trigger()
+    c.actions["undo"].trigger()
+    np.testing.assert_array_equal(c.session.get(1).mask, mask1)
+    # Ctrl+S folds the journal into the project file
+    from polypviewer.io import journal as jr
+
+    qtbot.keyClick(win.canvas.viewport(), Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier)
+    assert c.project.journal_path.stat().st_size == jr.HEADER_SIZE
 
     # -- review states: A accept, X flag, N next unreviewed; markers on the timeline
     _go(qtbot, win, 2)
