@@ -372,3 +372,41 @@ def test_finetune_dialog_trains_and_offers_the_new_version(qtbot, tiny_predictor
     np.testing.assert_array_equal(c.session.get(2).mask, edited)
     dlg.close()
     win.close()
+
+
+_KILLED_RUN = """
+import os, sys
+import numpy as np
+from polypviewer.core.edits import ReviewState
+from polypviewer.io.sources import open_source
+from polypviewer.io.store import Project, SourceRef
+root, path = sys.argv[1], sys.argv[2]
+with open_source(root) as src:
+    ref = SourceRef.from_path(root, kind=src.kind, n_frames=len(src))
+    p = Project.create(path, ref)
+    e = p.start_frame(1, np.zeros(src.frame(1).shape[:2], bool), model_version="v", name=src.name(1))
+    e.begin_stroke(); e.dab(40, 30, 9, True); e.end_stroke()
+    p.set_state(2, ReviewState.FLAGGED)
+    np.save(path + ".expected.npy", e.mask)
+os._exit(0)  # killed: no close(), the journal alone holds the work
+"""
+
+
+def test_a_killed_session_is_recovered_when_its_source_is_opened(qtbot, tiny_predictor, kvasir5, tmp_path):
+    import subprocess
+    import sys
+
+    from polypviewer.ui.annotation import project_candidates
+
+    path = project_candidates(kvasir5)[0]
+    subprocess.run([sys.executable, "-c", _KILLED_RUN, str(kvasir5), str(path)], check=True, timeout=120)
+    assert path.with_name(path.name + ".journal").stat().st_size > 0
+    win = _window(qtbot, tiny_predictor)
+    c = win.annotation
+    _open(qtbot, win, kvasir5)
+    assert c.project is not None and c.project.path == path
+    assert any("recovered 3 unsaved change(s)" in e for e in win.errors), win.errors
+    np.testing.assert_array_equal(c.session.get(1).mask, np.load(str(path) + ".expected.npy"))
+    assert c.session.state(1) == ReviewState.CORRECTED and c.session.state(2) == ReviewState.FLAGGED
+    assert win.current_mask(1) is c.session.get(1).mask
+    win.close()
