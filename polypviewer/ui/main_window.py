@@ -323,9 +323,11 @@ class MainWindow(QMainWindow):
         shown = self.clock.pick(self.index, target, self._ready)
         if shown is not None:
             self.go_to(shown, playing=True)
-        ahead = list(range(target + 1, self.n, self.clock.stride))[:LOOKAHEAD]
+        ahead = list(range(target + 1, self.n, self.clock.stride))[:64]
+        if ahead and ahead[-1] != self.n - 1 and len(ahead) < 64:
+            ahead.append(self.n - 1)  # the last frame is always shown
         if self.predictions.info is not None:
-            self.predictions.request(ahead)
+            self.predictions.request(ahead, behind=int(2 * self.clock.fps))
         else:
             self.frames.request(ahead[:3])
         if self.index >= self.n - 1 or (target >= self.n - 1 and not self.predictions.busy()

@@ -16,6 +16,8 @@ measures the pipeline's frames per second.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from collections import OrderedDict, deque
@@ -101,6 +103,26 @@ class Prediction(NamedTuple):
     overlay: Any = None  # QImage from canvas.render_overlay(mask, gt, job style), or None
 
 
+BACKGROUND_NICE = 10  # how much lower than the GUI thread the workers run (Linux nice)
+
+
+def lower_thread_priority(nice: int = BACKGROUND_NICE) -> bool:
+    """Lower the calling thread's scheduling priority (Linux: per-thread nice, inherited by
+    the threads it starts, e.g. the pipeline's decode/infer threads and torch's pool).
+
+    On a machine with few cores, inference saturates them; the GUI thread must still get
+    the CPU the moment it has an event to handle. QThread priorities are ignored under
+    Linux's default scheduler, hence ``setpriority`` on the thread id."""
+    if not hasattr(os, "setpriority") or not sys.platform.startswith("linux"):
+        return False
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+        return True
+    except OSError:
+        return False
+
+
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, PolypviewerError):
         return str(exc)
@@ -141,6 +163,10 @@ class FrameLoader(QObject):
         self._wake.emit()
 
     # -- on the loader thread
+    @Slot()
+    def lower_priority(self) -> None:
+        lower_thread_priority()
+
     @Slot()
     def _work(self) -> None:
         while True:
@@ -219,6 +245,10 @@ class InferenceWorker(QObject):
         self._cancel_below = 0  # jobs with a smaller id are stale
         self._source = None
         self._source_key: tuple[int, str] | None = None
+
+    @Slot()
+    def lower_priority(self) -> None:
+        lower_thread_priority()
 
     def cancel_below(self, job_id: int) -> None:
         """Called from the GUI thread: drop every job older than ``job_id``, stop the running one."""
@@ -373,6 +403,7 @@ class PredictionService(QObject):
         self._worker.job_failed.connect(self._on_job_failed)
         self._worker.model_ready.connect(self._on_model_ready)
         self._worker.model_failed.connect(self._on_model_failed)
+        self._thread.started.connect(self._worker.lower_priority)
         self._thread.start()
         self._job: Job | None = None
         self._next_id = 1
@@ -439,9 +470,15 @@ class PredictionService(QObject):
                          "allow_random": allow_random, "options": dict(options or {}),
                          "predictor": predictor})
 
-    def request(self, wanted: list[int]) -> None:
-        """Make sure ``wanted`` (in this order) gets predicted. Keeps the running job when it
-        is already working near the first wanted frame, else cancels it and starts anew."""
+    def request(self, wanted: list[int], *, behind: int | None = None) -> None:
+        """Make sure ``wanted`` (in this order) gets predicted.
+
+        Stepping (``behind`` None): keep the running job when it is already working on the
+        first wanted frame (give or take a batch in flight), else cancel it and start anew:
+        a jump never waits for stale work. Playback (``behind`` = N frames): keep the running
+        job while it is no more than N frames behind the first wanted frame, since what it
+        delivers late is still newer than the frame on screen; restarting a pipeline costs
+        a seek and a warm-up, and restarting on every tick would never deliver anything."""
         if self.info is None or self._source is None or self.loading_model:
             return
         wanted = [i for i in wanted if self.key(i) not in self.cache]
@@ -451,6 +488,8 @@ class PredictionService(QObject):
         job = self._job
         if job is not None:
             first = wanted[0]
+            if job.pending and behind is not None and job.pending[0] >= first - behind:
+                return
             ahead = list(job.pending)[: len(wanted) + self.slack]
             if job.pending and first - self.slack <= job.pending[0] <= first and first in ahead:
                 return  # the running job serves this; the tail is topped up when it ends
@@ -569,6 +608,7 @@ class FrameService(QObject):
         self._loader.loaded.connect(self._on_loaded)
         self._loader.failed.connect(self._on_failed)
         self._shutdown.connect(self._loader.close_source)
+        self._thread.started.connect(self._loader.lower_priority)
         self._thread.start()
 
     def open(self, path: str) -> int:
