@@ -152,6 +152,7 @@ class AnnotationController(QObject):
         self._build_actions()
         self._build_ui()
         self._wire()
+        self._list_finetuned()
         self._update_panel()
 
     # ---- composition --------------------------------------------------------------------
@@ -477,9 +478,19 @@ class AnnotationController(QObject):
             p.set("model_vs_gt", "– (no ground truth)")
 
     # ---- model versions (fine-tune results) -------------------------------------------------------
+    def _list_finetuned(self) -> None:
+        """Fine-tuned checkpoints of earlier sessions (the dialog writes them under
+        ``<projects dir>/models``) stay selectable after a restart."""
+        try:
+            found = sorted((projects_dir() / "models").glob("*.safetensors"))
+        except OSError:
+            return
+        for path in found:
+            self.add_model_version(f"{path.name} (fine-tuned)", str(path))
+
     def add_model_version(self, label: str, path: str) -> None:
         """List a checkpoint under Annotate > Model versions (the old ones stay selectable)."""
-        if label in self.model_versions:
+        if label in self.model_versions or path in self.model_versions.values():
             return
         self.model_versions[label] = path
         self.versions_menu.addAction(label, lambda p=path: self.win.load_model(None, p))

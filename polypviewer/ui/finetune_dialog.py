@@ -285,6 +285,8 @@ class FinetuneDialog(QDialog):
         c = self.controller
         c.add_model_version(f"{res.base.name} (base)", str(res.base))
         c.add_model_version(f"{res.out.name} (fine-tuned, {res.sha256[:12]})", str(res.out))
+        c.win.model_panel.set_message(f"Fine-tuned version {res.sha256[:12]} ready: use it from the fine-tune "
+                                      "dialog or Annotate > Model versions (the base stays there too).")
         self.use_button.setEnabled(True)
         self.finished_run.emit(res)
 
