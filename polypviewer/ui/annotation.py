@@ -106,7 +106,8 @@ class EditPanel(QGroupBox):
         form = QFormLayout()
         for key, label in (("state", "State"), ("tool", "Tool"), ("model_vs_corrected", "Dice model vs corrected"),
                            ("changed", "Pixels changed"), ("strokes", "Changes"),
-                           ("model_vs_gt", "Dice model vs GT"), ("counts", "Frames"), ("project", "Project")):
+                           ("model_vs_gt", "Dice model vs GT"), ("corrected_vs_gt", "Dice corrected vs GT"),
+                           ("counts", "Frames"), ("project", "Project")):
             self.rows[key] = QLabel("–")
             self.rows[key].setWordWrap(True)
             self.rows[key].setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -462,7 +463,7 @@ class AnnotationController(QObject):
         p.set("state", self.session.state(index).name.lower())
         edits = self.session.get(index)
         if edits is None:
-            for key in ("model_vs_corrected", "changed", "strokes", "model_vs_gt"):
+            for key in ("model_vs_corrected", "changed", "strokes", "model_vs_gt", "corrected_vs_gt"):
                 p.set(key, "–")
             return
         st = edits.stats()
@@ -474,8 +475,10 @@ class AnnotationController(QObject):
             from polypviewer.core.metrics import scores
 
             p.set("model_vs_gt", f"{scores(edits.model_mask, cached.gt)['dice']:.3f}")
+            p.set("corrected_vs_gt", f"{scores(edits.mask, cached.gt)['dice']:.3f}")
         else:
             p.set("model_vs_gt", "– (no ground truth)")
+            p.set("corrected_vs_gt", "– (no ground truth)")
 
     # ---- model versions (fine-tune results) -------------------------------------------------------
     def _list_finetuned(self) -> None:

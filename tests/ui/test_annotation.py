@@ -137,6 +137,7 @@ def test_paint_erase_fill_undo_states_export_reopen(qtbot, tiny_predictor, kvasi
     assert c.panel.value("changed").startswith(f"{np.count_nonzero(painted != model0)} ")
     assert c.panel.value("model_vs_corrected") == f"{st.dice_model_vs_corrected:.3f}"
     assert c.panel.value("model_vs_gt") == f"{scores(model0, gt)['dice']:.3f}"
+    assert c.panel.value("corrected_vs_gt") == win.metrics_panel.value("dice")
 
     # -- erase (E) a vertical stroke through the painted band
     _key(qtbot, win, Qt.Key.Key_E)
