@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
-from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QScrollArea,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QDockWidget, QFileDialog, QHBoxLayout, QLabel, QMainWindow,
+                               QScrollArea, QVBoxLayout, QWidget)
 
 from polypviewer.core.overlay import OverlayStyle
 from polypviewer.io.settings import load_settings, save_settings
@@ -93,17 +93,26 @@ class MainWindow(QMainWindow):
 
     # ---- composition -------------------------------------------------------------------
     def _layout(self) -> None:
+        # canvas on top; below it the frame bar + per-frame strip, with the metrics beside them
         center = QWidget()
         v = QVBoxLayout(center)
         v.setContentsMargins(0, 0, 0, 0)
         v.setSpacing(0)
         v.addWidget(self.canvas, 1)
-        v.addWidget(self.nav)
-        v.addWidget(self.timeline)
+        bottom = QHBoxLayout()
+        bottom.setContentsMargins(0, 0, 6, 0)
+        strip = QVBoxLayout()
+        strip.setSpacing(0)
+        strip.addWidget(self.nav)
+        strip.addWidget(self.timeline)
+        bottom.addLayout(strip, 1)
+        self.metrics_panel.setFixedWidth(360)
+        bottom.addWidget(self.metrics_panel)
+        v.addLayout(bottom)
         self.setCentralWidget(center)
         side = QWidget()
         col = QVBoxLayout(side)
-        for panel in (self.model_panel, self.overlay_panel, self.metrics_panel):
+        for panel in (self.model_panel, self.overlay_panel):
             col.addWidget(panel)
         col.addStretch(1)
         scroll = QScrollArea()
@@ -243,8 +252,8 @@ class MainWindow(QMainWindow):
     def _on_model_ready(self, info: dict) -> None:
         self.model_panel.set_info(info)
         self.model_panel.set_fps(None)
-        note = " (untrained: random weights)" if info.get("version") == "random-init" else ""
-        self.model_panel.set_message(f"Ready: {info.get('path', info.get('backend'))}{note}")
+        note = "Untrained (random weights): its masks are noise." if info.get("version") == "random-init" else ""
+        self.model_panel.set_message(note)
         self.overlay_panel.set_threshold(float(info.get("threshold", self.threshold)))
         self._invalidate_scores()
         self._display()

@@ -52,11 +52,13 @@ class ModelPanel(QGroupBox):
         self.info: dict[str, QLabel] = {}
         form = QFormLayout()
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
-        for key, label in (("weights", "Weights"), ("version", "Version"), ("device", "Device"),
-                           ("precision", "Precision"), ("backend", "Backend"), ("fps", "Speed")):
+        for key, label in (("weights", "Weights"), ("version", "Version"), ("runs_on", "Runs on"),
+                           ("fps", "Speed")):
             self.info[key] = QLabel("–")
             self.info[key].setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             form.addRow(label, self.info[key])
+        for key in ("device", "precision", "backend"):  # shown together in "Runs on"
+            self.info[key] = QLabel("–")
         buttons = QHBoxLayout()
         buttons.addWidget(self.load_button)
         buttons.addWidget(self.random_button)
@@ -77,6 +79,8 @@ class ModelPanel(QGroupBox):
         self.info["weights"].setToolTip(str(weights or ""))
         for key in ("version", "device", "precision", "backend"):
             self.info[key].setText(str(info.get(key, "–")))
+        self.info["runs_on"].setText(" · ".join(str(info.get(k, "–")) for k in ("device", "precision", "backend")))
+        self.info["runs_on"].setToolTip(str(info.get("path", "")))
 
     def set_fps(self, fps: float | None) -> None:
         self.info["fps"].setText("–" if fps is None else f"{fps:.1f} frames/s")

@@ -56,8 +56,8 @@ class Timeline(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self._plot)
-        self.setMinimumHeight(80)
-        self.setMaximumHeight(130)
+        self.setMinimumHeight(90)
+        self.setMaximumHeight(170)
 
     # ---- data --------------------------------------------------------------------------
     def set_length(self, n: int, mode: str = "dice") -> None:
