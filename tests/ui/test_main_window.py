@@ -239,3 +239,28 @@ def test_bad_inputs_are_reported_and_the_app_goes_on(qtbot, window, tmp_path, kv
     qtbot.waitUntil(lambda: win._shown_frame == (win.frames.generation, 1), timeout=TIMEOUT)
     assert win.canvas.image_size() == (32, 48)
     assert not math.isnan(win.threshold)
+
+
+def test_drop_opens_and_recent_files_remember(qtbot, window, kvasir4):
+    from PySide6.QtCore import QMimeData, QUrl
+
+    from polypviewer.io.settings import load_settings
+
+    win = window
+    root, _ = kvasir4
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(root))])
+
+    class Drop:
+        def mimeData(self):
+            return mime
+
+        def acceptProposedAction(self):
+            pass
+
+    with qtbot.waitSignal(win.source_opened, timeout=TIMEOUT):
+        win.dropEvent(Drop())
+    assert win.settings.recent_files[0] == str(root.resolve())
+    assert [a.text() for a in win.recent_menu.actions()][0] == str(root.resolve())
+    win.shutdown()  # settings are saved on close
+    assert load_settings()[0].recent_files[0] == str(root.resolve())
