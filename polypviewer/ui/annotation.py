@@ -72,28 +72,33 @@ def project_candidates(source: str | Path, limit: int = 20) -> list[Path]:
     return [folder / f"{stem}{'' if k == 1 else f'-{k}'}.pvproj.h5" for k in range(1, limit + 1)]
 
 
-class _LazyProject:
-    """Session listener until the project file exists: creates it on the first change and
-    hands that change (and every later one) to it, so nothing is written for a source that
-    is only looked at."""
+class _Persist:
+    """The session's listener: hands every change to the project, creating the project file on
+    the first change (so nothing is written for a source that is only looked at), and turns a
+    failed write into a one-line message instead of an exception inside a mouse handler."""
 
     def __init__(self, controller: "AnnotationController") -> None:
         self.c = controller
 
-    def frame_started(self, frame: int, edits: FrameEdits) -> None:
+    def _call(self, method: str, *args: Any) -> None:
         project = self.c._create_project()
-        if project is not None:
-            project.frame_started(frame, edits)
+        if project is None:
+            return
+        try:
+            getattr(project, method)(*args)
+        except PolypviewerError as exc:
+            self.c.message.emit(f"{exc} — this change is NOT saved; Export to keep the work")
+        finally:
+            self.c.session.listener = self  # a compaction re-installs the project itself
+
+    def frame_started(self, frame: int, edits: FrameEdits) -> None:
+        self._call("frame_started", frame, edits)
 
     def mask_changed(self, frame: int, diff) -> None:
-        project = self.c._create_project()
-        if project is not None:
-            project.mask_changed(frame, diff)
+        self._call("mask_changed", frame, diff)
 
     def state_changed(self, frame: int, state: ReviewState) -> None:
-        project = self.c._create_project()
-        if project is not None:
-            project.state_changed(frame, state)
+        self._call("state_changed", frame, state)
 
 
 class EditPanel(QGroupBox):
@@ -146,6 +151,8 @@ class AnnotationController(QObject):
         self.session = EditSession()
         self.editor = Editor(self.session, self, start_frame=self._start_frame)
         self.model_versions: dict[str, str] = {}  # menu text -> checkpoint path
+        self._candidates: list[Path] = []
+        self._persist_failed = False
         self._dialogs: list[Any] = []
         self._dirty: set[int] = set()
         self._rescore = QTimer(self, singleShot=True, interval=80, timeout=self._flush_rescore)
@@ -246,15 +253,15 @@ class AnnotationController(QObject):
     def _on_source_opened(self, info: dict) -> None:
         self.close_project()
         self.source_info = dict(info)
-        self.session = EditSession(listener=_LazyProject(self))
-        self._candidates: list[Path] = []
+        self.session = EditSession()
+        self._candidates = []
         try:
             self._candidates = project_candidates(info["path"])
         except OSError as exc:
             self.message.emit(f"{info['path']}: no folder for its project ({exc}); edits will not be saved")
         for path in self._candidates:
             if not path.exists():
-                break
+                continue
             try:
                 project = Project.open(path)
             except ProjectError as exc:
@@ -268,6 +275,8 @@ class AnnotationController(QObject):
                 continue
             self._adopt(project)
             break
+        self._persist_failed = False
+        self.session.listener = _Persist(self)
         self.editor.session = self.session
         self.editor.history.clear()
         self.editor.frame = None
@@ -291,7 +300,7 @@ class AnnotationController(QObject):
         if self.project is not None:
             return self.project
         info = self.source_info
-        if info is None:
+        if info is None or self._persist_failed:
             return None
         for path in self._candidates:
             if path.exists():
@@ -299,17 +308,16 @@ class AnnotationController(QObject):
             try:
                 ref = SourceRef.from_path(info["path"], kind=str(info.get("kind", "")), n_frames=int(info["n"]))
                 project = Project.create(path, ref)
-            except ProjectError as exc:
+            except (ProjectError, OSError) as exc:
                 self.message.emit(f"{exc}; edits are kept in memory only")
                 break
             # The session already holds this first change: the project adopts it as its own.
             project.session = self.session
-            self.session.listener = project
             self.project = project
             self.project_changed.emit(project.path)
             self._update_panel()
             return project
-        self.session.listener = None  # report once, do not retry per stroke
+        self._persist_failed = True  # reported once; not retried per stroke
         return None
 
     def save(self) -> None:
@@ -319,6 +327,7 @@ class AnnotationController(QObject):
             return
         try:
             self.project.save()
+            self.session.listener = _Persist(self)  # compaction re-installed the project itself
             self.win.statusBar().showMessage(f"Saved {self.project.path}", 4000)
         except PolypviewerError as exc:
             self.message.emit(str(exc))

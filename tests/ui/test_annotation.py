@@ -310,6 +310,23 @@ def test_a_damaged_project_is_reported_and_never_overwritten(qtbot, tiny_predict
     win.close()
 
 
+def test_no_place_for_the_project_is_one_message_and_editing_goes_on(qtbot, tiny_predictor, kvasir5,
+                                                                    tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the projects folder should be")
+    monkeypatch.setenv("POLYPVIEWER_PROJECTS", str(blocker))
+    win = _window(qtbot, tiny_predictor)
+    c = win.annotation
+    _open(qtbot, win, kvasir5)
+    assert any("edits will not be saved" in e for e in win.errors) and all("\n" not in e for e in win.errors)
+    assert c.set_state(ReviewState.ACCEPTED) and c.project is None
+    h, w = win.frames.get(0).frame.shape[:2]
+    _drag(qtbot, win, [(w * 0.5, h * 0.5), (w * 0.6, h * 0.5)])  # editing goes on in memory
+    assert c.session.get(0).mask[h // 2, int(w * 0.55)] and c.session.state(0) == ReviewState.CORRECTED
+    assert blocker.read_text().startswith("a file")
+    win.close()
+
+
 @pytest.fixture
 def base_ckpt(tmp_path):
     import torch
