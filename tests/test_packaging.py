@@ -219,3 +219,22 @@ def test_bundled_app_runs_anywhere_and_matches_the_source_checkout(bundle: Path,
     # Same frames, same window, same backend: near-identical. Live numbers (the fps readout)
     # and anti-aliasing of mask edges are allowed to differ a little.
     assert mad < 1.5 and changed < 0.01, f"mean abs diff {mad:.3f}, {100 * changed:.2f}% pixels changed"
+
+
+@pytest.mark.slow
+def test_install_script_puts_menu_entry_icons_and_link_in_the_user_dirs(bundle: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = dict(os.environ, HOME=str(home), XDG_DATA_HOME=str(home / ".local" / "share"))
+    script = ROOT / "packaging" / "install-desktop.sh"
+    res = subprocess.run(["sh", str(script), str(bundle)], env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    data = home / ".local" / "share"
+    entry = (data / "applications" / "polypviewer.desktop").read_text()
+    assert f"Exec={bundle / 'polypviewer'} %f" in entry
+    assert (data / "icons" / "hicolor" / "48x48" / "apps" / "polypviewer.png").is_file()
+    assert (data / "icons" / "hicolor" / "scalable" / "apps" / "polypviewer.svg").is_file()
+    assert (home / ".local" / "bin" / "polypviewer").resolve() == (bundle / "polypviewer").resolve()
+    res = subprocess.run(["sh", str(script), "--uninstall"], env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert not (data / "applications" / "polypviewer.desktop").exists()
+    assert not (home / ".local" / "bin" / "polypviewer").exists()
