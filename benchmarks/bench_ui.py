@@ -209,16 +209,16 @@ def bench_stall(app, seconds: float, clip1080: Path, predictor_args: dict, qt_wa
     t_end = time.perf_counter() + seconds
     shown = dropped = 0
     while time.perf_counter() < t_end:
-        if not win._play_timer.isActive():
-            shown += win.clock.shown
-            dropped += win.clock.dropped
+        if not win.player.active():
+            shown += win.player.clock.shown
+            dropped += win.player.clock.dropped
             win.go_to(0, playing=True)
             win.set_playing(True)
         app.processEvents()
         time.sleep(0.001)
     heartbeat.stop()
-    shown += win.clock.shown
-    dropped += win.clock.dropped
+    shown += win.player.clock.shown
+    dropped += win.player.clock.dropped
     win.set_playing(False)
     fps = win.predictions.meter.fps()
     print(_row("GUI heartbeat gap (playing)", gaps, TARGETS["stall"]).replace("median", "median", 1)
@@ -227,7 +227,7 @@ def bench_stall(app, seconds: float, clip1080: Path, predictor_args: dict, qt_wa
     print(_row("GUI heartbeat gap (idle)", idle) + f"   gaps > 50 ms: {sum(g > 50 for g in idle)} of {len(idle)}")
     print(f"{'':<28} {seconds:.0f} s of playback at {win.source['fps']:.1f} fps: {shown} frames shown, "
           f"{dropped} dropped (late predictions), inference {fps or 0:.1f} frames/s, "
-          f"stride {win.clock.stride}, gaps > 50 ms: {sum(g > 50 for g in gaps)} of {len(gaps)}")
+          f"stride {win.player.clock.stride}, gaps > 50 ms: {sum(g > 50 for g in gaps)} of {len(gaps)}")
     win.shutdown()
     win.close()
 

@@ -10,7 +10,6 @@ deliver through signals.
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,9 @@ from polypviewer.ui.canvas import Canvas
 from polypviewer.ui.overlay import FrameScores, MaskSlots
 from polypviewer.ui.panels import MetricsPanel, ModelPanel, NavigationBar, OverlayPanel
 from polypviewer.ui.timeline import Timeline
-from polypviewer.ui.workers import FrameService, PlaybackClock, PredictionService
+from polypviewer.ui.playback import Player
+from polypviewer.ui.prediction import PredictionService
+from polypviewer.ui.workers import FrameService
 
 LOOKAHEAD = 8  # frames predicted ahead of the one shown
 VIDEO_FILTER = "Videos and images (*.mp4 *.avi *.mov *.mkv *.m4v *.webm *.png *.jpg *.jpeg *.tif *.tiff *.bmp);;All files (*)"
@@ -67,10 +68,7 @@ class MainWindow(QMainWindow):
         self.frames = FrameService(parent=self)
         self.predictions = PredictionService(parent=self)
         self.predictions.style = self.canvas.style()
-        self.clock = PlaybackClock()
-        self._play_timer = QTimer(self)
-        self._play_timer.setTimerType(Qt.TimerType.PreciseTimer)
-        self._play_timer.timeout.connect(self._tick)
+        self.player = Player(self)
         self._rescore_timer = QTimer(self, singleShot=True, interval=150, timeout=self._rescore_all)
         self._layout()
         keymap, problems = resolve_keymap(self.settings.keymap)
@@ -180,7 +178,7 @@ class MainWindow(QMainWindow):
         self.model_panel.model_chosen.connect(lambda name: self.load_model(name))
         self.model_panel.weights_requested.connect(self.weights_dialog)
         self.model_panel.random_requested.connect(lambda name: self.load_model(name, allow_random=True))
-        self.canvas.zoom_changed.connect(lambda z: self._status())
+        self.canvas.zoom_changed.connect(lambda z: self.refresh_status())
 
     # ---- sources -----------------------------------------------------------------------
     @property
@@ -305,44 +303,16 @@ class MainWindow(QMainWindow):
 
     # ---- playback ----------------------------------------------------------------------
     def set_playing(self, on: bool) -> None:
+        """Play / pause (Space); the Player drops frames whose prediction is late."""
         act = self.actions_["play"]
         if act.isChecked() != on:
             act.setChecked(on)  # re-enters through the toggled signal
             return
         self.nav.set_playing(on)
         if not on:
-            self._play_timer.stop()
-            return
-        if not self.source:
+            self.player.stop()
+        elif not self.player.start():
             act.setChecked(False)
-            return
-        if self.index >= self.n - 1:
-            self.go_to(0, playing=True)
-        fps = float(self.source.get("fps") or 10.0)
-        self.clock.start(self.index, fps, self.predictions.meter.fps())
-        self._play_timer.start(max(4, int(500 / fps)))
-
-    def _ready(self, index: int) -> bool:
-        if self.frames.get(index) is None:
-            return False
-        return self.predictions.info is None or self.predictions.cached(index) is not None
-
-    def _tick(self) -> None:
-        target = min(self.clock.target(time.perf_counter()), self.n - 1)
-        shown = self.clock.pick(self.index, target, self._ready)
-        if shown is not None:
-            self.go_to(shown, playing=True)
-        ahead = list(range(target + 1, self.n, self.clock.stride))[:64]
-        if ahead and ahead[-1] != self.n - 1 and len(ahead) < 64:
-            ahead.append(self.n - 1)  # the last frame is always shown
-        if self.predictions.info is not None:
-            self.predictions.request(ahead, behind=int(2 * self.clock.fps))
-        else:
-            self.frames.request(ahead[:3])
-        if self.index >= self.n - 1 or (target >= self.n - 1 and not self.predictions.busy()
-                                        and not self._ready(self.n - 1)):
-            self.set_playing(False)
-        self._status()
 
     # ---- display -----------------------------------------------------------------------
     def _on_frame(self, index: int, data) -> None:
@@ -413,7 +383,7 @@ class MainWindow(QMainWindow):
             if self.index not in self.scores.area:
                 self._score(self.index, self.predictions.cached(self.index), gt)
         self._show_metrics()
-        self._status()
+        self.refresh_status()
         self.displayed.emit(self.index, mask is not None)
 
     def _score(self, index: int, prob, gt) -> None:
@@ -443,10 +413,10 @@ class MainWindow(QMainWindow):
                 f"Predicted polyp area: {100 * area:.1f} % of the frame"
                 + ("" if math.isnan(conf) else f", mean confidence {conf:.2f}") + "."))
 
-    def _status(self) -> None:
+    def refresh_status(self) -> None:
         parts = [f"zoom {self.canvas.zoom() * 100:.0f}%"]
-        if self._play_timer.isActive():
-            parts.append(f"dropped {self.clock.dropped}")
+        if self.player.active():
+            parts.append(f"dropped {self.player.clock.dropped}")
         if self.predictions.info is not None and self.source and self.predictions.cached(self.index) is None:
             parts.append("predicting…")
         self.status_label.setText("   ".join(parts))
@@ -505,7 +475,7 @@ class MainWindow(QMainWindow):
         if self._closed:
             return
         self._closed = True
-        self._play_timer.stop()
+        self.player.stop()
         self._rescore_timer.stop()
         self.annotation.shutdown()  # dialogs' workers stopped, project folded into its file
         self.predictions.shutdown()

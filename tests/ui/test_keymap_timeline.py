@@ -11,7 +11,9 @@ from PySide6.QtGui import QKeySequence
 
 from polypviewer.ui.actions import ACTIONS, build_actions, keymap_table, resolve_keymap
 from polypviewer.ui.timeline import Timeline
-from polypviewer.ui.workers import FpsMeter, LruCache, PlaybackClock
+from polypviewer.ui.playback import PlaybackClock
+from polypviewer.ui.prediction import FpsMeter
+from polypviewer.ui.workers import LruCache
 
 
 def test_default_keymap_has_the_ux_keys_and_no_clash():

@@ -183,9 +183,9 @@ def test_real_clip_plays_drops_and_switches_model(qtbot, window, clip384):
     assert win.canvas.overlay_pixmap().toImage() == shown
     win.go_to(0)
     win.actions_["play"].trigger()  # Space
-    assert win._play_timer.isActive()
-    qtbot.waitUntil(lambda: not win._play_timer.isActive(), timeout=TIMEOUT)
-    clock = win.clock
+    assert win.player.active()
+    qtbot.waitUntil(lambda: not win.player.active(), timeout=TIMEOUT)
+    clock = win.player.clock
     assert win.index == 25 and clock.shown >= 2
     assert clock.shown + clock.dropped <= 25  # every step either shown or dropped, never both
     area = win.timeline.values()

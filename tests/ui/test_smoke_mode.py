@@ -16,14 +16,14 @@ def test_demo_screenshot_smoke_mode(tmp_path):
     shot = tmp_path / "shot.png"
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
     cmd = [sys.executable, "-m", "polypviewer", "demo", "--screenshot", str(shot), "--frames", "3",
-           "--size", "1000x700", "--model", "unet", "--random-weights", "--backend", "torch",
+           "--size", "1440x900", "--model", "unet", "--random-weights", "--backend", "torch",
            "--precision", "fp32", "--timeout", "120"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "QThread" not in out.stderr and "Traceback" not in out.stderr, out.stderr[-3000:]
     assert "3 frames shown" in out.stdout
     img = cv2.imread(str(shot))
-    assert img is not None and img.shape[:2] == (700, 1000)
+    assert img is not None and img.shape[:2] == (900, 1440)
     assert float(np.std(img)) > 10  # a real picture, not a blank window
 
 
