@@ -25,7 +25,8 @@ else
     done
     cp "$ICONS/polypviewer.svg" "$DATA/icons/hicolor/scalable/apps/polypviewer.svg"
     # Exec with the absolute path, so the menu entry works even when ~/.local/bin is not on PATH.
-    sed "s|^Exec=polypviewer|Exec=$BUNDLE/polypviewer|" "$HERE/polypviewer.desktop" > "$DATA/applications/polypviewer.desktop"
+    sed -e "s|^Exec=polypviewer|Exec=$BUNDLE/polypviewer|" -e "s|^TryExec=polypviewer|TryExec=$BUNDLE/polypviewer|" \
+        "$HERE/polypviewer.desktop" > "$DATA/applications/polypviewer.desktop"
     echo "installed: $DATA/applications/polypviewer.desktop, icons, $BIN/polypviewer -> $BUNDLE/polypviewer"
 fi
 # Refresh the menu and icon caches where the tools exist (harmless if they do not).
