@@ -133,6 +133,10 @@ class Predictor:
         """
         from polypviewer.nets.registry import build_model, get_spec
 
+        # Refuse an impossible device / precision / backend before loading anything.
+        dev = choose_device(device)
+        choose_backend(dev, backend)
+        choose_precision(dev, precision)
         ckpt = None
         version = "random-init"
         weights_path: Path | None = Path(weights) if weights is not None else None
