@@ -165,6 +165,7 @@ def bench_cached_frame(app, repeats: int, clip1080: Path, predictor_args: dict, 
     print(_row("cached frame shown", times, TARGETS["cached frame"], base))
     win.shutdown()
     win.close()
+    win.deleteLater()
 
 
 def bench_stall(app, seconds: float, clip1080: Path, predictor_args: dict, qt_wait) -> None:
@@ -230,6 +231,15 @@ def bench_stall(app, seconds: float, clip1080: Path, predictor_args: dict, qt_wa
           f"stride {win.player.clock.stride}, gaps > 50 ms: {sum(g > 50 for g in gaps)} of {len(gaps)}")
     win.shutdown()
     win.close()
+    win.deleteLater()
+
+
+def _settle(app) -> None:
+    import gc
+
+    for _ in range(3):
+        app.processEvents()
+        gc.collect()
 
 
 def main() -> int:
@@ -286,8 +296,12 @@ def main() -> int:
         frame = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         prob = probe.predict([frame])[0]
         print(f"frames: {clip.name} upscaled to {W}x{H}; ground truth: a real EndoTect mask at {W}x{H}")
+        # Each phase's window is closed and collected before the next one starts, so freeing
+        # one phase's caches (hundreds of MB) never lands inside another phase's timing.
         bench_compositing(args.repeats, frame, prob, gt)
+        _settle(app)
         bench_cached_frame(app, args.repeats, clip1080, pargs, qt_wait)
+        _settle(app)
         if not args.skip_play:
             bench_stall(app, args.play_seconds, clip1080, pargs, qt_wait)
     return 0
