@@ -199,7 +199,6 @@ class PredictionService(QObject):
 
     _start_job = Signal(object)
     _load = Signal(object)
-    _shutdown = Signal()
 
     def __init__(self, cache_bytes: int = 512 << 20, batch_size: int = 1, parent=None) -> None:
         super().__init__(parent)
@@ -217,7 +216,6 @@ class PredictionService(QObject):
         self._worker.moveToThread(self._thread)
         self._start_job.connect(self._worker.run_job)
         self._load.connect(self._worker.load_model)
-        self._shutdown.connect(self._worker.shutdown)
         self._worker.result.connect(self._on_result)
         self._worker.job_finished.connect(self._on_job_finished)
         self._worker.job_failed.connect(self._on_job_failed)
@@ -393,14 +391,18 @@ class PredictionService(QObject):
         self.model_failed.emit(message, offer_random)
 
     # -- shutdown
-    def shutdown(self, timeout_ms: int = 10000) -> bool:
-        """Cancel everything, stop the thread and wait for it. True when it stopped."""
+    def shutdown(self, timeout_ms: int = 60000) -> bool:
+        """Cancel everything, stop the thread and wait for it. True when it stopped.
+
+        A running job stops within a frame; building a model (an OpenVINO compile can take
+        tens of seconds on a small CPU) cannot be interrupted, hence the long timeout."""
         self._worker.cancel_below(1 << 60)
         self._job = None
-        self._shutdown.emit()
         self._thread.quit()
-        ok = self._thread.wait(timeout_ms)
-        return bool(ok)
+        ok = bool(self._thread.wait(timeout_ms))
+        if ok:  # the thread is gone: release its source and network from here
+            self._worker.shutdown()
+        return ok
 
     def thread(self) -> QThread:  # noqa: D401 - the worker thread (tests check it stopped)
         return self._thread

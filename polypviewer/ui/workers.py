@@ -202,7 +202,6 @@ class FrameService(QObject):
     open_failed = Signal(str)
     frame = Signal(int, object)  # index, FrameData
     failed = Signal(int, str)
-    _shutdown = Signal()
 
     def __init__(self, cache_bytes: int = 512 << 20, parent=None) -> None:
         super().__init__(parent)
@@ -216,7 +215,6 @@ class FrameService(QObject):
         self._loader.open_failed.connect(self._on_open_failed)
         self._loader.loaded.connect(self._on_loaded)
         self._loader.failed.connect(self._on_failed)
-        self._shutdown.connect(self._loader.close_source)
         self._thread.started.connect(self._loader.lower_priority)
         self._thread.start()
 
@@ -256,10 +254,13 @@ class FrameService(QObject):
             self.failed.emit(index, message)
 
     def shutdown(self, timeout_ms: int = 10000) -> bool:
+        """Stop the loader thread, wait for it, then close its source. True when it stopped."""
         self._loader.request(-1, [])
-        self._shutdown.emit()
         self._thread.quit()
-        return bool(self._thread.wait(timeout_ms))
+        ok = bool(self._thread.wait(timeout_ms))
+        if ok:
+            self._loader.close_source()
+        return ok
 
     def thread(self) -> QThread:
         return self._thread

@@ -264,3 +264,18 @@ def test_drop_opens_and_recent_files_remember(qtbot, window, kvasir4):
     assert [a.text() for a in win.recent_menu.actions()][0] == str(root.resolve())
     win.shutdown()  # settings are saved on close
     assert load_settings()[0].recent_files[0] == str(root.resolve())
+
+
+def test_closing_while_a_model_loads_and_a_clip_plays_stops_every_thread(qtbot, clip384):
+    from polypviewer.ui.main_window import MainWindow
+
+    win = MainWindow(load_default_model=False, predictor_options={"backend": "torch", "precision": "fp32"})
+    qtbot.addWidget(win)
+    win.show()
+    win.open_path(clip384)
+    qtbot.waitUntil(lambda: win.source is not None, timeout=TIMEOUT)
+    win.actions_["play"].trigger()
+    win.load_model("lite_pranet", allow_random=True)  # a few seconds of building on the worker
+    win.close()  # closeEvent -> shutdown, while the build is in flight
+    assert win.predictions.thread().isFinished() and win.frames.thread().isFinished()
+    assert not win.player.active()
