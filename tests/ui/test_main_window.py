@@ -279,3 +279,21 @@ def test_closing_while_a_model_loads_and_a_clip_plays_stops_every_thread(qtbot, 
     win.close()  # closeEvent -> shutdown, while the build is in flight
     assert win.predictions.thread().isFinished() and win.frames.thread().isFinished()
     assert not win.player.active()
+
+
+def test_a_jump_cancels_stale_look_ahead(qtbot, window, clip384):
+    win = window
+    with qtbot.waitSignal(win.source_opened, timeout=TIMEOUT):
+        win.open_path(clip384)
+    win.go_to(0)
+    assert win.predictions.busy() and win.predictions.running_indices()[:3] == [0, 1, 2]
+    first_job = win.predictions._job.id
+    win.go_to(1)  # a step inside the look-ahead keeps the running job
+    assert win.predictions._job.id == first_job
+    win.go_to(20)  # a jump replaces it: the new job starts at the frame now shown
+    assert win.predictions._job.id != first_job
+    assert win.predictions.running_indices()[0] == 20
+    _wait_shown(qtbot, win, 20)
+    # the look-ahead from the new position completes (cache keyed by source, frame, version)
+    qtbot.waitUntil(lambda: not win.predictions.busy(), timeout=TIMEOUT)
+    assert all(win.predictions.cached(i) is not None for i in range(20, 26))
