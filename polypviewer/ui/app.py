@@ -100,6 +100,7 @@ class SmokeRun:
             return
         self._timer.stop()
         if code == 0:
+            self.window.timeline.flush()
             QApplication.processEvents()
             self.out.parent.mkdir(parents=True, exist_ok=True)
             if not self.window.grab().save(str(self.out)):

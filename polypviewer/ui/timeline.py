@@ -86,6 +86,11 @@ class Timeline(QWidget):
             if not self._redraw_timer.isActive():
                 self._redraw_timer.start()
 
+    def flush(self) -> None:
+        """Draw pending values now (they are otherwise drawn at most every 100 ms)."""
+        self._redraw_timer.stop()
+        self._redraw()
+
     def values(self) -> np.ndarray:
         return self._primary.copy()
 
