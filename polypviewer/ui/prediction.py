@@ -88,8 +88,12 @@ class InferenceWorker(QObject):
                 predictor = Predictor.create(model=request.get("model"), weights=request.get("weights"),
                                              allow_random=bool(request.get("allow_random")),
                                              **request.get("options", {}))
-        except NoWeightsError as exc:
-            self.model_failed.emit(request.get("id"), _one_line(exc), True)
+        except NoWeightsError:
+            # The engine's message speaks to the command line; say what to do in the window.
+            what = request.get("model") or "the default model"
+            self.model_failed.emit(request.get("id"), f"No trained weights are installed for {what}: "
+                                   "load a checkpoint (Load weights…, Ctrl+L) or try the network "
+                                   "untrained (Use random weights).", True)
             return
         except Exception as exc:  # noqa: BLE001 - a bad checkpoint must not end the app
             self.model_failed.emit(request.get("id"), _one_line(exc), False)
