@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -39,10 +40,24 @@ def fingerprint(root: Path = ROOT) -> str:
     return h.hexdigest()
 
 
+def stage(out_dir: Path, root: Path = ROOT) -> Path:
+    """Copy ``source_files`` into ``out_dir`` (emptied first) and return it.
+
+    The spec bundles resources/ and models/ from this copy and fingerprints it, so weights
+    rewritten by a training run during the (long) build cannot make the record lie."""
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    for f in source_files(root):
+        dest = out_dir / f.relative_to(root)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, dest)
+    return out_dir
+
+
 def write(out_dir: Path, root: Path = ROOT) -> Path:
-    """Write the build record into ``out_dir`` and return its path."""
+    """Write the build record (fingerprint of ``root``) into ``out_dir`` and return its path."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                                 timeout=10).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         commit = None
