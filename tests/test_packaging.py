@@ -87,10 +87,11 @@ def test_icons_are_fresh_renders_of_the_svg(tmp_path: Path) -> None:
     spec = importlib.util.spec_from_file_location("make_icons", ROOT / "packaging" / "make_icons.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    from PySide6.QtGui import QGuiApplication
     from PySide6.QtSvg import QSvgRenderer
+    from PySide6.QtWidgets import QApplication
 
-    _app = QGuiApplication.instance() or QGuiApplication([])  # noqa: F841
+    # A QApplication (not a QGuiApplication): later tests in the same process build widgets.
+    _app = QApplication.instance() or QApplication([])  # noqa: F841
     renderer = QSvgRenderer(str(ICONS / "polypviewer.svg"))
     assert renderer.isValid()
     out = tmp_path / "64.png"
