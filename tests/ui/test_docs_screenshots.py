@@ -1,0 +1,94 @@
+"""docs/screenshots.py end to end on the shipped demo clip (3 frames, a tiny real network),
+and the guide's keyboard table against the live window's actions."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "docs" / "screenshots.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("_pv_docs_screenshots", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def user_dirs(tmp_path, monkeypatch):
+    """The script redirects the user folders itself; monkeypatch restores them afterwards."""
+    for var in ("POLYPVIEWER_CONFIG", "POLYPVIEWER_CACHE", "POLYPVIEWER_PROJECTS"):
+        monkeypatch.setenv(var, str(tmp_path / "unused" / var))
+    return tmp_path
+
+
+def test_the_tour_runs_and_writes_every_screenshot(qapp, user_dirs):
+    import torch
+
+    from polypviewer.engine.inference import Predictor
+    from polypviewer.nets.registry import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, build_model, get_spec
+    from polypviewer.nets.weights import save_checkpoint
+
+    tmp = user_dirs
+    torch.manual_seed(0)
+    predictor = Predictor.from_module(build_model("unet"), name="unet",
+                                      preprocessing=Preprocessing(64, "RGB", IMAGENET_MEAN, IMAGENET_STD),
+                                      select=get_spec("unet").select, device="cpu", precision="fp32",
+                                      backend="torch", version="test-unet64", cache=False)
+    base = tmp / "base.safetensors"
+    save_checkpoint(base, build_model("lite_pranet"), model_name="lite_pranet",
+                    preprocessing=replace(get_spec("lite_pranet").preprocessing, input_size=64))
+    docs = _script()
+    out = tmp / "images"
+    res = docs.make_screenshots(out, frames=3, predictor=predictor, timeout=60, finetune_steps=2,
+                                finetune_size=64, finetune_base=str(base), work=tmp / "work")
+    assert sorted(res.written) == sorted(docs.SHOTS)
+    for name, path in res.written.items():
+        assert path.parent == out and path.stat().st_size <= 290 * 1024, name
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        assert img is not None and img.shape[0] > 200 and img.shape[1] > 300, name
+        assert float(np.std(img)) > 5.0, f"{name} is blank"  # a real grab, not an empty image
+    # what the steps did, read back from their own outputs
+    export = tmp / "work" / "export" / "demo_clip-kvasir"
+    masks = sorted(p.name for p in (export / "masks").glob("*.png"))
+    with open(export / "stats.csv", newline="") as fh:
+        states = sorted(row["state"] for row in csv.DictReader(fh))
+    assert len(masks) == 7 and states == ["accepted"] * 6 + ["corrected"]
+    assert (tmp / "work" / "finetuned.safetensors").is_file()
+    assert list((tmp / "work" / "projects").glob("demo_clip.mp4-*.pvproj.h5"))
+    # the guide refers to every screenshot the script makes
+    guide = (ROOT / "docs" / "guide.md").read_text(encoding="utf-8")
+    for name in docs.SHOTS:
+        assert f"images/{name}" in guide
+
+
+def test_the_guides_keyboard_table_matches_the_app(qapp, user_dirs):
+    docs = _script()
+    table = docs.window_keymap()
+    assert "| `W` | Next worst frame |" in table and "| `Ctrl+Z` | Undo |" in table
+    guide = (ROOT / "docs" / "guide.md").read_text(encoding="utf-8")
+    assert docs.guide_keymap(guide) == table, "run `docs/screenshots.py --update-guide`"
+
+
+def test_png_writer_keeps_a_budget(qapp, tmp_path):
+    from PySide6.QtGui import QPixmap
+    from PySide6.QtWidgets import QLabel
+
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (600, 800, 3), np.uint8)  # incompressible: forces the fallbacks
+    cv2.imwrite(str(tmp_path / "noise.png"), noise)
+    label = QLabel()
+    label.setPixmap(QPixmap(str(tmp_path / "noise.png")))
+    label.resize(800, 600)
+    path = _script().save_png(label, tmp_path / "shot.png", max_kb=150)
+    assert path.stat().st_size <= 150 * 1024
+    assert cv2.imread(str(path)) is not None
