@@ -343,7 +343,7 @@ def run(args: argparse.Namespace) -> int:
         others = ", ".join(f"{k} {v:.2f}" for k, v in row["paths"].items())
         print(f"{'':<22} all paths (frames/s): {others}; {row['weights']}", flush=True)
     if not args.no_end_to_end and e2e_predictor is not None:
-        e2e = end_to_end(e2e_predictor, data, 3.0 if args.quick else 2 * args.seconds, args.quick)
+        e2e = end_to_end(e2e_predictor, data, 1.0 if args.quick else 2 * args.seconds, args.quick)
         if e2e is not None:
             report["end_to_end"].append(e2e)
             print(f"end to end: predict {e2e['model']} on {Path(e2e['source']).name}: {e2e['fps']:.2f} frames/s "
