@@ -170,6 +170,22 @@ def test_bundle_ships_resources_weights_and_only_the_needed_plugins(bundle: Path
         assert not (INTERNAL / unwanted).exists(), f"{unwanted} should not be bundled"
 
 
+@pytest.mark.slow
+def test_bundle_starts_from_another_folder(bundle: Path, tmp_path: Path) -> None:
+    res = subprocess.run([str(EXE), "--version"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout.strip() == f"polypviewer {_version()}", res.stdout + res.stderr
+    res = subprocess.run([str(EXE), "demo", "--frames", "0"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60)
+    # A user error is one line, not a traceback (the bundle's CLI error path; exits before Qt starts).
+    assert res.returncode == 2 and res.stderr.strip() == "polypviewer: error: --frames must be at least 1", res.stderr
+
+
+def _version() -> str:
+    from polypviewer import __version__
+
+    return __version__
+
+
 def _smoke(cmd: list[str], cwd: Path, out: Path, cache: Path) -> subprocess.Popen:
     """Start one smoke run: 5 frames of the demo clip in a 1440x900 window, then a screenshot."""
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", POLYPVIEWER_CACHE=str(cache))
