@@ -160,11 +160,11 @@ class Tour:
     def __init__(self, out: Path, work: Path, *, frames: int, timeout: float, max_kb: int,
                  predictor: Any = None, weights: str | None = None, finetune_steps: int = 6,
                  finetune_size: int | None = None, full_timeline: bool = True,
-                 finetune_base: str | None = None) -> None:
+                 finetune_base: str | None = None, accept: int = 6) -> None:
         self.out, self.work, self.frames, self.timeout, self.max_kb = out, work, frames, timeout, max_kb
         self.predictor, self.weights = predictor, weights
         self.finetune_steps, self.finetune_size, self.full_timeline = finetune_steps, finetune_size, full_timeline
-        self.finetune_base = finetune_base
+        self.finetune_base, self.accept = finetune_base, accept
         self.result = Result()
         self.win: Any = None
 
@@ -320,7 +320,7 @@ class Tour:
         w, ed = self.win, self.win.annotation
         from polypviewer.core.edits import ReviewState
 
-        accepted = [f for f in range(w.n) if f != self.corrected][:6]
+        accepted = [f for f in range(w.n) if f != self.corrected][:self.accept]
         for f in accepted:
             self.go(f)
             self.key(Qt.Key.Key_A)
@@ -397,17 +397,18 @@ class Tour:
 def make_screenshots(out: Path, *, frames: int = 6, predictor: Any = None, weights: str | None = None,
                      timeout: float = 120.0, max_kb: int = 290, finetune_steps: int = 6,
                      finetune_size: int | None = None, full_timeline: bool = True,
-                     finetune_base: str | None = None, work: Path | None = None) -> Result:
+                     finetune_base: str | None = None, accept: int = 6, work: Path | None = None) -> Result:
     """Run the whole tour; returns the written files. ``predictor`` (an engine Predictor)
     replaces the shipped model (tests use a tiny one); ``finetune_base`` the fine-tune dialog's
-    base checkpoint (default: the weights the window runs)."""
+    base checkpoint (default: the weights the window runs); ``accept`` how many frames are
+    marked accepted; ``full_timeline`` predicts the whole clip (Ctrl+R) and flags its last frame."""
     work = Path(work or tempfile.mkdtemp(prefix="pv-docs-"))
     _isolate_user_dirs(work)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     weights = None if predictor is not None else _pick_weights(weights)
     tour = Tour(Path(out), work, frames=frames, timeout=timeout, max_kb=max_kb, predictor=predictor,
                 weights=weights, finetune_steps=finetune_steps, finetune_size=finetune_size,
-                full_timeline=full_timeline, finetune_base=finetune_base)
+                full_timeline=full_timeline, finetune_base=finetune_base, accept=accept)
     return tour.run()
 
 
