@@ -246,6 +246,7 @@ class Tour:
         for _ in range(2):
             self.key(Qt.Key.Key_Up, Qt.KeyboardModifier.ControlModifier)  # threshold +0.05 each
         self.wait_shown(self.win.index)
+        _pump(400)  # the window re-scores the other frames once the threshold rests (150 ms)
         self.shot("02-outline-threshold.png")
         self.key(Qt.Key.Key_O)
         for _ in range(2):
