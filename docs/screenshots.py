@@ -114,7 +114,8 @@ def keymap_rows(window: Any) -> list[tuple[str, str]]:
             continue
         seen.add(act.objectName())
         rows.append((" / ".join(keys), text))
-    rows.append(("Right mouse button", "Brush erases, fill clears, polygon clears its inside"))
+    rows.append(("Right mouse button", "The tool inverted: brush erases, eraser paints, fill clears, "
+                 "polygon clears its inside"))
     rows.append(("Shift + mouse wheel", "Brush / eraser size"))
     rows.append(("Mouse wheel", "Zoom the canvas (about the mouse)"))
     rows.append(("Middle mouse button drag", "Pan the canvas"))
