@@ -95,7 +95,11 @@ def save_png(widget: Any, path: Path, max_kb: int = 290) -> Path:
             return path
         # A palette keeps the UI text crisp (octree keeps the overlay colours true).
         Image.fromarray(out).quantize(256, method=Image.Quantize.FASTOCTREE).save(path, optimize=True)
-        if path.stat().st_size <= max_kb * 1024 or scale < 0.5:
+        if path.stat().st_size <= max_kb * 1024:
+            return path
+        if scale < 0.5:  # smaller would be unreadable: keep it and say so
+            print(f"screenshots: warning: {path.name} is {path.stat().st_size // 1024} KB "
+                  f"(over {max_kb} KB) even at half size", file=sys.stderr)
             return path
         scale *= 0.85
 
