@@ -37,7 +37,7 @@ SHOTS: dict[str, str] = {
     "02-outline-threshold.png": "outline mode with ground truth, threshold raised",
     "03-worst-disagreement.png": "timeline filled by Predict all, jumped to the worst frame (W), "
                                  "disagreement colours (D)",
-    "04-correct-brush.png": "a brush stroke and an eraser stroke painted with the mouse",
+    "04-correct-brush.png": "a brush stroke, a polygon and an eraser stroke made with the mouse",
     "05-review-states.png": "frames accepted / corrected / flagged, markers on the timeline",
     "06-export-dialog.png": "the export dialog after a finished export",
     "07-finetune-dialog.png": "the fine-tune dialog after a finished run (loss and before/after)",
@@ -297,6 +297,11 @@ class Tour:
             cy, cx, ry, rx = h * 0.5, wd * 0.5, h * 0.08, wd * 0.08
         self.key(Qt.Key.Key_B)
         self.drag([(cx - rx, cy - ry), (cx, cy), (cx + rx, cy + ry * 0.5), (cx + rx * 0.5, cy + ry)])
+        # A polygon by four clicks, closed with Enter: a diamond inside the polyp.
+        self.key(Qt.Key.Key_P)
+        for px, py in ((cx, cy - 1.4 * ry), (cx + 1.4 * rx, cy), (cx, cy + 1.4 * ry), (cx - 1.4 * rx, cy)):
+            self.drag([(px, py)])
+        self.key(Qt.Key.Key_Return)
         # Erase across the model's largest false-positive blob (prediction outside the truth).
         import numpy as np
 

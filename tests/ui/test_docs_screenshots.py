@@ -66,6 +66,9 @@ def test_the_tour_runs_and_writes_every_screenshot(qapp, user_dirs):
     with open(export / "stats.csv", newline="") as fh:
         states = sorted(row["state"] for row in csv.DictReader(fh))
     assert len(masks) == 3 and states == ["accepted", "accepted", "corrected"]
+    with open(export / "stats.csv", newline="") as fh:
+        corrected = next(r for r in csv.DictReader(fh) if r["state"] == "corrected")
+    assert int(corrected["strokes"]) >= 2  # brush + polygon (+ eraser where the model had a false positive)
     assert (tmp / "work" / "finetuned.safetensors").is_file()
     assert list((tmp / "work" / "projects").glob("demo_clip.mp4-*.pvproj.h5"))
     # the guide refers to every screenshot the script makes
