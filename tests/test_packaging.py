@@ -189,7 +189,6 @@ def _version() -> str:
 def _smoke(cmd: list[str], cwd: Path, out: Path, cache: Path) -> subprocess.Popen:
     """Start one smoke run: 5 frames of the demo clip in a 1440x900 window, then a screenshot."""
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", POLYPVIEWER_CACHE=str(cache))
-    env.pop("PYTHONPATH", None)
     return subprocess.Popen([*cmd, "--screenshot", str(out), "--frames", "5", "--size", "1440x900",
                              "--timeout", "50"], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
