@@ -11,10 +11,6 @@ from polypviewer.nets.registry import ModelSpec, Preprocessing, build_model, get
 _MODEL_MODULES = ("pranet", "resunetpp", "unet", "lite_pranet")
 
 for _m in _MODEL_MODULES:
-    try:
-        importlib.import_module(f"polypviewer.nets.{_m}")
-    except ModuleNotFoundError as exc:  # a model module not written yet
-        if exc.name != f"polypviewer.nets.{_m}":
-            raise
+    importlib.import_module(f"polypviewer.nets.{_m}")
 
 __all__ = ["ModelSpec", "Preprocessing", "build_model", "get_spec", "list_models"]
