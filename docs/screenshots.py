@@ -172,6 +172,8 @@ class Tour:
         self.finetune_base, self.accept = finetune_base, accept
         self.result = Result()
         self.win: Any = None
+        self.worst = 0  # the frame W jumped to
+        self.corrected = 0  # the frame painted on
 
     # -- plumbing --
     def shot(self, name: str, widget: Any = None) -> None:
@@ -280,7 +282,11 @@ class Tour:
         self.key(Qt.Key.Key_D)
 
     def correct(self) -> None:
-        from PySide6.QtCore import Qt
+        import numpy as np
+        from PySide6.QtCore import QPointF, Qt
+        from PySide6.QtTest import QTest
+
+        from polypviewer.core.masks import largest_component
 
         w, ed = self.win, self.win.annotation
         target = 1 if self.worst == 0 else self.worst
@@ -289,8 +295,6 @@ class Tour:
         gt = w.frames.get(target).gt
         # Paint where the ground truth says polyp when there is one (a plausible correction).
         if gt is not None and gt.any():
-            import numpy as np
-
             ys, xs = np.nonzero(gt)
             cy, cx, ry, rx = ys.mean(), xs.mean(), max(4, np.ptp(ys) / 3), max(4, np.ptp(xs) / 3)
         else:
@@ -303,23 +307,16 @@ class Tour:
             self.drag([(px, py)])
         self.key(Qt.Key.Key_Return)
         # Erase across the model's largest false-positive blob (prediction outside the truth).
-        import numpy as np
-
         fp = w.predictions.cached(target) >= w.threshold
         if gt is not None:
             fp &= ~gt
         if fp.any():
-            from polypviewer.core.masks import largest_component
-
             ys, xs = np.nonzero(largest_component(fp))
             self.key(Qt.Key.Key_E)
             self.drag([(float(x) + 0.5, float(y) + 0.5) for x, y in
                        zip(np.linspace(xs.min(), xs.max(), 6), np.linspace(ys.mean(), ys.mean(), 6))])
         self.key(Qt.Key.Key_B)
         # hover so the brush outline shows in the shot
-        from PySide6.QtCore import QPointF
-        from PySide6.QtTest import QTest
-
         QTest.mouseMove(w.canvas.viewport(), w.canvas.mapFromScene(QPointF(cx + rx * 1.6, cy - ry * 1.2)))
         _wait(lambda: ed.session.get(target) is not None, self.timeout, "the corrected frame")
         self.corrected = target
