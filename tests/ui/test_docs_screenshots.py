@@ -1,5 +1,5 @@
-"""docs/screenshots.py end to end on the shipped demo clip (3 frames, a tiny real network),
-and the guide's keyboard table against the live window's actions."""
+"""docs/screenshots.py end to end on the shipped demo clip (2 frames, a tiny real network,
+a 1-step fine-tune), and the guide's keyboard table against the live window's actions."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def test_the_tour_runs_and_writes_every_screenshot(qapp, user_dirs):
                     preprocessing=replace(get_spec("lite_pranet").preprocessing, input_size=64))
     docs = _script()
     out = tmp / "images"
-    res = docs.make_screenshots(out, frames=3, predictor=predictor, timeout=60, finetune_steps=2,
+    res = docs.make_screenshots(out, frames=2, predictor=predictor, timeout=60, finetune_steps=1,
                                 finetune_size=64, finetune_base=str(base), accept=2,
                                 full_timeline=False, work=tmp / "work")
     assert sorted(res.written) == sorted(docs.SHOTS)
