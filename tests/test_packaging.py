@@ -190,7 +190,7 @@ def _smoke(cmd: list[str], cwd: Path, out: Path, cache: Path) -> subprocess.Pope
     """Start one smoke run: 5 frames of the demo clip in a 1440x900 window, then a screenshot."""
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", POLYPVIEWER_CACHE=str(cache))
     return subprocess.Popen([*cmd, "--screenshot", str(out), "--frames", "5", "--size", "1440x900",
-                             "--timeout", "50"], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                             "--timeout", "240"], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
 
