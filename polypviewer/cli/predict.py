@@ -149,32 +149,56 @@ def run(args: argparse.Namespace) -> int:
 def write_predictions(runner: Any, folders: dict[str, Path], *, acc: Any = None, overlay: Any = None) -> int:
     """Drain ``runner``: write ``masks/`` (0/255) and ``probs/`` (round(255 p)) PNGs atomically,
     score against ground truth, add overlay frames. Returns the number of failed items (each
-    named on stderr). ``bench`` times this same function for its end-to-end number."""
+    named on stderr). ``bench`` times this same function for its end-to-end number.
+
+    Encoding and the (fsynced) writes run on two writer threads, a bounded number of frames
+    behind, so a slow disk does not stall the pipeline; scoring and the overlay video stay
+    here, in frame order.
+    """
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     import numpy as np
 
     from polypviewer.core.errors import PolypviewerError
     from polypviewer.io.images import encode_image, write_atomic
 
+    def write(name: str, mask: np.ndarray, prob: np.ndarray | None) -> None:
+        write_atomic(folders["masks"] / f"{name}.png", encode_image(mask.astype(np.uint8) * 255, ".png"))
+        if prob is not None:
+            prob8 = np.rint(prob * 255.0).astype(np.uint8)
+            write_atomic(folders["probs"] / f"{name}.png", encode_image(prob8, ".png"))
+
+    def collect(name: str, fut: Future) -> int:
+        exc = fut.exception()
+        if exc is None:
+            return 0
+        print(f"polypviewer: skipped {name}: cannot write output ({exc})", file=sys.stderr)
+        return 1
+
     failed = 0
+    pending: deque[tuple[str, Future]] = deque()
     try:
-        for r in runner:
-            if r.error is not None:
-                failed += 1
-                print(f"polypviewer: skipped {r.error}", file=sys.stderr)
-                continue
-            try:
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="polypviewer-write") as pool:
+            for r in runner:
+                if r.error is not None:
+                    failed += 1
+                    print(f"polypviewer: skipped {r.error}", file=sys.stderr)
+                    continue
                 mask = r.mask
-                write_atomic(folders["masks"] / f"{r.name}.png", encode_image(mask.astype(np.uint8) * 255, ".png"))
-                if "probs" in folders:
-                    prob8 = np.rint(r.prob * 255.0).astype(np.uint8)
-                    write_atomic(folders["probs"] / f"{r.name}.png", encode_image(prob8, ".png"))
-                if acc is not None and r.gt is not None:
-                    acc.add(r.name, mask, r.gt)
-                if overlay is not None:
-                    overlay.add(r.frame, mask)
-            except (OSError, ValueError, PolypviewerError) as exc:
-                failed += 1
-                print(f"polypviewer: skipped {r.name}: cannot write output ({exc})", file=sys.stderr)
+                pending.append((r.name, pool.submit(write, r.name, mask, r.prob if "probs" in folders else None)))
+                try:
+                    if acc is not None and r.gt is not None:
+                        acc.add(r.name, mask, r.gt)
+                    if overlay is not None:
+                        overlay.add(r.frame, mask)
+                except (OSError, ValueError, PolypviewerError) as exc:
+                    failed += 1
+                    print(f"polypviewer: {r.name}: not scored or not in the overlay video ({exc})", file=sys.stderr)
+                while pending and (len(pending) > 16 or pending[0][1].done()):
+                    failed += collect(*pending.popleft())
+            while pending:
+                failed += collect(*pending.popleft())
     finally:
         runner.cancel()
     return failed
