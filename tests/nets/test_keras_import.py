@@ -27,14 +27,6 @@ TINY = {"resunetpp_sepconv": {"filters": (8, 8, 8, 8, 16)},
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny inputs: on a busy 2-core CI machine a second intra-op thread only adds spinning.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 def write_keras_h5(path, layers, *, full_model=False, classes=None, shuffle=True):
     """``layers``: [(layer name, {short weight name: array})] as Keras 2 writes them.
 

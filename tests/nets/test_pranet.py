@@ -43,15 +43,6 @@ def official_layout() -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny inputs: a second intra-op thread only adds spinning, and on a busy 2-core CI
-    # machine it can make these tests several times slower.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def hash_noise(n: int, seed: int) -> torch.Tensor:
     """Uniform [-1, 1) noise from an integer hash: exact on every machine, no RNG involved."""

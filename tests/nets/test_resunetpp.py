@@ -34,14 +34,6 @@ EXPECTED = {
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny inputs: on a busy 2-core CI machine a second intra-op thread only adds spinning.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 def _meta_model(name: str) -> nn.Module:
     # Shapes only: counting parameters and FLOPs allocates and computes nothing.
     with torch.device("meta"):

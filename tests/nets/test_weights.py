@@ -21,15 +21,6 @@ from polypviewer.nets.weights import (
 PREP = Preprocessing(64, "BGR", (0.1, 0.2, 0.3), (0.5, 0.5, 0.5))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny inputs: a second intra-op thread only adds spinning, and on a busy 2-core CI
-    # machine it can make these tests several times slower.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def tiny(out: int = 1) -> nn.Module:
     torch.manual_seed(0)
