@@ -171,7 +171,7 @@ def network(name: str, data: Path | None, quick: bool, size: int | None = None) 
 
     from polypviewer.engine.calibration import calibrate_batchnorm
     from polypviewer.engine.inference import prepare_input
-    from polypviewer.nets import build_model, get_spec
+    from polypviewer.nets import build_model
     from polypviewer.nets.weights import CheckpointError, load_weights, shipped_weights
 
     try:

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
-
 from polypviewer.engine.data import SampleSet, holdout_split
 from polypviewer.engine.cards import METRICS_NOTE, card_paths, machine, make_card, write_card
 from polypviewer.engine.training import (Callback, Recipe, TrainingError, choose_autocast, evaluate_model,
