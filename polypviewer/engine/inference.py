@@ -62,11 +62,13 @@ class Predictor:
     def create(cls, model: str | None = None, weights: str | Path | None = None, device: str = "auto",
                precision: str = "auto", backend: str = "auto", tta: bool = False, *,
                allow_random: bool = False, threshold: float = DEFAULT_THRESHOLD,
-               cache: bool = True) -> "Predictor":
+               cache: bool = True, fallback_model: str | None = None) -> "Predictor":
         """Load a network for inference.
 
         - ``weights`` given: the model name comes from the checkpoint's metadata unless
-          ``model`` names it; the checkpoint's preprocessing wins over the registry's.
+          ``model`` names it; the checkpoint's preprocessing wins over the registry's. A
+          foreign checkpoint that names no network (the official ``PraNet-19.pth``) is
+          loaded into ``fallback_model`` when given (the GUI passes the selected network).
         - neither: the shipped default weights (``models/default.json``).
         - only ``model``: the shipped default when it is that model, else random
           initialisation if ``allow_random`` (benchmarks), else ``NoWeightsError``.
@@ -94,7 +96,7 @@ class Predictor:
         elif ckpt is None:
             ckpt = _load_checkpoint(weights_path)
         if ckpt is not None and model is None:
-            model = ckpt.model_name
+            model = ckpt.model_name or fallback_model
             if not model:
                 raise PolypviewerError("the checkpoint does not say which network it is for; "
                                        "pass --model NAME", weights_path)

@@ -235,17 +235,20 @@ class MainWindow(QMainWindow):
 
     # ---- model -------------------------------------------------------------------------
     def load_model(self, model: str | None = None, weights: str | None = None, *,
-                   allow_random: bool = False, predictor=None) -> None:
+                   allow_random: bool = False, predictor=None, fallback_model: str | None = None) -> None:
         """Switch the network (built off the GUI thread), or install a ready ``predictor``."""
         what = Path(weights).name if weights else (model or "the shipped default model")
         self.model_panel.set_message(f"Loading {what}…")
         self.predictions.load_model(model, weights, allow_random=allow_random,
-                                    options=self._options, predictor=predictor)
+                                    options=self._options, predictor=predictor,
+                                    fallback_model=fallback_model)
 
     def weights_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Load weights", "", "Checkpoints (*.safetensors *.pth *.pt);;All files (*)")
         if path:
-            self.load_model(None, path)
+            # A checkpoint that names no network (e.g. the official PraNet-19.pth) goes into
+            # the network selected in the model panel.
+            self.load_model(None, path, fallback_model=self.model_panel.combo.currentText())
 
     def _on_model_ready(self, info: dict) -> None:
         self.model_panel.set_info(info)

@@ -87,6 +87,7 @@ class InferenceWorker(QObject):
             if predictor is None:
                 predictor = Predictor.create(model=request.get("model"), weights=request.get("weights"),
                                              allow_random=bool(request.get("allow_random")),
+                                             fallback_model=request.get("fallback_model"),
                                              **request.get("options", {}))
         except NoWeightsError:
             # The engine's message speaks to the command line; say what to do in the window.
@@ -280,7 +281,8 @@ class PredictionService(QObject):
         self._last_wanted = []
 
     def load_model(self, model: str | None = None, weights: str | None = None, *,
-                   allow_random: bool = False, options: dict | None = None, predictor=None) -> None:
+                   allow_random: bool = False, options: dict | None = None, predictor=None,
+                   fallback_model: str | None = None) -> None:
         """Build a predictor on the worker thread (``Predictor.create(model, weights,
         allow_random, **options)``), or install a ready ``predictor`` (e.g. a fine-tuned
         network wrapped with ``Predictor.from_module``). ``model_ready`` / ``model_failed``
@@ -290,7 +292,7 @@ class PredictionService(QObject):
         self.loading_model = True
         self._load.emit({"id": self._model_request, "model": model, "weights": weights,
                          "allow_random": allow_random, "options": dict(options or {}),
-                         "predictor": predictor})
+                         "predictor": predictor, "fallback_model": fallback_model})
 
     def request(self, wanted: list[int], *, behind: int | None = None) -> None:
         """Make sure ``wanted`` (in this order) gets predicted.

@@ -297,3 +297,22 @@ def test_a_jump_cancels_stale_look_ahead(qtbot, window, clip384):
     # the look-ahead from the new position completes (cache keyed by source, frame, version)
     qtbot.waitUntil(lambda: not win.predictions.busy(), timeout=TIMEOUT)
     assert all(win.predictions.cached(i) is not None for i in range(20, 26))
+
+
+def test_load_weights_puts_a_foreign_checkpoint_into_the_selected_network(qtbot, window, tmp_path, monkeypatch):
+    """A plain state_dict that names no network (like the official PraNet-19.pth) loads into
+    the network chosen in the model panel, as `predict --model NAME --weights FILE` does."""
+    import torch
+
+    from polypviewer.nets.registry import build_model
+    from polypviewer.ui import main_window as mw
+
+    torch.manual_seed(1)
+    path = tmp_path / "foreign.pth"
+    torch.save(build_model("unet").state_dict(), path)
+    window.model_panel.combo.setCurrentText("unet")
+    monkeypatch.setattr(mw.QFileDialog, "getOpenFileName", lambda *a, **k: (str(path), ""))
+    with qtbot.waitSignal(window.predictions.model_ready, timeout=TIMEOUT) as ready:
+        window.weights_dialog()
+    info = ready.args[0]
+    assert info["model"] == "unet" and info["weights"] == str(path)
