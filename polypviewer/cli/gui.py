@@ -4,6 +4,8 @@ play ``--frames`` frames through the real pipeline, save a screenshot of the win
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
 from polypviewer.cli import UserError
@@ -55,6 +57,10 @@ def launch(path: Path | None, args: argparse.Namespace) -> int:
         raise UserError(f"{args.weights}: no such weights file")
     if args.frames < 1:
         raise UserError("--frames must be at least 1")
+    if (args.screenshot is not None and sys.platform.startswith("linux")
+            and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))):
+        # Smoke mode needs no screen: on a server or in CI, render offscreen.
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from polypviewer.ui.app import run_window
 
     return run_window(str(path) if path else None, model=args.model,

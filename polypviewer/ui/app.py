@@ -45,9 +45,10 @@ def make_app(argv: list[str] | None = None) -> QApplication:
 
 class SmokeRun:
     """Open a source, show frames 0..N-1 one after another, each once its prediction is on
-    screen (or, with no model, once decoded), then save a screenshot of the window.
+    screen, then save a screenshot of the window.
 
-    ``result`` ends as 0 (saved), or 1 with ``error`` set (timeout, open failure)."""
+    ``result`` ends as 0 (saved), or 1 with ``error`` set (timeout, open failure, or the
+    model could not be loaded: a smoke run without the real pipeline proves nothing)."""
 
     def __init__(self, window, out: Path, frames: int, timeout_s: float = 300.0) -> None:
         self.window, self.out, self.frames = window, Path(out), max(1, int(frames))
@@ -59,6 +60,7 @@ class SmokeRun:
         self._timer = QTimer()
         self._timer.timeout.connect(self._poll)
         window.frames.open_failed.connect(lambda msg: self._finish(1, msg))
+        window.predictions.model_failed.connect(lambda msg, _offer: self._finish(1, f"model: {msg}"))
 
     def start(self) -> None:
         self._timer.start(20)

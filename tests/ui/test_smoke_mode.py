@@ -12,9 +12,16 @@ import cv2
 import numpy as np
 
 
+def _headless_env() -> dict:
+    """No display and no platform chosen: smoke mode must pick offscreen by itself on Linux."""
+    drop = ("QT_QPA_PLATFORM", "DISPLAY", "WAYLAND_DISPLAY") if sys.platform.startswith("linux") else ()
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    return env if drop else dict(env, QT_QPA_PLATFORM="offscreen")
+
+
 def test_demo_screenshot_smoke_mode(tmp_path):
     shot = tmp_path / "shot.png"
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    env = _headless_env()
     cmd = [sys.executable, "-m", "polypviewer", "demo", "--screenshot", str(shot), "--frames", "3",
            "--size", "1440x900", "--model", "unet", "--random-weights", "--backend", "torch",
            "--precision", "fp32", "--timeout", "120"]
@@ -33,3 +40,15 @@ def test_screenshot_needs_a_source_and_bad_path_is_one_line(tmp_path):
                           str(tmp_path / "x.png")], capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "nope.mp4" in out.stderr
+
+
+def test_smoke_mode_fails_when_the_model_cannot_be_loaded(tmp_path):
+    """Without the real pipeline a smoke run proves nothing: a bad checkpoint is exit 1."""
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    out = subprocess.run([sys.executable, "-m", "polypviewer", "demo", "--screenshot", str(tmp_path / "x.png"),
+                          "--frames", "2", "--weights", str(bad), "--timeout", "120"],
+                         capture_output=True, text=True, timeout=180, env=_headless_env())
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert "bad.safetensors" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "x.png").exists()
