@@ -19,14 +19,17 @@ $(STAMP): pyproject.toml
 test: venv
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
 
-# Opens the app on the demo clip with the shipped default model. Without a display (a server,
-# CI) it plays the same clip through the real pipeline offscreen and saves a screenshot.
+# Opens the app with the shipped default model on the real colonoscopy clip when ../shared/data
+# is beside the project (else on the synthetic demo clip). Without a display (a server, CI) it
+# plays the clip through the real pipeline offscreen and saves a screenshot.
+REAL_CLIP := ../shared/data/video/colonoscopy_clip_384.mp4
+DEMO_ARGS := $(if $(wildcard $(REAL_CLIP)),--real,)
 demo: venv
 	@if [ "$$(uname)" = Linux ] && [ -z "$$DISPLAY$$WAYLAND_DISPLAY" ]; then \
 	  echo "no display: playing the demo offscreen, screenshot -> demo-screenshot.png"; \
-	  $(BIN)/polypviewer demo --screenshot demo-screenshot.png --frames 30; \
+	  $(BIN)/polypviewer demo $(DEMO_ARGS) --screenshot demo-screenshot.png --frames 26; \
 	else \
-	  $(BIN)/polypviewer demo; \
+	  $(BIN)/polypviewer demo $(DEMO_ARGS); \
 	fi
 
 bench: venv
