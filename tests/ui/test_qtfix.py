@@ -15,7 +15,10 @@ def test_many_emits_do_not_abort_the_interpreter():
         "o = O()\n"
         "o.s.connect(lambda v: None)\n"
         "for i in range(20000):\n    o.s.emit(i)\n"
-        "assert sys.getrefcount(True) > 1000, sys.getrefcount(True)\n"
+        # Either the bindings leak and True was pinned, or they do not leak at all.
+        "from polypviewer.ui import qtfix\n"
+        "assert qtfix._applied or not qtfix.emit_leaks_true(), sys.getrefcount(True)\n"
+        "assert not qtfix._applied or sys.getrefcount(True) > 1000, sys.getrefcount(True)\n"
         "print('ok')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
