@@ -24,20 +24,6 @@ from polypviewer.core.metrics import scores
 TIMEOUT = 60_000
 
 
-@pytest.fixture(scope="module")
-def tiny_predictor():
-    import torch
-
-    from polypviewer.engine.inference import Predictor
-    from polypviewer.nets.registry import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, build_model, get_spec
-
-    torch.manual_seed(0)
-    return Predictor.from_module(build_model("unet"), name="unet",
-                                 preprocessing=Preprocessing(64, "RGB", IMAGENET_MEAN, IMAGENET_STD),
-                                 select=get_spec("unet").select, device="cpu", precision="fp32",
-                                 backend="torch", version="test-unet64", cache=False)
-
-
 @pytest.fixture
 def kvasir5(endotect, tmp_path, monkeypatch):
     """5 real EndoTect validation pairs copied into a Kvasir-layout folder under tmp_path."""

@@ -17,20 +17,6 @@ from polypviewer.core.metrics import SCORE_NAMES, scores
 TIMEOUT = 60_000
 
 
-@pytest.fixture(scope="module")
-def tiny_predictor():
-    from polypviewer.engine.inference import Predictor
-    from polypviewer.nets.registry import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, build_model, get_spec
-
-    import torch
-
-    torch.manual_seed(0)
-    return Predictor.from_module(build_model("unet"), name="unet",
-                                 preprocessing=Preprocessing(64, "RGB", IMAGENET_MEAN, IMAGENET_STD),
-                                 select=get_spec("unet").select, device="cpu", precision="fp32",
-                                 backend="torch", version="test-unet64", cache=False)
-
-
 @pytest.fixture
 def kvasir4(endotect, tmp_path):
     """A Kvasir-layout folder with 4 real EndoTect validation pairs (symlinks, not copies)."""
