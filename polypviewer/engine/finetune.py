@@ -113,7 +113,7 @@ def finetune(data: SampleSet, out: str | Path, *, base: str | Path | None = None
     with tempfile.TemporaryDirectory(prefix=".finetune-", dir=out.parent if out.parent.exists() else None) as tmp:
         result = train(name, train_set, None, Path(tmp) / "run.safetensors", model=model, recipe=recipe,
                        epochs=epochs, device=device, bf16=bf16, seed=seed, callbacks=callbacks,
-                       stop=stop, max_steps=max_steps, size=size)
+                       stop=stop, max_steps=max_steps, size=size, monitor_set=held_set)
     res = FinetuneResult(None, base_path, name, before, None, rest, held, 0.0, interrupted=result.interrupted)
     if result.interrupted:
         res.wall_time = time.perf_counter() - t0

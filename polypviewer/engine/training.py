@@ -109,8 +109,9 @@ def get_recipe(name: str) -> Recipe:
 
 @dataclass
 class TrainEvent:
-    """What callbacks receive. ``kind``: "step", "epoch" (with ``val``), "checkpoint",
-    "interrupted" or "done"."""
+    """What callbacks receive. ``kind``: "step", "epoch" (with ``val``, and ``monitor``:
+    scores on a watch-only set that never picks weights), "checkpoint", "interrupted" or
+    "done"."""
 
     kind: str
     epoch: int
@@ -122,6 +123,7 @@ class TrainEvent:
     lr: float | None = None
     val: dict[str, float] | None = None
     best: float | None = None
+    monitor: dict[str, float] | None = None
     elapsed: float = 0.0
 
 
@@ -252,8 +254,13 @@ def train(model_name: str, train_set: SampleSet, val_set: SampleSet | None, out:
           pretrained: bool = True, device: str = "auto", bf16: str | bool = "auto", seed: int = 0,
           resume: bool = False, overwrite: bool = False, callbacks: Sequence[Callback] = (),
           stop: _Flag | None = None, half: bool = False, meta: dict[str, Any] | None = None,
-          max_steps: int | None = None, size: int | None = None) -> TrainResult:
+          max_steps: int | None = None, size: int | None = None,
+          monitor_set: SampleSet | None = None) -> TrainResult:
     """Train ``model_name`` (or the given ``model``) and keep the best checkpoint at ``out``.
+
+    ``monitor_set`` is scored after every epoch and reported (``TrainEvent.monitor``, the
+    history) but never used to choose weights or stop: fine-tuning watches its held-out
+    frames with it without letting them influence the result it then reports on them.
 
     Without ``val_set`` the last epoch's weights are kept. ``max_steps`` stops after that many
     optimiser steps in total (tests, smoke runs). ``half`` stores fp16 weights. ``size``
@@ -381,10 +388,12 @@ def train(model_name: str, train_set: SampleSet, val_set: SampleSet | None, out:
                 _broadcast_buffers(model)
             val = (evaluate_model(model, model_name, val_set, size=size, device=dev, autocast=autocast)
                    if val_set else None)
+            mon = (evaluate_model(model, model_name, monitor_set, size=size, device=dev, autocast=autocast)
+                   if monitor_set else None)
             _keep_eval(frozen)
             score = val["dice"] if val else None
             record = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None,
-                      "lr": opt.param_groups[0]["lr"], "val": val, "time": elapsed()}
+                      "lr": opt.param_groups[0]["lr"], "val": val, "monitor": mon, "time": elapsed()}
             history.append(record)
             # Without validation every epoch is "best": the last weights are kept.
             if score is None or score > best:
@@ -398,7 +407,8 @@ def train(model_name: str, train_set: SampleSet, val_set: SampleSet | None, out:
                 plateau.step(score)
             save(epoch + 1, 0)
             emit(TrainEvent("epoch", epoch, steps_per_epoch, steps_per_epoch, global_step, recipe.epochs,
-                            loss=record["loss"], lr=record["lr"], val=val, best=best, elapsed=elapsed()))
+                            loss=record["loss"], lr=record["lr"], val=val, best=best, elapsed=elapsed(),
+                            monitor=mon))
             if recipe.early_stop and bad_epochs >= recipe.early_stop:
                 break
     except (_Interrupt, KeyboardInterrupt) as exc:

@@ -2,7 +2,8 @@
 
 The same engine function as ``polypviewer finetune`` (:func:`polypviewer.engine.finetune.finetune`)
 runs on a worker thread: an automatic, reproducible held-out split, the base scored on the
-held-out frames, training with a live loss plot, the held-out frames scored again, a NEW
+held-out frames, training with a live loss plot and the held-out Dice after every epoch
+(watched only, never used to pick weights), the held-out frames scored again, a NEW
 checkpoint + card written (never over the base or a shipped file). At the end the dialog
 shows before/after on the held-out frames and offers to switch to the new version; the
 base stays selectable under Annotate > Model versions. Frames nobody edited are then
@@ -90,7 +91,8 @@ class FinetuneWorker(QObject):
 
         def callback(ev) -> None:
             self.event.emit({"kind": ev.kind, "global_step": ev.global_step, "loss": ev.loss,
-                             "epoch": ev.epoch, "epochs": ev.epochs})
+                             "epoch": ev.epoch, "epochs": ev.epochs,
+                             "held_out_dice": (ev.monitor or {}).get("dice")})
 
         return finetune(data, self.out, base=base, holdout=self.holdout, epochs=self.epochs, size=size,
                         device=self.device, callbacks=[callback], stop=self.stop, max_steps=self.max_steps,
@@ -150,6 +152,14 @@ class FinetuneDialog(QDialog):
         self.dice_plot.setMaximumHeight(140)
         self.dice_bars = pg.BarGraphItem(x=[], height=[], width=0.5, brush=(200, 90, 255))
         self.dice_plot.addItem(self.dice_bars)
+        # Held-out Dice after every epoch: watched only, it never picks the weights.
+        self.val_plot = pg.PlotWidget(background=(24, 24, 27))
+        self.val_plot.setLabel("left", "held-out Dice")
+        self.val_plot.setLabel("bottom", "epoch")
+        self.val_plot.setYRange(0, 1)
+        self.val_plot.setMaximumHeight(140)
+        self.val_curve = self.val_plot.plot([], [], pen=pg.mkPen((255, 190, 60), width=1.5),
+                                            symbol="o", symbolSize=5, symbolBrush=(255, 190, 60))
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -180,6 +190,7 @@ class FinetuneDialog(QDialog):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.loss_plot, 1)
+        layout.addWidget(self.val_plot)
         layout.addWidget(self.dice_plot)
         layout.addWidget(self.status)
         layout.addLayout(buttons)
@@ -230,7 +241,9 @@ class FinetuneDialog(QDialog):
             c.save()  # the project file then holds exactly what is trained on
         project_path = str(c.project.path) if c.project is not None else str(c.source_info["path"])
         self._steps, self._losses = [], []
+        self._epochs, self._held_dice = [], []
         self.loss_curve.setData([], [])
+        self.val_curve.setData([], [])
         self.dice_bars.setOpts(x=[], height=[])
         self.result = None
         self.use_button.setEnabled(False)
@@ -259,6 +272,10 @@ class FinetuneDialog(QDialog):
             self.loss_curve.setData(self._steps, self._losses)
             self.status.setText(f"Epoch {ev['epoch'] + 1}/{ev['epochs']}, step {ev['global_step']}: "
                                 f"loss {ev['loss']:.4f}")
+        elif ev["kind"] == "epoch" and ev.get("held_out_dice") is not None:
+            self._epochs.append(float(ev["epoch"] + 1))
+            self._held_dice.append(float(ev["held_out_dice"]))
+            self.val_curve.setData(self._epochs, self._held_dice)
 
     def _finish(self) -> None:
         if self._thread is not None:

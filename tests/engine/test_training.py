@@ -174,3 +174,19 @@ def test_lite_pranet_loads_the_imagenet_encoder_strictly() -> None:
     assert not torch.equal(w0, w1)
     assert torch.equal(plain.rfb2.conv_res.conv.weight, pre.rfb2.conv_res.conv.weight)  # head untouched
     assert pre.encoder._bn0.running_var.ne(1).any()  # ImageNet statistics, not defaults
+
+
+def test_monitor_set_is_reported_each_epoch_and_never_changes_the_result(tiny, tmp_path: Path, one_thread) -> None:
+    """Fine-tuning watches its held-out frames through ``monitor_set``: the scores arrive with
+    every epoch event, and the trained weights are exactly those of a run without it."""
+    kw = dict(recipe=TINY, pretrained=False, bf16="off", size=SIZE, seed=5)
+    events: list = []
+    watched = train("lite_pranet", tiny, None, tmp_path / "w.safetensors", monitor_set=tiny,
+                    callbacks=[events.append], **kw)
+    plain = train("lite_pranet", tiny, None, tmp_path / "p.safetensors", **kw)
+    monitors = [e.monitor for e in events if e.kind == "epoch"]
+    assert len(monitors) == TINY.epochs and all(0.0 <= m["dice"] <= 1.0 for m in monitors)
+    assert all(h["monitor"] == m for h, m in zip(watched.history, monitors))
+    a = load_checkpoint(tmp_path / "w.safetensors").state_dict
+    b = load_checkpoint(tmp_path / "p.safetensors").state_dict
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -361,6 +361,8 @@ def test_finetune_dialog_trains_and_offers_the_new_version(qtbot, tiny_predictor
     assert win._name(3) not in res.held_out_names + res.train_names  # flagged left out
     meta = json.loads(load_checkpoint(out).metadata["polypviewer.meta"])
     assert len(dlg._losses) == meta["global_steps"] == 2  # the live loss plot got every step
+    # the held-out Dice was plotted after each epoch, and its last point is the final score
+    assert len(dlg._held_dice) == 2 and dlg._held_dice[-1] == pytest.approx(res.after["dice"])
     assert f"{res.before['dice']:.3f} → {res.after['dice']:.3f}" in dlg.status.text()
     assert meta["data"]["source"] == str(c.project.path)
     # the new version is offered; the old one stays selectable

@@ -25,7 +25,7 @@ def _load_sibling(name: str):
 
 _a = _load_sibling("test_annotation")
 TIMEOUT, _drag, _go, _open, _window = _a.TIMEOUT, _a._drag, _a._go, _a._open, _a._window
-tiny_predictor, kvasir5, base_ckpt = _a.tiny_predictor, _a.kvasir5, _a.base_ckpt
+kvasir5, base_ckpt = _a.kvasir5, _a.base_ckpt  # tiny_predictor: tests/ui/conftest.py
 
 
 def _review(qtbot, win, states):
