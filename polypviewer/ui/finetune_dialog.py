@@ -149,7 +149,7 @@ class FinetuneDialog(QDialog):
         self.dice_plot.getAxis("bottom").setTicks([[(0, "base"), (1, "fine-tuned")]])
         self.dice_plot.setXRange(-0.5, 1.5)
         self.dice_plot.setYRange(0, 1)
-        self.dice_plot.setMaximumHeight(140)
+        self.dice_plot.setMinimumHeight(120)
         self.dice_bars = pg.BarGraphItem(x=[], height=[], width=0.5, brush=(200, 90, 255))
         self.dice_plot.addItem(self.dice_bars)
         # Held-out Dice after every epoch: watched only, it never picks the weights.
@@ -157,7 +157,7 @@ class FinetuneDialog(QDialog):
         self.val_plot.setLabel("left", "held-out Dice")
         self.val_plot.setLabel("bottom", "epoch")
         self.val_plot.setYRange(0, 1)
-        self.val_plot.setMaximumHeight(140)
+        self.val_plot.setMinimumHeight(120)
         self.val_curve = self.val_plot.plot([], [], pen=pg.mkPen((255, 190, 60), width=1.5),
                                             symbol="o", symbolSize=5, symbolBrush=(255, 190, 60))
         self.status = QLabel("")
@@ -194,7 +194,7 @@ class FinetuneDialog(QDialog):
         layout.addWidget(self.dice_plot)
         layout.addWidget(self.status)
         layout.addLayout(buttons)
-        self.resize(680, 640)
+        self.resize(720, 820)
 
     # ---- choices ---------------------------------------------------------------------------
     def _current_weights(self) -> str:
