@@ -62,9 +62,12 @@ SPECS: dict[str, ActionSpec] = {a.name: a for a in ACTIONS}
 MENUS: tuple[str, ...] = ("File", "Frame", "View", "Model")
 
 
-def resolve_keymap(overrides: Mapping[str, str] | None) -> tuple[dict[str, tuple[str, ...]], list[str]]:
-    """Merge user overrides into the defaults. Returns ``(keymap, problems)``."""
+def resolve_keymap(overrides: Mapping[str, str] | None,
+                   extra: Mapping[str, tuple[str, ...]] | None = None) -> tuple[dict[str, tuple[str, ...]], list[str]]:
+    """Merge user overrides into the defaults (this table's, plus ``extra``: the annotation
+    actions' names and keys). Returns ``(keymap, problems)``."""
     keymap = {a.name: a.shortcuts for a in ACTIONS}
+    keymap.update(extra or {})
     problems: list[str] = []
     for name, value in (overrides or {}).items():
         if name not in keymap:

@@ -52,6 +52,17 @@ EXTRA_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+def annotation_keys() -> dict[str, tuple[str, ...]]:
+    """Default shortcuts of every annotation action, by the name the user's keymap uses."""
+    from polypviewer.ui.tools import REVIEW_KEYS, TOOL_KEYS
+
+    keys: dict[str, tuple[str, ...]] = {name: (key,) for name, key in TOOL_KEYS.items()}
+    keys.update({"bigger": ("]",), "smaller": ("[",), "undo": ("Ctrl+Z",), "redo": ("Ctrl+Shift+Z", "Ctrl+Y")})
+    keys.update({f"state_{st.name.lower()}": (key,) for st, key in REVIEW_KEYS.items()})
+    keys.update(EXTRA_KEYS)
+    return keys
+
+
 def projects_dir() -> Path:
     """Where project files live: ``$POLYPVIEWER_PROJECTS``, else ``<config dir>/projects``."""
     from polypviewer.core.paths import config_dir
@@ -188,8 +199,11 @@ class AnnotationController(QObject):
             act.setObjectName(name)
             act.triggered.connect(lambda _=False, s=slot: s())
             acts[name] = act
-        for name, keys in EXTRA_KEYS.items():
-            acts[name].setShortcuts([QKeySequence(k) for k in keys])
+        # The window resolved the user's keymap over annotation_keys() (io.settings "keymap").
+        keymap = getattr(win, "keymap", None) or annotation_keys()
+        for name, act in acts.items():
+            if name in keymap:
+                act.setShortcuts([QKeySequence(k) for k in keymap[name]])
         for name, act in acts.items():
             act.setObjectName(name)
             keys = ", ".join(s.toString() for s in act.shortcuts())

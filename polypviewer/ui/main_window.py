@@ -71,7 +71,10 @@ class MainWindow(QMainWindow):
         self.player = Player(self)
         self._rescore_timer = QTimer(self, singleShot=True, interval=150, timeout=self._rescore_all)
         self._layout()
-        keymap, problems = resolve_keymap(self.settings.keymap)
+        from polypviewer.ui.annotation import annotation_keys
+
+        keymap, problems = resolve_keymap(self.settings.keymap, annotation_keys())
+        self.keymap = keymap  # the annotation controller applies its part
         self.actions_ = build_actions(self, self._handlers(), keymap)
         self._menus()
         self._wire()
