@@ -13,13 +13,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
-from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QFileDialog, QFormLayout,
+from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QFileDialog, QFormLayout,
                                QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton, QRadioButton,
                                QVBoxLayout)
 
 from polypviewer.core.edits import ReviewState
 from polypviewer.core.errors import PolypviewerError
+from polypviewer.ui.worker_dialog import WorkerDialog
 
 __all__ = ["ExportDialog", "ExportWorker", "REVIEWED", "ALL_STATES"]
 
@@ -83,7 +84,7 @@ class ExportWorker(QObject):
         self.done.emit(report)
 
 
-class ExportDialog(QDialog):
+class ExportDialog(WorkerDialog):
     """Signals: ``exported(report)``, ``export_failed(message)``."""
 
     exported = Signal(object)
@@ -94,8 +95,6 @@ class ExportDialog(QDialog):
         self.setWindowTitle("Export corrected masks (Kvasir-SEG layout)")
         self.controller = controller
         self.report = None
-        self._thread: QThread | None = None
-        self._worker: ExportWorker | None = None
         info = controller.source_info or {}
         src = Path(str(info.get("path", "export")))
         self.out_edit = QLineEdit(str(Path.home() / "polypviewer-exports" / f"{src.stem}-kvasir"))
@@ -148,9 +147,6 @@ class ExportDialog(QDialog):
         if path:
             self.out_edit.setText(path)
 
-    def busy(self) -> bool:
-        return self._thread is not None and self._thread.isRunning()
-
     def start(self) -> bool:
         """Start the export with the dialog's choices; False when there is nothing to do."""
         if self.busy():
@@ -168,31 +164,15 @@ class ExportDialog(QDialog):
         self.progress.setValue(0)
         self.status.setText(f"Exporting {len(rows)} frame(s) to {out}…")
         self.report = None
-        self._worker = ExportWorker(str(self.controller.source_info["path"]), rows, out,
-                                    self.mask_format.currentText(), self.overwrite.isChecked())
-        self._thread = QThread()
-        self._thread.setObjectName("polypviewer-export")
-        self._worker.moveToThread(self._thread)
-        self._thread.started.connect(self._worker.run)
-        self._worker.progress.connect(self._on_progress)
-        self._worker.done.connect(self._on_done)
-        self._worker.failed.connect(self._on_failed)
-        self.start_button.setEnabled(False)
-        self.cancel_button.setText("Cancel")
-        self._thread.start()
+        worker = ExportWorker(str(self.controller.source_info["path"]), rows, out,
+                              self.mask_format.currentText(), self.overwrite.isChecked())
+        self._run(worker, "polypviewer-export",
+                  {"progress": self._on_progress, "done": self._on_done, "failed": self._on_failed})
         return True
 
     def _on_progress(self, k: int, name: str) -> None:
         self.progress.setValue(k)
         self.status.setText(f"Exported {k} / {self.progress.maximum()}: {name}")
-
-    def _finish(self) -> None:
-        if self._thread is not None:
-            self._thread.quit()  # run() has returned; quit() here, a queued one would wait on us
-            self._thread.wait()
-        self._thread = self._worker = None
-        self.start_button.setEnabled(True)
-        self.cancel_button.setText("Close")
 
     def _on_done(self, report) -> None:
         self._finish()
@@ -210,22 +190,3 @@ class ExportDialog(QDialog):
         self._finish()
         self.status.setText(message)
         self.export_failed.emit(message)
-
-    def _cancel_or_close(self) -> None:
-        if self.busy() and self._worker is not None:
-            self._worker.stop.set()
-        else:
-            self.close()
-
-    def stop_worker(self) -> None:
-        """Cancel a running export and wait for its thread (window shutdown)."""
-        if self._worker is not None:
-            self._worker.stop.set()
-        if self._thread is not None:
-            self._thread.quit()
-            self._thread.wait()
-
-    def closeEvent(self, event) -> None:  # noqa: N802
-        if self.busy():  # closing while exporting cancels it; the thread ends before the dialog
-            self.stop_worker()
-        super().closeEvent(event)

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pyqtgraph as pg
-from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
-from PySide6.QtWidgets import (QComboBox, QDialog, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
+from PySide6.QtCore import QObject, Qt, Signal, Slot
+from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
                                QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout)
 
 from polypviewer.core.errors import PolypviewerError
 from polypviewer.ui.export_dialog import REVIEWED
+from polypviewer.ui.worker_dialog import WorkerDialog
 
 __all__ = ["FinetuneDialog", "FinetuneWorker", "default_output"]
 
@@ -99,8 +100,10 @@ class FinetuneWorker(QObject):
                         source=self.project_path)
 
 
-class FinetuneDialog(QDialog):
+class FinetuneDialog(WorkerDialog):
     """Signals: ``finished_run(result or None)``, ``run_failed(message)``."""
+
+    stopping_message = "Stopping after the current step…"
 
     finished_run = Signal(object)
     run_failed = Signal(str)
@@ -110,8 +113,6 @@ class FinetuneDialog(QDialog):
         self.setWindowTitle("Fine-tune on the corrected frames")
         self.controller = controller
         self.result = None
-        self._thread: QThread | None = None
-        self._worker: FinetuneWorker | None = None
         self._steps: list[float] = []
         self._losses: list[float] = []
         self.base_edit = QLineEdit(self._current_weights())
@@ -224,9 +225,6 @@ class FinetuneDialog(QDialog):
             self.base_edit.setText(path)
             self.out_edit.setText(str(default_output(path)))
 
-    def busy(self) -> bool:
-        return self._thread is not None and self._thread.isRunning()
-
     # ---- run ---------------------------------------------------------------------------------
     def start(self) -> bool:
         if self.busy():
@@ -247,22 +245,14 @@ class FinetuneDialog(QDialog):
         self.dice_bars.setOpts(x=[], height=[])
         self.result = None
         self.use_button.setEnabled(False)
-        self._worker = FinetuneWorker(
+        worker = FinetuneWorker(
             str(c.source_info["path"]), project_path, rows, self.base_edit.text().strip(),
             self.out_edit.text().strip(), holdout=self.holdout.value(), epochs=self.epochs.value(),
             size=self.size.value() or None, max_steps=self.max_steps.value() or None,
             device=self.device.currentText())
-        self._thread = QThread()
-        self._thread.setObjectName("polypviewer-finetune")
-        self._worker.moveToThread(self._thread)
-        self._thread.started.connect(self._worker.run)
-        self._worker.event.connect(self._on_event)
-        self._worker.stage.connect(self.status.setText)
-        self._worker.done.connect(self._on_done)
-        self._worker.failed.connect(self._on_failed)
-        self.start_button.setEnabled(False)
-        self.cancel_button.setText("Cancel")
-        self._thread.start()
+        self._run(worker, "polypviewer-finetune",
+                  {"event": self._on_event, "stage": self.status.setText, "done": self._on_done,
+                   "failed": self._on_failed})
         return True
 
     def _on_event(self, ev: dict) -> None:
@@ -276,14 +266,6 @@ class FinetuneDialog(QDialog):
             self._epochs.append(float(ev["epoch"] + 1))
             self._held_dice.append(float(ev["held_out_dice"]))
             self.val_curve.setData(self._epochs, self._held_dice)
-
-    def _finish(self) -> None:
-        if self._thread is not None:
-            self._thread.quit()  # run() has returned; quit() here, a queued one would wait on us
-            self._thread.wait()
-        self._thread = self._worker = None
-        self.start_button.setEnabled(True)
-        self.cancel_button.setText("Close")
 
     def _on_done(self, res) -> None:
         self._finish()
@@ -316,23 +298,3 @@ class FinetuneDialog(QDialog):
         """Switch the window to the fine-tuned checkpoint; unedited frames are re-predicted."""
         if self.result is not None and self.result.out is not None:
             self.controller.win.load_model(None, str(self.result.out))
-
-    def _cancel_or_close(self) -> None:
-        if self.busy() and self._worker is not None:
-            self._worker.stop.set()
-            self.status.setText("Stopping after the current step…")
-        else:
-            self.close()
-
-    def stop_worker(self) -> None:
-        """Stop a running fine-tune (after its current step) and wait for the thread."""
-        if self._worker is not None:
-            self._worker.stop.set()
-        if self._thread is not None:
-            self._thread.quit()
-            self._thread.wait()
-
-    def closeEvent(self, event) -> None:  # noqa: N802
-        if self.busy():
-            self.stop_worker()
-        super().closeEvent(event)
