@@ -13,12 +13,15 @@ size, ``(map5, map4, map3, map2)``; inference uses ``map2``.
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+# BasicConv2d is PraNet's own; RFB and the decoder are kept here because the shipped weights'
+# key layout (RFB branch0 without a Sequential) and size-based upsampling (any input side,
+# not only multiples of 32) differ from the reference's modules.
+from polypviewer.nets.pranet import BasicConv2d
 from polypviewer.nets.registry import Preprocessing, register_model
 
 __all__ = ["EfficientNetLite0", "LitePraNet", "lite_pranet", "load_pretrained_encoder",
@@ -88,18 +91,6 @@ class EfficientNetLite0(nn.Module):
             if i in _TAPS:
                 feats.append(x)
         return feats
-
-
-class BasicConv2d(nn.Module):
-    """PraNet's conv + BN with no activation in forward."""
-
-    def __init__(self, cin: int, cout: int, k: Any, padding: Any = 0, dilation: int = 1) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, k, padding=padding, dilation=dilation, bias=False)
-        self.bn = nn.BatchNorm2d(cout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.conv(x))
 
 
 class RFB(nn.Module):
