@@ -14,6 +14,13 @@ backend sees the same input and gives the same kind of output.
   ``.xml/.bin`` under ``cache_dir()/openvino`` keyed by model, weights content, input size
   and precision, and OpenVINO's compiled blobs under ``cache_dir()/openvino/blobs``, so a
   second start is fast. Several infer requests in flight feed the pipeline.
+- ``int8`` (opt-in, CPU, OpenVINO only): the converted model is quantised after training
+  by NNCF (``nncf.quantize``, its default "performance" preset: 8-bit weights per channel,
+  8-bit activations per tensor) with statistics from calibration frames the caller passes
+  (``predict`` samples them evenly from the source). Operations NNCF leaves in floating
+  point run in bf16 where the CPU has it. Cached like the bf16 model, keyed also by the
+  calibration frames. It trades accuracy for speed: ``polypviewer bench`` measures both
+  against fp32, and ``auto`` never picks it.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from polypviewer.engine.folding import fold_batchnorm
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 BACKENDS = ("auto", "torch", "openvino")
 
 # Called with (tag, logits (n, S', S') float32) when a submitted batch is done; tag is the
@@ -103,6 +110,8 @@ def choose_precision(device: str, requested: str = "auto",
     if requested not in PRECISIONS:
         raise EngineError(f"unknown precision {requested!r}; choose one of: {', '.join(PRECISIONS)}")
     if device == "cuda":
+        if requested == "int8":
+            raise EngineError("int8 inference runs on the CPU (OpenVINO); on CUDA use fp16, bf16 or fp32")
         if requested == "auto":
             return "fp16"
         if requested == "bf16" and not torch.cuda.is_bf16_supported():
@@ -113,6 +122,25 @@ def choose_precision(device: str, requested: str = "auto",
     if requested == "fp16":
         raise EngineError("fp16 inference needs a CUDA device; on the CPU use --precision bf16 or fp32")
     return requested
+
+
+def check_combination(backend: str, precision: str) -> None:
+    """Refuse a backend / precision pair that cannot run (int8 is OpenVINO + NNCF only)."""
+    if precision != "int8":
+        return
+    if backend != "openvino":
+        raise EngineError("int8 inference runs through OpenVINO; use --backend openvino (or auto) on the CPU")
+    if not nncf_available():
+        raise EngineError("int8 inference needs NNCF to quantise the network: pip install nncf "
+                          "(or pip install 'polypviewer[int8]')")
+
+
+def nncf_available() -> bool:
+    try:
+        import nncf  # noqa: F401
+    except Exception:
+        return False
+    return True
 
 
 def openvino_available() -> bool:
@@ -260,14 +288,24 @@ class OpenVINOBackend(Backend):
     name = "openvino"
 
     def __init__(self, head: InferenceHead, input_size: int, *, precision: str = "fp32",
-                 cache_key: str | None = None, cache_root: Path | None = None) -> None:
+                 cache_key: str | None = None, cache_root: Path | None = None,
+                 calibration: Sequence[np.ndarray] | None = None) -> None:
         super().__init__("cpu", precision, input_size)
         import openvino as ov
 
         self._ov = ov
         self.core = ov.Core()
         self.cache_hit = False
-        self.model = self._converted(head, input_size, cache_key, cache_root)
+        if precision == "int8":
+            check_combination("openvino", "int8")
+            if not calibration:
+                raise EngineError("int8 needs calibration frames to quantise the network")
+            if cache_key is not None:
+                cache_key += "-cal" + calibration_digest(calibration)[:12]
+            self.model = self._converted(head, input_size, cache_key, cache_root,
+                                         quantise=lambda m: quantise_int8(m, calibration))
+        else:
+            self.model = self._converted(head, input_size, cache_key, cache_root)
         self._compiled: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.requests_in_flight = 0  # set when the throughput model is compiled
@@ -276,7 +314,8 @@ class OpenVINOBackend(Backend):
         self.compiled("THROUGHPUT")
         self.compiled("LATENCY")
 
-    def _converted(self, head: InferenceHead, size: int, key: str | None, root: Path | None) -> Any:
+    def _converted(self, head: InferenceHead, size: int, key: str | None, root: Path | None,
+                   quantise: Callable[[Any], Any] | None = None) -> Any:
         ov = self._ov
         xml = None
         if key is not None and root is not None:
@@ -297,6 +336,8 @@ class OpenVINOBackend(Backend):
             # three more times to check it, which doubles the conversion time.
             traced = torch.jit.trace(head.eval(), example, check_trace=False, strict=False)
             model = ov.convert_model(traced, example_input=example, input=[(1, 3, size, size)])
+        if quantise is not None:
+            model = quantise(model)
         if xml is not None:
             # Write under a temporary name, then rename: a crash never leaves half a model.
             tmp = xml.with_name(xml.stem + ".partial.xml")
@@ -309,8 +350,10 @@ class OpenVINOBackend(Backend):
         """The model compiled for ``LATENCY`` (one frame fast) or ``THROUGHPUT`` (streams)."""
         with self._lock:
             if mode not in self._compiled:
-                config = {"PERFORMANCE_HINT": mode,
-                          "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32"}
+                # int8: what NNCF leaves in floating point runs in bf16 where it is native
+                floating = "bf16" if self.precision == "bf16" or (
+                    self.precision == "int8" and cpu_has_native_bf16()) else "f32"
+                config = {"PERFORMANCE_HINT": mode, "INFERENCE_PRECISION_HINT": floating}
                 cm = self.core.compile_model(self.model, "CPU", config)
                 self._compiled[mode] = cm
                 if mode == "THROUGHPUT":
@@ -379,6 +422,30 @@ class _OpenVINOStream(Stream):
             raise self.errors.pop(0)
 
 
+def calibration_digest(batches: Sequence[np.ndarray]) -> str:
+    """sha256 of the calibration inputs: a different calibration set is a different int8 model."""
+    h = hashlib.sha256()
+    for b in batches:
+        b = np.ascontiguousarray(b, dtype=np.float32)
+        h.update(f"{b.shape};".encode())
+        h.update(b.tobytes())
+    return h.hexdigest()
+
+
+def quantise_int8(model: Any, calibration: Sequence[np.ndarray]) -> Any:
+    """Post-training 8-bit quantisation of an OpenVINO model by NNCF.
+
+    ``calibration``: preprocessed inputs, each (1, 3, S, S) or (3, S, S) float32. NNCF's
+    defaults otherwise (performance preset, min/max statistics, fast bias correction)."""
+    import nncf
+
+    # NNCF logs each step at INFO and draws progress bars; the caller reports the step itself.
+    nncf.set_log_level(logging.ERROR)
+    items = [np.ascontiguousarray(b, dtype=np.float32).reshape((1,) + np.shape(b)[-3:]) for b in calibration]
+    log.info("quantising to int8 on %d calibration frames", len(items))
+    return nncf.quantize(model, nncf.Dataset(items), subset_size=len(items))
+
+
 def cache_key(model_name: str, digest: str, input_size: int, precision: str) -> str:
     """File stem of a cached converted model: changes whenever what it computes could."""
     try:
@@ -392,14 +459,18 @@ def cache_key(model_name: str, digest: str, input_size: int, precision: str) -> 
 
 
 def make_backend(kind: str, head: InferenceHead, input_size: int, *, device: str, precision: str,
-                 model_name: str, cache_root: Path | None = None) -> Backend:
-    """Build the chosen backend; ``kind`` and friends come from the choose_* functions."""
+                 model_name: str, cache_root: Path | None = None,
+                 calibration: Sequence[np.ndarray] | None = None) -> Backend:
+    """Build the chosen backend; ``kind`` and friends come from the choose_* functions.
+    ``calibration``: preprocessed inputs for int8 quantisation (ignored otherwise)."""
+    check_combination(kind, precision)
     if kind == "openvino":
         key = cache_key(model_name, state_digest(head), input_size, precision) if cache_root else None
-        return OpenVINOBackend(head, input_size, precision=precision, cache_key=key, cache_root=cache_root)
+        return OpenVINOBackend(head, input_size, precision=precision, cache_key=key, cache_root=cache_root,
+                               calibration=calibration)
     return TorchBackend(head, input_size, device=device, precision=precision)
 
 
 __all__ = ["Backend", "EngineError", "InferenceHead", "OpenVINOBackend", "Stream", "TorchBackend",
-           "cache_key", "choose_backend", "choose_device", "choose_precision", "cpu_flags",
-           "cpu_has_native_bf16", "cpu_name", "fold_batchnorm", "make_backend", "state_digest"]
+           "cache_key", "calibration_digest", "check_combination", "choose_backend", "choose_device", "choose_precision", "cpu_flags",
+           "cpu_has_native_bf16", "cpu_name", "fold_batchnorm", "make_backend", "nncf_available", "quantise_int8", "state_digest"]

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from polypviewer.core.errors import PolypviewerError
-from polypviewer.engine.backends import (Backend, EngineError, InferenceHead, choose_backend,
+from polypviewer.engine.backends import (Backend, EngineError, InferenceHead, check_combination, choose_backend,
                                          choose_device, choose_precision, make_backend)
 from polypviewer.engine.pipeline import FrameError, FrameResult, PipelineRunner, ProgressCallback
 from polypviewer.engine.processing import (DEFAULT_THRESHOLD, file_sha256, prepare_input, probabilities,
@@ -62,7 +62,8 @@ class Predictor:
     def create(cls, model: str | None = None, weights: str | Path | None = None, device: str = "auto",
                precision: str = "auto", backend: str = "auto", tta: bool = False, *,
                allow_random: bool = False, threshold: float = DEFAULT_THRESHOLD,
-               cache: bool = True, fallback_model: str | None = None) -> "Predictor":
+               cache: bool = True, fallback_model: str | None = None,
+               calibration: Sequence[np.ndarray] | None = None) -> "Predictor":
         """Load a network for inference.
 
         - ``weights`` given: the model name comes from the checkpoint's metadata unless
@@ -72,13 +73,16 @@ class Predictor:
         - neither: the shipped default weights (``models/default.json``).
         - only ``model``: the shipped default when it is that model, else random
           initialisation if ``allow_random`` (benchmarks), else ``NoWeightsError``.
+        - ``precision="int8"``: ``calibration`` (RGB uint8 frames like those to come) is
+          required; the network is quantised on them (see ``engine.backends``).
         """
         from polypviewer.nets.registry import build_model, get_spec
 
         # Refuse an impossible device / precision / backend before loading anything.
         dev = choose_device(device)
-        choose_backend(dev, backend)
-        choose_precision(dev, precision)
+        check_combination(choose_backend(dev, backend), choose_precision(dev, precision))
+        if precision == "int8" and not calibration:
+            raise EngineError("int8 needs calibration frames (a few frames like those to segment)")
         ckpt = None
         version = "random-init"
         weights_path: Path | None = Path(weights) if weights is not None else None
@@ -117,14 +121,17 @@ class Predictor:
         return cls.from_module(net, name=model, preprocessing=preprocessing, select=spec.select,
                                device=device, precision=precision, backend=backend, tta=tta,
                                threshold=threshold, version=version,
-                               weights=str(weights_path) if weights_path else None, cache=cache)
+                               weights=str(weights_path) if weights_path else None, cache=cache,
+                               calibration=calibration)
 
     @classmethod
     def from_module(cls, net: Any, *, name: str, preprocessing: Any, select: Callable | None = None,
                     device: str = "auto", precision: str = "auto", backend: str = "auto",
                     tta: bool = False, threshold: float = DEFAULT_THRESHOLD, version: str = "random-init",
-                    weights: str | None = None, cache: bool = True) -> "Predictor":
-        """Wrap an in-memory torch network (its weights are copied; later training does not leak in)."""
+                    weights: str | None = None, cache: bool = True,
+                    calibration: Sequence[np.ndarray] | None = None) -> "Predictor":
+        """Wrap an in-memory torch network (its weights are copied; later training does not leak in).
+        ``calibration``: RGB frames for int8 quantisation (required for ``precision="int8"``)."""
         import copy
 
         from polypviewer.core.paths import cache_dir
@@ -133,15 +140,23 @@ class Predictor:
         dev = choose_device(device)
         prec = choose_precision(dev, precision)
         kind = choose_backend(dev, backend)
+        check_combination(kind, prec)
+        prepared = None
+        if prec == "int8":
+            if not calibration:
+                raise EngineError("int8 needs calibration frames (a few frames like those to segment)")
+            prepared = [prepare_input(f, preprocessing)[None] for f in calibration]
         head = InferenceHead(copy.deepcopy(net).cpu().float().eval(), select or _last)
         for p in head.parameters():
             p.requires_grad_(False)
         be = make_backend(kind, head, int(preprocessing.input_size), device=dev, precision=prec,
-                          model_name=name, cache_root=cache_dir() if cache else None)
+                          model_name=name, cache_root=cache_dir() if cache else None, calibration=prepared)
         info = {"model": name, "weights": weights, "version": version, "device": dev,
                 "precision": prec, "backend": kind, "threshold": float(threshold),
                 "input_size": int(preprocessing.input_size), "tta": bool(tta),
                 "path": be.describe()}
+        if prepared is not None:
+            info["calibration_frames"] = len(prepared)
         return cls(be, preprocessing, info, tta=tta, threshold=threshold)
 
     # -- use

@@ -45,7 +45,45 @@ def test_bench_quick_writes_the_documented_json(shared_data, tmp_path, capsys):
     assert row["best_path"] in row["path_details"].values()
     agree = row["agreement_vs_fp32"]
     assert agree["images"] == 2 and 0 <= agree["mean_abs_diff"] <= 1 and 0 <= agree["dice"] <= 1
+    # every fast engine is compared with fp32; "agrees" is the bar, applied as documented
+    from polypviewer.cli.bench import agrees
+    from polypviewer.engine.backends import nncf_available, openvino_available
+
+    engines = row["agreement_by_engine"]
+    assert "torch" in engines and ("openvino" in engines) == openvino_available()
+    assert ("int8" in engines) == (openvino_available() and nncf_available())
+    if "int8" in engines:
+        assert {"int8-latency", "int8-pipeline"} <= set(row["paths"])
+        assert "openvino int8" in row["path_details"]["int8-pipeline"]
+    assert row["agrees"] == agrees(agree)
+    assert agrees({"mean_abs_diff": 0.009, "dice": 0.981}) and not agrees({"mean_abs_diff": 0.011, "dice": 0.99})
+    assert not agrees({"mean_abs_diff": 0.001, "dice": 0.98}) and not agrees(None)
+    if row["best_agreeing"] is not None:
+        ba = row["best_agreeing"]
+        key = next(k for k, v in row["path_details"].items() if v == ba["path"])
+        assert ba["fps"] == row["paths"][key] and ba["fps"] <= row["best_fps"]
     (e2e,) = report["end_to_end"]
     assert e2e["model"] == "lite_pranet" and e2e["source"].endswith("colonoscopy_clip_384.mp4")
     assert e2e["fps"] > 0 and e2e["frames"] >= 26
     assert "lite_pranet" in capsys.readouterr().out
+
+
+def test_bench_takes_weights_per_model_and_refuses_bad_ones(shared_data, tmp_path, capsys):
+    import torch
+
+    from polypviewer.nets import build_model
+    from polypviewer.nets.weights import save_checkpoint
+
+    torch.manual_seed(3)
+    ckpt = tmp_path / "unet.safetensors"
+    save_checkpoint(ckpt, build_model("unet"), model_name="unet")
+    out = tmp_path / "b.json"
+    assert main(["bench", "--quick", "--model", "unet", "--size", "64", "--no-int8", "--no-end-to-end",
+                 "--weights", f"unet={ckpt}", "--json", str(out), "--data", str(shared_data)]) == 0
+    (row,) = json.loads(out.read_text())["models"]
+    assert row["weights"].startswith("weights unet.safetensors") and "int8" not in row["agreement_by_engine"]
+    capsys.readouterr()
+    assert main(["bench", "--quick", "--model", "unet", "--weights", "unet", "--no-end-to-end"]) == 2
+    assert main(["bench", "--quick", "--model", "unet", "--weights", f"unet={tmp_path / 'nope'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "NAME=FILE" in err[0] and "nope: no such weights file" in err[1]

@@ -111,3 +111,34 @@ def test_predict_impossible_engine_choice_is_a_one_line_usage_error(cvc, weights
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "no CUDA device" in err[0] and "fp16 inference needs a CUDA device" in err[1]
     assert not (tmp_path / "o" / "masks").exists()
+
+
+def test_predict_int8_calibrates_on_the_source_and_shards_equal_one_run(clip384, weights, tmp_path, capsys,
+                                                                          monkeypatch):
+    from polypviewer.cli.predict import calibration_frames
+    from polypviewer.engine import backends as B
+    from polypviewer.io.sources import open_source
+
+    with open_source(clip384) as src:  # evenly over the whole clip: the same for every shard
+        picks = calibration_frames(src, n=4)
+        assert len(picks) == 4
+        assert np.array_equal(picks[0], src.frame(0)) and np.array_equal(picks[-1], src.frame(len(src) - 1))
+    if not (B.openvino_available() and B.nncf_available()):
+        pytest.skip("openvino or nncf not installed")
+    monkeypatch.setenv("POLYPVIEWER_CACHE", str(tmp_path / "cache"))
+    full, a, b = tmp_path / "full", tmp_path / "a", tmp_path / "b"
+    assert main(["predict", str(clip384), "--weights", str(weights), "--out", str(full), "--precision", "int8"]) == 0
+    err = capsys.readouterr().err
+    assert "int8: quantising on 26 frames" in err and "openvino int8" in err
+    assert main(["predict", str(clip384), "--weights", str(weights), "--out", str(a), "--precision", "int8",
+                 "--shard", "0/2", "-q"]) == 0
+    assert main(["predict", str(clip384), "--weights", str(weights), "--out", str(b), "--precision", "int8",
+                 "--shard", "1/2", "-q"]) == 0
+    names = sorted(p.name for p in (full / "masks").iterdir())
+    assert len(names) == 26
+    for n in names:
+        other = a if (a / "masks" / n).exists() else b
+        assert np.array_equal(read(full / "masks" / n), read(other / "masks" / n)), n
+    assert main(["predict", str(clip384), "--weights", str(weights), "--out", str(tmp_path / "t"),
+                 "--precision", "int8", "--backend", "torch"]) == 2
+    assert "--backend openvino" in capsys.readouterr().err
