@@ -19,7 +19,8 @@ statistics are calibrated on a few real frames (``engine.calibration``), so acti
 and thus speed and bf16 error, are realistic; ``--weights NAME=FILE`` benches other weights.
 Every fast engine's agreement with fp32 (mean |dp| and Dice of the thresholded masks) on 20
 real validation images is reported; "agrees" means mean |dp| < 0.01 and Dice > 0.98, and
-``best_agreeing`` is the fastest path that does. End to end: the real
+``best_agreeing`` is the fastest path that does. ``fp32_noise_floor`` scores fp32 against
+itself with invisible input noise (+-0.5 grey level): the scale on which to read those numbers. End to end: the real
 ``predict`` loop (decode, infer, write PNGs) on ``../shared/data/video/colonoscopy_clip_384.mp4``,
 repeated to get a stable number, and its ratio to the model-only pipeline frames/s.
 """
@@ -113,9 +114,10 @@ def real_frames(data: Path | None, split: str, n: int) -> list[Any]:
 
 
 def interleaved(paths: dict[str, Callable[[], int]], seconds: float, rounds: int,
-                settle: float = 0.0) -> dict[str, float]:
+                settle: float = 0.0, per_round: dict[str, list[float]] | None = None) -> dict[str, float]:
     """frames/s of each path; each is warmed up, then timed in ``rounds`` slices in turn,
-    each slice after ``settle`` seconds of idling (not timed)."""
+    each slice after ``settle`` seconds of idling (not timed). ``per_round`` collects each
+    slice's frames/s: their spread shows how much a shared machine moved under the run."""
     for fn in paths.values():
         fn()
     frames = dict.fromkeys(paths, 0)
@@ -124,12 +126,16 @@ def interleaved(paths: dict[str, Callable[[], int]], seconds: float, rounds: int
         for name, fn in paths.items():
             time.sleep(settle)
             t0 = time.perf_counter()
+            n = 0
             while True:
-                frames[name] += fn()
+                n += fn()
                 elapsed = time.perf_counter() - t0
                 if elapsed >= seconds / max(1, rounds):
                     break
+            frames[name] += n
             spent[name] += elapsed
+            if per_round is not None:
+                per_round.setdefault(name, []).append(round(n / elapsed, 2))
     return {k: frames[k] / spent[k] for k in paths}
 
 
@@ -174,6 +180,34 @@ def agreement_of(fast: Any, ref: Any, frames: list[Any]) -> dict[str, float] | N
     inter = sum(int(((p >= 0.5) & (q >= 0.5)).sum()) for p, q in zip(a, b))
     total = sum(int((p >= 0.5).sum() + (q >= 0.5).sum()) for p, q in zip(a, b))
     return {"images": len(frames), "mean_abs_diff": round(mad, 5),
+            "dice": round(2 * inter / total, 5) if total else 1.0}
+
+
+def noise_floor(ref: Any, frames: list[Any]) -> dict[str, float] | None:
+    """The fp32 network against itself with invisible input noise (uniform, +-0.5 of an
+    8-bit grey level, i.e. below the frames' own quantisation), scored like ``agreement_of``.
+
+    A fast path cannot be expected to agree with fp32 better than fp32 agrees with itself
+    under noise no camera or codec avoids: an untrained or weakly trained network is chaotic
+    and flips pixels under such noise; a well-trained one barely moves."""
+    import numpy as np
+
+    from polypviewer.engine.processing import probabilities
+
+    if not frames:
+        return None
+    rs = np.random.RandomState(0)
+    std = np.asarray(ref.preprocessing.std, dtype=np.float32).reshape(3, 1, 1)
+    mad, inter, total = [], 0, 0
+    for f in frames:
+        x = ref.prepare(f)[None]
+        noisy = x + ((rs.random_sample(x.shape) - 0.5) / 255.0 / std).astype(np.float32)
+        a = probabilities(ref.logits(noisy)[0], f.shape[:2])
+        b = probabilities(ref.logits(x)[0], f.shape[:2])
+        mad.append(float(np.abs(a - b).mean()))
+        inter += int(((a >= 0.5) & (b >= 0.5)).sum())
+        total += int((a >= 0.5).sum() + (b >= 0.5).sum())
+    return {"images": len(frames), "mean_abs_diff": round(float(np.mean(mad)), 5),
             "dice": round(2 * inter / total, 5) if total else 1.0}
 
 
@@ -285,11 +319,13 @@ def bench_model(name: str, data: Path | None, seconds: float, rounds: int, quick
             described[f"{k}-1thread"] = described[k] + ", 1 thread"
             if k in engine_of:
                 engine_of[f"{k}-1thread"] = engine_of[k]
-    fps = interleaved(paths, seconds, rounds, settle=0.0 if quick else 1.0)
+    per_round: dict[str, list[float]] = {}
+    fps = interleaved(paths, seconds, rounds, settle=0.0 if quick else 1.0, per_round=per_round)
     ref = Predictor.from_module(net, name=name, preprocessing=pre, select=spec.select, backend="torch",
                                 precision="fp32")
     # one thread: the fp32 reference is slow either way, and 1 thread never collapses
     agreement = {key: one_thread(lambda e=e: agreement_of(e, ref, val))() for key, e in engines.items()}
+    floor = one_thread(lambda: noise_floor(ref, val))()
     base = max((k for k in fps if k.startswith("baseline")), key=fps.get)
     best = max((k for k in fps if not k.startswith("baseline")), key=fps.get)
     agreeing = [k for k in fps if k in engine_of and agrees(agreement[engine_of[k]])]
@@ -301,8 +337,10 @@ def bench_model(name: str, data: Path | None, seconds: float, rounds: int, quick
            "best_agreeing": None if best_agreeing is None else {
                "path": described[best_agreeing], "fps": round(fps[best_agreeing], 2),
                "ratio": round(fps[best_agreeing] / fps[base], 2)},
-           "paths": {k: round(v, 2) for k, v in fps.items()}, "path_details": described,
-           "agreement_by_engine": agreement, "setup_s": setup, "weights": described_weights}
+           "paths": {k: round(v, 2) for k, v in fps.items()}, "paths_per_round": per_round,
+           "path_details": described,
+           "agreement_by_engine": agreement, "fp32_noise_floor": floor,
+           "setup_s": setup, "weights": described_weights}
     return row, engines.get("openvino", engines["torch"])
 
 
@@ -412,6 +450,10 @@ def run(args: argparse.Namespace) -> int:
             tail = (f"fastest agreeing path: {ba['path']} {ba['fps']:.2f} frames/s ({ba['ratio']:.1f}x)"
                     if ba else "no path agrees with fp32 (mean|dp| < 0.01, Dice > 0.98)")
             print(f"{'':<22} agreement with fp32: {agreements}; {tail}", flush=True)
+        floor = row["fp32_noise_floor"]
+        if floor:
+            print(f"{'':<22} fp32 vs itself with +-0.5/255 input noise: mean|dp| {floor['mean_abs_diff']:.4f} "
+                  f"Dice {floor['dice']:.4f}", flush=True)
     if not args.no_end_to_end and e2e_predictor is not None:
         e2e = end_to_end(e2e_predictor, data, 1.0 if args.quick else 2 * args.seconds, args.quick)
         if e2e is not None:

@@ -25,7 +25,9 @@ backend sees the same input and gives the same kind of output.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import logging
 import threading
 from pathlib import Path
@@ -439,11 +441,13 @@ def quantise_int8(model: Any, calibration: Sequence[np.ndarray]) -> Any:
     defaults otherwise (performance preset, min/max statistics, fast bias correction)."""
     import nncf
 
-    # NNCF logs each step at INFO and draws progress bars; the caller reports the step itself.
+    # NNCF logs each step at INFO and draws rich progress bars on stdout (where `predict`
+    # prints its metrics); the caller reports the step itself.
     nncf.set_log_level(logging.ERROR)
     items = [np.ascontiguousarray(b, dtype=np.float32).reshape((1,) + np.shape(b)[-3:]) for b in calibration]
     log.info("quantising to int8 on %d calibration frames", len(items))
-    return nncf.quantize(model, nncf.Dataset(items), subset_size=len(items))
+    with contextlib.redirect_stdout(io.StringIO()):
+        return nncf.quantize(model, nncf.Dataset(items), subset_size=len(items))
 
 
 def cache_key(model_name: str, digest: str, input_size: int, precision: str) -> str:

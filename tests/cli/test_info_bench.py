@@ -56,6 +56,8 @@ def test_bench_quick_writes_the_documented_json(shared_data, tmp_path, capsys):
         assert {"int8-latency", "int8-pipeline"} <= set(row["paths"])
         assert "openvino int8" in row["path_details"]["int8-pipeline"]
     assert row["agrees"] == agrees(agree)
+    floor = row["fp32_noise_floor"]  # fp32 against itself under invisible input noise
+    assert floor["images"] == 2 and 0 <= floor["mean_abs_diff"] < 0.5 and 0 <= floor["dice"] <= 1
     assert agrees({"mean_abs_diff": 0.009, "dice": 0.981}) and not agrees({"mean_abs_diff": 0.011, "dice": 0.99})
     assert not agrees({"mean_abs_diff": 0.001, "dice": 0.98}) and not agrees(None)
     if row["best_agreeing"] is not None:
@@ -87,3 +89,26 @@ def test_bench_takes_weights_per_model_and_refuses_bad_ones(shared_data, tmp_pat
     assert main(["bench", "--quick", "--model", "unet", "--weights", f"unet={tmp_path / 'nope'}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "NAME=FILE" in err[0] and "nope: no such weights file" in err[1]
+
+
+def test_noise_floor_is_zero_for_a_network_that_ignores_noise_and_not_for_one_that_does_not():
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from polypviewer.cli.bench import noise_floor
+    from polypviewer.engine.inference import Predictor
+    from polypviewer.nets.registry import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+
+    pre = Preprocessing(32, "RGB", IMAGENET_MEAN, IMAGENET_STD)
+    frames = [np.random.RandomState(i).randint(0, 256, (40, 48, 3), dtype=np.uint8) for i in range(3)]
+    torch.manual_seed(0)
+    steep = nn.Conv2d(3, 1, 3, padding=1)
+    steep.weight.data *= 300  # a steep network: sub-grey-level noise moves it visibly
+    blind = nn.Conv2d(3, 1, 1)
+    blind.weight.data.zero_()  # output independent of the input
+    floors = [noise_floor(Predictor.from_module(net, name="n", preprocessing=pre, backend="torch",
+                                                 precision="fp32"), frames) for net in (steep, blind)]
+    assert floors[0]["images"] == 3 and floors[0]["mean_abs_diff"] > 1e-3 and floors[0]["dice"] < 1
+    assert floors[1]["mean_abs_diff"] == 0 and floors[1]["dice"] == 1.0
+    assert noise_floor(None, []) is None
