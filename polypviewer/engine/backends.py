@@ -302,8 +302,10 @@ class OpenVINOBackend(Backend):
             check_combination("openvino", "int8")
             if not calibration:
                 raise EngineError("int8 needs calibration frames to quantise the network")
-            if cache_key is not None:
-                cache_key += "-cal" + calibration_digest(calibration)[:12]
+            if cache_key is not None:  # another calibration set or NNCF release: another int8 model
+                import nncf
+
+                cache_key += f"-cal{calibration_digest(calibration)[:12]}-nncf{nncf.__version__}"
             self.model = self._converted(head, input_size, cache_key, cache_root,
                                          quantise=lambda m: quantise_int8(m, calibration))
         else:

@@ -313,6 +313,9 @@ def test_int8_quantises_close_to_fp32_and_is_cached_per_calibration_set(tmp_path
                               calibration=imgs)
     assert (q.info["backend"], q.info["precision"], q.info["calibration_frames"]) == ("openvino", "int8", 6)
     assert not q.backend.cache_hit
+    import nncf
+
+    assert len(list((tmp_path / "cache" / "openvino").glob(f"tiny-*-64-int8-*-cal*-nncf{nncf.__version__}.xml"))) == 1
     # NNCF really quantised it: the model carries FakeQuantize nodes (int8 convolutions once compiled)
     assert any(op.get_type_name() == "FakeQuantize" for op in q.backend.model.get_ops())
     got, want = q.predict(imgs), ref.predict(imgs)
