@@ -170,22 +170,23 @@ def one_thread(fn: Callable[[], int]) -> Callable[[], int]:
     return step
 
 
-def agreement_of(fast: Any, ref: Any, frames: list[Any]) -> dict[str, float] | None:
+def compare(a: list[Any], b: list[Any]) -> dict[str, float] | None:
+    """Mean |a - b| and Dice of the thresholded masks, over paired probability maps."""
     import numpy as np
 
-    if not frames:
+    if not a:
         return None
-    a, b = fast.predict(frames), ref.predict(frames)
     mad = float(np.mean([np.abs(p - q).mean() for p, q in zip(a, b)]))
     inter = sum(int(((p >= 0.5) & (q >= 0.5)).sum()) for p, q in zip(a, b))
     total = sum(int((p >= 0.5).sum() + (q >= 0.5).sum()) for p, q in zip(a, b))
-    return {"images": len(frames), "mean_abs_diff": round(mad, 5),
+    return {"images": len(a), "mean_abs_diff": round(mad, 5),
             "dice": round(2 * inter / total, 5) if total else 1.0}
 
 
-def noise_floor(ref: Any, frames: list[Any]) -> dict[str, float] | None:
+def noise_floor(ref: Any, frames: list[Any], clean: list[Any] | None = None) -> dict[str, float] | None:
     """The fp32 network against itself with invisible input noise (uniform, +-0.5 of an
-    8-bit grey level, i.e. below the frames' own quantisation), scored like ``agreement_of``.
+    8-bit grey level, i.e. below the frames' own quantisation), scored like ``compare``.
+    ``clean``: ``ref.predict(frames)`` when the caller has it already.
 
     A fast path cannot be expected to agree with fp32 better than fp32 agrees with itself
     under noise no camera or codec avoids: an untrained or weakly trained network is chaotic
@@ -198,17 +199,12 @@ def noise_floor(ref: Any, frames: list[Any]) -> dict[str, float] | None:
         return None
     rs = np.random.RandomState(0)
     std = np.asarray(ref.preprocessing.std, dtype=np.float32).reshape(3, 1, 1)
-    mad, inter, total = [], 0, 0
+    noisy = []
     for f in frames:
         x = ref.prepare(f)[None]
-        noisy = x + ((rs.random_sample(x.shape) - 0.5) / 255.0 / std).astype(np.float32)
-        a = probabilities(ref.logits(noisy)[0], f.shape[:2])
-        b = probabilities(ref.logits(x)[0], f.shape[:2])
-        mad.append(float(np.abs(a - b).mean()))
-        inter += int(((a >= 0.5) & (b >= 0.5)).sum())
-        total += int((a >= 0.5).sum() + (b >= 0.5).sum())
-    return {"images": len(frames), "mean_abs_diff": round(float(np.mean(mad)), 5),
-            "dice": round(2 * inter / total, 5) if total else 1.0}
+        x = x + ((rs.random_sample(x.shape) - 0.5) / 255.0 / std).astype(np.float32)
+        noisy.append(probabilities(ref.logits(x)[0], f.shape[:2]))
+    return compare(noisy, ref.predict(frames) if clean is None else clean)
 
 
 def preprocessing(name: str, size: int | None) -> Any:
@@ -323,9 +319,11 @@ def bench_model(name: str, data: Path | None, seconds: float, rounds: int, quick
     fps = interleaved(paths, seconds, rounds, settle=0.0 if quick else 1.0, per_round=per_round)
     ref = Predictor.from_module(net, name=name, preprocessing=pre, select=spec.select, backend="torch",
                                 precision="fp32")
-    # one thread: the fp32 reference is slow either way, and 1 thread never collapses
-    agreement = {key: one_thread(lambda e=e: agreement_of(e, ref, val))() for key, e in engines.items()}
-    floor = one_thread(lambda: noise_floor(ref, val))()
+    # one thread: the fp32 reference is slow either way, and 1 thread never collapses;
+    # its maps are computed once and compared with every engine's and with the noisy ones
+    ref_maps = one_thread(lambda: ref.predict(val))() if val else []
+    agreement = {key: compare(e.predict(val), ref_maps) if val else None for key, e in engines.items()}
+    floor = one_thread(lambda: noise_floor(ref, val, ref_maps))()
     base = max((k for k in fps if k.startswith("baseline")), key=fps.get)
     best = max((k for k in fps if not k.startswith("baseline")), key=fps.get)
     agreeing = [k for k in fps if k in engine_of and agrees(agreement[engine_of[k]])]

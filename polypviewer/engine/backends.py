@@ -126,8 +126,9 @@ def choose_precision(device: str, requested: str = "auto",
     return requested
 
 
-def check_combination(backend: str, precision: str) -> None:
-    """Refuse a backend / precision pair that cannot run (int8 is OpenVINO + NNCF only)."""
+def check_combination(backend: str, precision: str, calibration: Sequence[Any] | None = None) -> None:
+    """Refuse a backend / precision pair that cannot run: int8 is OpenVINO + NNCF only, and
+    needs calibration frames."""
     if precision != "int8":
         return
     if backend != "openvino":
@@ -135,6 +136,8 @@ def check_combination(backend: str, precision: str) -> None:
     if not nncf_available():
         raise EngineError("int8 inference needs NNCF to quantise the network: pip install nncf "
                           "(or pip install 'polypviewer[int8]')")
+    if not calibration:
+        raise EngineError("int8 needs calibration frames (a few frames like those to segment)")
 
 
 def nncf_available() -> bool:
@@ -298,10 +301,7 @@ class OpenVINOBackend(Backend):
         self._ov = ov
         self.core = ov.Core()
         self.cache_hit = False
-        if precision == "int8":
-            check_combination("openvino", "int8")
-            if not calibration:
-                raise EngineError("int8 needs calibration frames to quantise the network")
+        if precision == "int8":  # make_backend has checked NNCF and the calibration frames
             if cache_key is not None:  # another calibration set or NNCF release: another int8 model
                 import nncf
 
@@ -469,7 +469,7 @@ def make_backend(kind: str, head: InferenceHead, input_size: int, *, device: str
                  calibration: Sequence[np.ndarray] | None = None) -> Backend:
     """Build the chosen backend; ``kind`` and friends come from the choose_* functions.
     ``calibration``: preprocessed inputs for int8 quantisation (ignored otherwise)."""
-    check_combination(kind, precision)
+    check_combination(kind, precision, calibration)
     if kind == "openvino":
         key = cache_key(model_name, state_digest(head), input_size, precision) if cache_root else None
         return OpenVINOBackend(head, input_size, precision=precision, cache_key=key, cache_root=cache_root,

@@ -80,9 +80,7 @@ class Predictor:
 
         # Refuse an impossible device / precision / backend before loading anything.
         dev = choose_device(device)
-        check_combination(choose_backend(dev, backend), choose_precision(dev, precision))
-        if precision == "int8" and not calibration:
-            raise EngineError("int8 needs calibration frames (a few frames like those to segment)")
+        check_combination(choose_backend(dev, backend), choose_precision(dev, precision), calibration)
         ckpt = None
         version = "random-init"
         weights_path: Path | None = Path(weights) if weights is not None else None
@@ -140,12 +138,8 @@ class Predictor:
         dev = choose_device(device)
         prec = choose_precision(dev, precision)
         kind = choose_backend(dev, backend)
-        check_combination(kind, prec)
-        prepared = None
-        if prec == "int8":
-            if not calibration:
-                raise EngineError("int8 needs calibration frames (a few frames like those to segment)")
-            prepared = [prepare_input(f, preprocessing)[None] for f in calibration]
+        check_combination(kind, prec, calibration)
+        prepared = [prepare_input(f, preprocessing)[None] for f in calibration] if prec == "int8" else None
         head = InferenceHead(copy.deepcopy(net).cpu().float().eval(), select or _last)
         for p in head.parameters():
             p.requires_grad_(False)

@@ -365,21 +365,22 @@ class PredictionService(QObject):
             self.fps_changed.emit(fps)
         self.prediction.emit(res.index, pred)
 
-    def _on_job_finished(self, job_id: int, fps: float) -> None:
+    def _end_job(self, job_id: int) -> bool:
+        """Forget job ``job_id``; True when it was the current one (now idle)."""
         self._job_keys.pop(job_id, None)
         self._job_styles.pop(job_id, None)
-        if self._job is not None and self._job.id == job_id:
-            self._job = None
-            self.busy_changed.emit(False)
-            if self._last_wanted:
-                self.request(self._last_wanted)
+        if self._job is None or self._job.id != job_id:
+            return False
+        self._job = None
+        self.busy_changed.emit(False)
+        return True
+
+    def _on_job_finished(self, job_id: int, fps: float) -> None:
+        if self._end_job(job_id) and self._last_wanted:
+            self.request(self._last_wanted)
 
     def _on_job_failed(self, job_id: int, message: str) -> None:
-        self._job_keys.pop(job_id, None)
-        self._job_styles.pop(job_id, None)
-        if self._job is not None and self._job.id == job_id:
-            self._job = None
-            self.busy_changed.emit(False)
+        self._end_job(job_id)
         self.error.emit(message)
 
     def _on_model_ready(self, request_id, info) -> None:

@@ -15,3 +15,22 @@ def tiny_predictor():
                                  preprocessing=Preprocessing(64, "RGB", IMAGENET_MEAN, IMAGENET_STD),
                                  select=get_spec("unet").select, device="cpu", precision="fp32",
                                  backend="torch", version="test-unet64", cache=False)
+
+
+
+@pytest.fixture
+def open_window(qtbot):
+    """Factory: a shown 1200x800 main window (torch fp32, no default model) with the given
+    predictor loaded."""
+    def make(predictor, timeout: int = 60_000):
+        from polypviewer.ui.main_window import MainWindow
+
+        win = MainWindow(load_default_model=False, predictor_options={"backend": "torch", "precision": "fp32"})
+        qtbot.addWidget(win)
+        win.resize(1200, 800)
+        win.show()
+        with qtbot.waitSignal(win.predictions.model_ready, timeout=timeout):
+            win.load_model(predictor=predictor)
+        return win
+
+    return make

@@ -37,16 +37,6 @@ def kvasir5(endotect, tmp_path, monkeypatch):
     return root
 
 
-def _window(qtbot, predictor):
-    from polypviewer.ui.main_window import MainWindow
-
-    win = MainWindow(load_default_model=False, predictor_options={"backend": "torch", "precision": "fp32"})
-    qtbot.addWidget(win)
-    win.resize(1200, 800)
-    win.show()
-    with qtbot.waitSignal(win.predictions.model_ready, timeout=TIMEOUT):
-        win.load_model(predictor=predictor)
-    return win
 
 
 def _open(qtbot, win, root):
@@ -83,8 +73,8 @@ def _key(qtbot, win, key):
     qtbot.keyClick(win.canvas.viewport(), key)
 
 
-def test_paint_erase_fill_undo_states_export_reopen(qtbot, tiny_predictor, kvasir5, tmp_path):
-    win = _window(qtbot, tiny_predictor)
+def test_paint_erase_fill_undo_states_export_reopen(open_window, qtbot, tiny_predictor, kvasir5, tmp_path):
+    win = open_window(tiny_predictor)
     win.activateWindow()
     qtbot.waitUntil(lambda: QApplication.activeWindow() is win, timeout=5000)
     c = win.annotation
@@ -263,7 +253,7 @@ def test_paint_erase_fill_undo_states_export_reopen(qtbot, tiny_predictor, kvasi
     assert win.predictions.thread().isFinished() and win.frames.thread().isFinished()
     assert c.project is None
 
-    win2 = _window(qtbot, tiny_predictor)
+    win2 = open_window(tiny_predictor)
     c2 = win2.annotation
     _open(qtbot, win2, kvasir5)
     assert c2.project is not None and c2.project.path == project_path
@@ -279,13 +269,13 @@ def test_paint_erase_fill_undo_states_export_reopen(qtbot, tiny_predictor, kvasi
     win2.close()
 
 
-def test_a_damaged_project_is_reported_and_never_overwritten(qtbot, tiny_predictor, kvasir5, tmp_path):
+def test_a_damaged_project_is_reported_and_never_overwritten(open_window, qtbot, tiny_predictor, kvasir5, tmp_path):
     from polypviewer.ui.annotation import project_candidates
 
     first = project_candidates(kvasir5)[0]
     first.parent.mkdir(parents=True, exist_ok=True)
     first.write_bytes(b"garbage, not HDF5")
-    win = _window(qtbot, tiny_predictor)
+    win = open_window(tiny_predictor)
     c = win.annotation
     _open(qtbot, win, kvasir5)
     assert any(str(first) in e and "HDF5" in e for e in win.errors)
@@ -296,12 +286,12 @@ def test_a_damaged_project_is_reported_and_never_overwritten(qtbot, tiny_predict
     win.close()
 
 
-def test_no_place_for_the_project_is_one_message_and_editing_goes_on(qtbot, tiny_predictor, kvasir5,
+def test_no_place_for_the_project_is_one_message_and_editing_goes_on(open_window, qtbot, tiny_predictor, kvasir5,
                                                                     tmp_path, monkeypatch):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the projects folder should be")
     monkeypatch.setenv("POLYPVIEWER_PROJECTS", str(blocker))
-    win = _window(qtbot, tiny_predictor)
+    win = open_window(tiny_predictor)
     c = win.annotation
     _open(qtbot, win, kvasir5)
     assert any("edits will not be saved" in e for e in win.errors) and all("\n" not in e for e in win.errors)
@@ -327,10 +317,10 @@ def base_ckpt(tmp_path):
     return path
 
 
-def test_finetune_dialog_trains_and_offers_the_new_version(qtbot, tiny_predictor, kvasir5, tmp_path, base_ckpt):
+def test_finetune_dialog_trains_and_offers_the_new_version(open_window, qtbot, tiny_predictor, kvasir5, tmp_path, base_ckpt):
     from polypviewer.nets.weights import load_checkpoint, sha256_file
 
-    win = _window(qtbot, tiny_predictor)
+    win = open_window(tiny_predictor)
     c = win.annotation
     _open(qtbot, win, kvasir5)
     for f in (0, 1, 2):
@@ -398,7 +388,7 @@ os._exit(0)  # killed: no close(), the journal alone holds the work
 """
 
 
-def test_a_killed_session_is_recovered_when_its_source_is_opened(qtbot, tiny_predictor, kvasir5, tmp_path):
+def test_a_killed_session_is_recovered_when_its_source_is_opened(open_window, qtbot, tiny_predictor, kvasir5, tmp_path):
     import subprocess
     import sys
 
@@ -407,7 +397,7 @@ def test_a_killed_session_is_recovered_when_its_source_is_opened(qtbot, tiny_pre
     path = project_candidates(kvasir5)[0]
     subprocess.run([sys.executable, "-c", _KILLED_RUN, str(kvasir5), str(path)], check=True, timeout=120)
     assert path.with_name(path.name + ".journal").stat().st_size > 0
-    win = _window(qtbot, tiny_predictor)
+    win = open_window(tiny_predictor)
     c = win.annotation
     _open(qtbot, win, kvasir5)
     assert c.project is not None and c.project.path == path

@@ -33,15 +33,8 @@ def kvasir4(endotect, tmp_path):
 
 
 @pytest.fixture
-def window(qtbot, tiny_predictor):
-    from polypviewer.ui.main_window import MainWindow
-
-    win = MainWindow(load_default_model=False, predictor_options={"backend": "torch", "precision": "fp32"})
-    qtbot.addWidget(win)
-    win.resize(1200, 800)
-    win.show()
-    with qtbot.waitSignal(win.predictions.model_ready, timeout=TIMEOUT):
-        win.load_model(predictor=tiny_predictor)
+def window(open_window, tiny_predictor):
+    win = open_window(tiny_predictor, TIMEOUT)
     yield win
     win.shutdown()
     assert win.predictions.thread().isFinished() and win.frames.thread().isFinished()
