@@ -24,7 +24,7 @@ def _load_sibling(name: str):
 
 
 _a = _load_sibling("test_annotation")
-TIMEOUT, _drag, _go, _open, _window = _a.TIMEOUT, _a._drag, _a._go, _a._open, _a._window
+TIMEOUT, _drag, _go, _open = _a.TIMEOUT, _a._drag, _a._go, _a._open
 kvasir5, base_ckpt = _a.kvasir5, _a.base_ckpt  # tiny_predictor: tests/ui/conftest.py
 
 
@@ -40,8 +40,8 @@ def _review(qtbot, win, states):
         assert c.session.state(f) == st
 
 
-def test_export_all_frames_option_and_jpeg_masks(qtbot, tiny_predictor, kvasir5, tmp_path):
-    win = _window(qtbot, tiny_predictor)
+def test_export_all_frames_option_and_jpeg_masks(open_window, qtbot, tiny_predictor, kvasir5, tmp_path):
+    win = open_window(tiny_predictor)
     c = win.annotation
     _open(qtbot, win, kvasir5)
     # frame 1: edited then flagged (unusable); frame 2 accepted; frame 3 only looked at
@@ -74,8 +74,8 @@ def test_export_all_frames_option_and_jpeg_masks(qtbot, tiny_predictor, kvasir5,
 
 
 @pytest.fixture
-def reviewed_window(qtbot, tiny_predictor, kvasir5):
-    win = _window(qtbot, tiny_predictor)
+def reviewed_window(open_window, qtbot, tiny_predictor, kvasir5):
+    win = open_window(tiny_predictor)
     _open(qtbot, win, kvasir5)
     _review(qtbot, win, {0: ReviewState.ACCEPTED, 1: ReviewState.ACCEPTED, 2: ReviewState.CORRECTED})
     return win
