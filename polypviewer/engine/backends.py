@@ -372,7 +372,10 @@ class OpenVINOBackend(Backend):
             tmp = final.with_name(final.stem + ".partial.xml")
             ov.save_model(model, str(tmp), compress_to_fp16=False)
             if precise:
-                tmp.write_text(mark_ir(tmp.read_text(encoding="utf-8"), precise), encoding="utf-8")
+                try:
+                    tmp.write_text(mark_ir(tmp.read_text(encoding="utf-8"), precise), encoding="utf-8")
+                except ValueError as exc:  # runs, only less exactly: said below, never fatal
+                    log.warning("cannot mark the input convolutions fp32 in the OpenVINO model: %s", exc)
             tmp.with_suffix(".bin").replace(final.with_suffix(".bin"))
             tmp.replace(final)
             if xml is not None:
