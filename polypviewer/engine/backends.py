@@ -15,8 +15,8 @@ backend sees the same input and gives the same kind of output.
   and precision, and OpenVINO's compiled blobs under ``cache_dir()/openvino/blobs``, so a
   second start is fast. Several infer requests in flight feed the pipeline.
 - In bf16 / fp16 both keep the convolutions that read the input image in fp32
-  (``input_precision.py``): the input's rounding to bf16 is the largest single source of
-  disagreement with fp32 and those layers cost about 1 % of the time.
+  (``input_precision.py``): rounding the first layer to bf16 is the largest single source
+  of disagreement with fp32, and those layers cost about 1 % of the time.
 - ``int8`` (opt-in, CPU, OpenVINO only): the converted model is quantised after training
   by NNCF (``nncf.quantize``, its default "performance" preset: 8-bit weights per channel,
   8-bit activations per tensor) with statistics from calibration frames the caller passes

@@ -1,13 +1,15 @@
 """Keep the convolutions that read the input image in fp32 when the rest runs in bf16 / fp16.
 
 bf16 keeps 8 significant bits. Rounding the normalised input image to bf16 moves a pixel by up
-to 2**-8 of its value: about half an 8-bit grey level for bright pixels, i.e. noise the size of
-the quantisation the camera already applied, injected at the one layer whose errors every
-later layer amplifies. On PraNet (trained weights) that input rounding is most of bf16's
-disagreement with fp32: keeping only the first convolution in fp32 moves mean |p_bf16 - p_fp32|
-on the real val images from 0.0116 to 0.0090 and the masks' Dice from 0.976 to 0.981 (the
-bar is < 0.01 and > 0.98), for about 1 % of the frame time (a 3-channel convolution is a tiny
-share of the network's work). ``polypviewer bench`` measures the agreement.
+to 2**-9 of its value (a quarter of an 8-bit grey level for the brightest pixels), and the first
+convolution's weights by as much: small errors, but at the one layer whose errors every later
+layer amplifies. On PraNet (trained weights) that first layer is most of bf16's disagreement
+with fp32: keeping only the first convolution in fp32 moves mean |p_bf16 - p_fp32| on the real
+val images from 0.0116 to 0.0090 and the masks' Dice from 0.976 to 0.981 (the bar is < 0.01
+and > 0.98), for about 1 % of the frame time (0.75 ms of ~90 ms in OpenVINO's per-layer
+profile: a 3-channel convolution is a tiny share of the work). Keeping PraNet's whole 3-layer
+stem in fp32 gains little more (0.0060 / 0.987) for about 15 %. ``polypviewer bench`` measures
+the agreement.
 
 Both backends do the same thing:
 
