@@ -24,8 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def frames_and_masks(root: Path, names: list[str] | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    from polypviewer.core.metrics import to_mask
+def frames_and_masks(root: Path, names: list[str] | None = None) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
     from polypviewer.io.sources import open_source
 
     with open_source(root) as src:
@@ -34,22 +33,22 @@ def frames_and_masks(root: Path, names: list[str] | None = None) -> tuple[list[n
         missing = [n for n in wanted if n not in index]
         if missing:
             raise SystemExit(f"{root}: not found: {', '.join(missing[:5])}")
-        frames = [src.frame(index[n]) for n in wanted]
-        masks = [to_mask(src.mask(index[n])) for n in wanted]
-    return frames, masks
+        return wanted, [src.frame(index[n]) for n in wanted], [src.mask(index[n]) for n in wanted]
 
 
-def score_set(predictor, frames: list[np.ndarray], masks: list[np.ndarray]) -> dict:
-    from polypviewer.core.metrics import scores
+def score_set(predictor, names: list[str], frames: list[np.ndarray], masks: list[np.ndarray]) -> dict:
+    """Mean per-image scores, by the metrics code `eval` and the app use."""
+    from polypviewer.core.metrics import MetricAccumulator, to_gray, to_mask
 
     preds = [predictor.mask(predictor.predict([f])[0]) for f in frames]
-    if not any(m.any() for m in masks):  # negatives: only false positives can happen
-        flagged = [p for p in preds if p.any()]
-        return {"n": len(preds), "false_positive_rate": round(len(flagged) / len(preds), 4),
+    if not any(to_mask(to_gray(m)).any() for m in masks):  # negatives: only false positives can happen
+        return {"n": len(preds), "false_positive_rate": round(float(np.mean([p.any() for p in preds])), 4),
                 "mean_predicted_area_on_empty": round(float(np.mean([p.mean() for p in preds])), 4)}
-    per = [scores(p, m) for p, m in zip(preds, masks)]
-    out = {k: round(float(np.mean([s[k] for s in per])), 4) for k in ("dice", "iou", "precision", "recall")}
-    return {**out, "n": len(per)}
+    acc = MetricAccumulator(benchmark=False)
+    for name, pred, gt in zip(names, preds, masks):
+        acc.add(name, pred, gt)
+    mean = acc.running_mean()
+    return {**{k: round(mean[k], 4) for k in ("dice", "iou", "precision", "recall")}, "n": len(acc)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -360,30 +360,23 @@ class OpenVINOBackend(Backend):
             model = ov.convert_model(traced, example_input=example, input=[(1, 3, size, size)])
         if quantise is not None:
             model = quantise(model)
-        # bf16: the convolutions reading the input image stay in fp32 (input_precision.py).
-        # The attribute that says so survives only in the IR's XML, so the model goes through
-        # an IR on disk: the cache entry, or a temporary one.
         precise = openvino_input_convolutions(model) if self.precision == "bf16" else []
-        if xml is None and not precise:
+        if not precise:
+            if xml is not None:
+                _save_ir(model, xml)
             return model
+        # bf16: the convolutions reading the input image stay in fp32 (input_precision.py).
+        # The attribute that says so survives only in the IR's XML, so the model is read back
+        # from an IR: the cache entry, or a scratch one read into memory.
         with tempfile.TemporaryDirectory(prefix="polypviewer-ov-") as scratch:
-            # Write under a temporary name, then rename: a crash never leaves half a model.
             final = xml if xml is not None else Path(scratch) / "model.xml"
-            tmp = final.with_name(final.stem + ".partial.xml")
-            ov.save_model(model, str(tmp), compress_to_fp16=False)
-            if precise:
-                try:
-                    tmp.write_text(mark_ir(tmp.read_text(encoding="utf-8"), precise), encoding="utf-8")
-                except ValueError as exc:  # runs, only less exactly: said below, never fatal
-                    log.warning("cannot mark the input convolutions fp32 in the OpenVINO model: %s", exc)
-            tmp.with_suffix(".bin").replace(final.with_suffix(".bin"))
-            tmp.replace(final)
+            _save_ir(model, final, edit=lambda text: mark_ir(text, precise))
             if xml is not None:
                 model = self.core.read_model(str(final))
-            else:  # read into memory: the scratch folder goes away
+            else:
                 weights = np.fromfile(final.with_suffix(".bin"), dtype=np.uint8)
                 model = self.core.read_model(final.read_bytes(), ov.Tensor(weights))
-        if precise and sorted(marked_nodes(model)) != sorted(precise):
+        if sorted(marked_nodes(model)) != sorted(precise):
             log.warning("OpenVINO did not keep the input convolutions in fp32; bf16 agrees less with fp32")
         return model
 
@@ -462,6 +455,24 @@ class _OpenVINOStream(Stream):
         self.queue.wait_all()
         if self.errors:
             raise self.errors.pop(0)
+
+
+def _save_ir(model: Any, xml: Path, edit: Callable[[str], str] | None = None) -> None:
+    """Write ``model`` as ``xml`` + ``.bin``, the XML passed through ``edit`` first.
+
+    Written under a temporary name, then renamed: a crash never leaves half a model. An
+    ``edit`` that raises ``ValueError`` is logged and skipped (the model runs, only less exactly)."""
+    import openvino as ov
+
+    tmp = xml.with_name(xml.stem + ".partial.xml")
+    ov.save_model(model, str(tmp), compress_to_fp16=False)
+    if edit is not None:
+        try:
+            tmp.write_text(edit(tmp.read_text(encoding="utf-8")), encoding="utf-8")
+        except ValueError as exc:
+            log.warning("%s: cannot edit the OpenVINO model: %s", xml.name, exc)
+    tmp.with_suffix(".bin").replace(xml.with_suffix(".bin"))
+    tmp.replace(xml)
 
 
 def calibration_digest(batches: Sequence[np.ndarray]) -> str:

@@ -138,8 +138,8 @@ class Predictor:
         dev = choose_device(device)
         prec = choose_precision(dev, precision)
         kind = choose_backend(dev, backend)
-        check_combination(kind, prec, calibration)
-        prepared = [prepare_input(f, preprocessing)[None] for f in calibration] if prec == "int8" else None
+        prepared = [prepare_input(f, preprocessing)[None] for f in calibration] \
+            if prec == "int8" and calibration else None  # make_backend refuses int8 without them
         head = InferenceHead(copy.deepcopy(net).cpu().float().eval(), select or _last)
         for p in head.parameters():
             p.requires_grad_(False)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from polypviewer.cli.bench import compare
 from polypviewer.engine import backends as B
 from polypviewer.engine.calibration import calibrate_batchnorm
 from polypviewer.engine.inference import (FrameError, NoWeightsError, PipelineRunner, Predictor,
@@ -218,10 +219,10 @@ def test_tta_averages_flipped_logits():
             np.testing.assert_allclose(g, want, atol=1e-4)
 
 
-def val_frames(endotect: Path, n: int) -> list[np.ndarray]:
+def endotect_frames(endotect: Path, n: int, split: str = "val") -> list[np.ndarray]:
     import cv2
 
-    stems = json.loads((endotect / "split.json").read_text())["val"][:n]
+    stems = json.loads((endotect / "split.json").read_text())[split][:n]
     out = []
     for s in stems:
         path = next((endotect / "images").glob(f"{s}.*"))
@@ -235,7 +236,7 @@ def test_bf16_fast_path_agrees_with_fp32_on_real_images(endotect):
 
     spec = get_spec("unet")
     pre = Preprocessing(64, spec.preprocessing.color_order, spec.preprocessing.mean, spec.preprocessing.std)
-    imgs = val_frames(endotect, 6)
+    imgs = endotect_frames(endotect, 6)
     torch.manual_seed(0)
     net = calibrate_batchnorm(build_model("unet"), [np.stack([prepare_input(f, pre) for f in imgs])])
     ref = Predictor.from_module(net, name="unet", preprocessing=pre, select=spec.select,
@@ -243,11 +244,8 @@ def test_bf16_fast_path_agrees_with_fp32_on_real_images(endotect):
     fast = Predictor.from_module(net, name="unet", preprocessing=pre, select=spec.select,
                                  backend="auto", precision="bf16")
     got = fast.predict(imgs)
-    diff = np.mean([np.abs(a - b).mean() for a, b in zip(got, ref)])
-    inter = sum(((a >= 0.5) & (b >= 0.5)).sum() for a, b in zip(got, ref))
-    total = sum((a >= 0.5).sum() + (b >= 0.5).sum() for a, b in zip(got, ref))
-    assert diff < 0.01, f"mean |p_fast - p_fp32| = {diff:.4f} on {fast.info['path']}"
-    assert 2 * inter / max(total, 1) > 0.98
+    agreement = compare(got, ref)  # mean |dp| and Dice of the masks, as `bench` reports them
+    assert agreement["mean_abs_diff"] < 0.01 and agreement["dice"] > 0.98, (agreement, fast.info["path"])
 
 
 def test_bf16_agrees_with_fp32_with_shipped_weights(endotect):
@@ -258,14 +256,12 @@ def test_bf16_agrees_with_fp32_with_shipped_weights(endotect):
     if not records:
         pytest.skip("no shipped weights yet (models/*.json)")
     rec = min(records, key=lambda r: r.file.stat().st_size)  # the cheapest network
-    imgs = val_frames(endotect, 6)
+    imgs = endotect_frames(endotect, 6)
     ref = Predictor.create(weights=rec.file, backend="torch", precision="fp32").predict(imgs)
     fast = Predictor.create(weights=rec.file, backend="auto", precision="bf16")
     got = fast.predict(imgs)
-    diff = np.mean([np.abs(a - b).mean() for a, b in zip(got, ref)])
-    inter = sum(((a >= 0.5) & (b >= 0.5)).sum() for a, b in zip(got, ref))
-    total = sum((a >= 0.5).sum() + (b >= 0.5).sum() for a, b in zip(got, ref))
-    assert diff < 0.01 and (total == 0 or 2 * inter / total > 0.98), (rec.model, diff, fast.info["path"])
+    agreement = compare(got, ref)
+    assert agreement["mean_abs_diff"] < 0.01 and agreement["dice"] > 0.98, (rec.model, agreement, fast.info["path"])
 
 
 def test_openvino_model_is_cached_and_reused(tmp_path, monkeypatch):
@@ -343,20 +339,11 @@ def test_int8_agreement_with_shipped_weights_on_real_images(endotect):
     if not records:
         pytest.skip("no shipped weights yet (models/*.json)")
     rec = min(records, key=lambda r: r.file.stat().st_size)
-    split = json.loads((endotect / "split.json").read_text())
-    import cv2
-
-    def load(stems):
-        return [cv2.cvtColor(cv2.imread(str(next((endotect / "images").glob(f"{s}.*")))), cv2.COLOR_BGR2RGB)
-                for s in stems]
-
-    calib, imgs = load(split["train"][:16]), load(split["val"][:8])
+    calib, imgs = endotect_frames(endotect, 16, "train"), endotect_frames(endotect, 8)
     ref = Predictor.create(weights=rec.file, backend="torch", precision="fp32").predict(imgs)
     got = Predictor.create(weights=rec.file, precision="int8", calibration=calib).predict(imgs)
-    diff = np.mean([np.abs(a - b).mean() for a, b in zip(got, ref)])
-    inter = sum(((a >= 0.5) & (b >= 0.5)).sum() for a, b in zip(got, ref))
-    total = sum((a >= 0.5).sum() + (b >= 0.5).sum() for a, b in zip(got, ref))
-    assert diff < 0.02 and 2 * inter / max(total, 1) > 0.95, (rec.model, diff, 2 * inter / max(total, 1))
+    agreement = compare(got, ref)
+    assert agreement["mean_abs_diff"] < 0.02 and agreement["dice"] > 0.95, (rec.model, agreement)
 
 
 # --------------------------------------------------------------------------- Predictor.create
