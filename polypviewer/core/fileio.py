@@ -17,8 +17,10 @@ import errno
 import hashlib
 import os
 import shutil
+import secrets
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .errors import PolypviewerError
@@ -27,6 +29,7 @@ __all__ = [
     "TMP_PREFIX",
     "OutputError",
     "atomic_write",
+    "atomic_write_all",
     "atomic_path",
     "describe_exception",
     "ensure_free_space",
@@ -44,11 +47,25 @@ class OutputError(PolypviewerError):
     """An output could not be written (a link in the way, a full disk, no permission)."""
 
 
+_UMASK_LOCK = threading.Lock()
+
+
 def _umask() -> int:
-    # os.umask can only be read by setting it; set it back at once (single-threaded enough:
-    # the window of a different umask is two syscalls).
-    mask = os.umask(0o022)
-    os.umask(mask)
+    """The process umask, read without changing it where the OS tells (Linux: /proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    # os.umask can only be read by setting it. Writer threads (predict writes on two) must
+    # not interleave here, or one reads the other's temporary value and restores that for
+    # good; and the temporary value is the strictest, so a file another thread creates in
+    # the window is never more open than intended.
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
     return mask
 
 
@@ -170,6 +187,83 @@ def atomic_write(path: str | Path, data: bytes | str, *, overwrite: bool = True)
         raise
     except OSError as exc:
         raise OutputError(f"could not write: {describe_exception(exc)}", path) from exc
+
+
+def _new_temp(path: Path) -> str:
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    return tmp
+
+
+def atomic_write_all(
+    files: Sequence[tuple[str | Path, bytes | str]], *, overwrite: bool = True
+) -> None:
+    """Write several files (e.g. an image and its mask) so that either all of them are in
+    place or none changed.
+
+    Every temporary is written and fsynced before any is moved into place, so a full disk
+    (the usual failure) leaves every target as it was. Should a move fail after some
+    succeeded, those are rolled back: a file that was new is removed, a replaced one gets
+    its old content back (kept under a hard-linked temporary name until all moves are done).
+    Raises :class:`OutputError` naming the file that failed; links and, with
+    ``overwrite=False``, existing files are refused before anything is written.
+    """
+    items = [(Path(p), d.encode("utf-8") if isinstance(d, str) else d) for p, d in files]
+    for path, _ in items:
+        refuse_link(path)
+        if not overwrite and os.path.lexists(path):
+            raise OutputError("already exists; not overwriting it", path)
+    temps: list[str] = []
+    committed: list[tuple[Path, str | None, bool]] = []  # (target, backup of old content, existed)
+    current = items[0][0] if items else None
+    try:
+        mode = 0o666 & ~_umask()
+        for path, payload in items:
+            current = path
+            tmp = _new_temp(path)
+            temps.append(tmp)
+            os.chmod(tmp, mode)
+            with open(tmp, "wb") as fh:
+                fh.write(payload)
+                fh.flush()
+                os.fsync(fh.fileno())
+        for (path, _), tmp in zip(items, temps):
+            current = path
+            backup = None
+            existed = os.path.lexists(path)
+            if overwrite and existed:
+                backup = str(path.with_name(f"{TMP_PREFIX}{secrets.token_hex(8)}.bak"))
+                try:
+                    os.link(path, backup)
+                except OSError:
+                    backup = None  # no hard links here: this one cannot be rolled back
+            try:
+                _commit(tmp, path, overwrite=overwrite)
+            except BaseException:
+                if backup is not None:
+                    with contextlib.suppress(OSError):
+                        os.unlink(backup)
+                raise
+            committed.append((path, backup, existed))
+    except BaseException as exc:
+        for path, backup, existed in reversed(committed):
+            with contextlib.suppress(OSError):
+                if backup is not None:
+                    os.replace(backup, path)
+                elif not existed:
+                    os.unlink(path)
+        for tmp in temps:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise OutputError(f"could not write: {describe_exception(exc)}", current) from exc
+        raise
+    for _, backup, _ in committed:
+        if backup is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(backup)
+    for folder in {path.parent for path, _ in items}:
+        fsync_dir(folder)
 
 
 def remove_stale_temporaries(folder: str | Path) -> int:

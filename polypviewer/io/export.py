@@ -10,10 +10,15 @@ Layout written (and checked by :func:`verify_export`)::
                                         region, inclusive pixel coordinates)
     out_dir/stats.csv                  optional per-frame columns (e.g. correction effort)
 
-Every file is written to a temporary name in its own folder and renamed into place, so an
-interrupted export never leaves a half-written mask. A non-empty ``out_dir`` is refused
+Every file is written by :mod:`polypviewer.core.fileio` (a temporary in its own folder,
+fsynced, renamed into place), and an image and its mask as one pair: both are written in
+full before either is moved into place, so a full disk or an interrupted export never leaves
+a half-written file nor an image without its mask. A non-empty ``out_dir`` is refused
 unless ``overwrite=True``; even then only the files being exported are replaced, nothing
-else is deleted, and an existing ``bboxes.json`` / ``stats.csv`` is merged, not dropped.
+else is deleted, and an existing ``bboxes.json`` / ``stats.csv`` is merged, not dropped (an
+unreadable one is refused, not replaced). Symbolic links in the export folder
+(``images/``, ``masks/``, ``bboxes.json``, ``stats.csv``, an image or a mask) are never
+read or written through: the export, or that item, is refused in one line.
 """
 
 from __future__ import annotations
@@ -30,10 +35,11 @@ import cv2
 import numpy as np
 
 from polypviewer.core.errors import PolypviewerError
+from polypviewer.core.fileio import (TMP_PREFIX, atomic_write, atomic_write_all, describe_exception,
+                                     remove_stale_temporaries)
 from polypviewer.core.masks import bboxes as mask_bboxes
 from polypviewer.core.masks import binarise, to_uint8
-from polypviewer.io.images import (decode_file, encode_image, is_image_file, natural_key,
-                                   remove_stale_temporaries, ensure_rgb8, write_atomic)
+from polypviewer.io.images import decode_file, encode_image, ensure_rgb8, is_image_file, natural_key
 
 __all__ = ["ExportError", "ExportReport", "SourceItems", "VerifyReport", "check_destination", "export_kvasir",
            "verify_export", "kvasir_bbox_entry"]
@@ -153,30 +159,57 @@ def check_destination(out_dir: Path) -> None:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError("export destination exists and is not a folder", out_dir)
-    if out_dir.is_dir() and any(not p.name.startswith(".polypviewer-tmp-") for p in out_dir.iterdir()):
+    if out_dir.is_dir() and any(not p.name.startswith(TMP_PREFIX) for p in out_dir.iterdir()):
         raise ExportError("export folder is not empty; choose an empty folder or allow overwriting", out_dir)
 
 
-def _merge_json(path: Path, entries: dict) -> None:
-    data: dict = {}
-    if path.exists():
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            data = {}
-    data.update(entries)
-    ordered = {k: data[k] for k in sorted(data, key=natural_key)}
-    write_atomic(path, (json.dumps(ordered, indent=1) + "\n").encode("utf-8"))
+def _refuse_links(out_dir: Path) -> None:
+    """The export writes into these; a link would send the writes (and the merge's reads)
+    somewhere else, so it is refused before anything is written."""
+    for p in (out_dir / "images", out_dir / "masks", out_dir / "bboxes.json", out_dir / "stats.csv"):
+        if p.is_symlink():
+            raise ExportError("is a symbolic link; an export never reads or writes through links "
+                              "(replace it with a real folder or file, or choose another folder)", p)
 
 
-def _merge_csv(path: Path, rows: dict[str, dict]) -> None:
-    existing: dict[str, dict] = {}
-    columns: list[str] = []
-    if path.exists():
+def _read_json(path: Path) -> dict:
+    """An existing ``bboxes.json`` to merge into ({} when there is none); refused when it
+    cannot be read, so a file the user may have edited is never replaced by a fresh one."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ExportError(f"cannot merge into it ({describe_exception(exc)}); "
+                          "fix or move it, or choose another folder", path) from None
+    if not isinstance(data, dict):
+        raise ExportError("cannot merge into it (not a JSON object of per-image entries); "
+                          "fix or move it, or choose another folder", path)
+    return data
+
+
+def _read_csv(path: Path) -> tuple[list[str], dict[str, dict]]:
+    """An existing ``stats.csv``'s columns and rows by name; refused when unreadable."""
+    if not path.exists():
+        return [], {}
+    try:
         with open(path, newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
             columns = [c for c in (reader.fieldnames or []) if c != "name"]
-            existing = {r["name"]: r for r in reader if r.get("name")}
+            return columns, {r["name"]: r for r in reader if r.get("name")}
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ExportError(f"cannot merge into it ({describe_exception(exc)}); "
+                          "fix or move it, or choose another folder", path) from None
+
+
+def _write_json(path: Path, data: dict, entries: dict) -> None:
+    data = {**data, **entries}
+    ordered = {k: data[k] for k in sorted(data, key=natural_key)}
+    atomic_write(path, json.dumps(ordered, indent=1) + "\n")
+
+
+def _write_csv(path: Path, old: tuple[list[str], dict[str, dict]], rows: dict[str, dict]) -> None:
+    columns, existing = list(old[0]), dict(old[1])
     for row in rows.values():
         columns += [str(k) for k in row if str(k) not in columns and k != "name"]
     existing.update(rows)
@@ -185,7 +218,7 @@ def _merge_csv(path: Path, rows: dict[str, dict]) -> None:
     writer.writeheader()
     for name in sorted(existing, key=natural_key):
         writer.writerow({"name": name, **{str(k): v for k, v in existing[name].items()}})
-    write_atomic(path, buf.getvalue().encode("utf-8"))
+    atomic_write(path, buf.getvalue())
 
 
 def export_kvasir(
@@ -216,6 +249,9 @@ def export_kvasir(
         raise ExportError(f"unknown format (mask {mask_format!r}, image {image_format!r}); use png or jpg") from None
     if not overwrite:
         check_destination(out_dir)
+    _refuse_links(out_dir)
+    old_boxes = _read_json(out_dir / "bboxes.json")
+    old_stats = _read_csv(out_dir / "stats.csv") if stats else ([], {})
     img_dir, mask_dir = out_dir / "images", out_dir / "masks"
     try:
         img_dir.mkdir(parents=True, exist_ok=True)
@@ -254,9 +290,9 @@ def export_kvasir(
                 back = binarise(cv2.imdecode(np.frombuffer(mask_bytes, np.uint8), cv2.IMREAD_UNCHANGED))
                 report.jpeg_changed_pixels += int(np.count_nonzero(back != m))
                 m = back
-            # Image before mask: a mask on disk always has its image.
-            write_atomic(img_dir / (name + image_ext), encode_image(rgb, image_ext, jpeg_quality=jpeg_quality))
-            write_atomic(mask_dir / (name + mask_ext), mask_bytes)
+            # One pair: both in full before either is in place (a full disk leaves neither).
+            atomic_write_all([(img_dir / (name + image_ext), encode_image(rgb, image_ext, jpeg_quality=jpeg_quality)),
+                              (mask_dir / (name + mask_ext), mask_bytes)], overwrite=overwrite)
         except (PolypviewerError, OSError, ValueError, TypeError) as exc:
             msg = str(exc)
             report.errors.append(msg if isinstance(exc, PolypviewerError) else f"{name}: {msg}")
@@ -267,10 +303,11 @@ def export_kvasir(
         if on_progress is not None:
             on_progress(len(report.written), name)
 
+    # A failure here (full disk) is an OutputError naming the file; every pair written is whole.
     if boxes or not (out_dir / "bboxes.json").exists():
-        _merge_json(out_dir / "bboxes.json", boxes)
+        _write_json(out_dir / "bboxes.json", old_boxes, boxes)
     if stats:
-        _merge_csv(out_dir / "stats.csv", {n: dict(stats[n]) for n in report.written if n in stats})
+        _write_csv(out_dir / "stats.csv", old_stats, {n: dict(stats[n]) for n in report.written if n in stats})
     if verify:
         report.verify = verify_export(out_dir)
     return report

@@ -9,15 +9,14 @@ dropped), ``read_mask`` gives ``(H, W) bool``.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from polypviewer.core.errors import PolypviewerError
+from polypviewer.core.fileio import atomic_write, remove_stale_temporaries
 from polypviewer.core.masks import binarise
 
 __all__ = [
@@ -31,13 +30,12 @@ __all__ = [
     "read_mask",
     "to_rgb8",
     "write_atomic",
+    "remove_stale_temporaries",
     "encode_image",
     "ensure_rgb8",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
-
-_TMP_PREFIX = ".polypviewer-tmp-"
 
 
 class SourceError(PolypviewerError):
@@ -147,31 +145,7 @@ def encode_image(img: np.ndarray, ext: str, *, jpeg_quality: int = 95) -> bytes:
 
 
 def write_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``:
-    a reader (or a crash) sees the old file or the complete new one, never half of it."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def remove_stale_temporaries(folder: Path) -> int:
-    """Delete temporary files our own :func:`write_atomic` left behind after a crash."""
-    n = 0
-    for p in folder.glob(_TMP_PREFIX + "*"):
-        try:
-            p.unlink()
-            n += 1
-        except OSError:
-            pass
-    return n
+    """Write ``data`` to ``path`` atomically (:func:`polypviewer.core.fileio.atomic_write`:
+    exclusive temporary, fsync, rename; a link at ``path`` is refused; failures are one-line
+    :class:`~polypviewer.core.fileio.OutputError` naming ``path``)."""
+    atomic_write(path, data)

@@ -9,7 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
+from polypviewer.core import fileio
 from polypviewer.io import images as I
+from polypviewer.core.errors import PolypviewerError
 from polypviewer.io.export import ExportError, SourceItems, export_kvasir, verify_export
 from polypviewer.io.sources import open_source
 
@@ -85,7 +87,7 @@ def test_interrupted_export_leaves_no_half_written_mask(tmp_path, monkeypatch):
     out = tmp_path / "out"
     export_kvasir(out, [_item("a")])
     old_mask = (out / "masks" / "a.png").read_bytes()
-    real_replace = I.os.replace
+    real_replace = fileio.os.replace
     calls = []
 
     def dying_replace(src, dst):
@@ -94,12 +96,12 @@ def test_interrupted_export_leaves_no_half_written_mask(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # the user pulls the plug right before the rename
         return real_replace(src, dst)
 
-    monkeypatch.setattr(I.os, "replace", dying_replace)
+    monkeypatch.setattr(fileio.os, "replace", dying_replace)
     with pytest.raises(KeyboardInterrupt):
         export_kvasir(out, [_item("new")], overwrite=True)
     with pytest.raises(KeyboardInterrupt):
         export_kvasir(out, [_item("a", boxes=((0, 0, 29, 19),))], overwrite=True)
-    monkeypatch.setattr(I.os, "replace", real_replace)
+    monkeypatch.setattr(fileio.os, "replace", real_replace)
     assert not (out / "masks" / "new.png").exists()
     assert (out / "masks" / "a.png").read_bytes() == old_mask, "the old mask survives intact"
     leftovers = [p.name for p in out.rglob("*") if p.name.startswith(".polypviewer-tmp-")]
@@ -206,3 +208,118 @@ def test_masks_exported_beside_a_video_come_back_as_its_ground_truth(tmp_path):
         assert src.has_masks
         assert np.array_equal(src.mask(3), corrected[3]) and not src.mask(8).any()
         assert src.mask(4) is None
+
+
+# --- outputs never follow links, modes follow the umask, a full disk leaves whole pairs ---
+
+def test_overwrite_refuses_a_symlinked_bboxes_json_and_never_reads_its_target(tmp_path):
+    out = tmp_path / "out"
+    export_kvasir(out, [_item("a")])
+    secret = tmp_path / "elsewhere.json"
+    secret.write_text(json.dumps({"someone_else": {"height": 1, "width": 1, "bbox": []}}))
+    (out / "bboxes.json").unlink()
+    (out / "bboxes.json").symlink_to(secret)
+    mask_before = (out / "masks" / "a.png").read_bytes()
+    with pytest.raises(ExportError) as err:
+        export_kvasir(out, [_item("a", boxes=((0, 0, 29, 19),))], overwrite=True)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(str(out / "bboxes.json")) and "symbolic link" in msg
+    assert (out / "bboxes.json").is_symlink(), "the link is left as it was"
+    assert json.loads(secret.read_text()) == {"someone_else": {"height": 1, "width": 1, "bbox": []}}
+    assert (out / "masks" / "a.png").read_bytes() == mask_before, "refused before writing anything"
+
+
+def test_symlinked_masks_folder_or_mask_file_is_not_written_through(tmp_path):
+    out = tmp_path / "out"
+    export_kvasir(out, [_item("a")])
+    other = tmp_path / "other_masks"
+    other.mkdir()
+    (out / "masks" / "a.png").rename(other / "a.png")
+    (out / "masks").rmdir()
+    (out / "masks").symlink_to(other)
+    with pytest.raises(ExportError, match="symbolic link"):
+        export_kvasir(out, [_item("a", boxes=((0, 0, 29, 19),))], overwrite=True)
+    assert not I.read_mask(other / "a.png").all()
+    # A link at one mask's name: that item is refused (one line), the others are written.
+    (out / "masks").unlink()
+    (out / "masks").mkdir()
+    victim = tmp_path / "victim.png"
+    victim.write_bytes(b"precious")
+    (out / "masks" / "a.png").symlink_to(victim)
+    report = export_kvasir(out, [_item("a"), _item("b")], overwrite=True)
+    assert report.written == ["b"] and len(report.errors) == 1
+    assert "symbolic link" in report.errors[0] and str(out / "masks" / "a.png") in report.errors[0]
+    assert victim.read_bytes() == b"precious"
+
+
+def test_unreadable_bboxes_json_is_refused_not_replaced(tmp_path):
+    out = tmp_path / "out"
+    export_kvasir(out, [_item("a")])
+    (out / "bboxes.json").write_text('{"a": hand-edited, broken')
+    with pytest.raises(ExportError) as err:
+        export_kvasir(out, [_item("b")], overwrite=True)
+    assert str(err.value).startswith(str(out / "bboxes.json")) and "\n" not in str(err.value)
+    assert (out / "bboxes.json").read_text() == '{"a": hand-edited, broken'
+    assert not (out / "images" / "b.png").exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_exported_files_follow_the_umask(tmp_path, umask):
+    import os
+    import stat
+
+    old = os.umask(umask)
+    try:
+        export_kvasir(tmp_path / "out", [_item("a")], stats={"a": {"x": 1}})
+    finally:
+        os.umask(old)
+    for rel in ("images/a.png", "masks/a.png", "bboxes.json", "stats.csv"):
+        assert stat.S_IMODE((tmp_path / "out" / rel).stat().st_mode) == 0o666 & ~umask, rel
+
+
+def _fail_fsync_in(monkeypatch, folder_name: str):
+    """Make fsync of any file under a folder called ``folder_name`` fail as on a full disk."""
+    import errno
+    import os
+
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc/self/fd to tell which file an fsync is for")
+    real = os.fsync
+
+    def fsync(fd):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            target = ""
+        if os.path.basename(os.path.dirname(target)) == folder_name and not os.path.isdir(target):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd)
+
+    monkeypatch.setattr(fileio.os, "fsync", fsync)  # the os module itself: any writer is caught
+
+
+def test_full_disk_leaves_no_image_without_its_mask_and_names_the_file(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    export_kvasir(out, [_item("a")])
+    old_image = (out / "images" / "a.png").read_bytes()
+    _fail_fsync_in(monkeypatch, "masks")
+    report = export_kvasir(out, [_item("new"), _item("a", boxes=((0, 0, 29, 19),))], overwrite=True)
+    monkeypatch.undo()
+    assert report.written == [] and len(report.errors) == 2
+    for err, name in zip(report.errors, ("new", "a")):
+        assert "\n" not in err and err.startswith(str(out / "masks" / f"{name}.png"))
+        assert "No space left on device" in err
+    assert not (out / "images" / "new.png").exists(), "no image without its mask"
+    assert (out / "images" / "a.png").read_bytes() == old_image, "the old pair is untouched"
+    assert report.verify.ok, "the self-check still runs and the folder is consistent"
+    assert [p.name for p in out.rglob(".polypviewer-tmp-*")] == []
+
+
+def test_full_disk_on_bboxes_json_is_one_line_naming_it(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    _fail_fsync_in(monkeypatch, "out")
+    with pytest.raises(PolypviewerError) as err:
+        export_kvasir(out, [_item("a")])
+    monkeypatch.undo()
+    msg = str(err.value)
+    assert msg.startswith(str(out / "bboxes.json")) and "No space left" in msg and "\n" not in msg
