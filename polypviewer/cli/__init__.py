@@ -4,8 +4,9 @@ With no sub-command it starts the GUI; with one it runs a headless tool. Each to
 module ``polypviewer.cli.<module>`` exposing ``configure(parser)`` and ``run(args) -> int``.
 Modules are imported lazily so ``polypviewer --help`` does not import torch or Qt.
 
-Exit status: 0 success, 1 some items failed, 2 usage error. A user error is one line on
-stderr (``polypviewer: error: ...``), never a traceback.
+Exit status: 0 success, 1 the run was not clean (some items failed, or the source had
+problems: see :class:`Report`), 2 usage error. A user error is one line on stderr
+(``polypviewer: error: ...``), never a traceback.
 """
 
 from __future__ import annotations
@@ -38,6 +39,40 @@ class UserError(Exception):
     def __init__(self, message: str, status: int = 2) -> None:
         super().__init__(message)
         self.status = status
+
+
+class Report:
+    """How ``predict``, ``extract`` and ``eval`` report what went wrong without stopping.
+
+    Each problem (a source problem found when it opened, a frame or file that failed) is one
+    line on stderr, ``polypviewer <command>: <file>: <reason>``, and the run goes on;
+    :meth:`note` prints a line that does not count. :meth:`finish` prints how many problems
+    there were and returns the exit status: 0 when none, 1 when the run was not clean.
+    """
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+        self.count = 0
+
+    def problem(self, line: str) -> None:
+        self.count += 1
+        self.note(line)
+
+    __call__ = problem
+
+    def note(self, line: str) -> None:
+        print(f"polypviewer {self.command}: {' '.join(str(line).split())}", file=sys.stderr, flush=True)
+
+    def source(self, src: object) -> None:
+        """Every problem the source opener found (``src.problems``), one line each."""
+        for line in getattr(src, "problems", None) or []:
+            self.problem(line)
+
+    def finish(self) -> int:
+        if not self.count:
+            return 0
+        self.note(f"{self.count} problem(s) reported above; the run was not clean (exit status 1)")
+        return 1
 
 
 def _available() -> dict[str, tuple[str, str]]:

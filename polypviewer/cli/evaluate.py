@@ -5,8 +5,9 @@ output, ``--pred OUT/probs`` scores the saved probability maps) or a plain folde
 files; files are paired by stem (``a.png`` with ``a.jpg``). Every ground-truth stem is
 scored: a prediction that is missing, unreadable or of another size is reported by name and
 scored as an empty mask, so one bad file never changes ``n`` or hides the rest. A
-ground-truth file that cannot be read is reported and left out. Exit status 1 when any item
-was reported, 0 otherwise.
+ground-truth file that cannot be read is reported and left out. Problems are reported as
+:class:`polypviewer.cli.Report` says (one line each on stderr; exit status 1 when any item was
+reported, 0 otherwise); predictions without ground truth are only noted.
 
 Prediction files: 8-bit (or 16-bit) grey or colour images; the value is a probability
 ``v / 255`` (foreground where ``v >= 128``), so 0/255 masks and saved probability maps both
@@ -20,11 +21,10 @@ import argparse
 import csv
 import io
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from polypviewer.cli import UserError
+from polypviewer.cli import Report, UserError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -81,6 +81,8 @@ def read_prediction(path: Path):
 def _check_writable(path: Path | None, overwrite: bool) -> None:
     if path is None:
         return
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; give a file name")
     if path.exists() and not overwrite:
         raise UserError(f"{path}: already exists; pass --overwrite to replace it")
     if not path.parent.is_dir():
@@ -88,9 +90,9 @@ def _check_writable(path: Path | None, overwrite: bool) -> None:
 
 
 def _write(path: Path, text: str) -> None:
-    from polypviewer.io.images import write_atomic
+    from polypviewer.core.fileio import atomic_write
 
-    write_atomic(path, text.encode("utf-8"))
+    atomic_write(path, text)  # OutputError (one line naming the file) on any failure
 
 
 def to_csv(per_image: list[dict[str, Any]]) -> str:
@@ -133,8 +135,11 @@ def format_table(summary: dict[str, Any], *, per_image: bool) -> str:
 
 
 def evaluate(pred_root: Path, gt_root: Path, *, benchmark: bool = True,
-             report=None) -> tuple[dict[str, Any], list[str]]:
-    """Score every ground-truth stem; return the summary and the one-line problem reports."""
+             report=None, note=None) -> tuple[dict[str, Any], list[str]]:
+    """Score every ground-truth stem; return the summary and the one-line problem reports.
+
+    ``report(line)`` is called for each problem, ``note(line)`` (default: ``report``) for
+    lines that are not problems (predictions without ground truth, a hint)."""
     import numpy as np
 
     from polypviewer.core.errors import PolypviewerError
@@ -143,8 +148,9 @@ def evaluate(pred_root: Path, gt_root: Path, *, benchmark: bool = True,
 
     gt_dir, pred_dir = mask_folder(gt_root), mask_folder(pred_root)
     say = report or (lambda line: None)
+    tell = note or say
     if pred_dir != pred_root and (pred_root / "probs").is_dir():
-        say(f"{pred_root}: scoring masks/; pass --pred {pred_root / 'probs'} to score the "
+        tell(f"{pred_root}: scoring masks/; pass --pred {pred_root / 'probs'} to score the "
             "probability maps (the 256-threshold metrics need them)")
     gts, gt_clashes = index_by_stem(gt_dir)
     preds, pred_clashes = index_by_stem(pred_dir)
@@ -191,7 +197,7 @@ def evaluate(pred_root: Path, gt_root: Path, *, benchmark: bool = True,
     extra = sorted(set(preds) - set(gts) - set(gt_clashes), key=natural_key)
     if extra:
         shown = ", ".join(extra[:5]) + (" ..." if len(extra) > 5 else "")
-        say(f"{pred_dir}: {len(extra)} prediction(s) without ground truth ignored: {shown}")
+        tell(f"{pred_dir}: {len(extra)} prediction(s) without ground truth ignored: {shown}")
     summary = acc.summary()
     summary["errors"] = problems
     return summary, problems
@@ -203,16 +209,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None and args.csv is not None and args.json.resolve() == args.csv.resolve():
         raise UserError(f"{args.json}: --json and --csv name the same file")
 
-    def report(line: str) -> None:
-        print(f"polypviewer eval: {line}", file=sys.stderr)
-
-    summary, problems = evaluate(args.pred, args.gt, benchmark=not args.fast, report=report)
+    report = Report("eval")
+    summary, _ = evaluate(args.pred, args.gt, benchmark=not args.fast, report=report, note=report.note)
     print(format_table(summary, per_image=not args.summary))
     if args.json is not None:
         _write(args.json, json.dumps(summary, indent=2) + "\n")
     if args.csv is not None:
         _write(args.csv, to_csv(summary["per_image"]))
-    if problems:
-        print(f"polypviewer eval: {len(problems)} item(s) reported above", file=sys.stderr)
-        return 1
-    return 0
+    return report.finish()

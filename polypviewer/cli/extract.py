@@ -2,7 +2,10 @@
 
 Writes the chosen frames as lossless PNG named ``<video-stem>_<frame:06d>.png`` (the names
 a Kvasir export of the same frames uses), for annotation in another tool or in the app.
-Frames out of range or undecodable are named on stderr and skipped (exit status 1).
+Problems are reported as :class:`polypviewer.cli.Report` says (one line each on stderr, the
+rest goes on, exit status 1): what the source found when it opened (a video shorter than its
+header says, two files with one name), frames out of range or undecodable (skipped), and
+frames that cannot be written (``<file>: could not write frame N: <reason>``).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from polypviewer.cli import UserError
+from polypviewer.cli import Report, UserError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -58,8 +61,9 @@ def parse_selection(args: argparse.Namespace, n: int) -> list[int]:
 
 def run(args: argparse.Namespace) -> int:
     from polypviewer.core.errors import PolypviewerError
+    from polypviewer.core.fileio import OutputError, atomic_path, describe_exception, remove_stale_temporaries
     from polypviewer.io.export import ExportError, check_destination
-    from polypviewer.io.images import encode_image, remove_stale_temporaries, write_atomic
+    from polypviewer.io.images import encode_image
     from polypviewer.io.sources import open_source
 
     out: Path = args.out
@@ -68,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
             check_destination(out)
         except ExportError as exc:
             raise UserError(f"{exc} (pass --overwrite to write into it anyway)") from None
+    report = Report("extract")
     with open_source(args.video) as src:
+        report.source(src)
         wanted = parse_selection(args, len(src))
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -81,13 +87,22 @@ def run(args: argparse.Namespace) -> int:
                 if not 0 <= i < len(src):
                     raise ExportError(f"frame {i} out of range (source has {len(src)} frames); skipped", src.path)
                 target = out / f"{src.name(i)}.png"
-                write_atomic(target, encode_image(src.frame(i), ".png"))
-            except (PolypviewerError, OSError) as exc:
+                data = encode_image(src.frame(i), ".png")
+            except (PolypviewerError, OSError, ValueError) as exc:
                 failed += 1
-                print(f"polypviewer extract: {exc}", file=sys.stderr)
+                report(str(exc) if isinstance(exc, PolypviewerError)
+                       else f"{src.path}: frame {i}: {describe_exception(exc)}")
+                continue
+            try:
+                with atomic_path(target) as tmp:
+                    tmp.write_bytes(data)
+            except (OutputError, OSError) as exc:
+                failed += 1
+                why = exc.reason if isinstance(exc, OutputError) else describe_exception(exc)
+                report(f"{target}: could not write frame {i}: {why}")
                 continue
             written += 1
             if not args.quiet:
                 print(f"[{k}/{len(wanted)}] {target.name}", file=sys.stderr)
     print(f"wrote {written} of {len(wanted)} frame(s) to {out}" + (f"; {failed} failed" if failed else ""))
-    return 1 if failed else 0
+    return report.finish()

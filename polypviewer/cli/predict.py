@@ -5,8 +5,12 @@ Segments an image, a folder of images, a Kvasir-SEG dataset or a video. Writes
 (8-bit, round(255 * p)); video frames are named ``<video-stem>_<frame:06d>``. With
 ``--shard I/N`` only items whose index % N == I are done, so N machines (or processes)
 split a dataset and their outputs together are exactly one run's. When the source has
-ground truth the metrics are printed at the end. Bad items are named and skipped
-(exit status 1); existing output files are never replaced without ``--overwrite``.
+ground truth the metrics are printed at the end. Problems are reported the way
+:class:`polypviewer.cli.Report` says (one line each on stderr, exit status 1): what the source
+found when it opened (two files with one name, a video shorter than its header, images
+without masks), frames that cannot be read or written (skipped) and ground-truth masks that
+cannot be used (the frame is still predicted, only left out of the metrics). Existing output
+files are never replaced without ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from polypviewer.cli import UserError
+from polypviewer.cli import Report, UserError
 
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
@@ -119,7 +123,10 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1 (got {args.batch_size})")
     out: Path = args.out
-    with open_source(args.source) as src:
+    report = Report("predict")
+    with open_source(args.source) as opened:
+        report.source(opened)
+        src = GroundTruthGuard(opened)
         indices = [i for i in range(len(src)) if i % shard_n == shard_i]
         folders = {"masks": out / "masks"}
         if args.save_prob:
@@ -158,10 +165,12 @@ def run(args: argparse.Namespace) -> int:
         runner = PipelineRunner(src, predictor, indices, batch_size=args.batch_size,
                                 on_progress=Progress(len(indices), args.quiet))
         try:
-            failed = write_predictions(runner, folders, acc=acc, overlay=writer)
+            failed = write_predictions(runner, folders, acc=acc, overlay=writer, report=report)
         finally:
             if writer is not None:
                 writer.close()
+            for i in sorted(src.gt_problems):
+                report(src.gt_problems[i])
         elapsed = time.perf_counter() - t0
         done = len(indices) - failed
         if not args.quiet:
@@ -169,13 +178,41 @@ def run(args: argparse.Namespace) -> int:
                   f"{len(indices) / max(elapsed, 1e-9):.1f} frames/s overall", file=sys.stderr)
         if acc is not None and len(acc):
             _print_metrics(acc.summary())
-    return 1 if failed else 0
+    return report.finish()
 
 
-def write_predictions(runner: Any, folders: dict[str, Path], *, acc: Any = None, overlay: Any = None) -> int:
+class GroundTruthGuard:
+    """A source as ``predict`` feeds it to the pipeline: a ground-truth mask that cannot be
+    used (unreadable, another size than its image) reads as None and is recorded in
+    ``gt_problems`` (frame index -> one line), so the frame is still predicted and only left
+    out of the metrics. Everything else is the source's own."""
+
+    def __init__(self, src: Any) -> None:
+        self._src = src
+        self.gt_problems: dict[int, str] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._src, name)
+
+    def __len__(self) -> int:
+        return len(self._src)
+
+    def mask(self, i: int) -> Any:
+        from polypviewer.core.errors import PolypviewerError
+
+        try:
+            return self._src.mask(i)
+        except PolypviewerError as exc:
+            self.gt_problems[int(i)] = f"{exc}; frame predicted, its ground truth left out of the metrics"
+            return None
+
+
+def write_predictions(runner: Any, folders: dict[str, Path], *, acc: Any = None, overlay: Any = None,
+                      report: Any = None) -> int:
     """Drain ``runner``: write ``masks/`` (0/255) and ``probs/`` (round(255 p)) PNGs atomically,
-    score against ground truth, add overlay frames. Returns the number of failed items (each
-    named on stderr). ``bench`` times this same function for its end-to-end number.
+    score against ground truth, add overlay frames. Returns the number of failed items, each
+    named in one line through ``report`` (default: printed on stderr). ``bench`` times this
+    same function for its end-to-end number.
 
     Encoding and the (fsynced) writes run on two writer threads, a bounded number of frames
     behind, so a slow disk does not stall the pipeline; scoring and the overlay video stay
@@ -187,7 +224,12 @@ def write_predictions(runner: Any, folders: dict[str, Path], *, acc: Any = None,
     import numpy as np
 
     from polypviewer.core.errors import PolypviewerError
+    from polypviewer.core.fileio import describe_exception
     from polypviewer.io.images import encode_image, write_atomic
+
+    if report is None:
+        def report(line: str) -> None:
+            print(f"polypviewer: {line}", file=sys.stderr)
 
     def write(name: str, mask: np.ndarray, prob: np.ndarray | None) -> None:
         write_atomic(folders["masks"] / f"{name}.png", encode_image(mask.astype(np.uint8) * 255, ".png"))
@@ -199,7 +241,7 @@ def write_predictions(runner: Any, folders: dict[str, Path], *, acc: Any = None,
         exc = fut.exception()
         if exc is None:
             return 0
-        print(f"polypviewer: skipped {name}: cannot write output ({exc})", file=sys.stderr)
+        report(f"skipped {name}: cannot write output ({describe_exception(exc)})")
         return 1
 
     failed = 0
@@ -209,7 +251,7 @@ def write_predictions(runner: Any, folders: dict[str, Path], *, acc: Any = None,
             for r in runner:
                 if r.error is not None:
                     failed += 1
-                    print(f"polypviewer: skipped {r.error}", file=sys.stderr)
+                    report(f"skipped {r.error}")
                     continue
                 mask = r.mask
                 pending.append((r.name, pool.submit(write, r.name, mask, r.prob if "probs" in folders else None)))
@@ -220,7 +262,7 @@ def write_predictions(runner: Any, folders: dict[str, Path], *, acc: Any = None,
                         overlay.add(r.frame, mask)
                 except (OSError, ValueError, PolypviewerError) as exc:
                     failed += 1
-                    print(f"polypviewer: {r.name}: not scored or not in the overlay video ({exc})", file=sys.stderr)
+                    report(f"{r.name}: not scored or not in the overlay video ({describe_exception(exc)})")
                 while pending and (len(pending) > 16 or pending[0][1].done()):
                     failed += collect(*pending.popleft())
             while pending:

@@ -7,12 +7,15 @@ Kvasir-SEG dataset (``images/`` + ``masks/``).
 
 A source that cannot be opened raises :class:`SourceError`; one bad item raises
 :class:`ItemError` from ``frame(i)`` / ``mask(i)`` (the caller names it and goes on).
-Anything odd found while opening (an image without a mask, a mask without an image) is a
-one-line string in ``source.problems``.
+Anything odd found while opening (an image without a mask, a mask without an image, two
+files with one stem, a broken link, a video shorter than its header says) is a one-line string
+naming the file in ``source.problems``; the CLI prints each one and exits 1.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 from pathlib import Path
 
@@ -123,16 +126,45 @@ class ImageListSource(FrameSource):
         return any(m is not None for m in self.masks)
 
 
-def _list_images(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if p.is_file() and is_image_file(p)),
-                  key=lambda p: natural_key(p.name))
+def _stat_problem(path: Path) -> SourceError | None:
+    """Why ``path`` cannot be reached (a link loop, a broken link, nothing there), or None."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return SourceError("symbolic link loop", path)
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            if path.is_symlink():
+                try:
+                    target = os.readlink(path)
+                except OSError:
+                    target = "?"
+                return SourceError(f"broken symbolic link (to {target})", path)
+            return SourceError("no such file or folder", path)
+        raise
+    return None
+
+
+def _list_images(folder: Path, problems: list[str] | None = None) -> list[Path]:
+    found = []
+    for p in folder.iterdir():
+        if not is_image_file(p):
+            continue
+        if p.is_file():
+            found.append(p)
+        elif problems is not None and p.is_symlink():
+            why = _stat_problem(p)  # an image name that leads nowhere: say so, do not drop it silently
+            if why is not None:
+                problems.append(f"{why}; skipped")
+    return sorted(found, key=lambda p: natural_key(p.name))
 
 
 def _by_stem(files: list[Path], problems: list[str]) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for p in files:
         if p.stem in out:
-            problems.append(f"{p}: same name as {out[p.stem].name}; using {out[p.stem].name}")
+            problems.append(f"{p}: skipped: {out[p.stem].name} has the same name ({p.stem}) and is used "
+                            "instead (one name, one frame)")
         else:
             out[p.stem] = p
     return out
@@ -141,10 +173,10 @@ def _by_stem(files: list[Path], problems: list[str]) -> dict[str, Path]:
 def _open_kvasir(root: Path) -> ImageListSource:
     img_dir, mask_dir = root / "images", root / "masks"
     problems: list[str] = []
-    images = list(_by_stem(_list_images(img_dir), problems).values())
+    images = list(_by_stem(_list_images(img_dir, problems), problems).values())
     if not images:
         raise SourceError("no images in images/ (expected .jpg/.png/.tif/.bmp files)", root)
-    masks_by_stem = _by_stem(_list_images(mask_dir), problems) if mask_dir.is_dir() else {}
+    masks_by_stem = _by_stem(_list_images(mask_dir, problems), problems) if mask_dir.is_dir() else {}
     if not mask_dir.is_dir():
         problems.append(f"{mask_dir}: no masks/ folder; opened without ground truth")
     masks: list[Path | None] = []
@@ -162,7 +194,7 @@ def _open_kvasir(root: Path) -> ImageListSource:
 
 def _open_folder(folder: Path) -> ImageListSource:
     problems: list[str] = []
-    images = list(_by_stem(_list_images(folder), problems).values())
+    images = list(_by_stem(_list_images(folder, problems), problems).values())
     if not images:
         videos = [p.name for p in folder.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS]
         hint = f"; it holds video(s), open one: {', '.join(sorted(videos)[:3])}" if videos else ""
@@ -204,9 +236,12 @@ class VideoSource(FrameSource):
         self.index = load_index(path, on_progress)
         self.reader = VideoReader(path, self.index, cache_frames=cache_frames, max_forward=max_forward)
         self.fps = self.index.fps
-        if self.index.declared_count and self.index.declared_count != self.index.count:
-            self.problems.append(f"{path}: header says {self.index.declared_count} frames, "
-                                 f"{self.index.count} decodable; using {self.index.count}")
+        declared, count = self.index.declared_count, self.index.count
+        if declared and declared > count:
+            self.problems.append(f"{path}: header says {declared} frames, only {count} could be decoded")
+        elif declared and declared < count:
+            self.problems.append(f"{path}: header says {declared} frames, {count} could be decoded; "
+                                 f"using all {count}")
         self._mask_files = self._find_masks()
 
     def _find_masks(self) -> dict[int, Path]:
@@ -271,8 +306,9 @@ def open_source(path: str | Path, **video_options) -> FrameSource:
 
 
 def _open(path: Path, video_options: dict) -> FrameSource:
-    if not path.exists():
-        raise SourceError("no such file or folder", path)
+    why = _stat_problem(path)
+    if why is not None:
+        raise why
     if path.is_dir():
         if (path / "images").is_dir():
             return _open_kvasir(path)

@@ -139,3 +139,35 @@ def test_eval_refuses_to_overwrite_and_names_bad_folders(negatives: Path, tmp_pa
     assert main(["eval", "--pred", str(negatives), "--gt", str(negatives),
                  "--json", str(existing), "--fast", "--overwrite"]) == 0
     assert json.loads(existing.read_text())["n"] == 10
+
+
+def test_eval_json_naming_a_folder_is_a_one_line_error_even_with_overwrite(tmp_path: Path, capsys):
+    gt, pred, folder = tmp_path / "gt", tmp_path / "pred", tmp_path / "report.json"
+    for d in (gt, pred, folder):
+        d.mkdir()
+    _write_png(gt / "a.png", np.zeros((8, 8), np.uint8))
+    _write_png(pred / "a.png", np.zeros((8, 8), np.uint8))
+    (folder / "mine.txt").write_text("keep")
+    for extra in ([], ["--overwrite"]):
+        status = main(["eval", "--pred", str(pred), "--gt", str(gt), "--json", str(folder), "--fast", *extra])
+        err = capsys.readouterr().err.strip()
+        assert status == 2 and err == f"polypviewer: error: {folder}: is a folder; give a file name"
+        assert folder.is_dir() and (folder / "mine.txt").read_text() == "keep"
+
+
+def test_eval_reports_problems_like_predict_and_extract(tmp_path: Path, capsys):
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir()
+    pred.mkdir()
+    for stem in ("a", "b"):
+        _write_png(gt / f"{stem}.png", np.zeros((8, 8), np.uint8))
+    _write_png(pred / "a.png", np.zeros((8, 8), np.uint8))
+    _write_png(pred / "z.png", np.zeros((8, 8), np.uint8))  # no ground truth: a note, not a problem
+    assert main(["eval", "--pred", str(pred), "--gt", str(gt), "--fast"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert all(ln.startswith("polypviewer eval: ") for ln in lines), lines
+    assert f"{pred / 'b'}.*: prediction missing; scored as an empty mask" in lines[0]
+    assert "without ground truth ignored: z" in lines[1]
+    assert lines[2] == "polypviewer eval: 1 problem(s) reported above; the run was not clean (exit status 1)"
+    _write_png(pred / "b.png", np.zeros((8, 8), np.uint8))
+    assert main(["eval", "--pred", str(pred), "--gt", str(gt), "--fast"]) == 0  # notes alone: clean

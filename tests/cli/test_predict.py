@@ -142,3 +142,99 @@ def test_predict_int8_calibrates_on_the_source_and_shards_equal_one_run(clip384,
     assert main(["predict", str(clip384), "--weights", str(weights), "--out", str(tmp_path / "t"),
                  "--precision", "int8", "--backend", "torch"]) == 2
     assert "--backend openvino" in capsys.readouterr().err
+
+
+# -- what the source opener found is reported, and the exit status says the run was not clean
+
+
+def _write_img(path: Path, h: int, w: int, value: int = 120) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), np.full((h, w, 3), value, np.uint8))
+    return path
+
+
+def truncated_avi(path: Path, frames: int = 26, keep: int = 14) -> Path:
+    """An MJPG AVI whose header says ``frames`` frames, cut after its first ``keep`` frame chunks."""
+    import struct
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
+    assert writer.isOpened()
+    for i in range(frames):
+        writer.write(np.full((48, 64, 3), 9 * i, np.uint8))
+    writer.release()
+    data = path.read_bytes()
+    off, chunks = data.index(b"movi") + 4, []
+    while len(chunks) <= keep:
+        cid, size = struct.unpack("<4sI", data[off:off + 8])
+        if cid == b"00dc":
+            chunks.append(off)
+        off += 8 + size + (size & 1)
+    path.write_bytes(data[:chunks[keep]])
+    return path
+
+
+def _problem_lines(err: str, command: str = "predict") -> list[str]:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert "Traceback" not in err
+    assert lines and all(ln.startswith(f"polypviewer {command}: ") for ln in lines), lines
+    assert "the run was not clean" in lines[-1]
+    return lines
+
+
+def test_predict_reports_two_files_with_one_name_and_predicts_the_rest(weights, tmp_path, capsys):
+    src = tmp_path / "frames"
+    kept = _write_img(src / "frame.jpg", 48, 64)
+    skipped = _write_img(src / "frame.png", 24, 32)
+    _write_img(src / "other.png", 40, 40)
+    out = tmp_path / "out"
+    rc = main(["predict", str(src), "--weights", str(weights), "--out", str(out), "-q"])
+    lines = _problem_lines(capsys.readouterr().err)
+    assert rc == 1
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["frame.png", "other.png"]
+    assert read(out / "masks" / "frame.png").shape == (48, 64)  # the kept file's prediction
+    clash = [ln for ln in lines if str(skipped) in ln]
+    assert len(clash) == 1 and "skipped" in clash[0] and kept.name in clash[0]
+    assert len(lines) == 2
+
+
+def test_predict_truncated_video_says_how_many_frames_were_lost(weights, tmp_path, capsys):
+    avi = truncated_avi(tmp_path / "cut.avi")
+    out = tmp_path / "out"
+    rc = main(["predict", str(avi), "--weights", str(weights), "--out", str(out), "-q"])
+    lines = _problem_lines(capsys.readouterr().err)
+    assert rc == 1
+    assert len(list((out / "masks").iterdir())) == 14
+    assert lines[:-1] == [f"polypviewer predict: {avi}: header says 26 frames, only 14 could be decoded"]
+
+
+def test_predict_kvasir_reports_pairing_and_bad_ground_truth_and_still_predicts(weights, tmp_path, capsys):
+    root = tmp_path / "data"
+    for stem in ("a", "b", "c", "lonely"):
+        _write_img(root / "images" / f"{stem}.png", 30, 40)
+    gt = np.zeros((30, 40), np.uint8)
+    gt[5:15, 5:20] = 255
+    (root / "masks").mkdir()
+    assert cv2.imwrite(str(root / "masks" / "a.png"), gt)
+    assert cv2.imwrite(str(root / "masks" / "b.png"), np.zeros((10, 10), np.uint8))  # wrong size
+    (root / "masks" / "c.png").write_bytes(b"not a png")                             # unreadable
+    assert cv2.imwrite(str(root / "masks" / "orphan.png"), gt)
+    out = tmp_path / "out"
+    rc = main(["predict", str(root), "--weights", str(weights), "--out", str(out), "-q"])
+    captured = capsys.readouterr()
+    lines = _problem_lines(captured.err)
+    assert rc == 1
+    # every image is predicted, a bad ground-truth mask or none at all
+    assert sorted(p.stem for p in (out / "masks").iterdir()) == ["a", "b", "c", "lonely"]
+    assert "ground truth for 1 item(s)" in captured.out  # only a is scored
+
+    def line(needle: str) -> str:
+        found = [ln for ln in lines if needle in ln]
+        assert len(found) == 1, (needle, lines)
+        return found[0]
+
+    assert "no mask" in line(str(root / "images" / "lonely.png"))
+    assert "mask without an image" in line(str(root / "masks" / "orphan.png"))
+    assert "differs from image size" in line(str(root / "masks" / "b.png"))
+    assert "cannot decode" in line(str(root / "masks" / "c.png"))
+    assert "left out of the metrics" in line("b.png") and "left out of the metrics" in line("c.png")
+    assert len(lines) == 5

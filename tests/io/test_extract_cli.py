@@ -81,3 +81,74 @@ def test_truncated_video_is_one_line_on_stderr_even_from_ffmpeg(tmp_path, h264_c
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"polypviewer: error: {cut}: cannot open video (unreadable, truncated or unsupported codec)"]
+
+
+# -- problems: one line each on stderr, the rest goes on, exit status 1
+
+
+def _truncated_avi(path, frames: int = 26, keep: int = 14):
+    """An MJPG AVI whose header says ``frames`` frames, cut after its first ``keep`` frame chunks."""
+    import struct
+
+    from .conftest import write_video
+
+    data = write_video(path, frames, fourcc="MJPG").read_bytes()
+    off, chunks = data.index(b"movi") + 4, []
+    while len(chunks) <= keep:
+        cid, size = struct.unpack("<4sI", data[off:off + 8])
+        if cid == b"00dc":
+            chunks.append(off)
+        off += 8 + size + (size & 1)
+    path.write_bytes(data[:chunks[keep]])
+    return path
+
+
+def _lines(err: str) -> list[str]:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert "Traceback" not in err and all(ln.startswith("polypviewer extract: ") for ln in lines), lines
+    return lines
+
+
+def test_extract_truncated_video_reports_the_lost_frames(tmp_path, capsys):
+    avi = _truncated_avi(tmp_path / "cut.avi")
+    out = tmp_path / "o"
+    assert main(["extract", str(avi), "--every", "1", "--out", str(out), "-q"]) == 1
+    assert sorted(frame_number(read_image(p)) for p in out.iterdir()) == list(range(14))
+    lines = _lines(capsys.readouterr().err)
+    assert lines[0] == f"polypviewer extract: {avi}: header says 26 frames, only 14 could be decoded"
+    assert len(lines) == 2 and "not clean" in lines[1]
+
+
+def test_extract_folder_reports_two_files_with_one_name(tmp_path, capsys):
+    src = tmp_path / "frames"
+    src.mkdir()
+    cv2.imwrite(str(src / "frame.jpg"), np.zeros((8, 8, 3), np.uint8))
+    cv2.imwrite(str(src / "frame.png"), np.zeros((4, 4, 3), np.uint8))
+    out = tmp_path / "o"
+    assert main(["extract", str(src), "--every", "1", "--out", str(out), "-q"]) == 1
+    assert [p.name for p in out.iterdir()] == ["frame.png"] and read_image(out / "frame.png").shape == (8, 8, 3)
+    lines = _lines(capsys.readouterr().err)
+    assert len(lines) == 2 and str(src / "frame.png") in lines[0] and "frame.jpg" in lines[0]
+
+
+def test_extract_full_disk_names_the_file_and_the_frame(tmp_path, numbered_video, capsys, monkeypatch):
+    import errno
+    import os
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)  # the data never reaches the disk
+    out = tmp_path / "o"
+    assert main(["extract", str(numbered_video), "--frames", "3,7", "--out", str(out), "-q"]) == 1
+    lines = _lines(capsys.readouterr().err)
+    assert lines[:2] == [f"polypviewer extract: {out / f'numbered_{i:06d}.png'}: could not write frame {i}: "
+                         "No space left on device" for i in (3, 7)]
+    assert list(out.iterdir()) == []  # no partial file, no temporary left behind
+
+
+def test_extract_symlink_loop_is_named_as_such(tmp_path, capsys):
+    loop = tmp_path / "loop.mp4"
+    loop.symlink_to(loop)
+    assert main(["extract", str(loop), "--frames", "0", "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip() == f"polypviewer: error: {loop}: symbolic link loop"

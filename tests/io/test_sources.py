@@ -180,3 +180,50 @@ def test_kvasir_without_masks_folder_opens_without_ground_truth(tmp_path):
 def test_read_image_non_ascii_path(tmp_path):
     p = _write(tmp_path / "Bild ä 图像.png", np.full((3, 5, 3), 40, np.uint8))
     assert read_image(p).shape == (3, 5, 3)
+
+
+def test_symlink_loop_and_broken_link_are_named_as_such(tmp_path):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(SourceError) as err:
+        open_source(loop)
+    assert str(err.value) == f"{loop}: symbolic link loop"
+    dangling = tmp_path / "gone.mp4"
+    dangling.symlink_to(tmp_path / "deleted.mp4")
+    with pytest.raises(SourceError) as err:
+        open_source(dangling)
+    assert str(err.value) == f"{dangling}: broken symbolic link (to {tmp_path / 'deleted.mp4'})"
+
+
+def test_folder_reports_links_that_lead_nowhere_and_two_files_with_one_name(tmp_path):
+    folder = tmp_path / "frames"
+    kept = _write(folder / "f.jpg", np.zeros((4, 4, 3), np.uint8))
+    skipped = _write(folder / "f.png", np.zeros((4, 4, 3), np.uint8))
+    (folder / "loop.png").symlink_to(folder / "loop.png")
+    (folder / "gone.png").symlink_to(tmp_path / "deleted.png")
+    with open_source(folder) as src:
+        assert [src.name(i) for i in range(len(src))] == ["f"] and src.images == [kept]
+        problems = sorted(src.problems)
+    assert len(problems) == 3
+    assert problems[0].startswith(f"{skipped}: skipped: {kept.name} has the same name")
+    assert any(p == f"{folder / 'loop.png'}: symbolic link loop; skipped" for p in problems)
+    assert any(p.startswith(f"{folder / 'gone.png'}: broken symbolic link") for p in problems)
+
+
+def test_video_shorter_than_its_header_is_one_problem(tmp_path):
+    import struct
+
+    from .conftest import write_video
+
+    data = write_video(tmp_path / "long.avi", 26, fourcc="MJPG").read_bytes()
+    off, chunks = data.index(b"movi") + 4, []
+    while len(chunks) <= 14:
+        cid, size = struct.unpack("<4sI", data[off:off + 8])
+        if cid == b"00dc":
+            chunks.append(off)
+        off += 8 + size + (size & 1)
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[:chunks[14]])
+    with open_source(cut) as src:
+        assert len(src) == 14
+        assert src.problems == [f"{cut}: header says 26 frames, only 14 could be decoded"]
