@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from polypviewer.core.fileio import atomic_write
 from polypviewer.core.paths import config_dir
 
 SCHEMA = 1
@@ -68,28 +68,41 @@ def load_settings(path: Path | None = None) -> tuple[Settings, str | None]:
     try:
         return _validated(json.loads(path.read_text(encoding="utf-8"))), None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        aside = path.with_name(f"{path.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
-        try:
-            os.replace(path, aside)
-            where = f"moved to {aside.name}"
-        except OSError:
-            where = "left in place"
+        aside = _move_aside(path, f"{path.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
+        where = f"moved to {aside.name}" if aside is not None else "left in place"
         reason = " ".join(str(exc).split())
         return Settings(), f"{path}: settings file is broken ({reason}); {where}, using defaults"
 
 
+def _move_aside(path: Path, name: str) -> Path | None:
+    """Rename ``path`` to ``name`` (or ``name-2``, ``-3``...) in its folder, never over an
+    existing file (an earlier broken copy of the same second is kept too); None on failure."""
+    for k in range(1, 100):
+        aside = path.with_name(name if k == 1 else f"{name}-{k}")
+        try:
+            os.link(path, aside)  # fails on an existing name: nothing is ever replaced
+        except FileExistsError:
+            continue
+        except OSError:
+            if os.path.lexists(aside):
+                continue
+            try:  # no hard links on this file system: check, then rename
+                os.rename(path, aside)
+                return aside
+            except OSError:
+                return None
+        try:
+            os.unlink(path)
+        except OSError:
+            return None
+        return aside
+    return None
+
+
 def save_settings(settings: Settings, path: Path | None = None) -> None:
-    """Write atomically (temp file + rename) so a crash never leaves half a file."""
+    """Write atomically (:func:`polypviewer.core.fileio.atomic_write`) so a crash never leaves
+    half a file; raises its one-line ``OutputError`` (a link at ``path`` is refused)."""
     path = path or settings_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"schema": SCHEMA, **asdict(settings)}
-    fd, tmp = tempfile.mkstemp(prefix=".settings-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, json.dumps(data, indent=2))

@@ -18,6 +18,7 @@ from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
 from PySide6.QtWidgets import (QDockWidget, QFileDialog, QHBoxLayout, QLabel, QMainWindow,
                                QScrollArea, QVBoxLayout, QWidget)
 
+from polypviewer.core.errors import PolypviewerError
 from polypviewer.core.overlay import OverlayStyle
 from polypviewer.io.settings import load_settings, save_settings
 from polypviewer.ui.actions import MENUS, SPECS, build_actions, resolve_keymap
@@ -489,5 +490,5 @@ class MainWindow(QMainWindow):
         self.settings.window_geometry = bytes(self.saveGeometry().toBase64()).decode()
         try:
             save_settings(self.settings)
-        except OSError as exc:
+        except (OSError, PolypviewerError) as exc:  # e.g. a link at settings.json: refused
             self.errors.append(f"settings not saved: {exc}")

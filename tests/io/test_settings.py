@@ -46,3 +46,47 @@ def test_wrong_types_are_broken_too(tmp_path):
     path.write_text(json.dumps({"schema": 1, "keymap": ["Ctrl+Z"]}), encoding="utf-8")
     settings, warning = load_settings(path)
     assert settings == Settings() and "keymap" in warning
+
+
+def test_saved_settings_follow_the_umask_and_leave_no_temporaries(tmp_path):
+    import os
+    import stat
+
+    path = tmp_path / "settings.json"
+    old = os.umask(0o022)
+    try:
+        save_settings(Settings(default_model="pranet"), path)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644, "not mkstemp's 0600"
+    assert [p.name for p in tmp_path.iterdir()] == ["settings.json"]
+
+
+def test_a_settings_link_is_not_replaced_nor_written_through(tmp_path):
+    import pytest
+
+    from polypviewer.core.errors import PolypviewerError
+
+    dotfiles = tmp_path / "dotfiles-settings.json"
+    dotfiles.write_text('{"schema": 1, "default_model": "mine"}', encoding="utf-8")
+    path = tmp_path / "settings.json"
+    path.symlink_to(dotfiles)
+    with pytest.raises(PolypviewerError) as err:
+        save_settings(Settings(default_model="other"), path)
+    assert str(err.value).startswith(str(path)) and "symbolic link" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert path.is_symlink() and json.loads(dotfiles.read_text())["default_model"] == "mine"
+
+
+def test_two_broken_files_in_the_same_second_are_both_kept(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setattr(time, "strftime", lambda fmt, *a: "20260101-120000")
+    path = tmp_path / "settings.json"
+    for text in ("{ first", "{ second"):
+        path.write_text(text, encoding="utf-8")
+        _, warning = load_settings(path)
+        assert "moved to settings.json.broken-20260101-120000" in warning
+    kept = sorted(p.read_text(encoding="utf-8") for p in tmp_path.glob("settings.json.broken-*"))
+    assert kept == ["{ first", "{ second"]
+    assert not path.exists()
