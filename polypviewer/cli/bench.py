@@ -84,7 +84,7 @@ def _load() -> list[float] | None:
 def machine() -> str:
     import torch
 
-    from polypviewer.engine.backends import cpu_has_native_bf16, cpu_name, openvino_available
+    from polypviewer.engine.policy import cpu_has_native_bf16, describe_cpu, openvino_available
 
     ov = "none"
     if openvino_available():
@@ -92,7 +92,7 @@ def machine() -> str:
 
         ov = openvino.__version__.split("-")[0]
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return (f"{cpu_name()}, {os.cpu_count()} logical cores{', native bf16' if cpu_has_native_bf16() else ''}"
+    return (f"{describe_cpu()}{', native bf16' if cpu_has_native_bf16() else ''}"
             f"{gpu}; {platform.system()} {platform.machine()}; python {platform.python_version()}, "
             f"torch {torch.__version__} ({torch.get_num_threads()} threads), openvino {ov}")
 

@@ -22,8 +22,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def collect(models: list[str] | None = None, with_flops: bool = True) -> dict[str, Any]:
-    from polypviewer.engine.backends import (choose_backend, choose_device, choose_precision, cpu_name,
-                                             openvino_available)
+    from polypviewer.engine.policy import (choose_backend, choose_device, choose_precision, cpu_flags,
+                                           cpu_isa_cap, cpu_name, describe_cpu, openvino_available,
+                                           precision_reason)
     from polypviewer.nets import list_models
     from polypviewer.nets.summary import model_summary
     from polypviewer.nets.weights import CheckpointError, default_weights, shipped_weights
@@ -50,8 +51,13 @@ def collect(models: list[str] | None = None, with_flops: bool = True) -> dict[st
     device = choose_device("auto")
     import torch
 
-    engine = {"device": device, "precision": choose_precision(device, "auto"),
-              "backend": choose_backend(device, "auto"), "cpu": cpu_name(),
+    precision = choose_precision(device, "auto")
+    from polypviewer.engine.policy import ISA_FLAGS
+
+    engine = {"device": device, "precision": precision, "why": precision_reason(device, "auto", precision),
+              "backend": choose_backend(device, "auto", precision), "cpu": cpu_name(),
+              "cpu_line": describe_cpu(), "isa": [f for f in ISA_FLAGS if f in cpu_flags()],
+              "isa_cap": cpu_isa_cap(),
               "torch": torch.__version__, "openvino": _ov_version() if openvino_available() else None}
     return {"engine": engine, "models": rows, "problems": problems}
 
@@ -68,8 +74,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2, default=str))
         return 0
     e = report["engine"]
-    print(f"inference here: {e['backend']} {e['precision']} on {e['device']} ({e['cpu']}; "
-          f"torch {e['torch']}, openvino {e['openvino'] or 'not installed'})\n")
+    print(f"inference here: {e['backend']} {e['precision']} on {e['device']} "
+          f"(torch {e['torch']}, openvino {e['openvino'] or 'not installed'})")
+    print(f"  why: {e['why']}")
+    print(f"  cpu: {e['cpu_line']}\n")
     header = f"{'model':<22} {'input':>5} {'trainable':>12} {'Keras total':>12} {'GFLOPs':>7}  weights"
     print(header)
     print("-" * len(header))

@@ -42,140 +42,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from polypviewer.core.errors import PolypviewerError
 from polypviewer.engine.folding import fold_batchnorm
+from polypviewer.engine.policy import (BACKENDS, DEVICES, PRECISIONS, EngineError, check_combination,  # noqa: F401
+                                      choose_backend, choose_device, choose_precision, cpu_flags,
+                                      cpu_has_native_bf16, cpu_name, describe_cpu, nncf_available,
+                                      openvino_available, precision_reason)
 from polypviewer.engine.input_precision import (keep_input_convolutions_fp32, mark_ir, marked_nodes,
                                                openvino_input_convolutions)
 
 log = logging.getLogger(__name__)
 
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
-BACKENDS = ("auto", "torch", "openvino")
-
 # Called with (tag, logits (n, S', S') float32) when a submitted batch is done; tag is the
 # caller's per-batch token, handed back unchanged.
 ResultCallback = Callable[[Any, np.ndarray], None]
-
-
-class EngineError(PolypviewerError):
-    """The requested device / precision / backend cannot be used here."""
-
-
-# --------------------------------------------------------------------------- policy
-
-
-def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
-    """The CPU feature flags of the first processor (empty where /proc/cpuinfo is absent)."""
-    try:
-        text = Path(cpuinfo).read_text(errors="replace")
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
-
-
-def cpu_has_native_bf16(flags: Sequence[str] | frozenset[str] | None = None) -> bool:
-    """True when the CPU computes bf16 natively (AMX-BF16 or AVX-512 BF16)."""
-    flags = cpu_flags() if flags is None else frozenset(flags)
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
-
-
-def choose_device(requested: str = "auto") -> str:
-    """``auto`` -> ``cuda`` when a CUDA device is usable, else ``cpu``."""
-    if requested not in DEVICES:
-        raise EngineError(f"unknown device {requested!r}; choose one of: {', '.join(DEVICES)}")
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise EngineError("--device cuda asked for, but no CUDA device is available "
-                          "(this torch build or machine has none); use --device cpu")
-    return requested
-
-
-def choose_precision(device: str, requested: str = "auto",
-                     flags: Sequence[str] | frozenset[str] | None = None) -> str:
-    """The arithmetic precision to run in.
-
-    ``auto``: CUDA -> fp16; CPU -> bf16 where the processor has native bf16 (AMX or
-    AVX-512 BF16; ``flags`` overrides /proc/cpuinfo, for tests), else fp32. An explicit
-    request is honoured where it can run: fp16 needs CUDA; bf16 on a CPU without native
-    support runs (emulated, slowly) because the user asked for it.
-    """
-    if requested not in PRECISIONS:
-        raise EngineError(f"unknown precision {requested!r}; choose one of: {', '.join(PRECISIONS)}")
-    if device == "cuda":
-        if requested == "int8":
-            raise EngineError("int8 inference runs on the CPU (OpenVINO); on CUDA use fp16, bf16 or fp32")
-        if requested == "auto":
-            return "fp16"
-        if requested == "bf16" and not torch.cuda.is_bf16_supported():
-            raise EngineError("this CUDA device has no bf16 support; use --precision fp16 or fp32")
-        return requested
-    if requested == "auto":
-        return "bf16" if cpu_has_native_bf16(flags) else "fp32"
-    if requested == "fp16":
-        raise EngineError("fp16 inference needs a CUDA device; on the CPU use --precision bf16 or fp32")
-    return requested
-
-
-def check_combination(backend: str, precision: str, calibration: Sequence[Any] | None = None) -> None:
-    """Refuse a backend / precision pair that cannot run: int8 is OpenVINO + NNCF only, and
-    needs calibration frames."""
-    if precision != "int8":
-        return
-    if backend != "openvino":
-        raise EngineError("int8 inference runs through OpenVINO; use --backend openvino (or auto) on the CPU")
-    if not nncf_available():
-        raise EngineError("int8 inference needs NNCF to quantise the network: pip install nncf "
-                          "(or pip install 'polypviewer[int8]')")
-    if not calibration:
-        raise EngineError("int8 needs calibration frames (a few frames like those to segment)")
-
-
-def nncf_available() -> bool:
-    try:
-        import nncf  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
-def openvino_available() -> bool:
-    try:
-        import openvino  # noqa: F401
-    except Exception:  # a broken install is as good as none: fall back to torch
-        return False
-    return True
-
-
-def choose_backend(device: str, requested: str = "auto") -> str:
-    """``auto``: CUDA -> torch; CPU with OpenVINO importable -> openvino; else torch."""
-    if requested not in BACKENDS:
-        raise EngineError(f"unknown backend {requested!r}; choose one of: {', '.join(BACKENDS)}")
-    if requested == "openvino":
-        if device != "cpu":
-            raise EngineError("the openvino backend runs on the CPU only; use --device cpu")
-        if not openvino_available():
-            raise EngineError("openvino is not installed; install it or use --backend torch")
-        return "openvino"
-    if requested == "torch":
-        return "torch"
-    return "openvino" if device == "cpu" and openvino_available() else "torch"
 
 
 # --------------------------------------------------------------------------- model prep

@@ -25,8 +25,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from polypviewer.core.errors import PolypviewerError
-from polypviewer.engine.backends import (Backend, EngineError, InferenceHead, check_combination, choose_backend,
-                                         choose_device, choose_precision, make_backend)
+from polypviewer.engine.backends import Backend, InferenceHead, make_backend
+from polypviewer.engine.policy import (EngineError, check_combination, choose_backend, choose_device,
+                                       choose_precision, precision_reason)
 from polypviewer.engine.pipeline import FrameError, FrameResult, PipelineRunner, ProgressCallback
 from polypviewer.engine.processing import (DEFAULT_THRESHOLD, file_sha256, prepare_input, probabilities,
                                            tta_inputs, tta_merge)
@@ -80,7 +81,8 @@ class Predictor:
 
         # Refuse an impossible device / precision / backend before loading anything.
         dev = choose_device(device)
-        check_combination(choose_backend(dev, backend), choose_precision(dev, precision), calibration)
+        prec = choose_precision(dev, precision)
+        check_combination(choose_backend(dev, backend, prec), prec, calibration)
         ckpt = None
         version = "random-init"
         weights_path: Path | None = Path(weights) if weights is not None else None
@@ -137,7 +139,7 @@ class Predictor:
 
         dev = choose_device(device)
         prec = choose_precision(dev, precision)
-        kind = choose_backend(dev, backend)
+        kind = choose_backend(dev, backend, prec)
         prepared = [prepare_input(f, preprocessing)[None] for f in calibration] \
             if prec == "int8" and calibration else None  # make_backend refuses int8 without them
         head = InferenceHead(copy.deepcopy(net).cpu().float().eval(), select or _last)
@@ -148,7 +150,7 @@ class Predictor:
         info = {"model": name, "weights": weights, "version": version, "device": dev,
                 "precision": prec, "backend": kind, "threshold": float(threshold),
                 "input_size": int(preprocessing.input_size), "tta": bool(tta),
-                "path": be.describe()}
+                "path": be.describe(), "why": precision_reason(dev, precision, prec)}
         if prepared is not None:
             info["calibration_frames"] = len(prepared)
         return cls(be, preprocessing, info, tta=tta, threshold=threshold)
