@@ -297,7 +297,7 @@ def test_a_failed_compaction_keeps_the_old_file_and_journal_working(tmp_path, so
     with pytest.raises(ProjectError, match="No space left"):
         p.compact()
     monkeypatch.undo()
-    assert _digest(path) == before and not list(tmp_path.glob(".p.h5.tmp-*"))
+    assert _digest(path) == before and not list(tmp_path.glob(".polypviewer-tmp-*"))
     p.session.get(0).grow(1)  # editing goes on, still journaled
     want = p.masks()
     _abandon(p)

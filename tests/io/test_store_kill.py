@@ -160,7 +160,7 @@ def test_sigkill_at_random_moments_never_loses_an_acknowledged_stroke(tmp_path):
             continue
         if lines and lines[-1] == "COMPACT":
             # where in the compaction: a half-written new HDF5 left beside the project?
-            mid_write = any(path.parent.glob(f".{path.name}.tmp-*"))
+            mid_write = any(path.parent.glob(f".polypviewer-tmp-*.{path.name}.part"))
             phases.append("writing new HDF5" if mid_write else "replace/new journal")
         else:
             phases.append("startup/recovery" if not any(s.startswith("ACK") for s in lines) else "recording")
