@@ -339,6 +339,9 @@ class EditSession:
     frames: dict[int, FrameEdits] = field(default_factory=dict)
     states: dict[int, ReviewState] = field(default_factory=dict)
     names: dict[int, str] = field(default_factory=dict)
+    # The state a frame had before an edit made it CORRECTED, given back when its mask
+    # returns to the model's (undo, reset). In memory only: after a reopen it is UNREVIEWED.
+    _before_correction: dict[int, ReviewState] = field(default_factory=dict, repr=False)
 
     def start(self, frame: int, model_mask: np.ndarray, *, model_version: str = "", threshold: float = 0.5,
               name: str | None = None) -> FrameEdits:
@@ -370,11 +373,21 @@ class EditSession:
         return self.states.get(frame, ReviewState.UNREVIEWED)
 
     def set_state(self, frame: int, state: ReviewState) -> None:
+        """Set a frame's review state. CORRECTED needs a mask that differs from the model's
+        (a frame whose mask is the model's is accepted or unreviewed, never corrected)."""
         state = ReviewState(state)
         if state in (ReviewState.ACCEPTED, ReviewState.CORRECTED) and frame not in self.frames:
             raise ValueError(f"frame {frame} has no mask yet: start() it from the prediction first")
-        if self.states.get(frame, ReviewState.UNREVIEWED) == state:
+        if state == ReviewState.CORRECTED and self.is_model_mask(frame):
+            raise ValueError(f"frame {frame}: nothing is corrected, its mask is the model's; "
+                             "edit it first, or accept it")
+        old = self.states.get(frame, ReviewState.UNREVIEWED)
+        if old == state:
             return
+        if state == ReviewState.CORRECTED:
+            self._before_correction[frame] = old
+        else:
+            self._before_correction.pop(frame, None)
         self.states[frame] = state
         if self.listener is not None:
             self.listener.state_changed(frame, state)
@@ -385,6 +398,11 @@ class EditSession:
         if src is None or dst is None:
             raise ValueError(f"carry forward needs masks on frames {from_frame} and {frame}")
         return dst.carry_forward(src.mask)
+
+    def is_model_mask(self, frame: int) -> bool:
+        """True when the frame has a mask and it equals the model's (nothing corrected)."""
+        edits = self.frames.get(frame)
+        return edits is not None and np.array_equal(edits.mask, edits.model_mask)
 
     def stats(self, frame: int) -> EditStats | None:
         edits = self.frames.get(frame)
@@ -407,10 +425,18 @@ class EditSession:
         return None
 
     def _changed(self, frame: int, diff: Diff) -> None:
-        # A reviewer's edit makes the frame "corrected" unless it was flagged as unusable.
-        # Set silently: the listener reads the new state with the change, so the store
-        # persists both in ONE record (a kill can never keep one without the other).
-        if self.state(frame) in (ReviewState.UNREVIEWED, ReviewState.ACCEPTED):
+        # The review state follows the content: an edit that makes the mask differ from the
+        # model's makes the frame "corrected" (unless it was flagged as unusable); a change
+        # that brings it back to the model's mask (undo, reset, painting it back) gives the
+        # frame the state it had before it was corrected. Set silently: the listener reads
+        # the new state with the change, so the store persists both in ONE record (a kill
+        # can never keep one without the other).
+        state = self.state(frame)
+        if self.is_model_mask(frame):
+            if state == ReviewState.CORRECTED:
+                self.states[frame] = self._before_correction.pop(frame, ReviewState.UNREVIEWED)
+        elif state in (ReviewState.UNREVIEWED, ReviewState.ACCEPTED):
+            self._before_correction[frame] = state
             self.states[frame] = ReviewState.CORRECTED
         if self.listener is not None:
             self.listener.mask_changed(frame, diff)

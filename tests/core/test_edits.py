@@ -182,3 +182,51 @@ def test_session_reports_changes_and_sets_corrected_unless_flagged():
     s.carry_forward(4, 3)
     assert np.array_equal(s.mask(4), s.mask(3))
 
+
+
+def test_review_state_follows_the_content_undo_and_reset_give_the_earlier_state_back():
+    """A frame whose mask equals the model's is never "corrected": an edit makes it corrected,
+    undoing it (or resetting to the model) returns the state it had before, in the same
+    listener call as the change (so the store journals both in one record)."""
+    rec = _Recorder()
+    s = EditSession(listener=rec)
+    model = np.zeros((20, 20), bool)
+    model[5:10, 5:10] = True
+    e = s.start(0, model)
+    e.begin_stroke()
+    e.dab(15, 15, 2, True)
+    stroke = e.end_stroke()
+    assert s.state(0) == ReviewState.CORRECTED
+    seen: list = []
+    s.listener = type("L", (), {"mask_changed": lambda self, f, d: seen.append(s.state(f))})()
+    e.revert(stroke)  # undo: back to the model's mask
+    assert s.state(0) == ReviewState.UNREVIEWED and seen == [ReviewState.UNREVIEWED]
+    assert s.with_state(ReviewState.CORRECTED) == [] and s.next_unreviewed(5, 6) == 0
+    e.apply(stroke)  # redo
+    assert s.state(0) == ReviewState.CORRECTED
+    s.listener = rec
+    # accepted, then edited, then reset to the model: accepted again (not corrected)
+    e2 = s.start(1, model)
+    s.set_state(1, ReviewState.ACCEPTED)
+    assert e2.clear() is not None and s.state(1) == ReviewState.CORRECTED
+    assert e2.reset_to_model() is not None and s.state(1) == ReviewState.ACCEPTED
+    # painting back exactly to the model's mask counts too
+    e2.begin_stroke()
+    e2.dab(2, 2, 1, True)
+    e2.end_stroke()
+    assert s.state(1) == ReviewState.CORRECTED
+    e2.begin_stroke()
+    e2.dab(2, 2, 1, False)
+    e2.end_stroke()
+    assert s.state(1) == ReviewState.ACCEPTED
+    # flagged stays flagged whatever the content
+    s.set_state(1, ReviewState.FLAGGED)
+    assert e2.clear() is not None and s.state(1) == ReviewState.FLAGGED
+    assert e2.reset_to_model() is not None and s.state(1) == ReviewState.FLAGGED
+    # "corrected" cannot be set by hand on a frame whose mask is the model's
+    with pytest.raises(ValueError, match="nothing is corrected"):
+        s.set_state(1, ReviewState.CORRECTED)
+    assert s.state(1) == ReviewState.FLAGGED
+    e2.clear()
+    s.set_state(1, ReviewState.CORRECTED)  # an edited mask may be marked corrected
+    assert e2.reset_to_model() is not None and s.state(1) == ReviewState.FLAGGED
