@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (QDockWidget, QFormLayout, QGroupBox, QLabel, QSpi
 
 from polypviewer.core.edits import EditSession, FrameEdits, ReviewState
 from polypviewer.core.errors import PolypviewerError
+from polypviewer.core.fileio import describe_exception
 from polypviewer.io.store import Project, ProjectError, SourceRef
 from polypviewer.ui.tools import Editor
 
@@ -278,8 +279,10 @@ class AnnotationController(QObject):
                 continue
             try:
                 project = Project.open(path)
-            except ProjectError as exc:
-                self.message.emit(f"{exc} (left untouched; this session uses a new project file)")
+            except Exception as exc:  # noqa: BLE001 - whatever happened, the work must go somewhere
+                text = str(exc) if isinstance(exc, PolypviewerError) else \
+                    f"{path}: cannot open the project ({type(exc).__name__}: {describe_exception(exc)})"
+                self.message.emit(f"{text} (left untouched; this session uses a new project file)")
                 continue
             reason = project.source.mismatch(info["path"])
             if reason is not None or project.source.n_frames not in (0, int(info["n"])):
@@ -305,6 +308,9 @@ class AnnotationController(QObject):
         rec = project.recovery
         if rec.recovered:
             self.message.emit(f"{project.path}: recovered {rec.replayed} unsaved change(s) of a previous run")
+        damage = rec.describe()  # a damaged journal: which changes were lost, where the copy is
+        if damage:
+            self.message.emit(f"{project.journal_path}: {damage}")
         for aside in rec.moved_aside:
             self.message.emit(f"{aside}: a journal that did not belong to this project was kept aside")
         self.project_changed.emit(project.path)
