@@ -44,7 +44,7 @@ __all__ = ["AnnotationController", "EditPanel", "projects_dir", "project_candida
 STATE_COLORS: dict[ReviewState, tuple[int, int, int]] = {
     ReviewState.ACCEPTED: (60, 200, 90), ReviewState.CORRECTED: (200, 90, 255),
     ReviewState.FLAGGED: (255, 150, 0)}
-# Keys added here on top of the Editor's (B/E/F/P, [ ], Ctrl+Z/Ctrl+Shift+Z/Ctrl+Y, A/C/X/U).
+# Keys added here on top of the Editor's (Esc/B/E/F/P, [ ], Ctrl+Z/Ctrl+Shift+Z/Ctrl+Y, A/C/X/U).
 EXTRA_KEYS: dict[str, tuple[str, ...]] = {
     "next_unreviewed": ("N",), "prev_unreviewed": ("Shift+N",), "save": ("Ctrl+S",),
     "export": ("Ctrl+E",), "finetune": ("Ctrl+Shift+T",), "carry_forward": ("K",),
@@ -217,7 +217,7 @@ class AnnotationController(QObject):
     def _build_ui(self) -> None:
         win, a = self.win, self.actions
         menu = win.menuBar().addMenu("&Annotate")
-        for group in (("brush", "eraser", "fill", "polygon", "finish_polygon", "bigger", "smaller"),
+        for group in (("navigate", "brush", "eraser", "fill", "polygon", "finish_polygon", "bigger", "smaller"),
                       ("undo", "redo"),
                       ("state_accepted", "state_corrected", "state_flagged", "state_unreviewed",
                        "next_unreviewed", "prev_unreviewed"),
@@ -230,7 +230,7 @@ class AnnotationController(QObject):
         self.versions_menu.setEnabled(False)
         bar = QToolBar("Annotation", win)
         bar.setObjectName("annotationToolbar")
-        for name in ("brush", "eraser", "fill", "polygon", None, "undo", "redo", None, "state_accepted",
+        for name in ("navigate", "brush", "eraser", "fill", "polygon", None, "undo", "redo", None, "state_accepted",
                      "state_corrected", "state_flagged", "next_unreviewed", None, "export", "finetune"):
             if name is None:
                 bar.addSeparator()
@@ -250,8 +250,8 @@ class AnnotationController(QObject):
         scene = win.canvas.scene()
         scene.addItem(self.editor.cursor)
         scene.addItem(self.editor.preview)
-        win.canvas.set_tool(self.editor.tool)
-        self.editor.cursor.setVisible(True)
+        win.canvas.set_tool(self.editor.canvas_handler())
+        self.editor.cursor.setVisible(self.editor.tool.shows_brush)
 
     def _wire(self) -> None:
         ed, win = self.editor, self.win
@@ -295,6 +295,7 @@ class AnnotationController(QObject):
         self._persist_failed = False
         self.session.listener = _Persist(self)
         self.editor.session = self.session
+        self.editor.select("navigate")  # a new source starts in navigate: a stray click edits nothing
         self.editor.history.clear()
         self.editor.frame = None
         for f, edits in self.session.frames.items():
@@ -424,7 +425,7 @@ class AnnotationController(QObject):
             self._update_panel()
 
     def _on_tool(self, name: str) -> None:
-        self.win.canvas.set_tool(self.editor.tool)
+        self.win.canvas.set_tool(self.editor.canvas_handler())
         self._update_panel()
 
     def _finish_polygon(self) -> None:
@@ -435,8 +436,15 @@ class AnnotationController(QObject):
     def set_state(self, state: ReviewState) -> bool:
         ok = self.editor.set_state(state)
         if not ok:
-            self.message.emit(f"{self.win._name(self.win.index)}: cannot mark {ReviewState(state).name.lower()} "
-                              "before the model's prediction is shown")
+            index = self.win.index
+            name = self.win._name(index)
+            has_mask = self.session.get(index) is not None or self.win.predictions.cached(index) is not None
+            if ReviewState(state) == ReviewState.CORRECTED and has_mask:
+                self.message.emit(f"{name}: nothing is corrected, the mask is the model's; edit it first, "
+                                  "or accept it (A)")
+            else:
+                self.message.emit(f"{name}: cannot mark {ReviewState(state).name.lower()} "
+                                  "before the model's prediction is shown")
         return ok
 
     def carry_forward(self) -> None:

@@ -407,3 +407,125 @@ def test_a_killed_session_is_recovered_when_its_source_is_opened(open_window, qt
     assert c.session.state(1) == ReviewState.CORRECTED and c.session.state(2) == ReviewState.FLAGGED
     assert win.current_mask(1) is c.session.get(1).mask
     win.close()
+
+
+def _kill_project(c):
+    """What SIGKILL leaves of the window's project: the journal as written, no compaction, the
+    lock released; the window forgets it (a killed process writes nothing more)."""
+    import os
+
+    project, c.project = c.project, None
+    project._writer._f.close()  # noqa: SLF001 - simulating a killed process
+    os.close(project._lock_fd)  # noqa: SLF001
+    c._persist_failed = True
+    return project.path
+
+
+def test_a_right_drag_with_the_brush_erases_as_an_undo_step_that_is_saved(open_window, qtbot, tiny_predictor,
+                                                                          kvasir5):
+    """The right button erases through the left button's path: the canvas shows it, it is one
+    undo step, the panel counts it, and it survives a kill and a reopen."""
+    win = open_window(tiny_predictor)
+    c = win.annotation
+    _open(qtbot, win, kvasir5)
+    h, w = win.frames.get(0).frame.shape[:2]
+    thr = float(np.median(win.predictions.cached(0)))  # non-trivial model masks (see above)
+    win.set_threshold(thr)
+    win.set_threshold(thr)
+    _key(qtbot, win, Qt.Key.Key_B)
+    c.editor.set_brush_radius(10)
+    y = h // 2
+    _drag(qtbot, win, [(w * 0.2, y), (w * 0.3, y), (w * 0.4, y)])  # a frame with edits
+    edits = c.session.get(0)
+    painted = edits.mask.copy()
+    stack = c.editor.history.stack(0)
+    assert stack.count() == 1 and painted[y, int(w * 0.3)]
+    x = int(w * 0.3)
+    _drag(qtbot, win, [(x + 0.5, y - 30), (x + 0.5, y), (x + 0.5, y + 30)], Qt.MouseButton.RightButton)
+    erased = edits.mask.copy()
+    assert not erased[y, x] and not (erased & ~painted).any() and (painted & ~erased).sum() > 0
+    assert stack.count() == 2 and stack.undoText() == "erase"
+    np.testing.assert_array_equal(win.canvas.overlay_codes() & 1, erased)  # the canvas shows the project's mask
+    changed = int(np.count_nonzero(erased != edits.model_mask))
+    qtbot.waitUntil(lambda: c.panel.value("changed").startswith(f"{changed} "), timeout=5000)
+    # on a frame never edited, a right drag erases the model's mask (and starts the frame)
+    _go(qtbot, win, 1)
+    model1 = win.predictions.cached(1) >= win.threshold
+    ys, xs = np.nonzero(model1)
+    assert ys.size, "the model's mask of frame 1 is empty at this threshold"
+    py, px = int(ys[len(ys) // 2]), int(xs[len(xs) // 2])
+    _drag(qtbot, win, [(px + 0.5, py + 0.5), (px + 1.5, py + 0.5)], Qt.MouseButton.RightButton)
+    e1 = c.session.get(1)
+    assert e1 is not None and not e1.mask[py, px] and c.editor.history.stack(1).count() == 1
+    assert c.session.state(1) == ReviewState.CORRECTED
+    np.testing.assert_array_equal(win.canvas.overlay_codes() & 1, e1.mask)
+    mask1 = e1.mask.copy()
+    path = _kill_project(c)
+    win.close()
+    win2 = open_window(tiny_predictor)
+    _open(qtbot, win2, kvasir5)
+    c2 = win2.annotation
+    assert c2.project is not None and c2.project.path == path
+    np.testing.assert_array_equal(c2.session.get(0).mask, erased)
+    np.testing.assert_array_equal(c2.session.get(1).mask, mask1)
+    win2.close()
+
+
+def test_navigate_is_the_default_and_the_state_follows_the_content(open_window, qtbot, tiny_predictor, kvasir5):
+    """A stray click in navigate edits nothing; a dab undone (or a reset to the model) leaves the
+    frame in its earlier state, so it is not exported and N still finds it."""
+    win = open_window(tiny_predictor)
+    c = win.annotation
+    _open(qtbot, win, kvasir5)
+    h, w = win.frames.get(0).frame.shape[:2]
+    assert c.editor.tool.name == "navigate" and win.canvas.tool() is None
+    assert c.actions["navigate"].isChecked()
+    qtbot.mouseClick(win.canvas.viewport(), Qt.MouseButton.LeftButton, pos=_view(win, w * 0.5, h * 0.5))
+    _drag(qtbot, win, [(w * 0.3, h * 0.3), (w * 0.5, h * 0.5)])
+    _drag(qtbot, win, [(w * 0.3, h * 0.3), (w * 0.5, h * 0.5)], Qt.MouseButton.RightButton)
+    assert c.session.get(0) is None and c.project is None and c.session.state(0) == ReviewState.UNREVIEWED
+    # a tool's key toggles it; Esc returns to navigate
+    _key(qtbot, win, Qt.Key.Key_B)
+    assert c.editor.tool.name == "brush" and win.canvas.tool() is c.editor.tool
+    _key(qtbot, win, Qt.Key.Key_B)
+    assert c.editor.tool.name == "navigate" and win.canvas.tool() is None and c.actions["navigate"].isChecked()
+    _key(qtbot, win, Qt.Key.Key_F)
+    _key(qtbot, win, Qt.Key.Key_Escape)
+    assert c.editor.tool.name == "navigate" and c.panel.value("tool") == "navigate"
+    # one dab with the brush, undone: the frame is unreviewed again, everywhere
+    _key(qtbot, win, Qt.Key.Key_B)
+    qtbot.mouseClick(win.canvas.viewport(), Qt.MouseButton.LeftButton, pos=_view(win, w * 0.5, h * 0.5))
+    assert c.session.state(0) == ReviewState.CORRECTED
+    qtbot.waitUntil(lambda: c.panel.value("state") == "corrected", timeout=5000)
+    qtbot.keyClick(win.canvas.viewport(), Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert c.session.state(0) == ReviewState.UNREVIEWED
+    assert c.frames_in((ReviewState.ACCEPTED, ReviewState.CORRECTED)) == []  # nothing to export
+    qtbot.waitUntil(lambda: c.panel.value("state") == "unreviewed"
+                    and c.panel.value("counts").endswith(f"0 corrected, 0 flagged, {win.n} unreviewed"), timeout=5000)
+    assert c.markers.getData()[0].tolist() == []
+    # C on a frame whose mask is the model's is refused, with the reason
+    _key(qtbot, win, Qt.Key.Key_C)
+    assert c.session.state(0) == ReviewState.UNREVIEWED and "nothing is corrected" in win.errors[-1]
+    # accepted, edited, reset to the model (R): accepted again
+    _go(qtbot, win, 1)
+    _key(qtbot, win, Qt.Key.Key_A)
+    _drag(qtbot, win, [(w * 0.2, h * 0.2), (w * 0.4, h * 0.3)])
+    assert c.session.state(1) == ReviewState.CORRECTED
+    _key(qtbot, win, Qt.Key.Key_R)
+    assert c.session.state(1) == ReviewState.ACCEPTED
+    qtbot.waitUntil(lambda: c.panel.value("state") == "accepted", timeout=5000)
+    # N from the last frame wraps round to frame 0: it is not skipped as "corrected"
+    _go(qtbot, win, win.n - 1)
+    _key(qtbot, win, Qt.Key.Key_N)
+    _wait_shown(qtbot, win, 0)
+    # the states went to the journal with the changes: a kill and reopen keeps them
+    states = {f: c.session.state(f) for f in range(win.n)}
+    _kill_project(c)
+    win.close()
+    win2 = open_window(tiny_predictor)
+    _key(qtbot, win2, Qt.Key.Key_B)  # a new source starts in navigate whatever the tool was
+    _open(qtbot, win2, kvasir5)
+    c2 = win2.annotation
+    assert {f: c2.session.state(f) for f in range(win2.n)} == states
+    assert c2.editor.tool.name == "navigate" and win2.canvas.tool() is None
+    win2.close()
