@@ -8,7 +8,9 @@ Mouse contract (for the annotation tools of ``polypviewer.ui.tools``):
     ``move(x, y, event)``, ``release(x, y, event)`` and ``hover(x, y)``; optional
     ``wheel(steps, event) -> bool`` (Shift+wheel, return True when consumed, e.g. brush size).
     ``set_tool(None)`` removes it.
-  * With a tool, the LEFT button goes to the tool; without one, left-drag pans.
+  * With a tool, the LEFT and the RIGHT button go to the tool (the tool reads
+    ``event.button()``: right inverts it); without one, left-drag pans and the right
+    button does nothing. While one button drags, the other is ignored.
   * The MIDDLE button always pans (Space is play/pause, so it is not a pan modifier).
   * The wheel zooms at the cursor (with or without Ctrl).
   * A tool that changed the mask array it was given (the one passed to ``set_layers``)
@@ -167,7 +169,9 @@ class Canvas(QGraphicsView):
         self._table: list[int] = []
         self._tool = None
         self._tool_down = False
+        self._tool_button = Qt.MouseButton.NoButton  # the button of the drag in progress
         self._pan_from: QPointF | None = None
+        self._pan_button = Qt.MouseButton.NoButton
         self._auto_fit = True
         self._update_table()
 
@@ -353,8 +357,11 @@ class Canvas(QGraphicsView):
     # ---- tools -------------------------------------------------------------------------
     def set_tool(self, handler) -> None:
         """Install (or remove with None) the tool that receives left-button events."""
+        if self._tool is not None and self._tool_down and hasattr(self._tool, "cancel"):
+            self._tool.cancel()  # a drag in progress never ends half-applied in another tool
         self._tool = handler
         self._tool_down = False
+        self._tool_button = Qt.MouseButton.NoButton
         self.viewport().setCursor(Qt.CursorShape.CrossCursor if handler else Qt.CursorShape.ArrowCursor)
 
     def tool(self):
@@ -368,14 +375,19 @@ class Canvas(QGraphicsView):
     def mousePressEvent(self, event) -> None:  # noqa: N802
         button = event.button()
         if button == Qt.MouseButton.MiddleButton or (button == Qt.MouseButton.LeftButton and self._tool is None):
-            self._pan_from = event.position()
-            self.viewport().setCursor(Qt.CursorShape.ClosedHandCursor)
+            if self._pan_from is None:
+                self._pan_from, self._pan_button = event.position(), button
+                self.viewport().setCursor(Qt.CursorShape.ClosedHandCursor)
             event.accept()
             return
-        if button == Qt.MouseButton.LeftButton and self._tool is not None:
-            self._tool_down = True
-            self._tool.press(*self.image_pos(event.position()), event)
+        if button in (Qt.MouseButton.LeftButton, Qt.MouseButton.RightButton) and self._tool is not None:
+            if not self._tool_down and self._pan_from is None:
+                self._tool_down, self._tool_button = True, button
+                self._tool.press(*self.image_pos(event.position()), event)
             event.accept()
+            return
+        if button == Qt.MouseButton.RightButton:
+            event.accept()  # no tool (navigate): the right button does nothing
             return
         super().mousePressEvent(event)
 
@@ -397,11 +409,11 @@ class Canvas(QGraphicsView):
         event.accept()
 
     def mouseReleaseEvent(self, event) -> None:  # noqa: N802
-        if self._pan_from is not None and event.button() in (Qt.MouseButton.MiddleButton, Qt.MouseButton.LeftButton):
-            self._pan_from = None
+        if self._pan_from is not None and event.button() == self._pan_button:
+            self._pan_from, self._pan_button = None, Qt.MouseButton.NoButton
             self.viewport().setCursor(Qt.CursorShape.CrossCursor if self._tool else Qt.CursorShape.ArrowCursor)
-        elif self._tool_down and event.button() == Qt.MouseButton.LeftButton:
-            self._tool_down = False
+        elif self._tool_down and event.button() == self._tool_button:
+            self._tool_down, self._tool_button = False, Qt.MouseButton.NoButton
             self._tool.release(*self.image_pos(event.position()), event)
         event.accept()
 

@@ -5,12 +5,13 @@
 - :class:`FrameHistory` keeps one ``QUndoStack`` per frame in a ``QUndoGroup``, so undo
   is per frame and survives moving to other frames and back.
 - :class:`Editor` is what the canvas talks to: current frame, brush size, the tools
-  (brush B, eraser E, fill F, polygon P), the clean-up actions, a brush-outline cursor
+  (navigate Esc, the default: clicks never edit; brush B, eraser E, fill F, polygon P;
+  a tool's key again returns to navigate), the clean-up actions, a brush-outline cursor
   item and a polygon preview item for the canvas's scene, and the ``maskChanged(frame,
   rect)`` signal the overlay redraws from (only the dirty rectangle).
 
-Wiring into ``ui.canvas.Canvas``: ``canvas.set_tool(editor.tool)`` (again on
-``toolChanged``), ``canvas.scene().addItem(editor.cursor)`` and ``editor.preview``,
+Wiring into ``ui.canvas.Canvas``: ``canvas.set_tool(editor.canvas_handler())`` (again on
+``toolChanged``; None for navigate, so the canvas pans), ``canvas.scene().addItem(editor.cursor)`` and ``editor.preview``,
 ``canvas.set_layers(session.get(frame).mask, gt)`` (edited in place; the thresholded
 prediction while the frame is not started, and again on ``frameStarted``),
 ``editor.maskChanged`` -> ``canvas.refresh_overlay(rect)`` when ``frame`` is the one shown,
@@ -18,8 +19,9 @@ and ``Editor(..., start_frame=...)`` so a frame is started from its prediction o
 
 Tools implement the canvas handler protocol ``press/move/release(x, y, event)`` and
 ``hover(x, y)`` (plus ``wheel(steps, event) -> bool``) in scene coordinates of the image item (pixel ``(col, row)`` covers
-``[col, col+1) x [row, row+1)``). A right-button press inverts the tool (brush erases,
-fill clears).
+``[col, col+1) x [row, row+1)``). The canvas sends them the left and the right button; a
+right-button press inverts the tool (brush erases, eraser paints, fill clears, polygon
+clears), through the same stroke / undo / journal path as the left button.
 """
 
 from __future__ import annotations
@@ -33,12 +35,13 @@ from PySide6.QtWidgets import QGraphicsEllipseItem, QGraphicsPathItem
 
 from polypviewer.core.edits import EditSession, FrameEdits, Rect, ReviewState, Stroke
 
-__all__ = ["EditCommand", "FrameHistory", "Editor", "Tool", "BrushTool", "EraserTool", "FillTool",
+__all__ = ["EditCommand", "FrameHistory", "Editor", "Tool", "NavigateTool", "BrushTool", "EraserTool", "FillTool",
            "PolygonTool", "TOOL_KEYS", "REVIEW_KEYS", "CLEANUP_OPS", "MIN_RADIUS", "MAX_RADIUS"]
 
 Refresh = Callable[[int, "Rect | None"], None]
 
-TOOL_KEYS: dict[str, str] = {"brush": "B", "eraser": "E", "fill": "F", "polygon": "P"}
+# Navigate first: it is the default tool (clicks and drags pan, never edit); Esc returns to it.
+TOOL_KEYS: dict[str, str] = {"navigate": "Esc", "brush": "B", "eraser": "E", "fill": "F", "polygon": "P"}
 # One key per review state of the current frame (F is fill, so flagged is X).
 REVIEW_KEYS: dict[ReviewState, str] = {ReviewState.ACCEPTED: "A", ReviewState.CORRECTED: "C",
                                        ReviewState.FLAGGED: "X", ReviewState.UNREVIEWED: "U"}
@@ -136,6 +139,7 @@ class Tool:
 
     name = ""
     shows_brush = False
+    navigates = False  # True: the canvas gets no handler (left-drag pans; nothing edits)
 
     def __init__(self, editor: "Editor") -> None:
         self.editor = editor
@@ -155,6 +159,13 @@ class Tool:
     def hover(self, x: float, y: float) -> None:
         if self.shows_brush:
             self.editor.cursor.place(x, y, self.editor.brush_radius)
+
+
+class NavigateTool(Tool):
+    """Look, pan and zoom: no click or drag ever changes a mask (the default tool)."""
+
+    name = "navigate"
+    navigates = True
 
 
 def _right_button(event: Any) -> bool:
@@ -300,6 +311,16 @@ class PolygonTool(Tool):
         self.editor.preview.setPath(path)
 
 
+class _ToolGroup(QActionGroup):
+    """The exclusive group of tool actions; :meth:`sync` checks the current tool's (a slot of
+    a QObject, so the connection goes away with the actions' parent)."""
+
+    def sync(self, name: str) -> None:
+        for act in self.actions():
+            if act.objectName() == name:
+                act.setChecked(True)
+
+
 class Editor(QObject):
     """The editing state the canvas and the main window share.
 
@@ -330,8 +351,9 @@ class Editor(QObject):
         pen.setCosmetic(True)
         self.preview.setPen(pen)
         self.preview.setZValue(1001)
-        self.tools: dict[str, Tool] = {t.name: t(self) for t in (BrushTool, EraserTool, FillTool, PolygonTool)}
-        self.tool: Tool = self.tools["brush"]
+        self.tools: dict[str, Tool] = {t.name: t(self) for t in (NavigateTool, BrushTool, EraserTool, FillTool,
+                                                                 PolygonTool)}
+        self.tool: Tool = self.tools["navigate"]
         self.cursor.setVisible(False)
 
     # -- frame and tool selection ----------------------------------------------------------------
@@ -362,6 +384,14 @@ class Editor(QObject):
             self.toolChanged.emit(name)
         self.cursor.setVisible(self.tool.shows_brush)
         return self.tool
+
+    def toggle(self, name: str) -> Tool:
+        """A tool's key: selects it, or, when it is already the tool, returns to navigate."""
+        return self.select("navigate" if name == self.tool.name else name)
+
+    def canvas_handler(self) -> Tool | None:
+        """What ``canvas.set_tool`` gets: the tool, or None for navigate (the canvas pans)."""
+        return None if self.tool.navigates else self.tool
 
     # -- brush size -------------------------------------------------------------------------------
     def set_brush_radius(self, radius: int) -> None:
@@ -413,12 +443,12 @@ class Editor(QObject):
         """Set the current frame's review state; False when it needs a mask the frame lacks."""
         if self.frame is None:
             return False
-        if ReviewState(state) in (ReviewState.ACCEPTED, ReviewState.CORRECTED):
+        if ReviewState(state) == ReviewState.ACCEPTED:
             self.edits(create=True)  # accepting stores the model's mask as the answer
         try:
             self.session.set_state(self.frame, state)
         except ValueError:
-            return False  # accepted/corrected need the frame started from its prediction
+            return False  # accepted needs the frame's prediction; corrected, an edited mask
         self.stateChanged.emit(self.frame, ReviewState(state))
         return True
 
@@ -430,17 +460,20 @@ class Editor(QObject):
 
     # -- actions ----------------------------------------------------------------------------------
     def create_actions(self, parent: QObject) -> dict[str, QAction]:
-        """Actions with the house shortcuts: tools (B/E/F/P), brush size ([ ]), undo/redo, review
-        states (A/C/X/U), clean-ups (no key: menu / panel buttons)."""
+        """Actions with the house shortcuts: tools (Esc/B/E/F/P; a tool's key again returns to
+        navigate), brush size ([ ]), undo/redo, review states (A/C/X/U), clean-ups (no key:
+        menu / panel buttons). The tool actions stay checked as the tool changes."""
         actions: dict[str, QAction] = {}
-        group = QActionGroup(parent)
+        group = _ToolGroup(parent)
         for name, key in TOOL_KEYS.items():
             act = QAction(name.capitalize(), parent, checkable=True)
+            act.setObjectName(name)
             act.setShortcut(QKeySequence(key))
             act.setChecked(name == self.tool.name)
-            act.triggered.connect(lambda _=False, n=name: self.select(n))
+            act.triggered.connect(lambda _=False, n=name: self.toggle(n))
             group.addAction(act)
             actions[name] = act
+        self.toolChanged.connect(group.sync)
         for name, text, key, slot in (("bigger", "Bigger brush", "]", self.bigger),
                                       ("smaller", "Smaller brush", "[", self.smaller)):
             act = QAction(text, parent)

@@ -297,6 +297,7 @@ def test_no_place_for_the_project_is_one_message_and_editing_goes_on(open_window
     assert any("edits will not be saved" in e for e in win.errors) and all("\n" not in e for e in win.errors)
     assert c.set_state(ReviewState.ACCEPTED) and c.project is None
     h, w = win.frames.get(0).frame.shape[:2]
+    _key(qtbot, win, Qt.Key.Key_B)  # navigate is the default tool: select the brush
     _drag(qtbot, win, [(w * 0.5, h * 0.5), (w * 0.6, h * 0.5)])  # editing goes on in memory
     assert c.session.get(0).mask[h // 2, int(w * 0.55)] and c.session.state(0) == ReviewState.CORRECTED
     assert blocker.read_text().startswith("a file")

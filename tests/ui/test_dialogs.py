@@ -34,6 +34,7 @@ def _review(qtbot, win, states):
         _go(qtbot, win, f)
         if st == ReviewState.CORRECTED:
             h, w = win.frames.get(f).frame.shape[:2]
+            c.editor.select("brush")  # navigate is the default tool: clicks there never edit
             _drag(qtbot, win, [(w * 0.3, h * 0.3), (w * 0.4, h * 0.35)])
         else:
             assert c.set_state(st) or st == ReviewState.UNREVIEWED

@@ -171,7 +171,7 @@ def test_actions_have_the_house_shortcuts_and_work(editor):
     parent = QWidget()
     actions = editor.create_actions(parent)
     keys = {name: [s.toString() for s in a.shortcuts()] for name, a in actions.items()}
-    assert keys["brush"] == ["B"] and keys["eraser"] == ["E"] and keys["fill"] == ["F"] and keys["polygon"] == ["P"]
+    assert keys["navigate"] == ["Esc"] and keys["brush"] == ["B"] and keys["eraser"] == ["E"] and keys["fill"] == ["F"] and keys["polygon"] == ["P"]
     assert keys["undo"] == ["Ctrl+Z"] and keys["redo"] == ["Ctrl+Shift+Z", "Ctrl+Y"]
     assert keys["bigger"] == ["]"] and keys["smaller"] == ["["]
     actions["eraser"].trigger()
@@ -270,3 +270,108 @@ def test_frames_are_started_from_the_prediction_on_first_touch_only(qapp):
     predictions[4] = np.zeros((30, 30), bool)
     assert ed.set_state(ReviewState.ACCEPTED) is True and started == [3, 4]
     assert session.state(4) == ReviewState.ACCEPTED and not session.mask(4).any()
+
+
+def _canvas_with(qtbot, ed, edits, size=(60, 80)):
+    from polypviewer.ui.canvas import Canvas
+
+    canvas = Canvas()
+    qtbot.addWidget(canvas)
+    canvas.resize(200, 150)
+    canvas.show()
+    canvas.set_frame(np.zeros((*size, 3), np.uint8))
+    canvas.set_layers(edits.mask if edits is not None else None, None)
+    canvas.actual_size()
+    canvas.scene().addItem(ed.cursor)
+    ed.maskChanged.connect(lambda f, r: canvas.refresh_overlay(r))
+    ed.toolChanged.connect(lambda name: canvas.set_tool(ed.canvas_handler()))
+    canvas.set_tool(ed.canvas_handler())
+    return canvas
+
+
+def _mouse_drag(canvas, pts, button):
+    from PySide6.QtTest import QTest
+
+    vp = canvas.viewport()
+    at = [canvas.mapFromScene(QPointF(x, y)) for x, y in pts]
+    QTest.mousePress(vp, button, Qt.KeyboardModifier.NoModifier, at[0])
+    for p in at[1:]:
+        QTest.mouseMove(vp, p)
+    QTest.mouseRelease(vp, button, Qt.KeyboardModifier.NoModifier, at[-1])
+
+
+def test_a_right_drag_on_the_canvas_erases_through_the_same_undo_and_journal_path(qtbot, tmp_path):
+    """The right button with the brush erases: one undo step, journaled (survives a kill), and
+    the overlay shows exactly the mask the project holds."""
+    import os
+
+    src = tmp_path / "clip.bin"
+    src.write_bytes(b"frames" * 1000)
+    project = Project.create(tmp_path / "p.h5", SourceRef.from_path(src))
+    model = np.zeros((60, 80), bool)
+    model[10:50, 10:70] = True
+    edits = project.start_frame(0, model)
+    ed = Editor(project.session, brush_radius=2)
+    ed.set_frame(0)
+    canvas = _canvas_with(qtbot, ed, edits)
+    ed.select("brush")
+    _mouse_drag(canvas, [(20.5, 30.5)] + [(x + 0.5, 30.5) for x in range(22, 41, 2)], Qt.MouseButton.RightButton)
+    assert not edits.mask[30, 20:41].any() and edits.mask[20, 20:41].all()  # erased along the drag only
+    assert ed.history.stack(0).count() == 1 and ed.history.stack(0).undoText() == "erase"
+    assert np.array_equal(canvas.overlay_codes().astype(bool), edits.mask)  # canvas == project
+    assert project.session.state(0) == ReviewState.CORRECTED
+    want = edits.mask.copy()
+    ed.history.stack(0).undo()
+    assert np.array_equal(edits.mask, model) and np.array_equal(canvas.overlay_codes().astype(bool), model)
+    ed.history.stack(0).redo()
+    assert np.array_equal(edits.mask, want) and np.array_equal(canvas.overlay_codes().astype(bool), want)
+    project._writer._f.close()  # noqa: SLF001 - what SIGKILL leaves: the journal alone
+    os.close(project._lock_fd)  # noqa: SLF001
+    with Project.open(tmp_path / "p.h5") as reopened:
+        assert np.array_equal(reopened.masks()[0], want)
+        assert reopened.states()[0] == ReviewState.CORRECTED
+
+
+def test_navigate_is_the_default_and_its_clicks_and_drags_never_edit(qtbot):
+    session = EditSession()
+    starts: list[int] = []
+
+    def start(f):
+        starts.append(f)
+        return session.start(f, np.zeros((60, 80), bool))
+
+    ed = Editor(session, brush_radius=2, start_frame=start)
+    ed.set_frame(0)
+    assert ed.tool.name == "navigate" and ed.canvas_handler() is None and not ed.cursor.isVisible()
+    canvas = _canvas_with(qtbot, ed, None)
+    canvas.zoom_by(4.0)  # scrollable, so a drag visibly pans
+    hs = canvas.horizontalScrollBar()
+    before = hs.value()
+    for button in (Qt.MouseButton.LeftButton, Qt.MouseButton.RightButton):
+        _mouse_drag(canvas, [(40.5, 30.5), (35.5, 30.5), (30.5, 30.5)], button)
+        _mouse_drag(canvas, [(40.5, 30.5)], button)  # a click
+    assert starts == [] and session.get(0) is None and ed.history.stack(0).count() == 0
+    assert hs.value() != before  # the left drag panned
+    assert session.state(0) == ReviewState.UNREVIEWED
+
+
+def test_tool_keys_toggle_back_to_navigate_and_esc_returns_to_it(editor):
+    parent = QWidget()
+    actions = editor.create_actions(parent)
+    assert actions["navigate"].shortcut().toString() == "Esc" and actions["navigate"].isChecked()
+    actions["brush"].trigger()
+    assert editor.tool.name == "brush" and actions["brush"].isChecked()
+    actions["brush"].trigger()  # B again: back to navigate
+    assert editor.tool.name == "navigate" and actions["navigate"].isChecked() and not actions["brush"].isChecked()
+    actions["polygon"].trigger()
+    editor.tool.press(10.5, 10.5)
+    actions["navigate"].trigger()  # Esc: navigate, the unfinished polygon dropped
+    assert editor.tool.name == "navigate" and editor.preview.path().isEmpty()
+    actions["navigate"].trigger()  # Esc in navigate stays in navigate
+    assert editor.tool.name == "navigate" and actions["navigate"].isChecked()
+    editor.select("fill")  # a programmatic change checks its action too
+    assert actions["fill"].isChecked() and not actions["navigate"].isChecked()
+    editor.tool.press(5.5, 5.5)
+    assert editor.session.state(0) == ReviewState.CORRECTED
+    editor.history.stack(0).undo()  # back to the model's mask: no longer corrected
+    assert editor.session.state(0) == ReviewState.UNREVIEWED
