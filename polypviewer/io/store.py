@@ -155,10 +155,12 @@ class RecoveryReport:
         if not self.damaged and not self.save_error and not self.skipped:
             return None
         parts = [f"recovered {self.replayed} change(s)"]
-        if self.damaged:
-            first = self.damaged[0].describe()
-            more = f" and {len(self.damaged) - 1} more damaged region(s)" if len(self.damaged) > 1 else ""
-            parts.append(f"LOST: {first}{more}")
+        lost = [d for d in self.damaged if d.kind != "header"]
+        if lost:
+            more = f" and {len(lost) - 1} more damaged region(s)" if len(lost) > 1 else ""
+            parts.append(f"LOST: {lost[0].describe()}{more}")
+        elif self.damaged:
+            parts.append("the journal's header was damaged (its second copy was used); no change was lost")
         if self.skipped:
             parts.append(f"{self.skipped} record(s) that fit no frame skipped")
         if self.damaged_copy:
@@ -764,6 +766,7 @@ def _remove_temporaries(path: Path) -> None:
     patterns = [f".{path.name}.tmp-*", f"{path.name}.journal.tmp-*"]  # older polypviewer's names
     # fileio's: TMP_PREFIX + 8 random characters + our suffix (other projects' are not ours)
     patterns += [glob.escape(fileio.TMP_PREFIX) + "?" * 8 + glob.escape(jr.temp_suffix(p)) for p in (path, journal)]
+    patterns.append(glob.escape(fileio.TMP_PREFIX) + "?" * 8 + glob.escape(f".{journal.name}.") + "damaged-*.part")
     for pattern in patterns:
         for tmp in path.parent.glob(pattern):
             if tmp.is_file() and not tmp.is_symlink():

@@ -439,3 +439,15 @@ def test_a_threshold_recovered_from_the_journal_is_exactly_the_one_set(tmp_path,
     with Project.open(path) as r:
         assert r.session.get(0).threshold == 0.37
 
+
+
+def test_a_damaged_journal_header_uses_its_second_copy_and_loses_nothing(tmp_path, source):
+    p, path, data, intact = _journal_with_records(tmp_path, source)
+    want = _snapshot(p)
+    _abandon(p)
+    flipped = bytearray(data)
+    flipped[len(jr.MAGIC) + 3] ^= 0xFF  # the first copy of the generation id
+    p.journal_path.write_bytes(bytes(flipped))
+    with Project.open(path) as q:
+        assert q.recovery.replayed == 12 and _snapshot(q) == want
+        assert "no change was lost" in q.recovery.describe() and "LOST" not in q.recovery.describe()
