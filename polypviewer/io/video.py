@@ -30,6 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from polypviewer.core.fileio import OutputError, atomic_write
 from polypviewer.core.paths import cache_dir
 from polypviewer.io.images import ItemError, SourceError
 
@@ -143,15 +144,13 @@ def load_index(path: str | Path, on_progress: ProgressFn | None = None) -> Video
     index = build_index(path, on_progress)
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({
+        atomic_write(cache, json.dumps({
             "version": _INDEX_VERSION, "video": str(path.resolve()), "count": index.count,
             "declared_count": index.declared_count, "fps": index.fps, "width": index.width,
             "height": index.height, "pts_ms": index.pts_ms.tolist(),
-        }), encoding="utf-8")
-        os.replace(tmp, cache)
-    except OSError:
-        pass  # a read-only cache only costs a re-index next time
+        }))
+    except (OSError, OutputError):
+        pass  # a read-only cache (or a link in the way) only costs a re-index next time
     return index
 
 
