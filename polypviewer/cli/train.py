@@ -6,7 +6,10 @@
 
 Writes OUT (safetensors: the architecture and preprocessing are in its metadata), its
 model card ``OUT.json`` + ``OUT.md``, and the resumable state ``OUT.state.pt``
-(``--resume`` continues from it; Ctrl-C saves it).
+(``--resume`` continues from it; Ctrl-C saves it). Existing outputs are refused before
+training starts unless ``--overwrite`` (``--resume`` replaces only its own run's files, the
+card only when it describes the OUT being continued); a symbolic link at any of these names
+is always refused, never written through.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "(default: lite for lite_pranet, resunetpp_seed for resunetpp*, else pranet)")
     parser.add_argument("--out", required=True, type=Path, help="checkpoint to write (.safetensors)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT.state.pt")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing OUT, its card (OUT.json, OUT.md) and state; "
+                             "without it existing outputs are refused")
     parser.add_argument("--test", type=Path, action="append", default=[], metavar="DIR",
                         help="extra Kvasir-layout set to score the best weights on for the card "
                              "(repeatable; all-empty masks give the false-positive rate)")
@@ -47,6 +53,40 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, help="train at this input size instead of the model's "
                                                  "(recorded in the checkpoint)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def check_outputs(out: Path, *, resume: bool, overwrite: bool) -> bool:
+    """Refuse, before any training, outputs that would be written through a link or would
+    replace someone's file. Returns whether the existing card may be replaced (``--overwrite``,
+    or ``--resume`` of the run whose checkpoint that card describes)."""
+    import json
+
+    from polypviewer.core.fileio import refuse_link, sha256_file
+    from polypviewer.engine import cards, training
+
+    card = cards.card_paths(out)
+    for p in (out, training.state_path(out), *card):
+        refuse_link(p)
+    if overwrite:
+        return True
+    if not resume:
+        for p in (out, training.state_path(out), *card):
+            if os.path.lexists(p):
+                raise UserError(f"{p}: already exists; not overwriting it (choose another --out, "
+                                f"--resume the run, or pass --overwrite)")
+        return False
+    existing = [p for p in card if os.path.lexists(p)]
+    if not existing:
+        return False
+    try:  # the card of the very checkpoint being continued is this run's own: replaced
+        ours = card[0].is_file() and json.loads(card[0].read_text(encoding="utf-8")).get("sha256") \
+            == sha256_file(out)
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if not ours:
+        raise UserError(f"{existing[0]}: already exists and is not the card of {out.name}; not "
+                        f"overwriting it (move it, or pass --overwrite)")
+    return True
 
 
 def default_recipe(model: str) -> str:
@@ -91,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyError as exc:
         raise UserError(str(exc.args[0])) from None
     recipe = training.get_recipe(args.recipe or default_recipe(args.model))
+    replace_card = check_outputs(args.out, resume=args.resume, overwrite=args.overwrite)
     if args.val_split and not args.split:
         raise UserError("--val-split KEY needs --split FILE:KEY (the file holding both lists)")
     size = args.size or spec.preprocessing.input_size
@@ -108,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
           + (f", validating on {len(val_set)}" if val_set else ", no validation set (keeping the last epoch)")
           + f"; recipe {recipe.name}", file=sys.stderr)
     # The command that reproduces the weights (--resume only continues the same run).
-    command = "polypviewer train " + " ".join(shlex.quote(a) for a in sys.argv[2:] if a != "--resume") \
+    command = "polypviewer train " + " ".join(shlex.quote(a) for a in sys.argv[2:]
+                                              if a not in ("--resume", "--overwrite")) \
         if len(sys.argv) > 1 and sys.argv[1] == "train" else None
     data_meta = {"train": f"{args.data} ({args.split or 'all'}, {len(train_set)} images)",
                  "val": f"{args.val or args.data} ({args.val_split or 'all'}, {len(val_set)} images)" if val_set else None}
@@ -117,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
         result = training.train(
             args.model, train_set, val_set, args.out, recipe=recipe, epochs=args.epochs,
             pretrained=not args.no_pretrained, device=args.device, bf16=args.bf16, seed=args.seed,
-            resume=args.resume, callbacks=callbacks, half=args.fp16_weights, max_steps=args.max_steps,
+            resume=args.resume, overwrite=args.overwrite, callbacks=callbacks, half=args.fp16_weights,
+            max_steps=args.max_steps,
             size=size,
             meta={"data": data_meta, "command": command})
     except KeyboardInterrupt:
@@ -132,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.out}: no checkpoint was written (no epoch finished)", status=1)
     card = cards.build_card(args.out, args.model, recipe, result, data=data_meta, command=command,
                                tests=args.test, device=args.device)
-    jpath, mpath = cards.write_card(args.out, card)
+    jpath, mpath = cards.write_card(args.out, card, overwrite=replace_card)
     best = f"best val dice {result.best_score:.4f} at epoch {result.best_epoch}" if val_set else "last epoch kept"
     print(f"wrote {args.out} (sha256 {card['sha256'][:12]}, {best}), card {jpath} and {mpath}")
     return 0

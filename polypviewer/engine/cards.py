@@ -43,12 +43,19 @@ def _fmt(metrics: Any) -> str:
     return ", ".join(f"{k} {metrics[k]:.3f}" for k in keys if isinstance(metrics.get(k), (int, float)))
 
 
-def write_card(out: str | Path, card: dict[str, Any]) -> tuple[Path, Path]:
-    """Write the model card (JSON + a short Markdown summary) next to checkpoint ``out``."""
+def write_card(out: str | Path, card: dict[str, Any], *, overwrite: bool = False) -> tuple[Path, Path]:
+    """Write the model card (JSON + a short Markdown summary) next to checkpoint ``out``.
+
+    Both files are written together by :func:`polypviewer.core.fileio.atomic_write_all`:
+    both or neither, never through a symbolic link, and an existing card is kept (one-line
+    ``OutputError``) unless ``overwrite``.
+    """
     import json
 
+    from polypviewer.core.fileio import atomic_write_all
+
     jpath, mpath = card_paths(out)
-    jpath.write_text(json.dumps(card, indent=2, default=str) + "\n", encoding="utf-8")
+    json_text = json.dumps(card, indent=2, default=str) + "\n"
     top, card = card, card.get("meta", {})
     lines = [f"# {card.get('name', Path(out).stem)}", "",
              f"- architecture: `{top.get('model')}` ({card.get('params', 0):,} parameters) - "
@@ -72,7 +79,7 @@ def write_card(out: str | Path, card: dict[str, Any]) -> tuple[Path, Path]:
         lines += ["", "Reproduce:", "", "```", card["command"], "```"]
     if card.get("notes"):
         lines += ["", str(card["notes"])]
-    mpath.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write_all([(jpath, json_text), (mpath, "\n".join(lines) + "\n")], overwrite=overwrite)
     return jpath, mpath
 
 

@@ -17,6 +17,7 @@ loss; the CLI draws a progress bar). ``stop`` (anything with ``is_set()``, e.g. 
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -236,9 +237,14 @@ def load_trained(path: str | Path, device: str = "cpu") -> tuple[nn.Module, str,
 
 
 def _save_state(path: Path, **state: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    """Replace the resumable state atomically (core.fileio: never through a link)."""
+    from polypviewer.core.fileio import OutputError, atomic_path, describe_exception
+
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    except OSError as exc:
+        raise OutputError(f"could not save the training state: {describe_exception(exc)}", path) from exc
 
 
 def _load_state(path: Path) -> dict[str, Any]:
@@ -274,8 +280,15 @@ def train(model_name: str, train_set: SampleSet, val_set: SampleSet | None, out:
         recipe = replace(recipe, epochs=epochs)
     out = Path(out)
     spath = state_path(out)
-    if not resume and not overwrite and (out.exists() or spath.exists()):
-        raise TrainingError("already exists; choose another --out, or --resume the run", out if out.exists() else spath)
+    from polypviewer.core.fileio import refuse_link
+
+    for p in (out, spath):  # even with overwrite/resume: a link is never written through
+        refuse_link(p)
+    if not resume and not overwrite:
+        for p in (out, spath):
+            if os.path.lexists(p):
+                raise TrainingError("already exists; choose another --out, --resume the run, "
+                                    "or pass --overwrite to replace it", p)
     dev = choose_device(device)
     world, rank, dev = _distributed(dev)
     is_main = rank == 0

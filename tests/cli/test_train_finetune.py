@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 from dataclasses import replace
 from pathlib import Path
 
@@ -76,6 +78,64 @@ def test_train_cli_writes_checkpoint_and_card(corrected: Path, tmp_path: Path, c
     assert out.with_suffix(".md").read_text().startswith("# m")
     assert main(args) == 2  # exists: not overwritten
     assert "already exists" in capsys.readouterr().err
+    # --overwrite replaces the checkpoint and its card; every output follows the umask.
+    old_umask = os.umask(0o022)
+    try:
+        assert main(args + ["--overwrite"]) == 0
+    finally:
+        os.umask(old_umask)
+    rec = WeightRecord.from_card(out.with_suffix(".json"))
+    rec.verify()  # the new card describes the new checkpoint
+    for p in (out.with_suffix(".json"), out.with_suffix(".md"), Path(f"{out}.state.pt")):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o644, p.name
+    assert not list(tmp_path.glob(".polypviewer-tmp-*"))
+
+
+def _train_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", "--model", "lite_pranet", "--data", str(data), "--epochs", "1", "--size", "64",
+            "--no-pretrained", "--bf16", "off", "--threads", "1", "--quiet", "--out", str(out), *extra]
+
+
+def test_train_refuses_an_existing_card_before_training(corrected: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "m.safetensors"
+    mine = out.with_suffix(".json")
+    mine.write_text('{"mine": true}\n')
+    assert main(_train_args(corrected, out)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(mine) in err[0] and "already exists" in err[0] and "--overwrite" in err[0]
+    assert mine.read_text() == '{"mine": true}\n'
+    assert not out.exists(), "refused before training, no checkpoint written"
+
+
+def test_train_never_writes_through_a_card_link(corrected: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "m.safetensors"
+    nowhere = tmp_path / "elsewhere" / "planted.md"
+    nowhere.parent.mkdir()
+    out.with_suffix(".md").symlink_to(nowhere)  # dangling
+    for extra in ((), ("--overwrite",)):  # refused even when overwriting is allowed
+        assert main(_train_args(corrected, out, *extra)) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(out.with_suffix(".md")) in err[0] and "symbolic link" in err[0]
+    assert not nowhere.exists() and out.with_suffix(".md").is_symlink()
+    assert not out.exists() and not out.with_suffix(".json").exists()
+
+
+def test_resume_replaces_only_its_own_card(corrected: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "m.safetensors"
+    # Two epochs of one step each; stopping after the first writes OUT, its card and the state.
+    args = _train_args(corrected, out, "--epochs", "2")
+    assert main(args + ["--max-steps", "1"]) == 0
+    first = json.loads(out.with_suffix(".json").read_text())
+    assert first["meta"]["epochs_run"] == 1
+    assert main(args + ["--resume"]) == 0, capsys.readouterr().err
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["meta"]["epochs_run"] == 2 and card["sha256"] == sha256_file(out)
+    # A card that is not this checkpoint's is someone else's: --resume keeps it.
+    out.with_suffix(".json").write_text('{"sha256": "not this one"}\n')
+    capsys.readouterr()
+    assert main(args + ["--resume"]) == 2
+    assert "is not the card of m.safetensors" in capsys.readouterr().err
+    assert out.with_suffix(".json").read_text() == '{"sha256": "not this one"}\n'
 
 
 def test_train_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:
