@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -132,8 +133,8 @@ def test_pickle_with_code_is_refused_and_nothing_runs(tmp_path, kind):
 
 @pytest.mark.parametrize("content, reason", [
     (b"", "empty file"),
-    (b"this is not a checkpoint at all " * 8, "not a readable PyTorch checkpoint"),
-    (None, "not a readable PyTorch checkpoint"),  # truncated zip
+    (b"this is not a checkpoint at all " * 8, r"not a PyTorch checkpoint \(it is a text file\)"),
+    (None, "damaged or truncated PyTorch checkpoint"),  # truncated zip
 ])
 def test_garbage_and_truncated_files_give_one_line_errors(tmp_path, content, reason):
     path = tmp_path / "bad.pth"
@@ -151,9 +152,14 @@ def test_truncated_safetensors_and_missing_file(tmp_path):
     save_checkpoint(good, tiny(), model_name="tiny", preprocessing=PREP)
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(good.read_bytes()[:-40])
-    with pytest.raises(CheckpointError, match="not a readable safetensors file") as info:
+    with pytest.raises(CheckpointError, match="damaged or truncated safetensors file") as info:
         load_checkpoint(bad)
     assert_one_line(info.value, bad)
+    assert "Error" not in str(info.value)  # not "SafetensorError: ..."
+    bad.write_bytes(good.read_bytes()[:8] + b"{\xff\xfe" + good.read_bytes()[11:])
+    with pytest.raises(CheckpointError, match=r"damaged or truncated safetensors file \(.*UTF-8") as info:
+        load_checkpoint(bad)
+    assert "Error" not in str(info.value)
     with pytest.raises(CheckpointError, match="no such checkpoint file"):
         load_checkpoint(tmp_path / "nope.pth")
 
@@ -277,3 +283,291 @@ def test_convert_pth_to_safetensors_names_model_and_source(tmp_path, capsys):
     assert not other.exists()
     assert main([str(src), "--model", "unet", "-o", str(dst)]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+# --- metadata is checked, not trusted ----------------------------------------------------
+
+GOOD_PREP = {"input_size": 64, "color_order": "RGB", "mean": [0.1, 0.2, 0.3], "std": [0.5, 0.5, 0.5]}
+
+
+@pytest.mark.parametrize("field, value", [
+    ("input_size", 0), ("input_size", -5), ("input_size", 60000), ("input_size", 100),
+    ("input_size", 4096), ("input_size", "352"), ("input_size", 352.0), ("input_size", True),
+    ("input_size", None),
+    ("color_order", "XYZ"), ("color_order", 3), ("color_order", ""),
+    ("mean", [0.1, 0.2]), ("mean", [0.1, float("nan"), 0.3]), ("mean", "0.5"),
+    ("mean", [0.1, float("inf"), 0.3]), ("mean", [0.1, "a", 0.3]),
+    ("std", [0.0, 0.5, 0.5]), ("std", [-0.5, 0.5, 0.5]), ("std", [0.5, 0.5, float("nan")]),
+    ("std", [0.5, 0.5, 1e-30]), ("std", [0.5, 0.5, 0.5, 0.5]), ("std", None),
+])
+def test_bad_preprocessing_metadata_is_refused_on_load(tmp_path, field, value):
+    path = tmp_path / "w.safetensors"
+    save_checkpoint(path, tiny(), model_name="tiny", preprocessing={**GOOD_PREP, field: value})
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert_one_line(info.value, path)
+    assert f"bad polypviewer.preprocessing metadata: {field} " in str(info.value)
+
+
+def test_missing_input_size_and_non_object_metadata_are_refused(tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_checkpoint(path, tiny(), model_name="tiny",
+                    preprocessing={k: v for k, v in GOOD_PREP.items() if k != "input_size"})
+    with pytest.raises(CheckpointError, match="no input_size") as info:
+        load_checkpoint(path)
+    assert_one_line(info.value, path)
+    from safetensors.torch import save_file
+    save_file({"w": torch.zeros(2)}, str(path), metadata={"polypviewer.preprocessing": "[352]"})
+    with pytest.raises(CheckpointError, match="expected a JSON object, got list"):
+        load_checkpoint(path)
+    save_file({"w": torch.zeros(2)}, str(path), metadata={"polypviewer.preprocessing": "{352"})
+    with pytest.raises(CheckpointError, match="bad polypviewer.preprocessing metadata"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("size", [32, 352, 2048])
+def test_sane_preprocessing_metadata_loads(tmp_path, size):
+    path = tmp_path / "w.safetensors"
+    # Defaults for absent fields; integers as mean/std; a lower-case colour order.
+    save_checkpoint(path, tiny(), model_name="tiny",
+                    preprocessing={"input_size": size, "color_order": "bgr", "std": [1, 2, 3]})
+    assert load_checkpoint(path).preprocessing == Preprocessing(size, "BGR", (0.0, 0.0, 0.0),
+                                                                (1.0, 2.0, 3.0))
+
+
+def test_model_card_preprocessing_is_checked(tmp_path):
+    _record(tmp_path)
+    card_path = tmp_path / "tiny.json"
+    card = json.loads(card_path.read_text())
+    card["preprocessing"]["input_size"] = 60000
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="bad model card preprocessing: input_size 60000") as info:
+        WeightRecord.from_card(card_path)
+    assert_one_line(info.value, card_path)
+
+
+# --- tensors are checked, not trusted ----------------------------------------------------
+
+def _doctored(key: str, make) -> dict[str, torch.Tensor]:
+    sd = dict(tiny().state_dict())
+    sd[key] = make(sd[key])
+    return sd
+
+
+@pytest.mark.parametrize("key, make, reason", [
+    ("0.weight", lambda t: (t * 1000).to(torch.int32), "tensor 0.weight is stored as int32"),
+    ("0.weight", lambda t: t > 0, "tensor 0.weight is stored as bool"),
+    ("3.bias", lambda t: t.to(torch.uint8), "tensor 3.bias is stored as uint8"),
+    ("1.running_var", lambda t: t.to(torch.int64), "tensor 1.running_var is stored as int64"),
+    ("0.weight", lambda t: t.index_fill(0, torch.tensor([1]), float("nan")),
+     "tensor 0.weight holds NaN or infinite values"),
+    ("1.running_mean", lambda t: t.index_fill(0, torch.tensor([0]), float("inf")),
+     "tensor 1.running_mean holds NaN or infinite values"),
+    ("0.bias", lambda t: t.to(torch.float16).index_fill(0, torch.tensor([0]), float("-inf")),
+     "tensor 0.bias holds NaN or infinite values"),
+    ("0.bias", lambda t: t.to(torch.float64).index_fill(0, torch.tensor([0]), 1e300),
+     "tensor 0.bias holds values too large for float32"),
+    ("1.num_batches_tracked", lambda t: t.to(torch.float32),
+     "tensor 1.num_batches_tracked is stored as float32; the model needs integers"),
+])
+@pytest.mark.parametrize("fmt", ["safetensors", "pth"])
+def test_wrongly_typed_or_non_finite_tensors_are_refused(tmp_path, key, make, reason, fmt):
+    sd = _doctored(key, make)
+    path = tmp_path / f"w.{fmt}"
+    if fmt == "pth":
+        torch.save(sd, path)
+    else:
+        save_checkpoint(path, sd, model_name="tiny", preprocessing=PREP)
+    net = tiny()
+    nn.init.zeros_(net[3].weight)
+    before = outputs(net)
+    with pytest.raises(CheckpointMismatchError, match=reason) as info:
+        load_weights(net, path, "tiny")
+    assert_one_line(info.value, path)
+    assert torch.equal(outputs(net), before)  # nothing was loaded
+
+
+def test_first_bad_tensor_in_model_order_is_named():
+    sd = _doctored("3.weight", lambda t: t.to(torch.int32))
+    sd["0.weight"] = sd["0.weight"].to(torch.int16)
+    with pytest.raises(CheckpointMismatchError, match="tensor 0.weight is stored as int16"):
+        load_weights(tiny(), Checkpoint(sd), "tiny")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_every_float_storage_loads_and_int_buffers_stay_int(dtype):
+    net = tiny()
+    sd = {k: (v.to(dtype) if v.is_floating_point() else v.to(torch.int32))
+          for k, v in net.state_dict().items()}
+    fresh = tiny()
+    nn.init.zeros_(fresh[0].weight)
+    load_weights(fresh, Checkpoint(sd), "tiny")
+    assert torch.allclose(outputs(fresh), outputs(net), atol=5e-2)
+    assert fresh[0].weight.dtype == torch.float32 and fresh[1].num_batches_tracked.dtype == torch.long
+
+
+# --- what a file that is no checkpoint is ------------------------------------------------
+
+_EXCEPTION_NAME = re.compile(r"\b\w*(Error|Exception)\b")
+
+
+def _load_error(path: Path) -> CheckpointError:
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert_one_line(info.value, path)
+    assert not _EXCEPTION_NAME.search(str(info.value)), str(info.value)
+    return info.value
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"# my notes\nlr = 1e-4\nepochs: 20\n", "not a PyTorch checkpoint (it is a text file)"),
+    ("Gewichte f\u00fcr PraNet \u2013 nicht \u00f6ffnen\n".encode() * 300, "(it is a text file)"),
+    (b"\x89HDF\r\n\x1a\n" + bytes(200), "not a PyTorch checkpoint (it is an HDF5 file"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(200), "not a PyTorch checkpoint (it is a PNG image)"),
+    (bytes(range(1, 256)) * 4, "not a PyTorch checkpoint (not a zip or pickle file)"),
+    (bytes(range(128, 256)) * 4, "not a PyTorch checkpoint (not a zip or pickle file)"),
+])
+def test_files_that_are_not_checkpoints_say_what_they_are(tmp_path, content, reason):
+    path = tmp_path / "weights.pth"
+    path.write_bytes(content)
+    err = _load_error(path)
+    assert reason in str(err) and not isinstance(err, UnsafeCheckpointError)
+
+
+def test_a_zip_that_is_not_a_torch_checkpoint_is_named(tmp_path):
+    import numpy as np
+
+    path = tmp_path / "weights.pth"
+    with open(path, "wb") as f:
+        np.savez(f, w=np.zeros(3))
+    assert "not a PyTorch checkpoint (a zip archive without PyTorch's data.pkl)" in str(_load_error(path))
+
+
+@pytest.mark.parametrize("content", [b"\x80\x02.", b"\x80\x02e."])
+def test_malformed_pickles_are_damaged_not_internal_errors(tmp_path, content):
+    path = tmp_path / "bad.pth"
+    path.write_bytes(content)  # STOP / APPENDS on an empty stack: "pop from empty list" in torch
+    err = _load_error(path)
+    assert "damaged or truncated PyTorch checkpoint" in str(err)
+    assert not isinstance(err, UnsafeCheckpointError)
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("content, op", [
+    (b"\x80\x02]q\x00(K\x01e0.", "POP"),  # a list, then POP: harmless, but torch lacks POP
+    (pickle.dumps({"epoch": 3, "lr": 0.1}, protocol=5), "FRAME"),
+])
+def test_pickles_the_safe_loader_cannot_read_are_not_called_code(tmp_path, content, op):
+    path = tmp_path / "odd.pth"
+    path.write_bytes(content)
+    err = _load_error(path)
+    assert not isinstance(err, UnsafeCheckpointError)
+    assert f"not a PyTorch checkpoint the safe loader can read: its pickle uses the {op} instruction" \
+        in str(err)
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_raw_pickles_with_code_name_the_callable(tmp_path, protocol):
+    marker, path = tmp_path / "PWNED", tmp_path / "evil.pth"
+    path.write_bytes(pickle.dumps({"w": 1, "hook": Evil(marker)}, protocol=protocol))
+    with pytest.raises(UnsafeCheckpointError, match=r"it would call (posix|os|nt)\.system"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_every_truncation_is_damage_never_code(tmp_path, legacy):
+    src = tmp_path / "full.pth"
+    torch.save({"w": torch.arange(4.0), "n": torch.tensor(3)}, src,
+               _use_new_zipfile_serialization=not legacy)
+    data = src.read_bytes()
+    path = tmp_path / "cut.pth"
+    cut_in_a_global = 0
+    for n in range(4, len(data)):
+        path.write_bytes(data[:n])
+        if legacy and data[:n].endswith(b"torch._utils\n_rebuild_ten"):
+            cut_in_a_global += 1
+        err = _load_error(path)
+        assert not isinstance(err, UnsafeCheckpointError), (n, str(err))
+        assert "damaged or truncated PyTorch checkpoint" in str(err), (n, str(err))
+    assert cut_in_a_global == legacy  # the case that used to read as "it would call torch._u..."
+
+
+def test_legacy_format_pickle_with_code_is_still_refused_as_code(tmp_path):
+    marker, path = tmp_path / "PWNED", tmp_path / "evil.pth"
+    torch.save({"weight": torch.zeros(2), "hook": Evil(marker)}, path,
+               _use_new_zipfile_serialization=False)
+    with pytest.raises(UnsafeCheckpointError, match=r"contains code .*it would call (posix|os|nt)\.system"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+# --- the path itself ---------------------------------------------------------------------
+
+def test_links_and_folders_are_named(tmp_path):
+    loop_a, loop_b = tmp_path / "a.pth", tmp_path / "b.pth"
+    loop_a.symlink_to(loop_b)
+    loop_b.symlink_to(loop_a)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(loop_a)
+    assert str(info.value) == f"{loop_a}: symbolic link loop"
+    dangling = tmp_path / "gone.pth"
+    dangling.symlink_to(tmp_path / "deleted.pth")
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(dangling)
+    assert str(info.value) == f"{dangling}: broken symbolic link (to {tmp_path / 'deleted.pth'})"
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tmp_path)
+    assert str(info.value) == f"{tmp_path}: is a folder, not a checkpoint file"
+    good = tmp_path / "good.safetensors"
+    save_checkpoint(good, tiny(), model_name="tiny", preprocessing=PREP)
+    link = tmp_path / "link.safetensors"
+    link.symlink_to(good)
+    assert load_checkpoint(link).model_name == "tiny"  # reading through a link is fine
+
+
+# --- saving ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_save_never_writes_through_a_link(tmp_path, overwrite):
+    victim = tmp_path / "victim.bin"
+    dangling = tmp_path / "dangling.safetensors"
+    dangling.symlink_to(victim)  # exists() says no
+    with pytest.raises(PolypviewerError, match="symbolic link") as info:
+        save_checkpoint(dangling, tiny(), model_name="tiny", preprocessing=PREP, overwrite=overwrite)
+    assert_one_line(info.value, dangling)
+    assert dangling.is_symlink() and not victim.exists()
+    victim.write_bytes(b"precious")
+    link = tmp_path / "link.safetensors"
+    link.symlink_to(victim)
+    with pytest.raises(PolypviewerError, match="symbolic link"):
+        save_checkpoint(link, tiny(), model_name="tiny", preprocessing=PREP, overwrite=overwrite)
+    assert victim.read_bytes() == b"precious" and link.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling.safetensors", "link.safetensors",
+                                                         "victim.bin"]  # no temporaries left
+
+
+@pytest.fixture
+def umask_027():
+    old = os.umask(0o027)
+    yield
+    os.umask(old)
+
+
+def test_saved_files_get_the_umask_mode(tmp_path, umask_027):
+    rec = _record(tmp_path)
+    assert rec.file.stat().st_mode & 0o777 == 0o640  # not mkstemp's 0600
+    assert (tmp_path / "tiny.json").stat().st_mode & 0o777 == 0o640
+    assert load_checkpoint(rec.file).sha256 == rec.sha256
+
+
+def test_card_is_never_written_through_a_link(tmp_path):
+    rec = _record(tmp_path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    link = tmp_path / "link.json"
+    link.symlink_to(victim)
+    with pytest.raises(PolypviewerError, match="symbolic link"):
+        rec.to_card(link)
+    assert victim.read_text() == "precious"
