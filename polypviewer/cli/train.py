@@ -135,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
     if args.val_split and not args.split:
         raise UserError("--val-split KEY needs --split FILE:KEY (the file holding both lists)")
     size = args.size or spec.preprocessing.input_size
+    if size % 32 or not 32 <= size <= 2048:  # the rule load_checkpoint applies to what we write
+        raise UserError(f"--size {size}: the input size must be a multiple of 32 from 32 to 2048")
     names = read_split(args.split) if args.split else None
     train_set = load_set(args.data, size, names)
     val_set = None

@@ -144,3 +144,26 @@ def test_train_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:
                  "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "unknown model 'nope'" in err[0] and "missing" in err[1]
+
+
+@pytest.mark.parametrize("size", ["200", "16", "4096"])
+def test_train_refuses_an_input_size_its_checkpoint_could_not_be_loaded_with(tmp_path: Path, capsys, size) -> None:
+    """load_checkpoint refuses sizes that are not a multiple of 32 in 32..2048: train says so
+    before reading any data or training for hours into a file it would then refuse."""
+    out = tmp_path / "m.safetensors"
+    code = main(["train", "--model", "lite_pranet", "--data", str(tmp_path / "absent"), "--size", size,
+                 "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"--size {size}" in err and "multiple of 32" in err
+    assert not out.exists()
+
+
+def test_predictor_names_a_symlink_loop_as_such(tmp_path: Path) -> None:
+    from polypviewer.core.errors import PolypviewerError
+    from polypviewer.engine.inference import Predictor
+
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    a.symlink_to(b)
+    b.symlink_to(a)
+    with pytest.raises(PolypviewerError, match="symbolic link loop"):
+        Predictor.create(weights=a)
