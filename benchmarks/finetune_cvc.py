@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     base = resolve_base(args.base)
     _, name, ckpt = load_trained(base)
-    data = load_set(args.data, ckpt.preprocessing.input_size, keep_full_masks=True)
+    data = load_set(args.data)
     with tempfile.TemporaryDirectory() as tmp:
         res = finetune(data, Path(tmp) / "cvc-finetuned.safetensors", base=base, holdout=0.5,
                        seed=args.seed, epochs=args.epochs, source=str(args.data))

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     base = resolve_base(args.base)
     _, name, ckpt = load_trained(base)
     size = args.size or (ckpt.preprocessing or get_spec(name).preprocessing).input_size
-    data = load_set(args.data, size, keep_full_masks=True)
+    data = load_set(args.data)
     for p in data.problems:
         print(f"polypviewer: warning: {p}", file=sys.stderr)
     print(f"fine-tuning {name} from {base} on {args.data} ({len(data)} frames, "

@@ -138,13 +138,13 @@ def run(args: argparse.Namespace) -> int:
     if size % 32 or not 32 <= size <= 2048:  # the rule load_checkpoint applies to what we write
         raise UserError(f"--size {size}: the input size must be a multiple of 32 from 32 to 2048")
     names = read_split(args.split) if args.split else None
-    train_set = load_set(args.data, size, names)
+    train_set = load_set(args.data, names)
     val_set = None
     if args.val_split:
         val_file = args.split.rpartition(":")[0]
-        val_set = load_set(args.data, size, read_split(f"{val_file}:{args.val_split}"), keep_full_masks=True)
+        val_set = load_set(args.data, read_split(f"{val_file}:{args.val_split}"))
     elif args.val:
-        val_set = load_set(args.val, size, keep_full_masks=True)
+        val_set = load_set(args.val)
     for p in train_set.problems + (val_set.problems if val_set else []):
         print(f"polypviewer: warning: {p}", file=sys.stderr)
     print(f"training {args.model} on {len(train_set)} images"

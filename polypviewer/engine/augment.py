@@ -88,25 +88,28 @@ def augment_pair(image: np.ndarray, mask: np.ndarray, out: int, rng: np.random.G
                  cfg: AugmentConfig = AugmentConfig()) -> tuple[np.ndarray, np.ndarray]:
     """Augment an RGB uint8 image and its (H, W) mask together; both come back ``out`` x ``out``.
 
-    With ``cfg.enabled`` False this is the plain square resize that inference uses.
+    With ``cfg.enabled`` False this is the plain square resize that inference uses (the same
+    ``cv2.resize(..., INTER_LINEAR)``, pixel for pixel). Sources are full-size frames: the one
+    bilinear warp samples them as the inference resize does, so training sees the app's pixels.
     """
     h, w = mask.shape[:2]
     if image.shape[:2] != (h, w):
         raise ValueError(f"image {image.shape[:2]} and mask {(h, w)} differ in size")
-    if cfg.enabled:
-        m = affine_matrix(
-            (h, w), out, hflip=rng.random() < cfg.hflip, vflip=rng.random() < cfg.vflip,
-            angle=rng.uniform(-cfg.rotate, cfg.rotate), zoom=rng.uniform(*cfg.scale),
-            crop=tuple(rng.uniform(0, cfg.border_crop, 4)))
-    else:
-        m = affine_matrix((h, w), out)
+    if not cfg.enabled:
+        # Exactly the inference resize (processing.prepare_input): same pixels, not just close.
+        img = image if (h, w) == (out, out) else cv2.resize(image, (out, out), interpolation=cv2.INTER_LINEAR)
+        msk = cv2.resize(mask.astype(np.uint8), (out, out), interpolation=cv2.INTER_NEAREST)
+        return img, msk
+    m = affine_matrix(
+        (h, w), out, hflip=rng.random() < cfg.hflip, vflip=rng.random() < cfg.vflip,
+        angle=rng.uniform(-cfg.rotate, cfg.rotate), zoom=rng.uniform(*cfg.scale),
+        crop=tuple(rng.uniform(0, cfg.border_crop, 4)))
     flags = cv2.WARP_INVERSE_MAP
     img = cv2.warpAffine(image, m, (out, out), flags=cv2.INTER_LINEAR | flags,
                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     msk = cv2.warpAffine(mask.astype(np.uint8), m, (out, out), flags=cv2.INTER_NEAREST | flags,
                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    if cfg.enabled:
-        img = colour_jitter(img, rng, cfg.brightness, cfg.contrast, cfg.saturation)
+    img = colour_jitter(img, rng, cfg.brightness, cfg.contrast, cfg.saturation)
     return img, msk
 
 

@@ -95,10 +95,10 @@ def build_card(out: str | Path, model_name: str, recipe: Recipe, result: TrainRe
     model, _, ckpt = load_trained(out, dev)
     best = next((h for h in result.history if h["epoch"] == result.best_epoch), None)
     metrics: dict[str, Any] = {"val": best["val"] if best else None}
-    size = (ckpt.preprocessing or spec.preprocessing).input_size
+    prep = ckpt.preprocessing or spec.preprocessing
     for t in tests:
-        s = load_set(t, size, keep_full_masks=True)
-        metrics[Path(t).name] = evaluate_model(model, model_name, s, size=size, device=dev,
+        s = load_set(t)
+        metrics[Path(t).name] = evaluate_model(model, model_name, s, preprocessing=prep, device=dev,
                                                autocast=choose_autocast(dev))
     return make_card(out, model_name, ckpt.preprocessing or spec.preprocessing, {
         "description": spec.description, "reference": spec.reference,

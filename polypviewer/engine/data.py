@@ -1,9 +1,12 @@
 """Training data: Kvasir-layout sets held in memory, reproducible splits, batches.
 
-A set is read once through :func:`polypviewer.io.sources.open_source` and kept as squares
-a little larger than the network input (so augmentation warps a small image, not a 1920 px
-frame); evaluation sets also keep each ground-truth mask at its original size, so scores are
-computed where the user sees them. A bad pair is named in ``problems`` and skipped.
+A set is read once through :func:`polypviewer.io.sources.open_source` and kept at the frames'
+own resolution. Every use resamples once from there, as inference does: a training batch is
+one bilinear warp from the full frame to the network's square (``augment_pair``; with
+augmentation off it is exactly the inference resize), and validation runs the frames through
+the app's own ``Predictor`` and scores them at their original size. (Caching 1.25x squares
+with ``INTER_AREA`` used to give training and validation other pixels than the app's
+``INTER_LINEAR`` resize of the full frame.) A bad pair is named in ``problems`` and skipped.
 """
 
 from __future__ import annotations
@@ -12,9 +15,8 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
-import cv2
 import numpy as np
 import torch
 
@@ -23,9 +25,7 @@ from polypviewer.engine.augment import AugmentConfig, augment_pair
 from polypviewer.nets.registry import Preprocessing
 
 __all__ = ["DataError", "SampleSet", "load_set", "read_split", "holdout_split", "make_batch",
-           "normalise", "CACHE_MARGIN"]
-
-CACHE_MARGIN = 1.25  # cached squares are this much larger than the input size
+           "normalise", "samples_from_items", "load_project_set"]
 
 
 class DataError(PolypviewerError):
@@ -34,14 +34,13 @@ class DataError(PolypviewerError):
 
 @dataclass
 class SampleSet:
-    """Image/mask pairs in memory: ``images[i]`` RGB uint8 and ``masks[i]`` uint8 0/1, square."""
+    """Image/mask pairs in memory at their own size: ``images[i]`` RGB uint8 (H, W, 3) and
+    ``masks[i]`` bool (H, W)."""
 
     root: Path
     names: list[str]
     images: list[np.ndarray]
     masks: list[np.ndarray]
-    full_masks: list[np.ndarray] = field(default_factory=list)  # bool, original size
-    full_sizes: list[tuple[int, int]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -50,10 +49,8 @@ class SampleSet:
     def subset(self, names: Sequence[str]) -> "SampleSet":
         idx = {n: i for i, n in enumerate(self.names)}
         keep = [idx[n] for n in names]
-        pick = lambda xs: [xs[i] for i in keep] if xs else []  # noqa: E731
-        return SampleSet(self.root, [self.names[i] for i in keep], pick(self.images),
-                         pick(self.masks), pick(self.full_masks), pick(self.full_sizes),
-                         list(self.problems))
+        return SampleSet(self.root, [self.names[i] for i in keep], [self.images[i] for i in keep],
+                         [self.masks[i] for i in keep], list(self.problems))
 
 
 def read_split(spec: str) -> list[str]:
@@ -86,23 +83,21 @@ def holdout_split(names: Sequence[str], fraction: float, seed: int = 0) -> tuple
     return sorted(pool[k:]), sorted(pool[:k])
 
 
-def load_set(root: str | Path, size: int, names: Sequence[str] | None = None, *,
-             keep_full_masks: bool = False, margin: float = CACHE_MARGIN) -> SampleSet:
-    """Read a Kvasir-layout folder (``images/`` + ``masks/``) into memory.
+def load_set(root: str | Path, names: Sequence[str] | None = None) -> SampleSet:
+    """Read a Kvasir-layout folder (``images/`` + ``masks/``) into memory, at full size.
 
     ``names`` (file stems) restricts and orders the set; a listed stem that is missing is a
-    problem, not a crash. Images are cached as ``round(size * margin)`` squares.
+    problem, not a crash.
     """
     from polypviewer.io.sources import ItemError, SourceError, open_source
 
     root = Path(root)
     if root.is_file() and root.name.endswith(PROJECT_SUFFIX):  # a review project (the app's)
-        return load_project_set(root, size, keep_full_masks=keep_full_masks, margin=margin)
+        return load_project_set(root)
     try:
         src = open_source(root)
     except SourceError as exc:
         raise DataError(exc.reason, exc.path) from None
-    side = int(round(size * margin))
     out = SampleSet(root, [], [], [])
     with src:
         if not src.has_masks:
@@ -122,11 +117,8 @@ def load_set(root: str | Path, size: int, names: Sequence[str] | None = None, *,
                 out.problems.append(f"{root}: {name}: no mask")
                 continue
             out.names.append(name)
-            out.images.append(cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA))
-            out.masks.append(cv2.resize(gt.astype(np.uint8), (side, side), interpolation=cv2.INTER_NEAREST))
-            if keep_full_masks:
-                out.full_masks.append(gt.astype(bool))
-                out.full_sizes.append(gt.shape[:2])
+            out.images.append(np.ascontiguousarray(img))
+            out.masks.append(np.asarray(gt, dtype=bool))
     if not out.names:
         raise DataError("no usable image/mask pairs" + (f" ({out.problems[0]})" if out.problems else ""), root)
     return out
@@ -154,32 +146,28 @@ def make_batch(data: SampleSet, indices: Sequence[int], size: int, prep: Preproc
 PROJECT_SUFFIX = ".pvproj.h5"
 
 
-def samples_from_items(root: str | Path, items, size: int, *, keep_full_masks: bool = False,
-                       margin: float = CACHE_MARGIN) -> SampleSet:
+def samples_from_items(root: str | Path, items: Any) -> SampleSet:
     """A set from ``(name, image RGB, mask bool)`` items (a review project's corrected frames)."""
-    side = int(round(size * margin))
     out = SampleSet(Path(root), [], [], [])
     for name, img, gt in items:
         gt = np.asarray(gt, dtype=bool)
+        if img.shape[:2] != gt.shape:
+            out.problems.append(f"{root}: {name}: image {img.shape[:2]} and mask {gt.shape} differ in size")
+            continue
         out.names.append(name)
-        out.images.append(cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA))
-        out.masks.append(cv2.resize(gt.astype(np.uint8), (side, side), interpolation=cv2.INTER_NEAREST))
-        if keep_full_masks:
-            out.full_masks.append(gt)
-            out.full_sizes.append(gt.shape[:2])
+        out.images.append(np.ascontiguousarray(img))
+        out.masks.append(gt)
     return out
 
 
-def load_project_set(path: str | Path, size: int, *, keep_full_masks: bool = False,
-                     margin: float = CACHE_MARGIN) -> SampleSet:
+def load_project_set(path: str | Path) -> SampleSet:
     """The accepted + corrected frames of a review project (flagged and unreviewed left out)."""
     from polypviewer.io.store import Project
 
     problems: list[PolypviewerError] = []
     with Project.open(path) as project:  # ProjectError (a PolypviewerError) names the file
-        out = samples_from_items(path, project.items(errors=problems), size,
-                                 keep_full_masks=keep_full_masks, margin=margin)
-    out.problems = [str(p) for p in problems]
+        out = samples_from_items(path, project.items(errors=problems))
+    out.problems = [str(p) for p in problems] + out.problems
     if not out.names:
         raise DataError("no accepted or corrected frames in this project", path)
     return out

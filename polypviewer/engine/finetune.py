@@ -87,8 +87,8 @@ def finetune(data: SampleSet, out: str | Path, *, base: str | Path | None = None
              max_steps: int | None = None, source: str | None = None) -> FinetuneResult:
     """Fine-tune ``base`` on ``data`` minus a held-out part; write ``out`` and its card.
 
-    ``data`` must keep full-size masks (``load_set(..., keep_full_masks=True)``) so the
-    held-out scores are computed at the frames' own resolution.
+    Training and the held-out scores use the base checkpoint's own preprocessing, and the
+    scores come from the app's ``Predictor`` path at the frames' own resolution.
     """
     from polypviewer.nets.weights import save_checkpoint, sha256_file
 
@@ -109,16 +109,16 @@ def finetune(data: SampleSet, out: str | Path, *, base: str | Path | None = None
     if not rest or not held:
         raise TrainingError(f"need at least 2 corrected frames to hold some out (got {len(data)})", data.root)
     train_set, held_set = data.subset(rest), data.subset(held)
-    before = evaluate_model(model, name, held_set, size=size, device=device, autocast=autocast)
+    before = evaluate_model(model, name, held_set, preprocessing=prep, device=device, autocast=autocast)
     with tempfile.TemporaryDirectory(prefix=".finetune-", dir=out.parent if out.parent.exists() else None) as tmp:
         result = train(name, train_set, None, Path(tmp) / "run.safetensors", model=model, recipe=recipe,
                        epochs=epochs, device=device, bf16=bf16, seed=seed, callbacks=callbacks,
-                       stop=stop, max_steps=max_steps, size=size, monitor_set=held_set)
+                       stop=stop, max_steps=max_steps, size=size, monitor_set=held_set, preprocessing=prep)
     res = FinetuneResult(None, base_path, name, before, None, rest, held, 0.0, interrupted=result.interrupted)
     if result.interrupted:
         res.wall_time = time.perf_counter() - t0
         return res
-    res.after = evaluate_model(model, name, held_set, size=size, device=device, autocast=autocast)
+    res.after = evaluate_model(model, name, held_set, preprocessing=prep, device=device, autocast=autocast)
     res.wall_time = time.perf_counter() - t0
     if int(os.environ.get("RANK", "0")) != 0:
         return res  # under torchrun only rank 0 writes

@@ -183,42 +183,52 @@ def _lr_at(recipe: Recipe, step: int, total: int) -> float:
 
 
 @torch.no_grad()
-def evaluate_model(model: nn.Module, model_name: str, data: SampleSet, *, size: int | None = None,
-                   device: str = "cpu", autocast: torch.dtype | None = None,
+def evaluate_model(model: nn.Module, model_name: str, data: SampleSet, *, preprocessing: Any = None,
+                   size: int | None = None, device: str = "cpu", autocast: torch.dtype | None = None,
                    batch_size: int = 8) -> dict[str, float]:
-    """Mean per-image scores (core.metrics) at each mask's original size, threshold 0.5.
+    """Mean per-image scores of ``model`` on ``data`` exactly as the app computes them.
+
+    The frames go through ``Predictor`` (``processing.prepare_input``'s resize of the full
+    frame, the checkpoint's normalisation, sigmoid, the bilinear resize back, threshold 0.5)
+    on the torch backend, and are scored by ``core.metrics.MetricAccumulator`` at each mask's
+    own size: the numbers ``polypviewer eval`` gives for the same weights and frames.
+    ``preprocessing`` defaults to the registry's; ``size`` overrides its input size.
+    ``autocast`` bf16 runs the predictor in bf16, else fp32.
 
     Also ``n``, and for images whose ground truth is empty: ``false_positive_rate`` (share
     of them with any predicted pixel) and ``mean_predicted_area_on_empty`` (fraction).
     """
-    from polypviewer.core.metrics import SCORE_NAMES, scores
-    import cv2
+    from polypviewer.core.metrics import SCORE_NAMES, MetricAccumulator
+    from polypviewer.engine.inference import Predictor
 
     spec = get_spec(model_name)
-    size = size or spec.preprocessing.input_size
+    prep = preprocessing or spec.preprocessing
+    if size:
+        prep = replace(prep, input_size=size)
     was_training = model.training
     model.eval()
-    rows = []
+    dev = device.split(":")[0]
+    precision = "bf16" if autocast == torch.bfloat16 else ("fp16" if autocast == torch.float16 else "fp32")
+    predictor = Predictor.from_module(model, name=model_name, preprocessing=prep, select=spec.select,
+                                      device=dev, precision=precision, backend="torch", cache=False)
+    model.train(was_training)
+    acc = MetricAccumulator(benchmark=False)
+    empty_areas: list[float] = []
     for lo in range(0, len(data), batch_size):
         idx = range(lo, min(lo + batch_size, len(data)))
-        imgs = np.stack([cv2.resize(data.images[i], (size, size), interpolation=cv2.INTER_AREA) for i in idx])
-        x = normalise(imgs, spec.preprocessing).to(device)
-        with torch.autocast(device.split(":")[0], dtype=autocast or torch.bfloat16, enabled=autocast is not None):
-            logits = spec.select(model(x)).float()
-        for j, i in enumerate(idx):
-            gt = data.full_masks[i] if data.full_masks else data.masks[i].astype(bool)
-            prob = torch.sigmoid(F.interpolate(logits[j:j + 1], size=gt.shape[:2], mode="bilinear",
-                                               align_corners=False))[0, 0].cpu().numpy()
-            pred = prob >= 0.5
-            rows.append({**scores(pred, gt), "empty_gt": not gt.any(), "area": float(pred.mean())})
-    model.train(was_training)
-    result = {k: float(np.mean([r[k] for r in rows])) for k in SCORE_NAMES}
-    result["n"] = len(rows)
-    empty = [r for r in rows if r["empty_gt"]]
-    if empty:  # images without a polyp: how often anything is flagged, and how much
-        result["n_empty_gt"] = len(empty)
-        result["false_positive_rate"] = float(np.mean([r["area"] > 0 for r in empty]))
-        result["mean_predicted_area_on_empty"] = float(np.mean([r["area"] for r in empty]))
+        probs = predictor.predict([data.images[i] for i in idx])
+        for i, prob in zip(idx, probs):
+            gt = data.masks[i]
+            acc.add(data.names[i], prob, gt)
+            if not gt.any():
+                empty_areas.append(float(predictor.mask(prob).mean()))
+    means = acc.running_mean()
+    result = {k: float(means[k]) for k in SCORE_NAMES}
+    result["n"] = len(acc)
+    if empty_areas:  # images without a polyp: how often anything is flagged, and how much
+        result["n_empty_gt"] = len(empty_areas)
+        result["false_positive_rate"] = float(np.mean([a > 0 for a in empty_areas]))
+        result["mean_predicted_area_on_empty"] = float(np.mean(empty_areas))
     return result
 
 
@@ -261,7 +271,7 @@ def train(model_name: str, train_set: SampleSet, val_set: SampleSet | None, out:
           resume: bool = False, overwrite: bool = False, callbacks: Sequence[Callback] = (),
           stop: _Flag | None = None, half: bool = False, meta: dict[str, Any] | None = None,
           max_steps: int | None = None, size: int | None = None,
-          monitor_set: SampleSet | None = None) -> TrainResult:
+          monitor_set: SampleSet | None = None, preprocessing: Any = None) -> TrainResult:
     """Train ``model_name`` (or the given ``model``) and keep the best checkpoint at ``out``.
 
     ``monitor_set`` is scored after every epoch and reported (``TrainEvent.monitor``, the
@@ -271,6 +281,8 @@ def train(model_name: str, train_set: SampleSet, val_set: SampleSet | None, out:
     Without ``val_set`` the last epoch's weights are kept. ``max_steps`` stops after that many
     optimiser steps in total (tests, smoke runs). ``half`` stores fp16 weights. ``size``
     trains at another input size than the model's (the checkpoint then records it).
+    ``preprocessing`` (a checkpoint's, when fine-tuning) replaces the registry's: training,
+    validation and the written checkpoint all use it.
     """
     from polypviewer.engine.backends import choose_device
     from polypviewer.nets.weights import save_checkpoint
@@ -294,8 +306,9 @@ def train(model_name: str, train_set: SampleSet, val_set: SampleSet | None, out:
     is_main = rank == 0
     autocast = choose_autocast(dev, bf16)
     spec = get_spec(model_name)
-    size = size or spec.preprocessing.input_size
-    prep = replace(spec.preprocessing, input_size=size)
+    base_prep = preprocessing or spec.preprocessing
+    size = size or base_prep.input_size
+    prep = replace(base_prep, input_size=size)
     if model is None:
         torch.manual_seed(seed)  # the head's random init is part of the recipe too
         cfg = {"pretrained": True} if pretrained and model_name == "lite_pranet" else {}
@@ -399,10 +412,10 @@ def train(model_name: str, train_set: SampleSet, val_set: SampleSet | None, out:
                                 loss=losses[-1], lr=opt.param_groups[0]["lr"], best=best, elapsed=elapsed()))
             if world > 1:  # BN statistics drift per rank within a step: take rank 0's
                 _broadcast_buffers(model)
-            val = (evaluate_model(model, model_name, val_set, size=size, device=dev, autocast=autocast)
+            val = (evaluate_model(model, model_name, val_set, preprocessing=prep, device=dev, autocast=autocast)
                    if val_set else None)
-            mon = (evaluate_model(model, model_name, monitor_set, size=size, device=dev, autocast=autocast)
-                   if monitor_set else None)
+            mon = (evaluate_model(model, model_name, monitor_set, preprocessing=prep, device=dev,
+                                  autocast=autocast) if monitor_set else None)
             _keep_eval(frozen)
             score = val["dice"] if val else None
             record = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None,

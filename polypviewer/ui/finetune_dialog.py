@@ -86,7 +86,7 @@ class FinetuneWorker(QObject):
                     items.append((name, src.frame(frame), mask))
                 except PolypviewerError as exc:
                     problems.append(str(exc))
-        data = samples_from_items(self.project_path, items, size, keep_full_masks=True)
+        data = samples_from_items(self.project_path, items)
         data.problems = problems
         self.stage.emit(f"Fine-tuning on {len(data)} frame(s) (base scored on the held-out ones first)…")
 

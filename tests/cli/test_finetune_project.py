@@ -56,11 +56,11 @@ def test_load_set_reads_accepted_and_corrected_frames_of_a_project(project) -> N
     from polypviewer.engine.data import load_set
 
     path, names, flagged = project
-    data = load_set(path, 64, keep_full_masks=True)
+    data = load_set(path)
     assert data.names == names[:4] and flagged not in data.names
-    assert not data.full_masks[2].any() and not data.full_masks[3].any()  # the corrections, not the GT
+    assert not data.masks[2].any() and not data.masks[3].any()  # the corrections, not the GT
     with open_source(path.parent / "cvc5") as src:
-        np.testing.assert_array_equal(data.full_masks[0], src.mask(0))
+        np.testing.assert_array_equal(data.masks[0], src.mask(0))
 
 
 def test_finetune_cli_on_a_project_file(project, base: Path, tmp_path: Path, capsys) -> None:

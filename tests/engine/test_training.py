@@ -25,7 +25,7 @@ TINY = Recipe("tiny", lr=1e-3, batch_size=2, epochs=2, rates=(1.0,), multiscale=
 @pytest.fixture(scope="module")
 def tiny(endotect: Path):
     names = read_split(f"{endotect / 'split.json'}:train")[:4]
-    return load_set(endotect, SIZE, names, keep_full_masks=True)
+    return load_set(endotect, names)
 
 
 @pytest.fixture()
@@ -95,7 +95,7 @@ def test_evaluate_reports_false_positives_on_empty_masks(tiny) -> None:
 
     model = build_model("lite_pranet")
     empty = tiny.subset(tiny.names[:2])
-    empty.full_masks = [np.zeros_like(m) for m in empty.full_masks]
+    empty.masks = [np.zeros_like(m) for m in empty.masks]
     with torch.no_grad():
         scores = evaluate_model(model, "lite_pranet", empty, size=SIZE)
     assert scores["n"] == 2 and scores["n_empty_gt"] == 2
@@ -121,7 +121,7 @@ def test_split_file_errors_name_the_file(tmp_path: Path, endotect: Path) -> None
         read_split(f"{f}:val")
     with pytest.raises(DataError, match="FILE:KEY"):
         read_split("nokey")
-    s = load_set(endotect, SIZE, [read_split(f"{endotect / 'split.json'}:val")[0], "missing-stem"])
+    s = load_set(endotect, [read_split(f"{endotect / 'split.json'}:val")[0], "missing-stem"])
     assert len(s) == 1 and "missing-stem" in s.problems[0]
 
 
@@ -133,7 +133,7 @@ from polypviewer.engine.training import Recipe, train
 import torch.distributed as dist
 root, out = sys.argv[1], sys.argv[2]
 torch.set_num_threads(1)
-data = load_set(root, 64, read_split(root + "/split.json:train")[:4])
+data = load_set(root, read_split(root + "/split.json:train")[:4])
 recipe = Recipe("ddp", lr=1e-3, batch_size=1, epochs=1, rates=(0.75, 1.0), multiscale="random",
                 augment=AugmentConfig())
 def digest(m):
