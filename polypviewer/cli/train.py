@@ -25,11 +25,24 @@ from polypviewer.cli import UserError
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="registered network (see `polypviewer info`)")
-    parser.add_argument("--data", required=True, type=Path, help="Kvasir-layout folder: images/ + masks/")
-    parser.add_argument("--split", metavar="FILE:KEY", help="train only on the stems listed under KEY in FILE")
-    val = parser.add_mutually_exclusive_group()
-    val.add_argument("--val", type=Path, metavar="DIR", help="validation set (Kvasir layout)")
-    val.add_argument("--val-split", metavar="KEY", help="validation stems: KEY of the --split file, from --data")
+    parser.add_argument("--data", required=True, action="append", metavar="SET",
+                        help="training set: a Kvasir-layout folder (images/ + masks/), or DIR,FILE:KEY for "
+                             "the stems listed under KEY in FILE (repeatable: the sets are combined)")
+    parser.add_argument("--split", metavar="FILE:KEY",
+                        help="with one --data DIR: train only on the stems listed under KEY in FILE")
+    parser.add_argument("--val", action="append", default=[], metavar="SET",
+                        help="validation set that picks the epoch (DIR or DIR,FILE:KEY; repeatable)")
+    parser.add_argument("--val-split", metavar="KEY", help="validation stems: KEY of each --data set's split file")
+    parser.add_argument("--val-fraction", type=float, metavar="F",
+                        help="also validate on this share of the training images, held out of training "
+                             "(seeded by --seed; recorded in the card)")
+    parser.add_argument("--negatives", action="append", default=[], metavar="SET",
+                        help="polyp-free frames without masks (DIR or DIR,FILE:KEY) trained as all-empty masks")
+    parser.add_argument("--negatives-holdout", type=float, default=0.0, metavar="F",
+                        help="hold this share of the negatives out of training and report false alarms on it")
+    parser.add_argument("--blank-corner", action="store_true",
+                        help="paint HyperKvasir's ScopeGuide corner black on every training image "
+                             "(the negatives have it black: without this a model learns the shortcut)")
     parser.add_argument("--epochs", type=int, help="override the recipe's epoch count")
     parser.add_argument("--recipe", default=None,
                         help="pranet, pranet_faithful, resunetpp, resunetpp_seed, resunetpp_fast, lite, finetune "
@@ -39,9 +52,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing OUT, its card (OUT.json, OUT.md) and state; "
                              "without it existing outputs are refused")
-    parser.add_argument("--test", type=Path, action="append", default=[], metavar="DIR",
-                        help="extra Kvasir-layout set to score the best weights on for the card "
-                             "(repeatable; all-empty masks give the false-positive rate)")
+    parser.add_argument("--test", action="append", default=[], metavar="SET",
+                        help="extra set to score the best weights on for the card (DIR or DIR,FILE:KEY; "
+                             "repeatable; never used to pick anything)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--bf16", default="auto", choices=("auto", "on", "off"),
@@ -53,6 +66,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, help="train at this input size instead of the model's "
                                                  "(recorded in the checkpoint)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def load_spec(spec: str, *, negatives: bool = False):
+    """``DIR`` or ``DIR,FILE:KEY`` -> (label, SampleSet)."""
+    from polypviewer.engine.data import load_set, read_split
+
+    root, sep, split = spec.partition(",")
+    names = read_split(split) if sep else None
+    label = f"{root} ({split})" if sep else root
+    return label, load_set(root, names, negatives=negatives)
 
 
 def check_outputs(out: Path, *, resume: bool, overwrite: bool) -> bool:
@@ -101,12 +124,27 @@ class ProgressBar:
     def __init__(self, stream=sys.stderr, width: int = 24) -> None:
         self.stream, self.width = stream, width
 
+    _start: tuple[float, int] | None = None
+
+    def eta(self, ev) -> str:
+        """Time left for the whole run at this process's pace so far (validation included)."""
+        if self._start is None:
+            self._start = (ev.elapsed, ev.global_step)
+            return "ETA -"
+        t0, g0 = self._start
+        done = ev.global_step - g0
+        if done <= 0:
+            return "ETA -"
+        left = (ev.epochs * ev.steps_per_epoch - ev.global_step) * (ev.elapsed - t0) / done
+        h, m = divmod(int(left) // 60, 60)
+        return f"ETA {h}h{m:02d}m" if h else f"ETA {m}m{int(left) % 60:02d}s"
+
     def __call__(self, ev) -> None:
         if ev.kind == "step":
             filled = int(self.width * ev.step / ev.steps_per_epoch)
             self.stream.write(f"\repoch {ev.epoch + 1}/{ev.epochs} [{'#' * filled}{'.' * (self.width - filled)}] "
                               f"{ev.step}/{ev.steps_per_epoch} loss {ev.loss:.4f} lr {ev.lr:.2e} "
-                              f"{ev.elapsed:.0f}s")
+                              f"{ev.elapsed:.0f}s {self.eta(ev)}")
         elif ev.kind == "epoch":
             val = f" val dice {ev.val['dice']:.4f} (best {ev.best:.4f})" if ev.val else ""
             loss = f"{ev.loss:.4f}" if ev.loss is not None else "-"
@@ -121,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from polypviewer.engine import cards, training
-    from polypviewer.engine.data import load_set, read_split
+    from polypviewer.engine.data import blank_scopeguide_corner, concat, holdout_split, load_set, read_split
     from polypviewer.nets.registry import get_spec
 
     if args.threads:
@@ -132,19 +170,51 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(exc.args[0])) from None
     recipe = training.get_recipe(args.recipe or default_recipe(args.model))
     replace_card = check_outputs(args.out, resume=args.resume, overwrite=args.overwrite)
-    if args.val_split and not args.split:
-        raise UserError("--val-split KEY needs --split FILE:KEY (the file holding both lists)")
     size = args.size or spec.preprocessing.input_size
     if size % 32 or not 32 <= size <= 2048:  # the rule load_checkpoint applies to what we write
         raise UserError(f"--size {size}: the input size must be a multiple of 32 from 32 to 2048")
-    names = read_split(args.split) if args.split else None
-    train_set = load_set(args.data, names)
-    val_set = None
+    if args.split and len(args.data) != 1:
+        raise UserError("--split goes with a single --data DIR; write each set as DIR,FILE:KEY instead")
+    if args.split and "," in args.data[0]:
+        raise UserError("--data already names its split (DIR,FILE:KEY); drop --split")
+    specs = [f"{args.data[0]},{args.split}"] if args.split else list(args.data)
+    if args.val_split and not all("," in sp for sp in specs):
+        raise UserError("--val-split KEY needs each training set's split file (--split FILE:KEY or DIR,FILE:KEY)")
+    parts = [load_spec(sp) for sp in specs]
+    train_set = parts[0][1] if len(parts) == 1 else concat("combined", [p[1] for p in parts])
+    val_parts = [load_spec(v) for v in args.val]
     if args.val_split:
-        val_file = args.split.rpartition(":")[0]
-        val_set = load_set(args.data, read_split(f"{val_file}:{args.val_split}"))
-    elif args.val:
-        val_set = load_set(args.val)
+        for sp in specs:
+            root, _, split = sp.partition(",")
+            val_parts.append((f"{root},{split.rpartition(':')[0]}:{args.val_split}",
+                              load_set(root, read_split(f"{split.rpartition(':')[0]}:{args.val_split}"))))
+    data_meta: dict = {"train": [f"{label} ({len(s)} images)" for label, s in parts]}
+    if args.val_fraction:
+        rest, held = holdout_split(train_set.names, args.val_fraction, args.seed)
+        carved = train_set.subset(held)
+        train_set = train_set.subset(rest)
+        val_parts.append((f"{len(held)} training images held out (--val-fraction {args.val_fraction}, "
+                          f"seed {args.seed})", carved))
+        data_meta["val_fraction_held_out"] = held
+    negatives_test = None
+    neg_parts = [load_spec(n, negatives=True) for n in args.negatives]
+    if neg_parts:
+        negs = neg_parts[0][1] if len(neg_parts) == 1 else concat("negatives", [p[1] for p in neg_parts])
+        if args.negatives_holdout:
+            rest, held = holdout_split(negs.names, args.negatives_holdout, args.seed)
+            negatives_test = (f"negatives held out ({len(held)})", negs.subset(held))
+            data_meta["negatives_held_out"] = held
+            negs = negs.subset(rest)
+        data_meta["negatives"] = [f"{label} ({len(s)} frames)" for label, s in neg_parts]
+        data_meta["negatives_trained"] = len(negs)
+        train_set = concat("combined", [train_set, negs], prefix=False)
+    if args.blank_corner:
+        train_set = blank_scopeguide_corner(train_set)
+        data_meta["blank_corner"] = "ScopeGuide corner blanked on every training image"
+    val_set = None
+    if val_parts:
+        val_set = val_parts[0][1] if len(val_parts) == 1 else concat("validation", [p[1] for p in val_parts])
+        data_meta["val"] = [f"{label} ({len(s)} images)" for label, s in val_parts]
     for p in train_set.problems + (val_set.problems if val_set else []):
         print(f"polypviewer: warning: {p}", file=sys.stderr)
     print(f"training {args.model} on {len(train_set)} images"
@@ -154,8 +224,7 @@ def run(args: argparse.Namespace) -> int:
     command = "polypviewer train " + " ".join(shlex.quote(a) for a in sys.argv[2:]
                                               if a not in ("--resume", "--overwrite")) \
         if len(sys.argv) > 1 and sys.argv[1] == "train" else None
-    data_meta = {"train": f"{args.data} ({args.split or 'all'}, {len(train_set)} images)",
-                 "val": f"{args.val or args.data} ({args.val_split or 'all'}, {len(val_set)} images)" if val_set else None}
+    tests = [load_spec(t) for t in args.test] + ([negatives_test] if negatives_test else [])
     callbacks = [] if args.quiet else [ProgressBar()]
     try:
         result = training.train(
@@ -176,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.out.exists():
         raise UserError(f"{args.out}: no checkpoint was written (no epoch finished)", status=1)
     card = cards.build_card(args.out, args.model, recipe, result, data=data_meta, command=command,
-                               tests=args.test, device=args.device)
+                               tests=tests, device=args.device)
     jpath, mpath = cards.write_card(args.out, card, overwrite=replace_card)
     best = f"best val dice {result.best_score:.4f} at epoch {result.best_epoch}" if val_set else "last epoch kept"
     print(f"wrote {args.out} (sha256 {card['sha256'][:12]}, {best}), card {jpath} and {mpath}")

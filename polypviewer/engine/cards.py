@@ -84,9 +84,11 @@ def write_card(out: str | Path, card: dict[str, Any], *, overwrite: bool = False
 
 
 def build_card(out: str | Path, model_name: str, recipe: Recipe, result: TrainResult, *,
-               data: dict[str, Any], command: str | None, tests: Sequence[str | Path] = (),
+               data: dict[str, Any], command: str | None, tests: Sequence[Any] = (),
                device: str = "auto") -> dict[str, Any]:
-    """The model card of a finished run; ``tests`` are extra Kvasir-layout sets scored now."""
+    """The model card of a finished run; ``tests`` are extra sets scored now through the app's
+    path, with the polyp-benchmark means too: Kvasir-layout folders, or ``(label, SampleSet)``
+    pairs (a split of a folder, held-out negatives)."""
     from polypviewer.engine.backends import choose_device
     from polypviewer.engine.data import load_set
 
@@ -97,9 +99,9 @@ def build_card(out: str | Path, model_name: str, recipe: Recipe, result: TrainRe
     metrics: dict[str, Any] = {"val": best["val"] if best else None}
     prep = ckpt.preprocessing or spec.preprocessing
     for t in tests:
-        s = load_set(t)
-        metrics[Path(t).name] = evaluate_model(model, model_name, s, preprocessing=prep, device=dev,
-                                               autocast=choose_autocast(dev))
+        label, s = (t if isinstance(t, tuple) else (Path(t).name, load_set(t)))
+        metrics[label] = evaluate_model(model, model_name, s, preprocessing=prep, device=dev,
+                                        autocast=choose_autocast(dev), benchmark=True)
     return make_card(out, model_name, ckpt.preprocessing or spec.preprocessing, {
         "description": spec.description, "reference": spec.reference,
         "params": sum(p.numel() for p in model.parameters()),
@@ -111,8 +113,10 @@ def build_card(out: str | Path, model_name: str, recipe: Recipe, result: TrainRe
     })
 
 
-METRICS_NOTE = ("mean of per-image scores at the original resolution, threshold 0.5, 0/0 = 1; "
-                "false_positive_rate = share of polyp-free images with any predicted pixel")
+METRICS_NOTE = ("computed through the app's Predictor path; mean of per-image scores at the original "
+                "resolution, threshold 0.5, 0/0 = 1; mean_dice_256 / mean_iou_256 = PraNet's convention "
+                "(per-image scores averaged over 256 thresholds); false_positive_rate = share of polyp-free "
+                "images with any predicted pixel, false_alarm_rate = with more than 0.5 % of the frame")
 
 
 def make_card(out: str | Path, model_name: str, preprocessing: Any, meta: dict[str, Any]) -> dict[str, Any]:

@@ -182,10 +182,14 @@ def _lr_at(recipe: Recipe, step: int, total: int) -> float:
     return recipe.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
+#: A polyp-free frame counts as a false alarm when more than this share of it is predicted.
+FALSE_ALARM_AREA = 0.005
+
+
 @torch.no_grad()
 def evaluate_model(model: nn.Module, model_name: str, data: SampleSet, *, preprocessing: Any = None,
                    size: int | None = None, device: str = "cpu", autocast: torch.dtype | None = None,
-                   batch_size: int = 8) -> dict[str, float]:
+                   batch_size: int = 8, benchmark: bool = False) -> dict[str, float]:
     """Mean per-image scores of ``model`` on ``data`` exactly as the app computes them.
 
     The frames go through ``Predictor`` (``processing.prepare_input``'s resize of the full
@@ -196,9 +200,12 @@ def evaluate_model(model: nn.Module, model_name: str, data: SampleSet, *, prepro
     ``autocast`` bf16 runs the predictor in bf16, else fp32.
 
     Also ``n``, and for images whose ground truth is empty: ``false_positive_rate`` (share
-    of them with any predicted pixel) and ``mean_predicted_area_on_empty`` (fraction).
+    of them with any predicted pixel), ``false_alarm_rate`` (share with more than
+    :data:`FALSE_ALARM_AREA` of the frame predicted) and ``mean_predicted_area_on_empty``
+    (fraction). ``benchmark``: also the polyp-benchmark means (``mean_dice_256`` /
+    ``mean_iou_256``: PraNet's convention, averaged over 256 thresholds; S-measure, ...).
     """
-    from polypviewer.core.metrics import SCORE_NAMES, MetricAccumulator
+    from polypviewer.core.metrics import BENCHMARK_NAMES, SCORE_NAMES, MetricAccumulator
     from polypviewer.engine.inference import Predictor
 
     spec = get_spec(model_name)
@@ -212,7 +219,7 @@ def evaluate_model(model: nn.Module, model_name: str, data: SampleSet, *, prepro
     predictor = Predictor.from_module(model, name=model_name, preprocessing=prep, select=spec.select,
                                       device=dev, precision=precision, backend="torch", cache=False)
     model.train(was_training)
-    acc = MetricAccumulator(benchmark=False)
+    acc = MetricAccumulator(benchmark=benchmark)
     empty_areas: list[float] = []
     for lo in range(0, len(data), batch_size):
         idx = range(lo, min(lo + batch_size, len(data)))
@@ -225,9 +232,13 @@ def evaluate_model(model: nn.Module, model_name: str, data: SampleSet, *, prepro
     means = acc.running_mean()
     result = {k: float(means[k]) for k in SCORE_NAMES}
     result["n"] = len(acc)
+    if benchmark:
+        summary = acc.summary()["mean"]
+        result.update({k: summary[k] for k in BENCHMARK_NAMES})
     if empty_areas:  # images without a polyp: how often anything is flagged, and how much
         result["n_empty_gt"] = len(empty_areas)
         result["false_positive_rate"] = float(np.mean([a > 0 for a in empty_areas]))
+        result["false_alarm_rate"] = float(np.mean([a > FALSE_ALARM_AREA for a in empty_areas]))
         result["mean_predicted_area_on_empty"] = float(np.mean(empty_areas))
     return result
 

@@ -167,3 +167,65 @@ def test_predictor_names_a_symlink_loop_as_such(tmp_path: Path) -> None:
     b.symlink_to(a)
     with pytest.raises(PolypviewerError, match="symbolic link loop"):
         Predictor.create(weights=a)
+
+
+def test_train_combines_sets_carves_validation_and_holds_negatives_out(cvc: Path, negatives: Path,
+                                                                       tmp_path: Path) -> None:
+    """Several --data sets (DIR,FILE:KEY), a validation slice carved from them, polyp-free
+    frames trained as empty masks with a held-out share scored for the card: what the new
+    default's run uses, end to end at 64 px."""
+    split = tmp_path / "split.json"
+    stems = sorted(p.stem for p in (cvc / "images").iterdir())
+    split.write_text(json.dumps({"a": stems[:6], "b": stems[6:10], "dup": stems[5:7], "test": stems[10:13]}))
+    neg_images = tmp_path / "negs" / "images"  # a negatives folder has images only
+    neg_images.mkdir(parents=True)
+    for img in sorted((negatives / "images").iterdir())[:6]:
+        shutil.copy(img, neg_images / img.name)
+    out = tmp_path / "m.safetensors"
+    common = ["--val-fraction", "0.2", "--negatives", str(tmp_path / "negs"), "--negatives-holdout", "0.5",
+              "--blank-corner", "--test", f"{cvc},{split}:test", "--epochs", "1", "--size", "64",
+              "--no-pretrained", "--bf16", "off", "--threads", "1", "--quiet", "--out", str(out)]
+    # the same frame in two sets: refused, not silently trained twice
+    assert main(["train", "--model", "lite_pranet", "--data", f"{cvc},{split}:a",
+                 "--data", f"{cvc},{split}:dup", *common]) == 2
+    assert main(["train", "--model", "lite_pranet", "--data", f"{cvc},{split}:a",
+                 "--data", f"{cvc},{split}:b", *common]) == 0
+    meta = WeightRecord.from_card(out.with_suffix(".json")).meta
+    held = meta["data"]["val_fraction_held_out"]
+    assert len(held) == 2 and meta["metrics"]["val"]["n"] == 2  # 20 % of the 10 cvc frames
+    assert len(meta["data"]["negatives_held_out"]) == 3 and meta["data"]["negatives_trained"] == 3
+    neg = meta["metrics"]["negatives held out (3)"]
+    assert neg["n"] == 3 and neg["n_empty_gt"] == 3 and 0 <= neg["false_alarm_rate"] <= 1
+    test = meta["metrics"][f"{cvc} ({split}:test)"]
+    assert test["n"] == 3 and 0 <= test["mean_dice_256"] <= 1 and 0 <= test["dice"] <= 1
+    assert meta["data"]["blank_corner"]
+
+
+def test_blank_corner_and_concat() -> None:
+    import numpy as np
+
+    from polypviewer.engine.data import DataError, SampleSet, blank_scopeguide_corner, concat
+
+    img = np.full((100, 200, 3), 255, np.uint8)
+    s = SampleSet(Path("x"), ["a"], [img], [np.ones((100, 200), bool)])
+    b = blank_scopeguide_corner(s)
+    assert b.images[0][99, 0].tolist() == [0, 0, 0] and not b.masks[0][99, 0]
+    assert b.images[0][0, 0].tolist() == [255, 255, 255] and b.masks[0][0, 199]
+    assert b.images[0][99, 199].tolist() == [255, 255, 255]
+    assert s.images[0][99, 0].tolist() == [255, 255, 255]  # the source is left as it was
+    assert concat("c", [s, SampleSet(Path("y"), ["a"], [img], [s.masks[0]])]).names == ["x/a", "y/a"]
+    with pytest.raises(DataError, match="twice"):
+        concat("c", [s, s])
+
+
+def test_progress_bar_shows_the_time_left() -> None:
+    import io
+
+    from polypviewer.cli.train import ProgressBar
+    from polypviewer.engine.training import TrainEvent
+
+    out = io.StringIO()
+    bar = ProgressBar(out)
+    bar(TrainEvent("step", 0, 1, 10, 1, 3, loss=1.0, lr=1e-3, elapsed=5.0))
+    bar(TrainEvent("step", 0, 2, 10, 2, 3, loss=1.0, lr=1e-3, elapsed=7.0))  # 2 s a step
+    assert out.getvalue().endswith("ETA 0m56s")  # 28 steps of 30 left at 2 s each
