@@ -2,7 +2,10 @@
 
 Every function takes a mask as a numpy array and returns a new array (inputs are never
 modified). A *mask* here is ``bool`` of shape ``(H, W)``; :func:`binarise` turns whatever a
-file or a network produced into one. Connected components are 8-connected throughout (a
+file or a network produced into one, by the project's one threshold rule (:func:`to_mask`):
+foreground where a value is at least half its scale, i.e. probability ``p >= 0.5``, 8-bit
+``v >= 128`` (the same as ``v > 127``, which strips JPEG ringing from 0/255 masks), 16-bit
+``v >= 32768``. Connected components are 8-connected throughout (a
 diagonal touch joins two regions), so holes and background are 4-connected.
 
 OpenCV does the pixel work (labelling, morphology, contours): it is already a dependency,
@@ -11,12 +14,14 @@ imports no Qt or torch, and is far faster than hand-written numpy.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import cv2
 import numpy as np
 
 __all__ = [
+    "THRESHOLD",
     "Components",
     "binarise",
     "bboxes",
@@ -27,22 +32,42 @@ __all__ = [
     "largest_component",
     "resize_mask",
     "shrink",
-    "to_uint8",
+    "to_mask",
+    "to_mask8",
 ]
+
+#: The one threshold, on the probability scale: masks, maps and ground truth all use it.
+THRESHOLD = 0.5
 
 BBox = tuple[int, int, int, int]
 
 
-def binarise(mask: np.ndarray, threshold: int = 127) -> np.ndarray:
-    """Return a ``bool`` ``(H, W)`` mask: foreground where the value is ``> threshold``.
+def to_mask(x: np.ndarray, threshold: float = THRESHOLD) -> np.ndarray:
+    """Binary mask (bool, same shape) from a single-channel mask or probability map.
+
+    ``threshold`` is on the 0..1 probability scale; integer maps are compared at the same
+    fraction of their full scale (8-bit: ``v >= ceil(255 * threshold)``, so 0.5 -> 128).
+    """
+    x = np.asarray(x)
+    if x.dtype == bool:
+        return x
+    if x.dtype == np.uint8:
+        return x >= math.ceil(255 * threshold)
+    if x.dtype == np.uint16:
+        return x >= math.ceil(65535 * threshold)
+    if np.issubdtype(x.dtype, np.floating):
+        return x >= threshold
+    raise TypeError(f"cannot make a mask from an array of {x.dtype}: "
+                    "expected bool, uint8, uint16 or float probabilities")
+
+
+def binarise(mask: np.ndarray, threshold: float = THRESHOLD) -> np.ndarray:
+    """Return a ``bool`` ``(H, W)`` mask from a mask file's array or a network's map.
 
     Accepts ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` and ``(H, W, 4)`` arrays of ``bool``,
-    ``uint8``, ``uint16`` or float. The threshold is on the 8-bit scale whatever the dtype:
-    ``uint16`` values are compared with ``threshold * 257`` and floats (0..1) with
-    ``threshold / 255``, so a 16-bit 0/65535 mask and a probability map binarise like
-    the 8-bit 0/255 mask they stand for. Colour masks are foreground where any colour
-    channel is; an alpha channel is ignored unless the colour channels are all zero (a
-    mask drawn only in alpha).
+    ``uint8``, ``uint16`` or float, thresholded by :func:`to_mask` (``threshold`` on the
+    probability scale). Colour masks are foreground where any colour channel is; an alpha
+    channel is ignored unless the colour channels are all zero (a mask drawn only in alpha).
     """
     arr = np.asarray(mask)
     if arr.ndim == 3:
@@ -59,17 +84,14 @@ def binarise(mask: np.ndarray, threshold: int = 127) -> np.ndarray:
         raise ValueError(f"a mask is HxW or HxWxC: got shape {arr.shape}")
     if arr.dtype == np.bool_:
         return arr.copy()
-    if arr.dtype == np.uint16:
-        return arr > threshold * 257
-    if np.issubdtype(arr.dtype, np.floating):
-        return arr > threshold / 255.0
-    if np.issubdtype(arr.dtype, np.integer):
-        return arr > threshold
-    raise TypeError(f"cannot binarise a mask of dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.integer) and arr.dtype not in (np.uint8, np.uint16):
+        return arr >= math.ceil(255 * threshold)  # other integers: values on the 8-bit scale
+    return to_mask(arr, threshold)
 
 
-def to_uint8(mask: np.ndarray) -> np.ndarray:
-    """A boolean mask as single-channel ``uint8`` 0/255 (the Kvasir-SEG file convention)."""
+def to_mask8(mask: np.ndarray) -> np.ndarray:
+    """A boolean mask as single-channel ``uint8`` 0/255 (the Kvasir-SEG file convention).
+    (Not ``metrics.to_uint8``, which quantises a probability map to 0..255.)"""
     return np.where(np.asarray(mask, dtype=bool), np.uint8(255), np.uint8(0))
 
 

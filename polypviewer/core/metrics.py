@@ -40,6 +40,8 @@ from typing import Any, Union
 
 import numpy as np
 
+from polypviewer.core.masks import THRESHOLD, to_mask
+
 __all__ = [
     "SCORE_NAMES", "BENCHMARK_NAMES", "MEAN_NAMES", "PER_IMAGE_NAMES", "THRESHOLD",
     "Counts", "confusion", "scores", "scores_from_counts", "to_gray", "to_mask", "to_uint8",
@@ -53,7 +55,6 @@ MEAN_NAMES: tuple[str, ...] = SCORE_NAMES + BENCHMARK_NAMES
 # e_measure_max is a property of the dataset's mean curve, not of one image.
 PER_IMAGE_NAMES: tuple[str, ...] = SCORE_NAMES + tuple(n for n in BENCHMARK_NAMES
                                                        if n != "e_measure_max")
-THRESHOLD = 0.5
 
 Number = Union[int, np.ndarray]
 
@@ -82,25 +83,6 @@ def to_gray(x: np.ndarray) -> np.ndarray:
     if x.ndim == 3 and x.shape[-1] in (1, 3, 4):
         return x[..., :3].max(axis=-1)
     return x
-
-
-def to_mask(x: np.ndarray, threshold: float = THRESHOLD) -> np.ndarray:
-    """Binary mask (bool, same shape) from a mask or a probability map, by the rule above.
-
-    ``threshold`` is on the 0..1 probability scale; integer maps are compared at the same
-    fraction of their full scale (8-bit: ``v >= ceil(255 * threshold)``, so 0.5 -> 128).
-    """
-    x = np.asarray(x)
-    if x.dtype == bool:
-        return x
-    if x.dtype == np.uint8:
-        return x >= math.ceil(255 * threshold)
-    if x.dtype == np.uint16:
-        return x >= math.ceil(65535 * threshold)
-    if np.issubdtype(x.dtype, np.floating):
-        return x >= threshold
-    raise TypeError(f"cannot make a mask from an array of {x.dtype}: "
-                    "expected bool, uint8, uint16 or float probabilities")
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:

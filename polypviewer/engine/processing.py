@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-DEFAULT_THRESHOLD = 0.5
+from polypviewer.core.masks import THRESHOLD as DEFAULT_THRESHOLD  # the one rule: p >= 0.5
 
 def prepare_input(frame: np.ndarray, preprocessing: Any) -> np.ndarray:
     """RGB uint8 (H, W, 3) -> the network's input (3, S, S) float32 for ``preprocessing``

@@ -38,7 +38,7 @@ from polypviewer.core.errors import PolypviewerError
 from polypviewer.core.fileio import (TMP_PREFIX, atomic_write, atomic_write_all, describe_exception,
                                      remove_stale_temporaries)
 from polypviewer.core.masks import bboxes as mask_bboxes
-from polypviewer.core.masks import binarise, to_uint8
+from polypviewer.core.masks import binarise, to_mask8
 from polypviewer.io.images import decode_file, encode_image, ensure_rgb8, is_image_file, natural_key
 
 __all__ = ["ExportError", "ExportReport", "SourceItems", "VerifyReport", "check_destination", "export_kvasir",
@@ -284,7 +284,7 @@ def export_kvasir(
             if m.shape != rgb.shape[:2]:
                 raise ExportError(f"mask size {m.shape[1]}x{m.shape[0]} differs from image size "
                                   f"{rgb.shape[1]}x{rgb.shape[0]}", name)
-            mask_bytes = encode_image(to_uint8(m), mask_ext, jpeg_quality=100)
+            mask_bytes = encode_image(to_mask8(m), mask_ext, jpeg_quality=100)
             if mask_ext == ".jpg":
                 # What a reader will get back (> 127) is what bboxes.json must describe.
                 back = binarise(cv2.imdecode(np.frombuffer(mask_bytes, np.uint8), cv2.IMREAD_UNCHANGED))

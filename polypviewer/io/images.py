@@ -115,18 +115,17 @@ def read_image(path: str | Path) -> np.ndarray:
     return to_rgb8(decode_file(path))
 
 
-def read_mask(path: str | Path, threshold: int = 127) -> np.ndarray:
-    """Read a mask file as ``(H, W) bool``.
-
-    Values ``> threshold`` (8-bit scale) are foreground, so JPEG ringing around a 0/255 mask
-    is removed. A mask whose only values are 0 and 1 (a label image) is read as 0 -> False,
-    1 -> True rather than all background.
+def read_mask(path: str | Path) -> np.ndarray:
+    """Read a mask file as ``(H, W) bool`` by the one threshold rule (``core.masks.to_mask``:
+    8-bit ``v >= 128``, so JPEG ringing around a 0/255 mask is removed). A mask whose only
+    values are 0 and 1 (a label image) is read as 0 -> False, 1 -> True rather than all
+    background.
     """
     raw = decode_file(path)
     raw8 = _to_8bit(raw) if raw.dtype != np.uint8 else raw
     if raw.dtype == np.uint8 and raw.max() == 1:
-        return binarise(raw8, threshold=0)
-    return binarise(raw8, threshold=threshold)
+        return binarise(raw8 > 0)
+    return binarise(raw8)
 
 
 def encode_image(img: np.ndarray, ext: str, *, jpeg_quality: int = 95) -> bytes:

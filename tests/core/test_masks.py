@@ -104,4 +104,19 @@ def test_contours_trace_outer_and_hole_boundaries():
 
 
 def test_to_uint8_is_0_255():
-    assert M.to_uint8(np.array([[True, False]])).tolist() == [[255, 0]]
+    assert M.to_mask8(np.array([[True, False]])).tolist() == [[255, 0]]
+
+
+def test_one_threshold_rule_for_files_maps_and_metrics() -> None:
+    """binarise (mask files), metrics.to_mask (scores) and the predictor's mask agree at the
+    boundary on every scale: p >= 0.5, 8-bit >= 128 (== > 127), 16-bit >= 32768."""
+    from polypviewer.core import metrics
+    from polypviewer.engine.processing import DEFAULT_THRESHOLD
+
+    cases = [np.array([[0.499, 0.5, 0.501]], np.float32), np.array([[127, 128, 255]], np.uint8),
+             np.array([[32767, 32768, 65535]], np.uint16), np.array([[127, 128, 300]], np.int64)]
+    for x in cases:
+        assert M.binarise(x).tolist() == [[False, True, True]], x.dtype
+        if x.dtype != np.int64:
+            assert metrics.to_mask(x).tolist() == [[False, True, True]], x.dtype
+    assert metrics.THRESHOLD == M.THRESHOLD == DEFAULT_THRESHOLD == 0.5
