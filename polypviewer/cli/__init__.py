@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from polypviewer import __version__
 from polypviewer.core.errors import PolypviewerError

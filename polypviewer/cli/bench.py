@@ -33,8 +33,9 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 DEFAULT_CLIP = "video/colonoscopy_clip_384.mp4"
 
@@ -46,11 +47,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per path (default 3)")
     parser.add_argument("--quick", action="store_true", help="tiny durations, for tests (numbers are rough)")
     parser.add_argument("--data", type=Path, metavar="DIR",
-                        help="real data folder (default: ../shared/data beside the project, or $POLYPVIEWER_SHARED_DATA)")
+                        help="real data folder (default: ../shared/data beside the project, or "
+                             "$POLYPVIEWER_SHARED_DATA)")
     parser.add_argument("--size", type=int, metavar="S",
                         help="input side instead of each model's native one (quick checks; not comparable)")
     parser.add_argument("--no-end-to-end", action="store_true", help="skip the end-to-end predict measurement")
-    parser.add_argument("--end-to-end-model", metavar="NAME", help="model for the end-to-end run (default: pranet if benched, else the first)")
+    parser.add_argument("--end-to-end-model", metavar="NAME",
+                        help="model for the end-to-end run (default: pranet if benched, else the first)")
     parser.add_argument("--weights", action="append", metavar="NAME=FILE", default=[],
                         help="bench model NAME with these weights instead of the shipped / random ones (repeatable)")
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 paths (their calibration takes a while)")
@@ -69,7 +72,8 @@ def _data_dir(arg: Path | None) -> Path | None:
         return arg
     env = os.environ.get("POLYPVIEWER_SHARED_DATA")
     candidates = [Path(env)] if env else []
-    candidates += [Path.cwd().parent / "shared" / "data", Path(__file__).resolve().parents[2].parent / "shared" / "data"]
+    candidates += [Path.cwd().parent / "shared" / "data",
+                   Path(__file__).resolve().parents[2].parent / "shared" / "data"]
     return next((c for c in candidates if c.is_dir()), None)
 
 
@@ -176,9 +180,9 @@ def compare(a: list[Any], b: list[Any]) -> dict[str, float] | None:
 
     if not a:
         return None
-    mad = float(np.mean([np.abs(p - q).mean() for p, q in zip(a, b)]))
-    inter = sum(int(((p >= 0.5) & (q >= 0.5)).sum()) for p, q in zip(a, b))
-    total = sum(int((p >= 0.5).sum() + (q >= 0.5).sum()) for p, q in zip(a, b))
+    mad = float(np.mean([np.abs(p - q).mean() for p, q in zip(a, b, strict=True)]))
+    inter = sum(int(((p >= 0.5) & (q >= 0.5)).sum()) for p, q in zip(a, b, strict=True))
+    total = sum(int((p >= 0.5).sum() + (q >= 0.5).sum()) for p, q in zip(a, b, strict=True))
     return {"images": len(a), "mean_abs_diff": round(mad, 5),
             "dice": round(2 * inter / total, 5) if total else 1.0}
 
@@ -269,7 +273,8 @@ def bench_model(name: str, data: Path | None, seconds: float, rounds: int, quick
     size = pre.input_size
     net, described_weights = network(name, data, quick, size, weights)
     val = real_frames(data, "val", 2 if quick else 20)
-    x = np.stack([prepare_input(val[0], pre)]) if val else np.random.RandomState(0).randn(1, 3, size, size).astype(np.float32)
+    x = (np.stack([prepare_input(val[0], pre)]) if val
+         else np.random.RandomState(0).randn(1, 3, size, size).astype(np.float32))
 
     baseline = TorchBackend(InferenceHead(net, spec.select), size, precision="fp32", fold_bn=False, channels_last=False)
     engines: dict[str, Any] = {}
@@ -305,7 +310,8 @@ def bench_model(name: str, data: Path | None, seconds: float, rounds: int, quick
         # 8 frames per request and step: the drain at the end of a step costs < 1/8 of a frame per request
         paths[f"{prefix}-pipeline"] = stream_step(ob, x, 8 * ob.requests_in_flight)
         described[f"{prefix}-latency"] = f"openvino {ob.precision} LATENCY, 1 request"
-        described[f"{prefix}-pipeline"] = f"openvino {ob.precision} THROUGHPUT, {ob.requests_in_flight} requests in flight"
+        described[f"{prefix}-pipeline"] = (f"openvino {ob.precision} THROUGHPUT, "
+                                           f"{ob.requests_in_flight} requests in flight")
         engine_of[f"{prefix}-latency"] = engine_of[f"{prefix}-pipeline"] = key
     if torch.get_num_threads() > 1:
         # On a shared machine OpenMP's barriers make PyTorch with all threads up to 50x

@@ -22,9 +22,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def collect(models: list[str] | None = None, with_flops: bool = True) -> dict[str, Any]:
-    from polypviewer.engine.policy import (choose_backend, choose_device, choose_precision, cpu_flags,
-                                           cpu_isa_cap, cpu_name, describe_cpu, openvino_available,
-                                           precision_reason)
+    from polypviewer.engine.policy import (
+        choose_backend,
+        choose_device,
+        choose_precision,
+        cpu_flags,
+        cpu_isa_cap,
+        cpu_name,
+        describe_cpu,
+        openvino_available,
+        precision_reason,
+    )
     from polypviewer.nets import list_models
     from polypviewer.nets.summary import model_summary
     from polypviewer.nets.weights import CheckpointError, default_weights, shipped_weights

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -59,7 +60,7 @@ class Diff:
         """How many pixels this diff flips."""
         return int(np.count_nonzero(self.old != self.new))
 
-    def inverted(self) -> "Diff":
+    def inverted(self) -> Diff:
         return Diff(self.y0, self.x0, self.new, self.old)
 
 
@@ -74,7 +75,7 @@ class Stroke:
     def rect(self) -> Rect:
         return self.diff.rect
 
-    def inverted(self) -> "Stroke":
+    def inverted(self) -> Stroke:
         return Stroke(self.diff.inverted(), f"undo {self.label}")
 
 

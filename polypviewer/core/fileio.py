@@ -16,8 +16,8 @@ import contextlib
 import errno
 import hashlib
 import os
-import shutil
 import secrets
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
@@ -227,7 +227,7 @@ def atomic_write_all(
                 fh.write(payload)
                 fh.flush()
                 os.fsync(fh.fileno())
-        for (path, _), tmp in zip(items, temps):
+        for (path, _), tmp in zip(items, temps, strict=True):
             current = path
             backup = None
             existed = os.path.lexists(path)

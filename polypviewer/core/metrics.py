@@ -27,16 +27,16 @@ Conventions (SPEC-models.md, "Metrics"; the MediaEval 2020 Medico metrics):
   E-measure curve over 256 thresholds: ``e_measure_mean`` is the mean over thresholds and
   ``e_measure_max`` the maximum of the dataset's mean curve (so ``e_measure_max`` has no
   per-image value); on an empty ground truth an empty prediction scores N/(N-1), a hair
-  above 1, from the reference's ``w*h - 1`` denominator. ``mean_dice_256`` / ``mean_iou_256`` are Dice / IoU at each of the 256
-  thresholds ``v >= t`` (t = 0..255, counted by pysodmetrics), averaged over thresholds and
-  then over images, with the 0/0 = 1 rule above.
+  above 1, from the reference's ``w*h - 1`` denominator. ``mean_dice_256`` / ``mean_iou_256``
+  are Dice / IoU at each of the 256 thresholds ``v >= t`` (t = 0..255, counted by
+  pysodmetrics), averaged over thresholds and then over images, with the 0/0 = 1 rule above.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +56,7 @@ MEAN_NAMES: tuple[str, ...] = SCORE_NAMES + BENCHMARK_NAMES
 PER_IMAGE_NAMES: tuple[str, ...] = SCORE_NAMES + tuple(n for n in BENCHMARK_NAMES
                                                        if n != "e_measure_max")
 
-Number = Union[int, np.ndarray]
+Number = int | np.ndarray
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class Counts:
     def total(self) -> Number:
         return self.tp + self.fp + self.fn + self.tn
 
-    def __add__(self, other: "Counts") -> "Counts":
+    def __add__(self, other: Counts) -> Counts:
         return Counts(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn,
                       self.tn + other.tn)
 

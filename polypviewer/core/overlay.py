@@ -42,7 +42,7 @@ class OverlayStyle:
     fn_color: RGB = (255, 150, 0)  # orange: missed
     disagreement_opacity: float = 0.55
 
-    def with_(self, **changes) -> "OverlayStyle":
+    def with_(self, **changes) -> OverlayStyle:
         return replace(self, **changes)
 
 

@@ -49,6 +49,7 @@ def cache_dir() -> Path:
 def config_dir() -> Path:
     """Per-user settings folder (``$POLYPVIEWER_CONFIG`` overrides); created on demand."""
     override = os.environ.get("POLYPVIEWER_CONFIG")
-    path = Path(override) if override else _base("XDG_CONFIG_HOME", ".config", "Application Support", "APPDATA") / "polypviewer"
+    path = (Path(override) if override
+            else _base("XDG_CONFIG_HOME", ".config", "Application Support", "APPDATA") / "polypviewer")
     path.mkdir(parents=True, exist_ok=True)
     return path

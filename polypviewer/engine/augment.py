@@ -39,7 +39,7 @@ class AugmentConfig:
         return asdict(self)
 
     @classmethod
-    def none(cls) -> "AugmentConfig":
+    def none(cls) -> AugmentConfig:
         return cls(enabled=False)
 
 

@@ -35,20 +35,38 @@ import io
 import logging
 import tempfile
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from polypviewer.engine.folding import fold_batchnorm
-from polypviewer.engine.policy import (BACKENDS, DEVICES, PRECISIONS, EngineError, check_combination,  # noqa: F401
-                                      choose_backend, choose_device, choose_precision, cpu_flags,
-                                      cpu_has_native_bf16, cpu_name, describe_cpu, nncf_available,
-                                      openvino_available, precision_reason)
-from polypviewer.engine.input_precision import (keep_input_convolutions_fp32, mark_ir, marked_nodes,
-                                               openvino_input_convolutions)
+from polypviewer.engine.input_precision import (
+    keep_input_convolutions_fp32,
+    mark_ir,
+    marked_nodes,
+    openvino_input_convolutions,
+)
+from polypviewer.engine.policy import (  # re-exported (__all__): the policy is part of this API
+    BACKENDS,
+    DEVICES,
+    PRECISIONS,
+    EngineError,
+    check_combination,
+    choose_backend,
+    choose_device,
+    choose_precision,
+    cpu_flags,
+    cpu_has_native_bf16,
+    cpu_name,
+    describe_cpu,
+    nncf_available,
+    openvino_available,
+    precision_reason,
+)
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +120,7 @@ class Backend:
         """(N, 3, S, S) float32 -> logits (N, S', S') float32, synchronously."""
         raise NotImplementedError
 
-    def stream(self, on_result: ResultCallback) -> "Stream":
+    def stream(self, on_result: ResultCallback) -> Stream:
         """A submission channel for the pipeline (several batches may be in flight)."""
         return SyncStream(self, on_result)
 
@@ -229,7 +247,7 @@ class OpenVINOBackend(Backend):
                     model = self.core.read_model(str(xml))
                     self.cache_hit = True
                     return model
-                except Exception as exc:  # a damaged cache entry is rebuilt, never fatal
+                except Exception as exc:  # noqa: BLE001 - a damaged cache entry is rebuilt, never fatal
                     log.warning("%s: unreadable cached OpenVINO model (%s); converting again", xml, exc)
         example = torch.zeros(1, 3, size, size)
         with torch.no_grad():
@@ -386,7 +404,7 @@ def cache_key(model_name: str, digest: str, input_size: int, precision: str) -> 
         import openvino
 
         ov_version = openvino.__version__.split("-")[0]
-    except Exception:
+    except Exception:  # noqa: BLE001 - a broken install is as good as none (policy.openvino_available)
         ov_version = "none"
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_name)
     if precision == "bf16":  # converted with the input convolutions marked fp32
@@ -407,6 +425,8 @@ def make_backend(kind: str, head: InferenceHead, input_size: int, *, device: str
     return TorchBackend(head, input_size, device=device, precision=precision)
 
 
-__all__ = ["Backend", "EngineError", "InferenceHead", "OpenVINOBackend", "Stream", "TorchBackend",
-           "cache_key", "calibration_digest", "check_combination", "choose_backend", "choose_device", "choose_precision", "cpu_flags",
-           "cpu_has_native_bf16", "cpu_name", "fold_batchnorm", "make_backend", "nncf_available", "quantise_int8", "state_digest"]
+__all__ = ["BACKENDS", "DEVICES", "PRECISIONS", "Backend", "EngineError", "InferenceHead", "OpenVINOBackend",
+           "Stream", "TorchBackend", "cache_key", "calibration_digest", "check_combination", "choose_backend",
+           "choose_device", "choose_precision", "cpu_flags", "cpu_has_native_bf16", "cpu_name", "describe_cpu",
+           "fold_batchnorm", "make_backend", "nncf_available", "openvino_available", "precision_reason",
+           "quantise_int8", "state_digest"]

@@ -10,7 +10,7 @@ the weights stay random, the activations become realistic.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ def calibrate_batchnorm(net: nn.Module, batches: Iterable[np.ndarray]) -> nn.Mod
             for batch in batches:
                 net(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
     finally:
-        for m, momentum in zip(bns, saved):
+        for m, momentum in zip(bns, saved, strict=True):
             m.momentum = momentum
         net.eval()
     return net

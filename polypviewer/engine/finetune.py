@@ -13,14 +13,23 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from polypviewer.engine.data import SampleSet, holdout_split
 from polypviewer.engine.cards import METRICS_NOTE, card_paths, machine, make_card, write_card
-from polypviewer.engine.training import (Callback, Recipe, TrainingError, choose_autocast, evaluate_model,
-                                         get_recipe, load_trained, train)
+from polypviewer.engine.data import SampleSet, holdout_split
+from polypviewer.engine.training import (
+    Callback,
+    Recipe,
+    TrainingError,
+    choose_autocast,
+    evaluate_model,
+    get_recipe,
+    load_trained,
+    train,
+)
 
 __all__ = ["FinetuneResult", "finetune", "resolve_base", "check_output"]
 

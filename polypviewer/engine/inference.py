@@ -19,18 +19,31 @@ Pre- and post-processing (``engine.processing``) are shared by every backend:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from polypviewer.core.errors import PolypviewerError
 from polypviewer.engine.backends import Backend, InferenceHead, make_backend
-from polypviewer.engine.policy import (EngineError, check_combination, choose_backend, choose_device,
-                                       choose_precision, precision_reason)
 from polypviewer.engine.pipeline import FrameError, FrameResult, PipelineRunner, ProgressCallback
-from polypviewer.engine.processing import (DEFAULT_THRESHOLD, file_sha256, prepare_input, probabilities,
-                                           tta_inputs, tta_merge)
+from polypviewer.engine.policy import (
+    EngineError,
+    check_combination,
+    choose_backend,
+    choose_device,
+    choose_precision,
+    precision_reason,
+)
+from polypviewer.engine.processing import (
+    DEFAULT_THRESHOLD,
+    file_sha256,
+    prepare_input,
+    probabilities,
+    tta_inputs,
+    tta_merge,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +77,7 @@ class Predictor:
                precision: str = "auto", backend: str = "auto", tta: bool = False, *,
                allow_random: bool = False, threshold: float = DEFAULT_THRESHOLD,
                cache: bool = True, fallback_model: str | None = None,
-               calibration: Sequence[np.ndarray] | None = None) -> "Predictor":
+               calibration: Sequence[np.ndarray] | None = None) -> Predictor:
         """Load a network for inference.
 
         - ``weights`` given: the model name comes from the checkpoint's metadata unless
@@ -129,7 +142,7 @@ class Predictor:
                     device: str = "auto", precision: str = "auto", backend: str = "auto",
                     tta: bool = False, threshold: float = DEFAULT_THRESHOLD, version: str = "random-init",
                     weights: str | None = None, cache: bool = True,
-                    calibration: Sequence[np.ndarray] | None = None) -> "Predictor":
+                    calibration: Sequence[np.ndarray] | None = None) -> Predictor:
         """Wrap an in-memory torch network (its weights are copied; later training does not leak in).
         ``calibration``: RGB frames for int8 quantisation (required for ``precision="int8"``)."""
         import copy
@@ -178,7 +191,7 @@ class Predictor:
             return []
         batch = np.stack([self.prepare(f) for f in frames])
         logits = self.logits(batch)
-        return [probabilities(lg, f.shape[:2]) for lg, f in zip(logits, frames)]
+        return [probabilities(lg, f.shape[:2]) for lg, f in zip(logits, frames, strict=True)]
 
     def mask(self, prob: np.ndarray) -> np.ndarray:
         return prob >= self.threshold

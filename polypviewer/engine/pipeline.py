@@ -11,8 +11,9 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -93,7 +94,7 @@ class PipelineRunner:
 
     # -- control
 
-    def start(self) -> "PipelineRunner":
+    def start(self) -> PipelineRunner:
         if not self._started:
             self._started = True
             self._t0 = time.perf_counter()
@@ -120,7 +121,7 @@ class PipelineRunner:
         elapsed = time.perf_counter() - self._t0
         return self.done / elapsed if self._started and elapsed > 0 else 0.0
 
-    def __enter__(self) -> "PipelineRunner":
+    def __enter__(self) -> PipelineRunner:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -242,7 +243,7 @@ class PipelineRunner:
 
     def _deliver(self, threshold: float) -> Callable[[Any, np.ndarray], None]:
         def on_result(jobs: list[_Job], logits: np.ndarray) -> None:
-            for j, lg in zip(jobs, logits):
+            for j, lg in zip(jobs, logits, strict=True):
                 try:
                     prob = probabilities(lg, j.frame.shape[:2])  # type: ignore[union-attr]
                 except Exception as exc:  # noqa: BLE001

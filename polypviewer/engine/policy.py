@@ -195,7 +195,7 @@ def check_combination(backend: str, precision: str, calibration: Sequence[Any] |
 def nncf_available() -> bool:
     try:
         import nncf  # noqa: F401
-    except Exception:
+    except Exception:  # noqa: BLE001 - a broken install (any error on import) is as good as none
         return False
     return True
 
@@ -203,7 +203,7 @@ def nncf_available() -> bool:
 def openvino_available() -> bool:
     try:
         import openvino  # noqa: F401
-    except Exception:  # a broken install is as good as none: fall back to torch
+    except Exception:  # noqa: BLE001 - a broken install is as good as none: fall back to torch
         return False
     return True
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from polypviewer.core.masks import THRESHOLD as DEFAULT_THRESHOLD  # the one rule: p >= 0.5
 
+
 def prepare_input(frame: np.ndarray, preprocessing: Any) -> np.ndarray:
     """RGB uint8 (H, W, 3) -> the network's input (3, S, S) float32 for ``preprocessing``
     (a ``nets.registry.Preprocessing``)."""

@@ -27,16 +27,21 @@ import csv
 import io
 import json
 import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
 
 from polypviewer.core.errors import PolypviewerError
-from polypviewer.core.fileio import (TMP_PREFIX, atomic_write, atomic_write_all, describe_exception,
-                                     remove_stale_temporaries)
+from polypviewer.core.fileio import (
+    TMP_PREFIX,
+    atomic_write,
+    atomic_write_all,
+    describe_exception,
+    remove_stale_temporaries,
+)
 from polypviewer.core.masks import bboxes as mask_bboxes
 from polypviewer.core.masks import binarise, to_mask8
 from polypviewer.io.images import decode_file, encode_image, ensure_rgb8, is_image_file, natural_key

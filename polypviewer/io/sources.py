@@ -21,8 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-from polypviewer.io.images import (IMAGE_EXTENSIONS, ItemError, SourceError, decode_file,
-                                   is_image_file, natural_key, read_image, read_mask)
+from polypviewer.io.images import (
+    IMAGE_EXTENSIONS,
+    ItemError,
+    SourceError,
+    decode_file,
+    is_image_file,
+    natural_key,
+    read_image,
+    read_mask,
+)
 from polypviewer.io.video import VIDEO_EXTENSIONS, ProgressFn, VideoReader, load_index
 
 __all__ = [
@@ -185,7 +193,7 @@ def _open_kvasir(root: Path) -> ImageListSource:
         if m is None and mask_dir.is_dir():
             problems.append(f"{p}: no mask with this name in masks/")
         masks.append(m)
-    for stem, m in sorted(masks_by_stem.items(), key=lambda kv: natural_key(kv[0])):
+    for _stem, m in sorted(masks_by_stem.items(), key=lambda kv: natural_key(kv[0])):
         problems.append(f"{m}: mask without an image in images/")
     src = ImageListSource(root, "kvasir", images, masks)
     src.problems = problems

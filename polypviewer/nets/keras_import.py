@@ -26,8 +26,9 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,7 +77,7 @@ def _classes_from_config(f: Any) -> dict[str, str]:
     try:
         config = json.loads(_text(raw))
         layers = config["config"]["layers"]
-        return {l["config"]["name"]: l["class_name"] for l in layers}
+        return {layer["config"]["name"]: layer["class_name"] for layer in layers}
     except (ValueError, KeyError, TypeError):
         return {}  # an odd config: fall back to the layer names
 
@@ -109,7 +110,7 @@ def read_keras_h5(path: str | Path) -> list[KerasLayer]:
                 weights[short] = np.asarray(group[wn], dtype=np.float32)
             layers.append(KerasLayer(name, kind, index, weights))
     # Layer numbers are the creation order per type; the file's order is topological.
-    return sorted(layers, key=lambda l: (l.kind, l.index))
+    return sorted(layers, key=lambda layer: (layer.kind, layer.index))
 
 
 def _kind_and_index(name: str, class_name: str | None, path: Path) -> tuple[str, int]:
@@ -204,7 +205,7 @@ def load_keras_weights(model: nn.Module, layers: Sequence[KerasLayer] | str | Pa
         if len(theirs) != len(ours):
             raise KerasImportError(f"{model_name} has {len(ours)} {kind} layers, the Keras file "
                                    f"{len(theirs)}: not weights of this model", path)
-        for layer, (mod_name, module) in zip(theirs, ours):
+        for layer, (mod_name, module) in zip(theirs, ours, strict=True):
             try:
                 pairs = _assignments(layer, module)
             except (KeyError, ValueError) as exc:

@@ -26,7 +26,7 @@ Registered names and what their ASPP is (bridge at 256 channels and head at 16):
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.fx
@@ -199,7 +199,7 @@ class ASPP(nn.Module):
         self.project = nn.Conv2d(filters, filters, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = sum(bn(conv(x)) for conv, bn in zip(self.convs, self.bns))
+        y = sum(bn(conv(x)) for conv, bn in zip(self.convs, self.bns, strict=True))
         return self.project(y)
 
 

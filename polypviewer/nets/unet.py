@@ -9,15 +9,14 @@ logits (N, 1, H, W); the Keras sigmoid is left to inference and the losses.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from polypviewer.nets.registry import register_model
-from polypviewer.nets.resunetpp import (KERAS_PREPROCESSING, check_input_size, keras_bn,
-                                        tf_same_conv2d)
+from polypviewer.nets.resunetpp import KERAS_PREPROCESSING, check_input_size, keras_bn, tf_same_conv2d
 
 __all__ = ["UNet", "TFSameConvTranspose2d"]
 

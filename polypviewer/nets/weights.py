@@ -23,9 +23,10 @@ import re
 import stat
 import sys
 import zipfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -193,7 +194,7 @@ def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = dict(f.metadata() or {})
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # SafetensorError and friends: truncated or corrupt file
+    except Exception as exc:  # noqa: BLE001 - SafetensorError and friends: truncated or corrupt file
         # Its own words ("incomplete metadata, file not fully covered"), not its type's name.
         lines = str(exc).strip().splitlines()
         detail = re.sub(r"^Error while deserializing header:\s*", "", lines[0] if lines else "")
@@ -272,7 +273,7 @@ def _scan_pickles(data: bytes, count: int = 1) -> list[str] | None:
                     last = None
                 elif name not in ("FRAME", "PROTO"):
                     last = None
-        except Exception:  # ValueError (ends early, unknown opcode) and friends
+        except Exception:  # noqa: BLE001 - ValueError (ends early, unknown opcode) and friends
             return None
     return names
 
@@ -283,7 +284,7 @@ def _safe_globals() -> set[str]:
         from torch._weights_only_unpickler import _get_allowed_globals
 
         return set(_get_allowed_globals())
-    except Exception:  # a torch without this (private) helper: the names checkpoints use
+    except (ImportError, AttributeError, TypeError):  # a torch without this (private) helper: the names checkpoints use
         return {"collections.OrderedDict", "_codecs.encode", "torch._utils._rebuild_tensor_v2",
                 "torch._utils._rebuild_parameter", "torch.FloatStorage", "torch.HalfStorage",
                 "torch.LongStorage", "torch.BFloat16Storage", "torch.DoubleStorage"}
@@ -348,7 +349,7 @@ def _load_pickle(path: Path, head: bytes) -> Any:
         raise CheckpointError(f"not a PyTorch checkpoint ({what})", path)
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever torch raised, the file is examined below for the reason
         msg = str(exc)
     # Only a file whose structure is whole can be said to carry code: a truncated one makes
     # the safe unpickler "refuse" half a name (or a stray byte read as an opcode).
@@ -598,7 +599,7 @@ class WeightRecord:
     meta: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_card(cls, json_path: str | Path) -> "WeightRecord":
+    def from_card(cls, json_path: str | Path) -> WeightRecord:
         json_path = Path(json_path)
         try:
             card = json.loads(json_path.read_text(encoding="utf-8"))
