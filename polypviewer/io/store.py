@@ -45,9 +45,10 @@ import hashlib
 import os
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import h5py
 import numpy as np
@@ -115,7 +116,7 @@ class SourceRef:
     n_frames: int = 0
 
     @classmethod
-    def from_path(cls, path: str | Path, *, kind: str = "", n_frames: int = 0) -> "SourceRef":
+    def from_path(cls, path: str | Path, *, kind: str = "", n_frames: int = 0) -> SourceRef:
         p = Path(path).resolve()
         if not p.exists():
             raise ProjectError("source not found", p)
@@ -197,11 +198,12 @@ class Project:
 
     # -- create / open -----------------------------------------------------------------------
     @classmethod
-    def create(cls, path: str | Path, source: SourceRef, *, fsync: bool = True) -> "Project":
+    def create(cls, path: str | Path, source: SourceRef, *, fsync: bool = True) -> Project:
         """Make a new, empty project; refuses if ``path`` exists (nothing is ever overwritten)."""
         path = Path(path).absolute()
         if os.path.lexists(path):
-            raise ProjectError("a project already exists here; open it instead (polypviewer never overwrites one)", path)
+            raise ProjectError("a project already exists here; open it instead (polypviewer never overwrites one)",
+                               path)
         if not path.parent.is_dir():
             raise ProjectError("folder does not exist", path.parent)
         lock_fd = _lock(path)
@@ -218,7 +220,7 @@ class Project:
         return project
 
     @classmethod
-    def open(cls, path: str | Path, *, fsync: bool = True) -> "Project":
+    def open(cls, path: str | Path, *, fsync: bool = True) -> Project:
         """Open a project, recovering the journal a killed run left; see :attr:`recovery`."""
         path = Path(path).absolute()
         if path.is_symlink():  # a project opened through a link is read and saved where it really is
@@ -371,7 +373,7 @@ class Project:
             _unlock(self._lock_fd)
             self._lock_fd = None
 
-    def __enter__(self) -> "Project":
+    def __enter__(self) -> Project:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -508,7 +510,7 @@ class Project:
         self._dirty.add(record.frame)
 
     @classmethod
-    def _read_h5(cls, path: Path, lock_fd: int | None, fsync: bool) -> tuple["Project", bytes]:
+    def _read_h5(cls, path: Path, lock_fd: int | None, fsync: bool) -> tuple[Project, bytes]:
         try:
             f = h5py.File(path, "r")
         except Exception as err:  # noqa: BLE001 - h5py raises OSError, but damage can raise others
@@ -523,7 +525,7 @@ class Project:
 
     @classmethod
     def _read_open_h5(cls, f: h5py.File, path: Path, lock_fd: int | None,
-                      fsync: bool) -> tuple["Project", bytes]:
+                      fsync: bool) -> tuple[Project, bytes]:
         if f.attrs.get("format") != FORMAT:
             raise ProjectError("not a polypviewer project (HDF5 file without the project format tag)", path)
         version = int(f.attrs.get("schema_version", -1))
@@ -607,7 +609,7 @@ class Project:
                 return f.id.get_file_image()
         except ProjectError:
             raise
-        except Exception as err:  # noqa: BLE001 - e.g. a name that cannot be encoded: one line
+        except Exception as err:
             raise ProjectError(f"cannot write the project ({type(err).__name__}: {_first_line(err)})",
                                self.path) from err
         finally:
