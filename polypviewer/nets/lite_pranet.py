@@ -13,7 +13,6 @@ size, ``(map5, map4, map3, map2)``; inference uses ``map2``.
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn

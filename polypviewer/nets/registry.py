@@ -7,8 +7,9 @@ Preprocessing travels with the spec (and with checkpoints, see ``weights.py``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,7 +32,7 @@ class Preprocessing:
                 "mean": list(self.mean), "std": list(self.std)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Preprocessing":
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
         return cls(int(d["input_size"]), str(d.get("color_order", "RGB")),
                    tuple(d.get("mean", (0.0, 0.0, 0.0))), tuple(d.get("std", (1.0, 1.0, 1.0))))
 
