@@ -141,7 +141,8 @@ class FrameEdits:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.mask.shape  # type: ignore[return-value]
+        h, w = self.mask.shape
+        return h, w
 
     # -- painting ------------------------------------------------------------------------
     def begin_stroke(self) -> None:

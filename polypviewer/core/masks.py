@@ -15,7 +15,7 @@ imports no Qt or torch, and is far faster than hand-written numpy.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -69,7 +69,7 @@ def binarise(mask: np.ndarray, threshold: float = THRESHOLD) -> np.ndarray:
     probability scale). Colour masks are foreground where any colour channel is; an alpha
     channel is ignored unless the colour channels are all zero (a mask drawn only in alpha).
     """
-    arr = np.asarray(mask)
+    arr: np.ndarray = np.asarray(mask)
     if arr.ndim == 3:
         if arr.shape[2] == 1:
             arr = arr[:, :, 0]
@@ -82,11 +82,14 @@ def binarise(mask: np.ndarray, threshold: float = THRESHOLD) -> np.ndarray:
             raise ValueError(f"a mask has 1, 3 or 4 channels: got shape {arr.shape}")
     elif arr.ndim != 2:
         raise ValueError(f"a mask is HxW or HxWxC: got shape {arr.shape}")
+    fg: np.ndarray  # (numpy's stubs type slices and comparisons as Any)
     if arr.dtype == np.bool_:
-        return arr.copy()
-    if np.issubdtype(arr.dtype, np.integer) and arr.dtype not in (np.uint8, np.uint16):
-        return arr >= math.ceil(255 * threshold)  # other integers: values on the 8-bit scale
-    return to_mask(arr, threshold)
+        fg = arr.copy()
+    elif np.issubdtype(arr.dtype, np.integer) and arr.dtype not in (np.uint8, np.uint16):
+        fg = arr >= math.ceil(255 * threshold)  # other integers: values on the 8-bit scale
+    else:
+        fg = to_mask(arr, threshold)
+    return fg
 
 
 def to_mask8(mask: np.ndarray) -> np.ndarray:
@@ -102,7 +105,8 @@ def _u8(mask: np.ndarray) -> np.ndarray:
     return arr.astype(bool).view(np.uint8) if arr.dtype == np.bool_ else (arr != 0).astype(np.uint8)
 
 
-class Components(NamedTuple):
+@dataclass(frozen=True)
+class Components:
     """8-connected regions of a mask.
 
     ``labels`` is ``int32 (H, W)``: 0 background, ``1..count`` the regions in raster order of
@@ -137,7 +141,8 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     comp = components(mask)
     if comp.count == 0:
         return np.zeros(np.shape(mask), dtype=bool)
-    return comp.labels == int(np.argmax(comp.areas)) + 1
+    largest: np.ndarray = comp.labels == int(np.argmax(comp.areas)) + 1
+    return largest
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -150,7 +155,8 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     padded[1:-1, 1:-1] = m
     flood_mask = np.zeros((h + 4, w + 4), np.uint8)
     cv2.floodFill(padded, flood_mask, (0, 0), 2, flags=4)
-    return padded[1:-1, 1:-1] != 2
+    filled: np.ndarray = padded[1:-1, 1:-1] != 2
+    return filled
 
 
 def _disk(px: int) -> np.ndarray:

@@ -81,7 +81,8 @@ def to_gray(x: np.ndarray) -> np.ndarray:
     """(H, W) from (H, W), (H, W, 1), RGB or RGBA: the brightest colour channel, alpha ignored."""
     x = np.asarray(x)
     if x.ndim == 3 and x.shape[-1] in (1, 3, 4):
-        return x[..., :3].max(axis=-1)
+        gray: np.ndarray = x[..., :3].max(axis=-1)
+        return gray
     return x
 
 
@@ -91,7 +92,8 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
     if x.dtype == np.uint8:
         return x
     if x.dtype == bool:
-        return x.astype(np.uint8) * np.uint8(255)
+        scaled: np.ndarray = x.astype(np.uint8) * np.uint8(255)
+        return scaled
     if x.dtype == np.uint16:
         return np.rint(x / 257.0).astype(np.uint8)
     if np.issubdtype(x.dtype, np.floating):
@@ -160,7 +162,7 @@ def scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, Any]:
     return scores_from_counts(confusion(pred, gt))
 
 
-def _sod():
+def _sod() -> Any:  # the py_sod_metrics module (an untyped library)
     # pysodmetrics pulls in scipy and scikit-image (seconds to import): only when needed.
     import py_sod_metrics
 

@@ -12,6 +12,7 @@ Everything here is plain numpy (+ OpenCV for the outline erosion); no Qt.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import cv2
 import numpy as np
@@ -42,7 +43,7 @@ class OverlayStyle:
     fn_color: RGB = (255, 150, 0)  # orange: missed
     disagreement_opacity: float = 0.55
 
-    def with_(self, **changes) -> OverlayStyle:
+    def with_(self, **changes: Any) -> OverlayStyle:
         return replace(self, **changes)
 
 
@@ -133,7 +134,8 @@ def composite(frame: np.ndarray, codes: np.ndarray, table: list[tuple[int, int, 
     rgba = lut[codes]
     alpha = rgba[..., 3:4] / 255.0
     out = frame.astype(np.float32) * (1 - alpha) + rgba[..., :3] * alpha
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    blended: np.ndarray = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    return blended
 
 
 def disagreement_counts(codes: np.ndarray) -> dict[str, int]:
