@@ -27,8 +27,9 @@ test-portable: venv
 	$(PORTABLE_ENV) QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q tests/engine tests/nets tests/cli
 
 # Opens the app with the shipped default model on the real colonoscopy clip when ../shared/data
-# is beside the project (else on the synthetic demo clip). Without a display (a server, CI) it
-# plays the clip through the real pipeline offscreen and saves a screenshot.
+# is beside the project, else on the 24 real PolypGen frames with expert masks shipped in
+# resources/demo/polypgen/ (CC BY 4.0). Without a display (a server, CI) it plays the frames
+# through the real pipeline offscreen and saves a screenshot.
 REAL_CLIP := ../shared/data/video/colonoscopy_clip_384.mp4
 DEMO_ARGS := $(if $(wildcard $(REAL_CLIP)),--real,)
 demo: venv

@@ -72,7 +72,8 @@ def _noise(rng: np.random.Generator, shape: tuple[int, int], lo: float, hi: floa
     band = np.exp(-0.5 * (np.log(np.maximum(f, 1e-6) / np.sqrt(lo * hi)) / sigma) ** 2)
     band[0, 0] = 0.0
     out = np.fft.irfft2(np.fft.rfft2(white) * band, s=shape)
-    return ((out - out.mean()) / (out.std() + 1e-12)).astype(np.float32)
+    noise: np.ndarray = ((out - out.mean()) / (out.std() + 1e-12)).astype(np.float32)
+    return noise
 
 
 def _smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
@@ -186,7 +187,8 @@ class DemoScene:
         img = np.clip(img + noise * soft_fov[..., None], 0, 255).astype(np.uint8)
         return img, p["mask"] & fov
 
-    def _polyp(self, theta, z, travel, dx, dy, falloff) -> dict[str, np.ndarray]:
+    def _polyp(self, theta: np.ndarray, z: np.ndarray, travel: float, dx: np.ndarray, dy: np.ndarray,
+               falloff: np.ndarray) -> dict[str, np.ndarray]:
         """Footprint mask, blend alpha, albedo, lighting, specular and cast shadow."""
         zp = 2.3 - travel  # fixed on the wall: nears the camera as it advances
         radius = 0.4       # tube radii
@@ -289,7 +291,7 @@ def generate_demo(out_dir: str | Path, n_frames: int = 60, size: tuple[int, int]
     _remove_partial(tmp_video, tmp_masks)  # only ever our own leftovers (hidden names)
     try:
         tmp_masks.mkdir()
-        writer = cv2.VideoWriter(str(tmp_video), cv2.VideoWriter_fourcc(*"mp4v"), float(fps),
+        writer = cv2.VideoWriter(str(tmp_video), cv2.VideoWriter.fourcc(*"mp4v"), float(fps),
                                  (w, h))
         if not writer.isOpened():
             raise DemoError("OpenCV cannot write MPEG-4 (mp4v) video here", tmp_video)

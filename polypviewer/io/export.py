@@ -30,6 +30,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -45,6 +46,9 @@ from polypviewer.core.fileio import (
 from polypviewer.core.masks import bboxes as mask_bboxes
 from polypviewer.core.masks import binarise, to_mask8
 from polypviewer.io.images import decode_file, encode_image, ensure_rgb8, is_image_file, natural_key
+
+if TYPE_CHECKING:
+    from polypviewer.io.sources import FrameSource
 
 __all__ = ["ExportError", "ExportReport", "SourceItems", "VerifyReport", "check_destination", "export_kvasir",
            "verify_export", "kvasir_bbox_entry"]
@@ -107,7 +111,7 @@ class ExportReport:
         return line
 
 
-def kvasir_bbox_entry(mask: np.ndarray) -> dict:
+def kvasir_bbox_entry(mask: np.ndarray) -> dict[str, Any]:
     """The ``bboxes.json`` entry for one mask (Kvasir-SEG's format)."""
     m = np.asarray(mask, dtype=bool)
     boxes = [{"label": "polyp", "xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1}
@@ -123,7 +127,7 @@ class SourceItems:
     ``masks`` overrides the source's ground truth per index (e.g. corrected masks).
     """
 
-    def __init__(self, source, indices: Sequence[int] | None = None, *,
+    def __init__(self, source: FrameSource, indices: Sequence[int] | None = None, *,
                  masks: Mapping[int, np.ndarray] | None = None, require_mask: bool = True) -> None:
         self.source = source
         self.indices = list(range(len(source)) if indices is None else indices)
@@ -177,7 +181,7 @@ def _refuse_links(out_dir: Path) -> None:
                               "(replace it with a real folder or file, or choose another folder)", p)
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: Path) -> dict[str, Any]:
     """An existing ``bboxes.json`` to merge into ({} when there is none); refused when it
     cannot be read, so a file the user may have edited is never replaced by a fresh one."""
     if not path.exists():
@@ -193,7 +197,7 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def _read_csv(path: Path) -> tuple[list[str], dict[str, dict]]:
+def _read_csv(path: Path) -> tuple[list[str], dict[str, dict[str, Any]]]:
     """An existing ``stats.csv``'s columns and rows by name; refused when unreadable."""
     if not path.exists():
         return [], {}
@@ -207,13 +211,14 @@ def _read_csv(path: Path) -> tuple[list[str], dict[str, dict]]:
                           "fix or move it, or choose another folder", path) from None
 
 
-def _write_json(path: Path, data: dict, entries: dict) -> None:
+def _write_json(path: Path, data: dict[str, Any], entries: dict[str, Any]) -> None:
     data = {**data, **entries}
     ordered = {k: data[k] for k in sorted(data, key=natural_key)}
     atomic_write(path, json.dumps(ordered, indent=1) + "\n")
 
 
-def _write_csv(path: Path, old: tuple[list[str], dict[str, dict]], rows: dict[str, dict]) -> None:
+def _write_csv(path: Path, old: tuple[list[str], dict[str, dict[str, Any]]],
+               rows: dict[str, dict[str, Any]]) -> None:
     columns, existing = list(old[0]), dict(old[1])
     for row in rows.values():
         columns += [str(k) for k in row if str(k) not in columns and k != "name"]
@@ -267,7 +272,7 @@ def export_kvasir(
         remove_stale_temporaries(folder)
 
     report = ExportReport(out_dir)
-    boxes: dict[str, dict] = {}
+    boxes: dict[str, dict[str, Any]] = {}
     seen: set[str] = set()
     it = iter(items)
     while True:
@@ -292,7 +297,10 @@ def export_kvasir(
             mask_bytes = encode_image(to_mask8(m), mask_ext, jpeg_quality=100)
             if mask_ext == ".jpg":
                 # What a reader will get back (> 127) is what bboxes.json must describe.
-                back = binarise(cv2.imdecode(np.frombuffer(mask_bytes, np.uint8), cv2.IMREAD_UNCHANGED))
+                decoded = cv2.imdecode(np.frombuffer(mask_bytes, np.uint8), cv2.IMREAD_UNCHANGED)
+                if decoded is None:
+                    raise ExportError("the JPEG mask just encoded cannot be decoded back", name)
+                back = binarise(decoded)
                 report.jpeg_changed_pixels += int(np.count_nonzero(back != m))
                 m = back
             # One pair: both in full before either is in place (a full disk leaves neither).

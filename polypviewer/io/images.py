@@ -46,7 +46,7 @@ class ItemError(SourceError):
     """One frame or mask of a source cannot be read; callers name it and skip it."""
 
 
-def natural_key(name: str) -> tuple:
+def natural_key(name: str) -> tuple[int | str, ...]:
     """Sort key that orders ``frame2`` before ``frame10`` (case-insensitive)."""
     return tuple(int(p) if p.isdigit() else p.lower() for p in re.split(r"(\d+)", name))
 
@@ -74,16 +74,19 @@ def decode_file(path: str | Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarr
 
 
 def _to_8bit(img: np.ndarray) -> np.ndarray:
+    out: np.ndarray  # (numpy's stubs type this arithmetic as Any)
     if img.dtype == np.uint8:
-        return img
-    if img.dtype == np.uint16:
+        out = img
+    elif img.dtype == np.uint16:
         # Full-range scaling (x/257) keeps 0 -> 0 and 65535 -> 255, so 16-bit masks and
         # 16-bit photos land where their 8-bit equivalents would.
-        return ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
-    if np.issubdtype(img.dtype, np.floating):
+        out = ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    elif np.issubdtype(img.dtype, np.floating):
         hi = 1.0 if float(np.nanmax(img)) <= 1.0 else 255.0
-        return np.clip(np.nan_to_num(img) * (255.0 / hi), 0, 255).round().astype(np.uint8)
-    return np.clip(img, 0, 255).astype(np.uint8)
+        out = np.clip(np.nan_to_num(img) * (255.0 / hi), 0, 255).round().astype(np.uint8)
+    else:
+        out = np.clip(img, 0, 255).astype(np.uint8)
+    return out
 
 
 def to_rgb8(img: np.ndarray) -> np.ndarray:

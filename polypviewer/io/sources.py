@@ -18,6 +18,7 @@ import errno
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -260,7 +261,7 @@ class VideoSource(FrameSource):
         for folder in (here / f"{stem}_masks", here / f"{stem}_masks" / "masks", here / "masks"):
             if not folder.is_dir():
                 continue
-            found = {}
+            found: dict[int, Path] = {}
             for p in _list_images(folder):
                 m = pattern.match(p.stem)
                 if m and int(m.group(1)) < self.index.count:
@@ -296,7 +297,7 @@ class VideoSource(FrameSource):
         self.reader.close()
 
 
-def open_source(path: str | Path, **video_options) -> FrameSource:
+def open_source(path: str | Path, **video_options: Any) -> FrameSource:
     """Open a video file, an image, a Kvasir-SEG folder (``images/`` + ``masks/``, or its
     ``images/`` folder) or a plain folder of images (natural sort: frame2 before frame10).
 
@@ -313,7 +314,7 @@ def open_source(path: str | Path, **video_options) -> FrameSource:
         raise SourceError(f"cannot read ({exc.strerror or exc})", exc.filename or path) from None
 
 
-def _open(path: Path, video_options: dict) -> FrameSource:
+def _open(path: Path, video_options: dict[str, Any]) -> FrameSource:
     why = _stat_problem(path)
     if why is not None:
         raise why

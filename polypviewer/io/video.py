@@ -172,7 +172,7 @@ class VideoReader:
         self._lru: OrderedDict[int, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self._cap: cv2.VideoCapture | None = _open(self.path)
-        self._next = 0  # index of the frame the next grab() returns; None when unknown
+        self._next: int | None = 0  # index of the frame the next grab() returns; None when unknown
         self._closed = False
         self._seek_failures = 0  # after a few, stop trusting OpenCV's seek for this file
         self.stats = {"seeks": 0, "reopens": 0, "grabs": 0, "cache_hits": 0}
@@ -186,14 +186,17 @@ class VideoReader:
             if self._closed:
                 raise SourceError("video is closed", self.path)
             hit = self._lru.get(i)
+            fresh: np.ndarray  # (numpy's stubs type ndarray.copy() as Any)
             if hit is not None:
                 self._lru.move_to_end(i)
                 self.stats["cache_hits"] += 1
-                return hit.copy()
+                fresh = hit.copy()
+                return fresh
             rgb = _rgb(self._decode(i))
             if self._cache_frames:
                 self._store(i, rgb)
-                return rgb.copy()
+                fresh = rgb.copy()
+                return fresh
             return rgb
 
     def close(self) -> None:
@@ -228,6 +231,7 @@ class VideoReader:
 
         The few frames just before ``i`` are kept in the LRU on the way (each verified),
         so stepping backward after a jump does not decode from a keyframe again."""
+        assert self._cap is not None
         keep_from = i - self._keep_behind
         while self._next is not None and self._next <= i:
             if not self._grab():
@@ -295,6 +299,7 @@ class VideoReader:
             # Exact whatever the container does: decode forward from the very start.
             self._reopen()
             ok = self._forward_to(i)
+        assert self._cap is not None  # opened by _reopen() above when it was not
         frame = self._cap.retrieve()[1] if ok else None
         if frame is None:
             self._next = None
