@@ -285,7 +285,7 @@ def _is_torn(data: bytes, pos: int) -> bool:
     if len(tail) < _HEAD.size:
         return MARKER.startswith(tail[:len(MARKER)])
     marker, length, _, hcrc = _HEAD.unpack_from(tail)
-    return marker == MARKER and zlib.crc32(tail[:12]) == hcrc and _HEAD.size + length > len(tail)
+    return bool(marker == MARKER and zlib.crc32(tail[:12]) == hcrc and _HEAD.size + length > len(tail))
 
 
 def _damage(data: bytes, start: int, end: int, head: int = _HEAD.size) -> Damage:

@@ -60,8 +60,10 @@ from polypviewer.io import journal as jr
 
 try:  # advisory lock so two windows never write the same project; absent on Windows
     import fcntl
+
+    _HAVE_FCNTL = True
 except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
+    _HAVE_FCNTL = False
 
 __all__ = ["ProjectError", "SourceRef", "RecoveryReport", "Project", "content_hash",
            "FORMAT", "SCHEMA_VERSION"]
@@ -97,11 +99,11 @@ def content_hash(path: str | Path) -> tuple[int, str]:
         return total, "sha256:" + h.hexdigest()
     size = p.stat().st_size
     h.update(str(size).encode())
-    with open(p, "rb") as f:
-        h.update(f.read(_MIB))
+    with open(p, "rb") as fh:
+        h.update(fh.read(_MIB))
         if size > _MIB:
-            f.seek(max(size - _MIB, _MIB))
-            h.update(f.read(_MIB))
+            fh.seek(max(size - _MIB, _MIB))
+            h.update(fh.read(_MIB))
     return size, "sha256:" + h.hexdigest()
 
 
@@ -481,6 +483,7 @@ class Project:
             if report.replayed:
                 self.compact()  # the file alone now holds the recovered work
             elif contents.damaged:
+                assert self._writer is not None  # started just above
                 self._writer.close()  # nothing readable in it, and a copy is kept: start afresh
                 self._writer = None
                 self._new_journal()
@@ -606,7 +609,8 @@ class Project:
                     grp.attrs["state_name"] = s.state(frame).name.lower()
                 f.attrs[_DIGEST_ATTR] = _content_digest(f)
                 f.flush()
-                return f.id.get_file_image()
+                image: bytes = f.id.get_file_image()  # (h5py is untyped)
+                return image
         except ProjectError:
             raise
         except Exception as err:
@@ -702,7 +706,7 @@ def _content_digest(f: h5py.File) -> str:
 
 
 def _lock(path: Path) -> int | None:
-    if fcntl is None:
+    if not _HAVE_FCNTL:
         return None
     lock_path = path.with_name(path.name + ".lock")
     try:
