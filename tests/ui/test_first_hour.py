@@ -121,7 +121,7 @@ def test_demo_opens_the_shipped_polypgen_frames_with_ground_truth(qtbot, make_wi
     parser = argparse.ArgumentParser()
     demo.configure(parser)
     path = demo.demo_source(parser.parse_args([]))
-    assert path == demo.demo_frames() == POLYPGEN.resolve() or path == POLYPGEN
+    assert path == demo.demo_frames() and path.parts[-3:] == ("resources", "demo", "polypgen")  # installed copy
     assert demo.demo_source(parser.parse_args(["--clip"])) == demo.demo_clip()
     images = sorted((path / "images").glob("*.jpg"))
     masks = sorted((path / "masks").glob("*.png"))
