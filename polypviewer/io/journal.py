@@ -208,8 +208,8 @@ def read_bytes(path: Path) -> bytes:
 
 def parse_journal(data: bytes, path: Path | str | None = None) -> JournalContents:
     """Every record of a journal that checks out; damaged records are skipped (format 2)."""
-    if len(data) >= V1_HEADER_SIZE and data.startswith(MAGIC_V1):
-        return _parse_v1(data)
+    if len(data) >= V1_HEADER_SIZE and data.startswith(MAGIC_V1) and not _v2_generation_holds(data):
+        return _parse_v1(data)  # (a format-2 magic damaged into format 1's: its checksummed header says so)
     if len(data) < HEADER_SIZE:
         raise JournalError("not a polypviewer journal (bad header)", path)
     damaged: list[Damage] = []
@@ -259,6 +259,17 @@ def parse_journal(data: bytes, path: Path | str | None = None) -> JournalContent
             damaged.append(_damage(data, bad_start, n))
     return JournalContents(generation, records, valid_end, n - valid_end, 2, tuple(damaged),
                            append_at, tuple(offsets))
+
+
+def _v2_generation_holds(data: bytes) -> bool:
+    """A copy of the format-2 header's generation checks out (a format-1 file has its first
+    record there: a match by chance is a 2**-32 event)."""
+    for off in (len(MAGIC), len(MAGIC) + _GEN.size):
+        if len(data) >= off + _GEN.size:
+            gen, crc = _GEN.unpack_from(data, off)
+            if zlib.crc32(gen) == crc:
+                return True
+    return False
 
 
 def _try_record(data: bytes, pos: int) -> tuple[int, Record] | None:

@@ -451,3 +451,21 @@ def test_a_damaged_journal_header_uses_its_second_copy_and_loses_nothing(tmp_pat
     with Project.open(path) as q:
         assert q.recovery.replayed == 12 and _snapshot(q) == want
         assert "no change was lost" in q.recovery.describe() and "LOST" not in q.recovery.describe()
+
+
+def test_a_magic_damaged_into_the_format_1_magic_loses_nothing(tmp_path, source):
+    """Found by benchmarks/faults.py (header sweep): 'PVJRNL02' ^ 0x03 at byte 7 reads
+    'PVJRNL01', and the journal was parsed as format 1: no record read, nothing reported,
+    the journal replaced by an empty one (every acknowledged change silently gone)."""
+    p, path, data, intact = _journal_with_records(tmp_path, source)
+    want = _snapshot(p)
+    _abandon(p)
+    flipped = bytearray(data)
+    flipped[len(jr.MAGIC) - 1] ^= ord("2") ^ ord("1")
+    assert bytes(flipped).startswith(jr.MAGIC_V1)
+    got = jr.parse_journal(bytes(flipped))
+    assert got.version == 2 and len(got.records) == 12 and got.damaged[0].kind == "header"
+    p.journal_path.write_bytes(bytes(flipped))
+    with Project.open(path) as q:
+        assert q.recovery.replayed == 12 and _snapshot(q) == want
+        assert "no change was lost" in q.recovery.describe()
