@@ -114,6 +114,80 @@ def _near(img: np.ndarray, x: int, y: int, color, radius: int = 3, tol: int = 45
     return bool((np.abs(patch - np.asarray(color)).max(axis=-1) <= tol).any())
 
 
+# ---- (5) the timeline --------------------------------------------------------------------------
+def test_end_on_a_fresh_clip_draws_the_last_frame(qtbot, make_window):
+    win = make_window()
+    _open(qtbot, win, DEMO / "demo_clip.mp4")
+    n = win.n
+    _key(qtbot, win, Qt.Key.Key_End)
+    _wait_shown(qtbot, win, n - 1)
+    qtbot.waitUntil(lambda: np.isfinite(win.timeline.values()[n - 1]), timeout=TIMEOUT)
+    values = win.timeline.values()
+    assert not np.isfinite(values[n - 2])  # a lone point: no neighbour for a line to reach
+    win.timeline.flush()
+    img = _grab(win.timeline)
+    x, y = _to_pixel(win.timeline, n - 1, values[n - 1])
+    assert _near(img, x, y, PRIMARY), f"nothing drawn at frame {n - 1} (Dice {values[n - 1]:.3f})"
+
+
+def test_empty_axis_dice_one_inside_the_plot_and_the_caption_off_the_curve(qtbot, make_window, tmp_path):
+    win = make_window()
+    tl = win.timeline
+    vb = tl.plot_widget().getPlotItem().vb
+    assert vb.viewRange()[0] == pytest.approx([0.0, 1.0])  # no source: 0..1, not -0.5..0.5
+    _open(qtbot, win, _folder(tmp_path))
+    assert vb.viewRange()[1] == pytest.approx([-0.02, 1.05])
+    mask = win.editable_mask()
+    mask[:] = win.frames.get(0).gt  # a perfect correction: Dice 1.0
+    win.canvas.refresh_overlay(None)
+    win.mask_edited()
+    assert win.metrics_panel.value("dice") == "1.000" and tl.values()[0] == 1.0
+    tl.flush()
+    img = _grab(tl)
+    plot = _view_rect(tl)
+    x, y = _to_pixel(tl, 0, 1.0)
+    assert y - plot.top() >= 4  # the line at Dice 1 is drawn whole, below the plot's edge
+    assert _near(img, x, y, PRIMARY, radius=1)
+    for v in (0.0, 1.0):  # the axis labels "0" and "1" are drawn (they were hidden at the edges)
+        _, yy = _to_pixel(tl, 0, v)
+        label = img[max(0, yy - 6):yy + 7, 2:plot.left() - 6]
+        assert (label.max(axis=-1) > 110).sum() >= 4, f"no axis label at {v}"
+    # the caption sits above the plot, not over the curve
+    assert tl.caption.isVisible() and tl.caption.text() == "Dice per frame"
+    caption = QRect(tl.caption.mapTo(tl, QPoint(0, 0)), tl.caption.size())
+    assert not caption.intersects(plot)
+    assert not [i for i in vb.addedItems if isinstance(i, pg.TextItem) and i.toPlainText()]
+
+
+def test_the_area_curve_has_its_own_scale_on_the_right(qtbot, make_window, tmp_path):
+    win = make_window()
+    _open(qtbot, win, _folder(tmp_path, masks=False))
+    tl = win.timeline
+    assert tl.mode() == "area" and "right axis" in tl.caption.text()
+    win.overlay_panel.set_threshold(0.99)  # the random network marks (next to) nothing at 0.99
+    for i, frac in ((0, 0.02), (1, 0.03)):  # small polyps: 2 % and 3 % of the frame
+        win.go_to(i)
+        _wait_shown(qtbot, win, i)
+        mask = win.editable_mask(i)
+        h, w = mask.shape
+        side = int(math.sqrt(frac * h * w))
+        mask[:] = False
+        mask[10:10 + side, 10:10 + side] = True
+        win.canvas.refresh_overlay(None)
+        win.mask_edited(i)
+    qtbot.waitUntil(lambda: np.isfinite(tl.values()).all(), timeout=TIMEOUT)
+    assert np.nanmax(tl.values()) == pytest.approx(0.03, abs=0.002)
+    tl.flush()
+    right = tl.plot_widget().getPlotItem().getAxis("right")
+    assert right.isVisible() and "area %" in right.labelText
+    assert 3 <= tl.area_axis_top() <= 10  # fitted to the data, not 0..100 %
+    img = _grab(tl)
+    plot = _view_rect(tl)
+    box = img[plot.top():plot.bottom(), plot.left():plot.right()]
+    ys, _ = np.nonzero(np.abs(box - np.asarray(PRIMARY)).max(axis=-1) <= 45)
+    assert ys.size and ys.min() < plot.height() / 2  # 3 % of the frame reaches the upper half
+
+
 # ---- (10) the shipped demo frames ---------------------------------------------------------------------
 def test_demo_opens_the_shipped_polypgen_frames_with_ground_truth(qtbot, make_window):
     from polypviewer.cli import demo
