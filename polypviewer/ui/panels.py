@@ -7,9 +7,9 @@ import math
 from typing import Any, Mapping
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QColor
+from PySide6.QtGui import QColor, QIcon
 from PySide6.QtWidgets import (QCheckBox, QColorDialog, QComboBox, QFormLayout, QGroupBox,
-                               QHBoxLayout, QLabel, QPushButton, QRadioButton, QSlider,
+                               QHBoxLayout, QLabel, QPushButton, QRadioButton, QSlider, QStyle,
                                QTableWidget, QTableWidgetItem, QToolButton, QVBoxLayout,
                                QWidget, QHeaderView, QAbstractItemView)
 
@@ -106,6 +106,9 @@ class OverlayPanel(QGroupBox):
         self.threshold.setRange(1, 99)
         self.threshold.setValue(round(threshold * 100))
         self.threshold.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.threshold.setToolTip("Mask threshold: a pixel is polyp where the model's probability is at "
+                                  "least this value; the mask, the metrics and the timeline follow at once "
+                                  "(keys: Raise / Lower threshold, steps of 0.05)")
         self.threshold_label = QLabel(f"{threshold:.2f}")
         self.threshold.valueChanged.connect(self._threshold_moved)
         self.pred_box = QCheckBox("Prediction")
@@ -185,9 +188,14 @@ class OverlayPanel(QGroupBox):
     def set_threshold(self, value: float) -> None:
         self.threshold.setValue(round(value * 100))
 
-    def set_has_gt(self, has_gt: bool) -> None:
+    def set_has_gt(self, has_gt: bool, reason: str = "") -> None:
+        """Enable the ground-truth controls; without ground truth they are disabled and say
+        ``reason`` in their tooltip (the disagreement view would call every polyp a false positive)."""
         for w in (self.gt_box, self.gt_color, self.gt_opacity, self.disagree):
             w.setEnabled(has_gt)
+        self.disagree.setToolTip("Colour true positives, false positives and false negatives"
+                                 if has_gt else reason)
+        self.gt_box.setToolTip("" if has_gt else reason)
 
     def style(self) -> OverlayStyle:  # noqa: A003 (mirrors Canvas.style)
         return self._style
@@ -286,7 +294,9 @@ class NavigationBar(QWidget):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.play_button = QToolButton()
-        self.play_button.setText("▶")
+        # Qt's own media icons: a "⏸" glyph draws as an empty box in fonts that lack it.
+        self.play_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonIconOnly)
+        self.play_button.setIcon(self.play_icon(False))
         self.play_button.setToolTip("Play / pause (Space)")
         self.play_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.slider = QSlider(Qt.Orientation.Horizontal)
@@ -323,5 +333,11 @@ class NavigationBar(QWidget):
         else:
             self.name.setText(name)
 
+    def play_icon(self, playing: bool) -> QIcon:
+        """The button's icon: pause while playing, else play (the style's standard icons)."""
+        pixmap = QStyle.StandardPixmap.SP_MediaPause if playing else QStyle.StandardPixmap.SP_MediaPlay
+        return self.style().standardIcon(pixmap)
+
     def set_playing(self, playing: bool) -> None:
-        self.play_button.setText("⏸" if playing else "▶")
+        self.play_button.setIcon(self.play_icon(playing))
+        self.play_button.setToolTip(f"{'Pause' if playing else 'Play'} (Space)")

@@ -347,7 +347,8 @@ class Editor(QObject):
         self.brush_radius = brush_radius
         self.cursor = BrushCursor()
         self.preview = QGraphicsPathItem()
-        pen = QPen(Qt.GlobalColor.yellow)
+        # White dashed: never the ground truth's amber, nor a colour the mask layers use.
+        pen = QPen(Qt.GlobalColor.white, 1.5, Qt.PenStyle.DashLine)
         pen.setCosmetic(True)
         self.preview.setPen(pen)
         self.preview.setZValue(1001)

@@ -188,6 +188,44 @@ def test_the_area_curve_has_its_own_scale_on_the_right(qtbot, make_window, tmp_p
     assert ys.size and ys.min() < plot.height() / 2  # 3 % of the frame reaches the upper half
 
 
+# ---- (9) small things ----------------------------------------------------------------------------
+def test_play_button_uses_the_styles_media_icons(qtbot, make_window):
+    win = make_window()
+    _open(qtbot, win, DEMO / "demo_clip.mp4")
+    button, style = win.nav.play_button, win.nav.style()
+
+    def shows(pixmap) -> bool:
+        want = style.standardIcon(pixmap)
+        return not want.isNull() and button.icon().pixmap(16, 16).toImage() == want.pixmap(16, 16).toImage()
+
+    assert button.toolButtonStyle() == Qt.ToolButtonStyle.ToolButtonIconOnly
+    assert shows(QStyle.StandardPixmap.SP_MediaPlay)
+    _key(qtbot, win, Qt.Key.Key_Space)
+    assert win.actions_["play"].isChecked() and shows(QStyle.StandardPixmap.SP_MediaPause)
+    _key(qtbot, win, Qt.Key.Key_Space)
+    assert not win.actions_["play"].isChecked() and shows(QStyle.StandardPixmap.SP_MediaPlay)
+
+
+def test_polygon_preview_is_not_the_ground_truths_colour_and_the_threshold_has_a_tooltip(
+        qtbot, make_window, tmp_path):
+    win = make_window()
+    _open(qtbot, win, _folder(tmp_path))
+    assert "threshold" in win.overlay_panel.threshold.toolTip().lower()
+    _key(qtbot, win, Qt.Key.Key_P)
+    editor = win.annotation.editor
+    assert editor.tool.name == "polygon"
+    vp = win.canvas.viewport()
+    for x, y in ((40, 40), (120, 60)):
+        qtbot.mouseClick(vp, Qt.MouseButton.LeftButton, pos=win.canvas.mapFromScene(QPointF(x, y)))
+    qtbot.mouseMove(vp, win.canvas.mapFromScene(QPointF(100, 140)))
+    assert not editor.preview.path().isEmpty() and editor.preview.isVisible()
+    line = editor.preview.pen().color()
+    gt = QColor(*win.canvas.style().gt_color)
+    hue_gap = abs(line.hsvHue() - gt.hsvHue())
+    hue_gap = min(hue_gap, 360 - hue_gap)
+    assert line.hsvSaturation() < 40 or hue_gap >= 40, f"preview {line.name()} looks like the ground truth {gt.name()}"
+
+
 # ---- (10) the shipped demo frames ---------------------------------------------------------------------
 def test_demo_opens_the_shipped_polypgen_frames_with_ground_truth(qtbot, make_window):
     from polypviewer.cli import demo
