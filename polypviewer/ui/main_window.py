@@ -31,6 +31,10 @@ from polypviewer.ui.prediction import PredictionService
 from polypviewer.ui.workers import FrameService
 
 LOOKAHEAD = 8  # frames predicted ahead of the one shown
+NO_GT_REASON = ("Disagreement (TP / FP / FN) needs ground truth, and {name} has none: every polyp the "
+                "model finds would be painted as a false positive. Open a Kvasir folder with masks/, or a "
+                "video with a <video stem>_masks/ folder.")
+NO_SOURCE_REASON = "Disagreement (TP / FP / FN) needs ground truth: open a source with masks first."
 VIDEO_FILTER = "Videos and images (*.mp4 *.avi *.mov *.mkv *.m4v *.webm *.png *.jpg *.jpeg *.tif *.tiff *.bmp);;All files (*)"
 
 
@@ -82,6 +86,7 @@ class MainWindow(QMainWindow):
         from polypviewer.ui.annotation import AnnotationController  # editing, review, export, fine-tune
 
         self.annotation = AnnotationController(self)
+        self._set_gt_available(False, NO_SOURCE_REASON)
         for p in ([warning] if warning else []) + problems:
             self.report(p)
         if self.settings.window_geometry:
@@ -206,7 +211,7 @@ class MainWindow(QMainWindow):
         self.scores.reset(info["n"])
         self.nav.set_length(info["n"])
         self.timeline.set_length(info["n"], "dice" if info["has_masks"] else "area")
-        self.overlay_panel.set_has_gt(info["has_masks"])
+        self._set_gt_available(info["has_masks"], NO_GT_REASON.format(name=Path(info["path"]).name))
         self.metrics_panel.setTitle("Metrics vs ground truth" if info["has_masks"] else "Metrics (no ground truth)")
         self.metrics_panel.set_note("")
         self.setWindowTitle(f"polypviewer — {Path(info['path']).name}")
@@ -443,6 +448,20 @@ class MainWindow(QMainWindow):
             act.blockSignals(True)
             act.setChecked(on)
             act.blockSignals(False)
+
+    def _set_gt_available(self, has_gt: bool, reason: str) -> None:
+        """Ground-truth views only where there is ground truth: without it, D (disagreement)
+        is disabled, switched off if it was on, and its tooltip says why."""
+        act = self.actions_["toggle_disagreement"]
+        if not has_gt and self.canvas.style().disagreement:
+            self.set_style(disagreement=False)
+        act.setEnabled(has_gt)
+        spec = SPECS["toggle_disagreement"]
+        keys = ", ".join(self.keymap.get(spec.name, spec.shortcuts))
+        tip = spec.tip if has_gt else reason
+        act.setToolTip(f"{tip} ({keys})" if keys else tip)
+        act.setStatusTip(tip)
+        self.overlay_panel.set_has_gt(has_gt, reason)
 
     def set_threshold(self, value: float) -> None:
         if math.isclose(value, self.threshold):

@@ -114,6 +114,36 @@ def _near(img: np.ndarray, x: int, y: int, color, radius: int = 3, tol: int = 45
     return bool((np.abs(patch - np.asarray(color)).max(axis=-1) <= tol).any())
 
 
+# ---- (4) D without ground truth --------------------------------------------------------------
+def test_d_is_disabled_without_ground_truth_and_never_paints_a_polyp_magenta(qtbot, make_window, tmp_path):
+    win = make_window()
+    act = win.actions_["toggle_disagreement"]
+    assert not act.isEnabled() and "ground truth" in act.toolTip()  # nothing open yet
+    _open(qtbot, win, _folder(tmp_path / "a", masks=True))
+    assert act.isEnabled() and win.overlay_panel.disagree.isEnabled()
+    _key(qtbot, win, Qt.Key.Key_D)
+    assert win.canvas.style().disagreement
+
+    _open(qtbot, win, _folder(tmp_path / "b", masks=False))
+    assert not win.source["has_masks"]
+    assert not win.canvas.style().disagreement  # switched off, not carried into a source without masks
+    assert not act.isEnabled()
+    for tip in (act.toolTip(), win.overlay_panel.disagree.toolTip()):
+        assert "needs ground truth" in tip and "false positive" in tip and "frames" in tip
+    assert not win.overlay_panel.disagree.isEnabled()
+    prob = win.predictions.cached(0)
+    win.overlay_panel.set_threshold(math.floor(float(np.median(prob)) * 100) / 100)  # half the frame or more
+    assert win.current_mask().any()
+    _key(qtbot, win, Qt.Key.Key_D)
+    assert not win.canvas.style().disagreement
+    drawn = _rgba(win.canvas.overlay_pixmap().toImage())
+    on = drawn[..., 3] > 0
+    np.testing.assert_array_equal(on, win.current_mask())  # what is drawn is the mask...
+    style = win.canvas.style()
+    assert np.abs(drawn[on][:, :3].astype(int) - style.pred_color).max() <= 4  # ...in the prediction's colour
+    assert not (np.abs(drawn[on][:, :3].astype(int) - style.fp_color).max(axis=-1) <= 30).any()  # no magenta
+
+
 # ---- (5) the timeline --------------------------------------------------------------------------
 def test_end_on_a_fresh_clip_draws_the_last_frame(qtbot, make_window):
     win = make_window()
