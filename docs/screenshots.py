@@ -105,25 +105,11 @@ def save_png(widget: Any, path: Path, max_kb: int = 290) -> Path:
 
 
 def keymap_rows(window: Any) -> list[tuple[str, str]]:
-    """(shortcuts, action) for every action of the live window that has a shortcut, in the
-    order of the menus; read from the real QActions, so the table is what the app does."""
-    from PySide6.QtGui import QKeySequence
+    """(shortcuts, action) rows of the live window: the table Help > Keys shows
+    (:func:`polypviewer.ui.actions.window_keymap_rows`, read from the real QActions)."""
+    from polypviewer.ui.actions import window_keymap_rows
 
-    rows, seen = [], set()
-    for act in window.actions():
-        keys = [s.toString(QKeySequence.SequenceFormat.PortableText) for s in act.shortcuts()]
-        keys = [k for k in keys if k]
-        text = act.text().replace("&", "").rstrip("…").strip()
-        if not keys or act.objectName() in seen:
-            continue
-        seen.add(act.objectName())
-        rows.append((" / ".join(keys), text))
-    rows.append(("Right mouse button", "The tool inverted: brush erases, eraser paints, fill clears, "
-                 "polygon clears its inside"))
-    rows.append(("Shift + mouse wheel", "Brush / eraser size"))
-    rows.append(("Mouse wheel", "Zoom the canvas (about the mouse)"))
-    rows.append(("Middle mouse button drag", "Pan the canvas"))
-    return rows
+    return window_keymap_rows(window)
 
 
 def keymap_markdown(window: Any) -> str:

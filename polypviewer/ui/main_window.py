@@ -80,15 +80,23 @@ class MainWindow(QMainWindow):
 
         keymap, problems = resolve_keymap(self.settings.keymap, annotation_keys())
         self.keymap = keymap  # the annotation controller applies its part
+        self.keymap_problems = problems  # also listed in Help > Keys
         self.actions_ = build_actions(self, self._handlers(), keymap)
+        self._keys_dialog = None
         self._menus()
         self._wire()
         from polypviewer.ui.annotation import AnnotationController  # editing, review, export, fine-tune
 
         self.annotation = AnnotationController(self)
+        help_menu = self._help_menu.menuAction()  # Help stays the last menu, after Annotate
+        self.menuBar().removeAction(help_menu)
+        self.menuBar().addAction(help_menu)
         self._set_gt_available(False, NO_SOURCE_REASON)
         for p in ([warning] if warning else []) + problems:
             self.report(p)
+        if len(problems) > 1:  # the status bar shows one line at a time: say where all are
+            self.statusBar().showMessage(f"{len(problems)} keymap problems in the settings file "
+                                         f"(every one under Help > Keys): {problems[0]}", 30000)
         if self.settings.window_geometry:
             self.restoreGeometry(QByteArray.fromBase64(self.settings.window_geometry.encode()))
         else:
@@ -150,11 +158,12 @@ class MainWindow(QMainWindow):
             "threshold_down": lambda: self.overlay_panel.set_threshold(max(0.01, self.threshold - 0.05)),
             "zoom_in": lambda: c.zoom_by(1.25), "zoom_out": lambda: c.zoom_by(0.8),
             "actual_size": c.actual_size, "fit": c.fit, "load_weights": self.weights_dialog,
-            "predict_all": self.predict_all,
+            "predict_all": self.predict_all, "keys": self.show_keys,
         }
 
     def _menus(self) -> None:
         menus = {m: self.menuBar().addMenu(m) for m in MENUS}
+        self._help_menu = menus["Help"]
         self.recent_menu = menus["File"].addMenu("Open &recent")
         for name, act in self.actions_.items():
             menus[SPECS[name].menu].addAction(act)
@@ -484,6 +493,20 @@ class MainWindow(QMainWindow):
             if (prob is not None or i in self.masks) and cached is not None and i not in self.scores.area:
                 self._score(i, prob, cached.gt)
         self._show_metrics()
+
+    # ---- help ----------------------------------------------------------------------------
+    def show_keys(self):
+        """Help > Keys: the current keymap (and its problems), from the guide's table."""
+        from polypviewer.io.settings import settings_path
+        from polypviewer.ui.keys_dialog import KeysDialog
+
+        if self._keys_dialog is None:
+            self._keys_dialog = KeysDialog(self, self.keymap_problems, str(settings_path()))
+        else:
+            self._keys_dialog.refresh(self, self.keymap_problems)
+        self._keys_dialog.show()
+        self._keys_dialog.raise_()
+        return self._keys_dialog
 
     # ---- messages and shutdown ---------------------------------------------------------
     def report(self, message: str) -> None:

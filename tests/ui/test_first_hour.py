@@ -256,6 +256,74 @@ def test_polygon_preview_is_not_the_ground_truths_colour_and_the_threshold_has_a
     assert line.hsvSaturation() < 40 or hue_gap >= 40, f"preview {line.name()} looks like the ground truth {gt.name()}"
 
 
+# ---- Help > Keys ----------------------------------------------------------------------------------
+def _guide_rows() -> list[tuple[str, str]]:
+    text = (ROOT / "docs" / "guide.md").read_text(encoding="utf-8")
+    table = text[text.index("<!-- keymap:begin -->"):text.index("<!-- keymap:end -->")]
+    rows = []
+    for line in table.splitlines():
+        cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        if len(cells) == 2 and cells[0] not in ("Keys", "---"):
+            rows.append((cells[0].strip("`"), cells[1]))
+    return rows
+
+
+def _help_keys(qtbot, win):
+    menus = [a for a in win.menuBar().actions() if a.menu() is not None]
+    assert menus[-1].text().replace("&", "") == "Help"  # the last menu
+    keys = next(a for a in menus[-1].menu().actions() if a.objectName() == "keys")
+    _key(qtbot, win, keys.shortcuts()[0][0].key())
+    from polypviewer.ui.keys_dialog import KeysDialog
+
+    qtbot.waitUntil(lambda: win.findChild(KeysDialog) is not None and win.findChild(KeysDialog).isVisible(),
+                    timeout=5000)
+    return win.findChild(KeysDialog)
+
+
+def test_help_keys_lists_the_current_keymap_from_the_guides_table(qtbot, make_window, config):
+    win = make_window()
+    dialog = _help_keys(qtbot, win)
+    assert dialog.rows() == _guide_rows()  # the guide's table is this same table
+    assert ("F1", "Keys") in dialog.rows() and not dialog.problems.isVisible()
+    dialog.close()
+    win.shutdown()
+    save_settings(Settings(keymap={"play": "P", "keys": "F2"}))
+    win = make_window()
+    _key(qtbot, win, Qt.Key.Key_F2)
+    from polypviewer.ui.keys_dialog import KeysDialog
+
+    qtbot.waitUntil(lambda: win.findChild(KeysDialog) is not None, timeout=5000)
+    dialog = win.findChild(KeysDialog)
+    assert dialog.isVisible()
+    rows = {text: keys for keys, text in dialog.rows()}
+    assert rows["Play / pause"] == "P" and rows["Keys"] == "F2"  # the user's keymap, not the defaults
+
+
+# ---- (7) keymap mistakes ----------------------------------------------------------------------------
+def test_every_keymap_mistake_is_one_line_in_the_window_and_the_users_key_wins(qtbot, make_window, config):
+    save_settings(Settings(keymap={"nope": "X", "fit": "Ctrl+Shfit+F", "brush": "Ctrl+Shift",
+                                   "toggle_outline": "V", "eraser": "E; E"}))
+    win = make_window()
+    lines = [e for e in win.errors if e.startswith("keymap")]
+    assert all("\n" not in e for e in lines)
+    assert len(lines) == 5, lines
+    assert any("unknown action 'nope'" in e for e in lines)
+    assert any("'fit'" in e and "Ctrl+Shfit+F" in e for e in lines)
+    assert any("'brush'" in e and "modifier keys only" in e for e in lines)
+    assert any("'toggle_outline'" in e and "'toggle_overlay'" in e and "bound to both" in e for e in lines)
+    assert any("'eraser'" in e and "listed twice" in e for e in lines)
+    assert "keymap" in win.statusBar().currentMessage() and "Help > Keys" in win.statusBar().currentMessage()
+    # unreadable entries keep the default; the key bound twice goes to the action the user bound it to
+    assert win.actions_["fit"].shortcuts() == [QKeySequence("Ctrl+F")]
+    assert win.annotation.actions["brush"].shortcuts() == [QKeySequence("B")]
+    assert win.actions_["toggle_overlay"].shortcuts() == []
+    assert not win.canvas.style().outline
+    _key(qtbot, win, Qt.Key.Key_V)  # Qt fires neither of two actions that share a key
+    assert win.canvas.style().outline and win.canvas.overlay_visible()
+    dialog = win.show_keys()
+    assert all(e in dialog.problems.text() for e in lines) and dialog.problems.isVisible()
+
+
 # ---- (10) the shipped demo frames ---------------------------------------------------------------------
 def test_demo_opens_the_shipped_polypgen_frames_with_ground_truth(qtbot, make_window):
     from polypviewer.cli import demo
