@@ -15,7 +15,10 @@ def test_default_keys_do_not_collide():
     assert keymap["brush"] == ("B",) and keymap["state_flagged"] == ("X",) and keymap["undo"] == ("Ctrl+Z",)
 
 
-def test_user_keymap_rebinds_annotation_actions_in_the_window(qtbot):
+def test_user_keymap_rebinds_annotation_actions_in_the_window(qtbot, tmp_path, monkeypatch):
+    # Its own settings folder: the session's shared one would hand this keymap (B -> Ctrl+B)
+    # to every later window test, whose B would then no longer pick the brush.
+    monkeypatch.setenv("POLYPVIEWER_CONFIG", str(tmp_path / "config"))
     save_settings(Settings(keymap={"brush": "Ctrl+B", "state_flagged": "Shift+X; F9", "next_unreviewed": ""}))
     from polypviewer.ui.main_window import MainWindow
 
