@@ -29,8 +29,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QDockWidget, QFormLayout, QGroupBox, QLabel, QSpinBox, QToolBar,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import QDockWidget, QFormLayout, QGroupBox, QLabel, QSpinBox, QToolBar, QVBoxLayout, QWidget
 
 from polypviewer.core.edits import EditSession, FrameEdits, ReviewState
 from polypviewer.core.errors import PolypviewerError
@@ -89,7 +88,7 @@ class _Persist:
     the first change (so nothing is written for a source that is only looked at), and turns a
     failed write into a one-line message instead of an exception inside a mouse handler."""
 
-    def __init__(self, controller: "AnnotationController") -> None:
+    def __init__(self, controller: AnnotationController) -> None:
         self.c = controller
 
     def _call(self, method: str, *args: Any) -> None:

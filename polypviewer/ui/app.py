@@ -27,8 +27,9 @@ def make_app(argv: list[str] | None = None) -> QApplication:
                       (QPalette.ColorRole.Base, (24, 24, 27)), (QPalette.ColorRole.AlternateBase, (38, 39, 43)),
                       (QPalette.ColorRole.Text, (222, 222, 222)), (QPalette.ColorRole.Button, (45, 46, 50)),
                       (QPalette.ColorRole.ButtonText, (222, 222, 222)), (QPalette.ColorRole.Highlight, (0, 150, 190)),
-                      (QPalette.ColorRole.HighlightedText, (255, 255, 255)), (QPalette.ColorRole.ToolTipBase, (45, 46, 50)),
-                      (QPalette.ColorRole.ToolTipText, (230, 230, 230)), (QPalette.ColorRole.PlaceholderText, (130, 130, 130))):
+                      (QPalette.ColorRole.HighlightedText, (255, 255, 255)),
+                      (QPalette.ColorRole.ToolTipBase, (45, 46, 50)), (QPalette.ColorRole.ToolTipText, (230, 230, 230)),
+                      (QPalette.ColorRole.PlaceholderText, (130, 130, 130))):
         pal.setColor(role, QColor(*rgb))
     pal.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text, QColor(110, 110, 110))
     pal.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.WindowText, QColor(110, 110, 110))

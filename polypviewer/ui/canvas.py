@@ -104,7 +104,7 @@ class PixmapLayer(QGraphicsItem):
         self.setZValue(z)
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption, True)
 
-    def boundingRect(self) -> QRectF:  # noqa: N802 (Qt name)
+    def boundingRect(self) -> QRectF:
         return QRectF(0, 0, self._pm.width(), self._pm.height())
 
     def paint(self, painter: QPainter, option, widget=None) -> None:
@@ -338,12 +338,12 @@ class Canvas(QGraphicsView):
             vs.setValue(vs.value() - round(moved.y() * self.zoom()))
         self.zoom_changed.emit(self.zoom())
 
-    def resizeEvent(self, event) -> None:  # noqa: N802
+    def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
         if self._auto_fit:
             self.fit()
 
-    def wheelEvent(self, event) -> None:  # noqa: N802
+    def wheelEvent(self, event) -> None:
         steps = event.angleDelta().y() / 120.0
         if event.modifiers() & Qt.KeyboardModifier.ShiftModifier and self._tool is not None:
             wheel = getattr(self._tool, "wheel", None)
@@ -372,7 +372,7 @@ class Canvas(QGraphicsView):
         p = self.mapToScene(view_pos.toPoint())
         return float(p.x()), float(p.y())
 
-    def mousePressEvent(self, event) -> None:  # noqa: N802
+    def mousePressEvent(self, event) -> None:
         button = event.button()
         if button == Qt.MouseButton.MiddleButton or (button == Qt.MouseButton.LeftButton and self._tool is None):
             if self._pan_from is None:
@@ -391,7 +391,7 @@ class Canvas(QGraphicsView):
             return
         super().mousePressEvent(event)
 
-    def mouseMoveEvent(self, event) -> None:  # noqa: N802
+    def mouseMoveEvent(self, event) -> None:
         x, y = self.image_pos(event.position())
         if self._pan_from is not None:
             delta = event.position() - self._pan_from
@@ -408,7 +408,7 @@ class Canvas(QGraphicsView):
         self.hovered.emit(x, y)
         event.accept()
 
-    def mouseReleaseEvent(self, event) -> None:  # noqa: N802
+    def mouseReleaseEvent(self, event) -> None:
         if self._pan_from is not None and event.button() == self._pan_button:
             self._pan_from, self._pan_button = None, Qt.MouseButton.NoButton
             self.viewport().setCursor(Qt.CursorShape.CrossCursor if self._tool else Qt.CursorShape.ArrowCursor)

@@ -15,8 +15,16 @@ from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
-from PySide6.QtWidgets import (QDockWidget, QFileDialog, QHBoxLayout, QLabel, QMainWindow,
-                               QScrollArea, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
 
 from polypviewer.core.errors import PolypviewerError
 from polypviewer.core.overlay import OverlayStyle
@@ -25,9 +33,9 @@ from polypviewer.ui.actions import MENUS, SPECS, build_actions, resolve_keymap
 from polypviewer.ui.canvas import Canvas
 from polypviewer.ui.overlay import FrameScores, MaskSlots
 from polypviewer.ui.panels import MetricsPanel, ModelPanel, NavigationBar, OverlayPanel
-from polypviewer.ui.timeline import Timeline
 from polypviewer.ui.playback import Player
 from polypviewer.ui.prediction import PredictionService
+from polypviewer.ui.timeline import Timeline
 from polypviewer.ui.workers import FrameService
 
 LOOKAHEAD = 8  # frames predicted ahead of the one shown
@@ -35,7 +43,8 @@ NO_GT_REASON = ("Disagreement (TP / FP / FN) needs ground truth, and {name} has 
                 "model finds would be painted as a false positive. Open a Kvasir folder with masks/, or a "
                 "video with a <video stem>_masks/ folder.")
 NO_SOURCE_REASON = "Disagreement (TP / FP / FN) needs ground truth: open a source with masks first."
-VIDEO_FILTER = "Videos and images (*.mp4 *.avi *.mov *.mkv *.m4v *.webm *.png *.jpg *.jpeg *.tif *.tiff *.bmp);;All files (*)"
+VIDEO_FILTER = ("Videos and images (*.mp4 *.avi *.mov *.mkv *.m4v *.webm *.png *.jpg *.jpeg *.tif *.tiff *.bmp)"
+                ";;All files (*)")
 
 
 class MainWindow(QMainWindow):
@@ -241,11 +250,11 @@ class MainWindow(QMainWindow):
         if path:
             self.open_path(path)
 
-    def dragEnterEvent(self, event) -> None:  # noqa: N802
+    def dragEnterEvent(self, event) -> None:
         if event.mimeData().hasUrls():
             event.acceptProposedAction()
 
-    def dropEvent(self, event) -> None:  # noqa: N802
+    def dropEvent(self, event) -> None:
         paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
         if paths:
             self.open_path(paths[0])
@@ -262,7 +271,8 @@ class MainWindow(QMainWindow):
                                     fallback_model=fallback_model)
 
     def weights_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load weights", "", "Checkpoints (*.safetensors *.pth *.pt);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(self, "Load weights", "",
+                                              "Checkpoints (*.safetensors *.pth *.pt);;All files (*)")
         if path:
             # A checkpoint that names no network (e.g. the official PraNet-19.pth) goes into
             # the network selected in the model panel.
@@ -515,7 +525,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(message, 15000)
         self.message.emit(message)
 
-    def closeEvent(self, event) -> None:  # noqa: N802
+    def closeEvent(self, event) -> None:
         self.shutdown()
         super().closeEvent(event)
 

@@ -4,14 +4,31 @@ they never talk to workers or to each other (the main window wires them)."""
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QIcon
-from PySide6.QtWidgets import (QCheckBox, QColorDialog, QComboBox, QFormLayout, QGroupBox,
-                               QHBoxLayout, QLabel, QPushButton, QRadioButton, QSlider, QStyle,
-                               QTableWidget, QTableWidgetItem, QToolButton, QVBoxLayout,
-                               QWidget, QHeaderView, QAbstractItemView)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QColorDialog,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QRadioButton,
+    QSlider,
+    QStyle,
+    QTableWidget,
+    QTableWidgetItem,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from polypviewer.core.metrics import SCORE_NAMES
 from polypviewer.core.overlay import OverlayStyle
@@ -197,7 +214,7 @@ class OverlayPanel(QGroupBox):
                                  if has_gt else reason)
         self.gt_box.setToolTip("" if has_gt else reason)
 
-    def style(self) -> OverlayStyle:  # noqa: A003 (mirrors Canvas.style)
+    def style(self) -> OverlayStyle:
         return self._style
 
     def set_style(self, style: OverlayStyle) -> None:

@@ -411,5 +411,5 @@ class PredictionService(QObject):
             self._worker.shutdown()
         return ok
 
-    def thread(self) -> QThread:  # noqa: D401 - the worker thread (tests check it stopped)
+    def thread(self) -> QThread:
         return self._thread

@@ -11,15 +11,15 @@
   rect)`` signal the overlay redraws from (only the dirty rectangle).
 
 Wiring into ``ui.canvas.Canvas``: ``canvas.set_tool(editor.canvas_handler())`` (again on
-``toolChanged``; None for navigate, so the canvas pans), ``canvas.scene().addItem(editor.cursor)`` and ``editor.preview``,
-``canvas.set_layers(session.get(frame).mask, gt)`` (edited in place; the thresholded
+``toolChanged``; None for navigate, so the canvas pans), ``canvas.scene().addItem(editor.cursor)``
+and ``editor.preview``, ``canvas.set_layers(session.get(frame).mask, gt)`` (edited in place; the thresholded
 prediction while the frame is not started, and again on ``frameStarted``),
 ``editor.maskChanged`` -> ``canvas.refresh_overlay(rect)`` when ``frame`` is the one shown,
 and ``Editor(..., start_frame=...)`` so a frame is started from its prediction on first touch.
 
 Tools implement the canvas handler protocol ``press/move/release(x, y, event)`` and
-``hover(x, y)`` (plus ``wheel(steps, event) -> bool``) in scene coordinates of the image item (pixel ``(col, row)`` covers
-``[col, col+1) x [row, row+1)``). The canvas sends them the left and the right button; a
+``hover(x, y)`` (plus ``wheel(steps, event) -> bool``) in scene coordinates of the image item
+(pixel ``(col, row)`` covers ``[col, col+1) x [row, row+1)``). The canvas sends them the left and the right button; a
 right-button press inverts the tool (brush erases, eraser paints, fill clears, polygon
 clears), through the same stroke / undo / journal path as the left button.
 """
@@ -27,7 +27,8 @@ clears), through the same stroke / undo / journal path as the left button.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from PySide6.QtCore import QObject, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence, QPainterPath, QPen, QUndoCommand, QUndoGroup, QUndoStack
@@ -141,7 +142,7 @@ class Tool:
     shows_brush = False
     navigates = False  # True: the canvas gets no handler (left-drag pans; nothing edits)
 
-    def __init__(self, editor: "Editor") -> None:
+    def __init__(self, editor: Editor) -> None:
         self.editor = editor
 
     def press(self, x: float, y: float, event: Any = None) -> None: ...
@@ -180,7 +181,7 @@ class BrushTool(Tool):
     shows_brush = True
     value = True
 
-    def __init__(self, editor: "Editor") -> None:
+    def __init__(self, editor: Editor) -> None:
         super().__init__(editor)
         self._edits: FrameEdits | None = None
         self._frame = -1
@@ -251,7 +252,7 @@ class PolygonTool(Tool):
     CLOSE_PX = 6.0   # a click this close to the first vertex closes the polygon
     LASSO_STEP = 2.0  # a drag adds a vertex every 2 px
 
-    def __init__(self, editor: "Editor") -> None:
+    def __init__(self, editor: Editor) -> None:
         super().__init__(editor)
         self.points: list[tuple[float, float]] = []
         self._dragging = False

@@ -8,7 +8,8 @@ life: start, finish, cancel, and stopping it before the dialog (or the window) c
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from PySide6.QtCore import QObject, QThread
 from PySide6.QtWidgets import QDialog, QPushButton
@@ -66,7 +67,7 @@ class WorkerDialog(QDialog):
             self._thread.quit()
             self._thread.wait()
 
-    def closeEvent(self, event) -> None:  # noqa: N802
+    def closeEvent(self, event) -> None:
         if self.busy():  # closing while running cancels it; the thread ends before the dialog
             self.stop_worker()
         super().closeEvent(event)

@@ -13,7 +13,8 @@ import os
 import sys
 import threading
 from collections import OrderedDict, deque
-from typing import Any, Hashable, NamedTuple
+from collections.abc import Hashable
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
