@@ -13,13 +13,16 @@ schema version). Layout (schema 1)::
                              dice_model_vs_corrected
         mask           uint8 (H, ceil(W/8)): np.packbits(mask, axis=1); attrs
         model_mask           encoding="packbits-rows", width=W (unpack with
-                             np.unpackbits(ds[()], axis=1, count=W)); fletcher32
+                             np.unpackbits(ds[()], axis=1, count=W)),
+                             data_sha256 (of the packed array as read); fletcher32
 
-Integrity: every dataset carries HDF5's fletcher32 checksum, and the root attribute
-``content_digest`` is a sha256 over every attribute, group and dataset name, shape, dtype
-and filter of the file (:func:`_content_digest`); both are checked on open, so a damaged
-file is refused instead of read with changed content. Files written before the digest
-existed have none and are read as before (and get one at their next save).
+Integrity: every dataset carries HDF5's fletcher32 checksum and the sha256 of its whole
+array, and the root attribute ``content_digest`` is a sha256 over every attribute, group
+and dataset name, shape, dtype and filter of the file (:func:`_content_digest`); all are
+checked on open, so a damaged file is refused instead of read with changed content
+(fletcher32 alone checks only the chunks that are found: a damaged entry of the chunk index
+makes a chunk read as zeros). Files written before the digest (or the data sha256)
+existed have none and are read as before (and get them at their next save).
 
 Beside it, ``review.pvproj.h5.journal`` receives every completed change (fsynced before
 the call returns), so nothing needs a save button.
@@ -76,6 +79,7 @@ AUTO_COMPACT_BYTES = 32 * _MIB
 # Free space a compaction needs beyond the new file's size (the new journal, metadata).
 _SPACE_MARGIN = _MIB
 _DIGEST_ATTR = "content_digest"
+_DATA_SHA_ATTR = "data_sha256"  # per mask dataset: the whole array, as read back
 
 
 class ProjectError(PolypviewerError):
@@ -633,6 +637,7 @@ def _write_frame(grp: h5py.Group, edits: FrameEdits, name: str | None) -> None:
                                 compression="gzip", compression_opts=1, fletcher32=True)
         ds.attrs["encoding"] = "packbits-rows"
         ds.attrs["width"] = arr.shape[1]
+        ds.attrs[_DATA_SHA_ATTR] = _data_sha256(packed)
     st = edits.stats()
     a = grp.attrs
     a["model_version"] = edits.model_version
@@ -647,11 +652,21 @@ def _write_frame(grp: h5py.Group, edits: FrameEdits, name: str | None) -> None:
 
 
 def _read_mask(ds: h5py.Dataset) -> np.ndarray:
-    """A mask dataset as bool HxW (``packbits-rows``: uint8 (H, ceil(W/8)), ``width`` attr)."""
+    """A mask dataset as bool HxW (``packbits-rows``: uint8 (H, ceil(W/8)), ``width`` attr);
+    ValueError when its data is not what was written (``data_sha256``, where present)."""
     data = ds[()]
+    stored = ds.attrs.get(_DATA_SHA_ATTR)
+    if stored is not None and stored != _data_sha256(data):
+        frame, name = ds.name.split("/")[-2:]
+        raise ValueError(f"frame {int(frame)} {name}: its data does not match the checksum written with it")
     if ds.attrs.get("encoding") == "packbits-rows":
         return np.unpackbits(data, axis=1, count=int(ds.attrs["width"])).astype(bool)
     return np.asarray(data).astype(bool)
+
+
+def _data_sha256(data: np.ndarray) -> str:
+    a = np.ascontiguousarray(data)
+    return "sha256:" + hashlib.sha256(f"{a.dtype.str}{a.shape}".encode() + a.tobytes()).hexdigest()
 
 
 def _first_line(err: BaseException) -> str:
@@ -659,12 +674,13 @@ def _first_line(err: BaseException) -> str:
 
 
 def _copyable(old: h5py.File, key: str) -> bool:
-    """A frame group of the old file that can be copied as is (its datasets carry fletcher32;
-    an older file's frames are rewritten so that they get it)."""
+    """A frame group of the old file that can be copied as is (its datasets carry fletcher32
+    and their data's sha256; an older file's frames are rewritten so that they get them)."""
     if key not in old:
         return False
     grp = old[key]
-    return all(grp[name].fletcher32 for name in ("mask", "model_mask") if name in grp)
+    return all(grp[name].fletcher32 and _DATA_SHA_ATTR in grp[name].attrs
+               for name in ("mask", "model_mask") if name in grp)
 
 
 def _canon(value: Any) -> bytes:

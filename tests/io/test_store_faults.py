@@ -469,3 +469,39 @@ def test_a_magic_damaged_into_the_format_1_magic_loses_nothing(tmp_path, source)
     with Project.open(path) as q:
         assert q.recovery.replayed == 12 and _snapshot(q) == want
         assert "no change was lost" in q.recovery.describe()
+
+
+def test_a_chunk_index_entry_changed_is_refused_not_read_as_an_empty_mask(tmp_path, source):
+    """Found by benchmarks/faults.py (HDF5 flips, 3 of 200): a flipped byte in a chunk's entry
+    of the chunk index (not covered by fletcher32, which checks the chunks that are read,
+    nor by the digest of names and attributes) made that chunk 'never written', so its rows
+    read back as the fill value: the corrected mask silently lost a band of 128 rows."""
+    path = tmp_path / "p.pvproj.h5"
+    with Project.create(path, source) as p:
+        e = p.start_frame(0, np.zeros((300, 40), bool), model_version="m")  # 3 chunks of 128 rows
+        assert e.replace(np.ones((300, 40), bool), "paint") is not None
+    with Project.open(path) as q:
+        want = _snapshot(q)
+    with h5py.File(path, "r") as h:
+        ds = h["frames/000000/mask"]
+        assert ds.chunks == (128, 5) and ds.id.get_num_chunks() == 3
+        addr = ds.id.get_chunk_info(1).byte_offset
+    data = bytearray(path.read_bytes())
+    child = data.find(struct.pack("<Q", addr))  # the index's pointer to chunk 1 (rows 128..255)
+    assert child > 0
+    key = child - 32  # its key before it: chunk size u32, filter mask u32, offsets u64 x 3
+    assert struct.unpack_from("<QQQ", data, key + 8) == (128, 0, 0)
+    data[key + 8] ^= 0x80  # the chunk's row offset 128 -> 0: rows 128..255 now 'never written'
+    path.write_bytes(bytes(data))
+    with h5py.File(path, "r") as h:  # HDF5 itself reads it without complaint, the rows as zeros
+        back = h["frames/000000/mask"][()]
+        assert back[:128].all() and not back[128:256].any()
+    before = _sha(path)
+    try:
+        with Project.open(path) as r:
+            got = _snapshot(r)
+    except ProjectError as err:
+        assert "\n" not in str(err) and str(path) in str(err) and "frame 0" in str(err)
+        assert _sha(path) == before
+    else:
+        assert got == want, "a changed chunk index was accepted with changed content"
