@@ -35,7 +35,9 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 DEFAULT_CLIP = "video/colonoscopy_clip_384.mp4"
 
@@ -63,8 +65,8 @@ AGREEMENT = {"mean_abs_diff": 0.01, "dice": 0.98}  # the issue's bar: fast path 
 
 
 def agrees(agreement: dict[str, float] | None) -> bool:
-    return bool(agreement) and agreement["mean_abs_diff"] < AGREEMENT["mean_abs_diff"] \
-        and agreement["dice"] > AGREEMENT["dice"]
+    return (agreement is not None and bool(agreement)
+            and agreement["mean_abs_diff"] < AGREEMENT["mean_abs_diff"] and agreement["dice"] > AGREEMENT["dice"])
 
 
 def _data_dir(arg: Path | None) -> Path | None:
@@ -143,6 +145,11 @@ def interleaved(paths: dict[str, Callable[[], int]], seconds: float, rounds: int
     return {k: frames[k] / spent[k] for k in paths}
 
 
+def latency_step(backend: Any, x: Any) -> Callable[[], int]:
+    """One frame through the backend, synchronously; returns 1."""
+    return lambda: (backend.infer(x), 1)[1]
+
+
 def stream_step(backend: Any, x: Any, n: int) -> Callable[[], int]:
     """Push ``n`` frames through the backend's stream (requests in flight); returns n.
 
@@ -159,11 +166,11 @@ def stream_step(backend: Any, x: Any, n: int) -> Callable[[], int]:
     return step
 
 
-def one_thread(fn: Callable[[], int]) -> Callable[[], int]:
+def one_thread(fn: Callable[[], T]) -> Callable[[], T]:
     """``fn`` run with PyTorch limited to one intra-op thread (restored afterwards)."""
     import torch
 
-    def step() -> int:
+    def step() -> T:
         n = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
@@ -306,7 +313,7 @@ def bench_model(name: str, data: Path | None, seconds: float, rounds: int, quick
         ob = engines[key].backend
         ob.compiled("LATENCY")
         ob.compiled("THROUGHPUT")
-        paths[f"{prefix}-latency"] = lambda ob=ob: (ob.infer(x), 1)[1]
+        paths[f"{prefix}-latency"] = latency_step(ob, x)
         # 8 frames per request and step: the drain at the end of a step costs < 1/8 of a frame per request
         paths[f"{prefix}-pipeline"] = stream_step(ob, x, 8 * ob.requests_in_flight)
         described[f"{prefix}-latency"] = f"openvino {ob.precision} LATENCY, 1 request"
@@ -330,10 +337,10 @@ def bench_model(name: str, data: Path | None, seconds: float, rounds: int, quick
     ref_maps = one_thread(lambda: ref.predict(val))() if val else []
     agreement = {key: compare(e.predict(val), ref_maps) if val else None for key, e in engines.items()}
     floor = one_thread(lambda: noise_floor(ref, val, ref_maps))()
-    base = max((k for k in fps if k.startswith("baseline")), key=fps.get)
-    best = max((k for k in fps if not k.startswith("baseline")), key=fps.get)
+    base = max((k for k in fps if k.startswith("baseline")), key=lambda k: fps[k])
+    best = max((k for k in fps if not k.startswith("baseline")), key=lambda k: fps[k])
     agreeing = [k for k in fps if k in engine_of and agrees(agreement[engine_of[k]])]
-    best_agreeing = max(agreeing, key=fps.get) if agreeing else None
+    best_agreeing = max(agreeing, key=lambda k: fps[k]) if agreeing else None
     row = {"name": name, "input": size, "baseline_fps": round(fps[base], 2),
            "best_fps": round(fps[best], 2), "ratio": round(fps[best] / fps[base], 2),
            "baseline_path": described[base], "best_path": described[best],

@@ -189,8 +189,8 @@ def evaluate(pred_root: Path, gt_root: Path, *, benchmark: bool = True,
                     error = (f"{preds[stem]}: prediction is {pred.shape[1]}x{pred.shape[0]}, "
                              f"ground truth {gt.shape[1]}x{gt.shape[0]}")
                     pred = None
-        if error is not None:
-            error += "; scored as an empty mask"
+        if error is not None or pred is None:
+            error = f"{error or 'no prediction'}; scored as an empty mask"
             problem(error)
             pred = np.zeros(gt.shape, dtype=np.uint8)
         acc.add(stem, pred, gt, error=error)

@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if res.out is None:
         return 0  # a torchrun rank other than 0
     b, a = res.before, res.after
+    assert a is not None and res.sha256 is not None  # set whenever a file was written
     print(f"held-out frames ({len(res.held_out_names)}): dice {b['dice']:.4f} -> {a['dice']:.4f} "
           f"({res.delta_dice:+.4f}), iou {b['iou']:.4f} -> {a['iou']:.4f}; {res.wall_time:.0f} s")
     print(f"wrote {res.out} (version {res.sha256[:12]}, base {res.card['meta']['base']['version']})")

@@ -306,7 +306,7 @@ class _OverlayWriter:
         if self._writer is None:
             self._size = (w, h)
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, (w, h))
             if not self._writer.isOpened():
                 from polypviewer.core.errors import PolypviewerError
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -35,7 +36,7 @@ class AugmentConfig:
     saturation: float = 0.2
     enabled: bool = True
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
@@ -65,7 +66,8 @@ def affine_matrix(src_hw: tuple[int, int], out: int, *, hflip: bool = False, vfl
     # Unit square -> the kept source rectangle (pixel centres again).
     to_src = np.array([[(x1 - x0) / 2, 0, (x0 + x1) / 2 - 0.5],
                        [0, (y1 - y0) / 2, (y0 + y1) / 2 - 0.5], [0, 0, 1]])
-    return (to_src @ unzoom @ rot @ flip @ to_unit)[:2]
+    matrix: np.ndarray = (to_src @ unzoom @ rot @ flip @ to_unit)[:2]
+    return matrix
 
 
 def colour_jitter(image: np.ndarray, rng: np.random.Generator, brightness: float,

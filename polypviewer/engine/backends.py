@@ -159,24 +159,25 @@ class TorchBackend(Backend):
     def __init__(self, head: InferenceHead, input_size: int, *, device: str = "cpu",
                  precision: str = "fp32", fold_bn: bool = True, channels_last: bool = True) -> None:
         super().__init__(device, precision, input_size)
-        head = head.eval()
+        module: nn.Module = head.eval()
         self.folded = 0
         if fold_bn:
             # A small input finds the same conv->BN pairs as a full-size one, 30x cheaper.
             probe = min(input_size, 64)
-            head, self.folded = fold_batchnorm(head, torch.randn(1, 3, probe, probe))
+            module, self.folded = fold_batchnorm(module, torch.randn(1, 3, probe, probe))
         self._dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         self.fp32_convolutions: list[str] = []
         if self._dtype is not None:
             # The convolutions reading the input image run in fp32 (input_precision.py), as in
             # the OpenVINO backend. They are wrapped in place: never in the caller's module.
             if not self.folded:
-                head = copy.deepcopy(head)
+                module = copy.deepcopy(module)
             probe = min(input_size, 64)
-            self.fp32_convolutions = keep_input_convolutions_fp32(head, torch.randn(1, 3, probe, probe))
+            self.fp32_convolutions = keep_input_convolutions_fp32(module, torch.randn(1, 3, probe, probe))
         self.channels_last = channels_last
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.module = head.to(device=device, memory_format=memory_format)
+        # Module.to(memory_format=...) is documented and works; torch's overloads leave it out.
+        self.module = module.to(device=device, memory_format=memory_format)  # type: ignore[call-overload]
         # CUDA: batches keep the GPU busy; CPU: batch 1 is as fast per frame and keeps latency low.
         self.preferred_batch = 8 if device == "cuda" else 1
         if device == "cuda":
@@ -191,7 +192,8 @@ class TorchBackend(Backend):
         with torch.inference_mode(), torch.autocast(device_type=self.device, dtype=self._dtype or torch.float32,
                                                      enabled=self._dtype is not None):
             y = self.module(x)
-        return y.float()[:, 0].cpu().numpy()
+        logits: np.ndarray = y.float()[:, 0].cpu().numpy()
+        return logits
 
     def describe(self) -> str:
         extras = [f"{self.folded} BN folded" if self.folded else "no BN folding",
@@ -216,12 +218,15 @@ class OpenVINOBackend(Backend):
         self.core = ov.Core()
         self.cache_hit = False
         if precision == "int8":  # make_backend has checked NNCF and the calibration frames
+            if not calibration:  # (constructed directly, without make_backend)
+                raise EngineError("int8 needs calibration frames (a few frames like those to segment)")
+            frames = calibration
             if cache_key is not None:  # another calibration set or NNCF release: another int8 model
                 import nncf
 
-                cache_key += f"-cal{calibration_digest(calibration)[:12]}-nncf{nncf.__version__}"
+                cache_key += f"-cal{calibration_digest(frames)[:12]}-nncf{nncf.__version__}"
             self.model = self._converted(head, input_size, cache_key, cache_root,
-                                         quantise=lambda m: quantise_int8(m, calibration))
+                                         quantise=lambda m: quantise_int8(m, frames))
         else:
             self.model = self._converted(head, input_size, cache_key, cache_root)
         self.fp32_convolutions = marked_nodes(self.model)

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import copy
 import logging
+from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 log = logging.getLogger(__name__)
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_Conv = nn.Conv1d | nn.Conv2d | nn.Conv3d
 
 
 def _pairs(module: nn.Module, example: torch.Tensor) -> list[tuple[str, str]]:
@@ -34,11 +37,11 @@ def _pairs(module: nn.Module, example: torch.Tensor) -> list[tuple[str, str]]:
     fed_by: dict[nn.Module, nn.Module | None] = {}
     handles = []
 
-    def conv_hook(m: nn.Module, inp: tuple, out: torch.Tensor) -> None:
+    def conv_hook(m: nn.Module, inp: tuple[Any, ...], out: torch.Tensor) -> None:
         calls[m] = calls.get(m, 0) + 1
         outputs[id(out)] = (m, out)
 
-    def bn_hook(m: nn.Module, inp: tuple) -> None:
+    def bn_hook(m: nn.Module, inp: tuple[Any, ...]) -> None:
         calls[m] = calls.get(m, 0) + 1
         src = outputs.get(id(inp[0]))
         fed_by[m] = src[0] if src is not None else None
@@ -46,7 +49,7 @@ def _pairs(module: nn.Module, example: torch.Tensor) -> list[tuple[str, str]]:
     for m in module.modules():
         if isinstance(m, _CONVS):
             handles.append(m.register_forward_hook(conv_hook))
-        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+        elif isinstance(m, _BatchNorm):
             handles.append(m.register_forward_pre_hook(bn_hook))
     try:
         with torch.no_grad():
@@ -73,7 +76,9 @@ def _set(root: nn.Module, name: str, new: nn.Module) -> None:
 
 
 @torch.no_grad()
-def _fold_into(conv: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> None:
+def _fold_into(conv: _Conv, bn: _BatchNorm) -> None:
+    if bn.running_mean is None or bn.running_var is None:  # _pairs() pairs only BNs with statistics
+        raise ValueError("a BatchNorm without running statistics cannot be folded")
     scale = torch.rsqrt(bn.running_var + bn.eps)
     if bn.weight is not None:
         scale = scale * bn.weight
@@ -96,7 +101,7 @@ def fold_batchnorm(module: nn.Module, example: torch.Tensor | None = None) -> tu
     module = module.eval()
     if example is None:
         example = torch.randn(1, 3, 64, 64)
-    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules()):
+    if not any(isinstance(m, _BatchNorm) for m in module.modules()):
         return module, 0
     try:
         pairs = _pairs(module, example)
@@ -124,7 +129,10 @@ def _folded(module: nn.Module, pairs: list[tuple[str, str]], example: torch.Tens
     """A folded copy, or None when it does not reproduce ``want`` on ``example``."""
     folded = copy.deepcopy(module)
     for conv_name, bn_name in pairs:
-        _fold_into(folded.get_submodule(conv_name), folded.get_submodule(bn_name))
+        conv, bn = folded.get_submodule(conv_name), folded.get_submodule(bn_name)
+        if not isinstance(conv, _CONVS) or not isinstance(bn, _BatchNorm):  # what _pairs() found
+            raise TypeError(f"{conv_name} -> {bn_name} is not a convolution followed by a BatchNorm")
+        _fold_into(conv, bn)
         _set(folded, bn_name, nn.Identity())
     with torch.no_grad():
         got = folded(example)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from polypviewer.core.errors import PolypviewerError
 from polypviewer.engine.backends import Backend, InferenceHead, make_backend
@@ -138,7 +139,8 @@ class Predictor:
                                calibration=calibration)
 
     @classmethod
-    def from_module(cls, net: Any, *, name: str, preprocessing: Any, select: Callable | None = None,
+    def from_module(cls, net: Any, *, name: str, preprocessing: Any,
+                    select: Callable[[Any], torch.Tensor] | None = None,
                     device: str = "auto", precision: str = "auto", backend: str = "auto",
                     tta: bool = False, threshold: float = DEFAULT_THRESHOLD, version: str = "random-init",
                     weights: str | None = None, cache: bool = True,

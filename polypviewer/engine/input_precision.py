@@ -45,7 +45,7 @@ def input_convolutions(module: nn.Module, example: torch.Tensor) -> list[str]:
     hooks = []
     for name, sub in module.named_modules():
         if isinstance(sub, nn.Conv2d):
-            def pre(m: nn.Module, args: tuple, name: str = name) -> None:
+            def pre(m: nn.Module, args: tuple[Any, ...], name: str = name) -> None:
                 if args and args[0] is example:
                     found.append(name)
             hooks.append(sub.register_forward_pre_hook(pre))
@@ -67,7 +67,8 @@ class _Float32(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=x.device.type, enabled=False):
-            return self.inner(x.float())
+            y: torch.Tensor = self.inner(x.float())
+            return y
 
 
 def keep_input_convolutions_fp32(module: nn.Module, example: torch.Tensor) -> list[str]:

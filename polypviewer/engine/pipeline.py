@@ -83,8 +83,9 @@ class PipelineRunner:
         self.max_queue = max(1, max_queue)
         self.on_progress = on_progress
         self.with_gt = with_gt and bool(getattr(source, "has_masks", False))
-        self._jobs: queue.Queue = queue.Queue(self.max_queue)
-        self._out: queue.Queue = queue.Queue(self.max_queue)
+        # Jobs / results, then the _END sentinel.
+        self._jobs: queue.Queue[Any] = queue.Queue(self.max_queue)
+        self._out: queue.Queue[Any] = queue.Queue(self.max_queue)
         self._cancel = threading.Event()
         self._threads: list[threading.Thread] = []
         self._started = False
@@ -155,7 +156,7 @@ class PipelineRunner:
 
     # -- threads
 
-    def _put(self, q: queue.Queue, item: Any) -> bool:
+    def _put(self, q: queue.Queue[Any], item: Any) -> bool:
         while not self._cancel.is_set():
             try:
                 q.put(item, timeout=0.1)
@@ -164,7 +165,7 @@ class PipelineRunner:
                 continue
         return False
 
-    def _get(self, q: queue.Queue) -> Any:
+    def _get(self, q: queue.Queue[Any]) -> Any:
         while not self._cancel.is_set():
             try:
                 return q.get(timeout=0.1)

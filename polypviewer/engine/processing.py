@@ -51,13 +51,15 @@ def probabilities(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def tta_inputs(x: np.ndarray) -> np.ndarray:
     """(N, 3, S, S) -> (3N, 3, S, S): identity, horizontal flip, vertical flip."""
-    return np.concatenate([x, x[..., ::-1], x[..., ::-1, :]]).copy()
+    batch: np.ndarray = np.concatenate([x, x[..., ::-1], x[..., ::-1, :]]).copy()
+    return batch
 
 
 def tta_merge(logits: np.ndarray) -> np.ndarray:
     n = len(logits) // 3
     a, h, v = logits[:n], logits[n:2 * n, :, ::-1], logits[2 * n:, ::-1, :]
-    return ((a + h + v) / 3.0).astype(np.float32)
+    merged: np.ndarray = ((a + h + v) / 3.0).astype(np.float32)
+    return merged
 
 
 def file_sha256(path: str | Path) -> str:

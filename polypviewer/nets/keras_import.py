@@ -149,42 +149,37 @@ def _targets(model: nn.Module) -> dict[str, list[tuple[str, nn.Module]]]:
     return out
 
 
-def _param(t: torch.Tensor | None) -> torch.Tensor:
-    if t is None:
-        raise KeyError("bias")
-    return t
+def _tensor(module: nn.Module, name: str) -> torch.Tensor:
+    """``module.<name>`` (a dotted path) as a tensor; KeyError when it is absent (a bias-less layer)."""
+    obj: Any = module
+    for part in name.split("."):
+        obj = getattr(obj, part, None)
+    if not isinstance(obj, torch.Tensor):
+        raise KeyError(name.rpartition(".")[2])
+    return obj
 
 
 def _assignments(layer: KerasLayer, module: nn.Module) -> list[tuple[str, torch.Tensor, np.ndarray]]:
     """(our name, our tensor, Keras array in our layout) for one layer."""
     w = layer.weights
-    if layer.kind == "conv2d":
-        pairs = [("weight", module.weight, w["kernel"].transpose(3, 2, 0, 1))]
-        if "bias" in w or module.bias is not None:
-            pairs.append(("bias", _param(module.bias), w["bias"]))
-        return pairs
-    if layer.kind == "conv2d_transpose":
-        pairs = [("weight", module.weight, w["kernel"].transpose(3, 2, 0, 1))]
-        if "bias" in w or module.bias is not None:
-            pairs.append(("bias", _param(module.bias), w["bias"]))
+    if layer.kind in ("conv2d", "conv2d_transpose", "dense"):
+        kernel = w["kernel"].T if layer.kind == "dense" else w["kernel"].transpose(3, 2, 0, 1)
+        pairs = [("weight", _tensor(module, "weight"), kernel)]
+        if "bias" in w or getattr(module, "bias", None) is not None:
+            pairs.append(("bias", _tensor(module, "bias"), w["bias"]))
         return pairs
     if layer.kind == "separable_conv2d":
         if w["depthwise_kernel"].shape[-1] != 1:
             raise ValueError("depth_multiplier != 1 is not used by these models")
-        return [("depthwise.weight", module.depthwise.weight,
+        return [("depthwise.weight", _tensor(module, "depthwise.weight"),
                  w["depthwise_kernel"].transpose(2, 3, 0, 1)),
-                ("pointwise.weight", module.pointwise.weight,
+                ("pointwise.weight", _tensor(module, "pointwise.weight"),
                  w["pointwise_kernel"].transpose(3, 2, 0, 1)),
-                ("pointwise.bias", _param(module.pointwise.bias), w["bias"])]
-    if layer.kind == "dense":
-        pairs = [("weight", module.weight, w["kernel"].T)]
-        if "bias" in w or module.bias is not None:
-            pairs.append(("bias", _param(module.bias), w["bias"]))
-        return pairs
+                ("pointwise.bias", _tensor(module, "pointwise.bias"), w["bias"])]
     # batch_normalization
-    return [("weight", module.weight, w["gamma"]), ("bias", module.bias, w["beta"]),
-            ("running_mean", module.running_mean, w["moving_mean"]),
-            ("running_var", module.running_var, w["moving_variance"])]
+    return [(name, _tensor(module, name), w[keras]) for name, keras in
+            (("weight", "gamma"), ("bias", "beta"), ("running_mean", "moving_mean"),
+             ("running_var", "moving_variance"))]
 
 
 def load_keras_weights(model: nn.Module, layers: Sequence[KerasLayer] | str | Path,

@@ -60,7 +60,7 @@ def _is_exporting() -> bool:
             or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export())
 
 
-def check_input_size(x: torch.Tensor, multiple: int, model: str, channels: int = 3) -> None:
+def check_input_size(x: torch.Tensor | torch.fx.Proxy, multiple: int, model: str, channels: int = 3) -> None:
     """Raise ``InputSizeError`` unless ``x`` is (N, channels, H, W) with H, W multiples of
     ``multiple``.
 

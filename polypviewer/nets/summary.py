@@ -23,9 +23,10 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     elements of every BatchNorm's ``running_mean`` and ``running_var``."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    stats = sum(m.running_mean.numel() + m.running_var.numel()
-                for m in model.modules()
-                if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None)
+    stats = 0
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+            stats += m.running_mean.numel() + (m.running_var.numel() if m.running_var is not None else 0)
     return int(trainable), int(total + stats)
 
 
