@@ -13,6 +13,8 @@ size, ``(map5, map4, map3, map2)``; inference uses ``map2``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,7 +46,7 @@ LITE0_BLOCKS: tuple[tuple[int, int, int, int, int], ...] = (
 )
 # Index of the last block at strides 4, 8, 16, 32.
 _TAPS = (2, 4, 10, 15)
-_BN = dict(eps=1e-3, momentum=0.01)  # efficientnet-pytorch's TF-matched BatchNorm
+_BN: dict[str, Any] = dict(eps=1e-3, momentum=0.01)  # efficientnet-pytorch's TF-matched BatchNorm
 
 
 class MBConv(nn.Module):
@@ -94,6 +96,10 @@ class EfficientNetLite0(nn.Module):
 
 class RFB(nn.Module):
     """PraNet's RFB_modified: four branches with growing receptive fields plus a residual."""
+
+    branch1: nn.Sequential  # (set by name in __init__)
+    branch2: nn.Sequential
+    branch3: nn.Sequential
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
