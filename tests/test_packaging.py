@@ -91,7 +91,7 @@ def test_icons_are_fresh_renders_of_the_svg(tmp_path: Path) -> None:
     from PySide6.QtWidgets import QApplication
 
     # A QApplication (not a QGuiApplication): later tests in the same process build widgets.
-    _app = QApplication.instance() or QApplication([])  # noqa: F841
+    _app = QApplication.instance() or QApplication([])
     renderer = QSvgRenderer(str(ICONS / "polypviewer.svg"))
     assert renderer.isValid()
     out = tmp_path / "64.png"

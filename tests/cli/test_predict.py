@@ -107,7 +107,8 @@ def test_predict_refuses_to_overwrite_and_reports_usage_errors(cvc, weights, tmp
 def test_predict_impossible_engine_choice_is_a_one_line_usage_error(cvc, weights, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert main(["predict", str(cvc), "--weights", str(weights), "--out", str(tmp_path / "o"), "--device", "cuda"]) == 2
-    assert main(["predict", str(cvc), "--weights", str(weights), "--out", str(tmp_path / "o"), "--precision", "fp16"]) == 2
+    assert main(["predict", str(cvc), "--weights", str(weights), "--out", str(tmp_path / "o"),
+                 "--precision", "fp16"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "no CUDA device" in err[0] and "fp16 inference needs a CUDA device" in err[1]
     assert not (tmp_path / "o" / "masks").exists()

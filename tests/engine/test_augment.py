@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from polypviewer.engine.augment import (AugmentConfig, affine_matrix, augment_pair, colour_jitter,
-                                        multiscale, scaled_size)
+from polypviewer.engine.augment import (
+    AugmentConfig,
+    affine_matrix,
+    augment_pair,
+    colour_jitter,
+    multiscale,
+    scaled_size,
+)
 
 
 def _blob_pair(h: int = 90, w: int = 120, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -17,8 +17,14 @@ from polypviewer.cli.bench import compare
 from polypviewer.engine import backends as B
 from polypviewer.engine import policy as P
 from polypviewer.engine.calibration import calibrate_batchnorm
-from polypviewer.engine.inference import (FrameError, NoWeightsError, PipelineRunner, Predictor,
-                                          prepare_input, probabilities)
+from polypviewer.engine.inference import (
+    FrameError,
+    NoWeightsError,
+    PipelineRunner,
+    Predictor,
+    prepare_input,
+    probabilities,
+)
 from polypviewer.nets.registry import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 PRE64 = Preprocessing(64, "RGB", IMAGENET_MEAN, IMAGENET_STD)
@@ -241,7 +247,7 @@ def test_fp32_backends_match_the_reference(backend):
     net, imgs = tiny_net(), frames()
     p = Predictor.from_module(net, name="tiny", preprocessing=PRE64, backend=backend, precision="fp32")
     assert p.info["backend"] == backend and p.info["precision"] == "fp32"
-    for got, want in zip(p.predict(imgs), reference_probs(net, imgs, PRE64)):
+    for got, want in zip(p.predict(imgs), reference_probs(net, imgs, PRE64), strict=True):
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, atol=1e-4)
 
@@ -251,7 +257,7 @@ def test_tta_averages_flipped_logits():
     p = Predictor.from_module(net, name="tiny", preprocessing=PRE64, backend="torch", precision="fp32", tta=True)
     got = p.predict(imgs)
     with torch.no_grad():
-        for f, g in zip(imgs, got):
+        for f, g in zip(imgs, got, strict=True):
             x = torch.from_numpy(prepare_input(f, PRE64))[None]
             lg = (net(x) + net(x.flip(-1)).flip(-1) + net(x.flip(-2)).flip(-2)) / 3
             want = torch.sigmoid(F.interpolate(lg, size=f.shape[:2], mode="bilinear"))[0, 0].numpy()
@@ -280,7 +286,7 @@ SANITY = {"mean_abs_diff": 0.1, "dice": 0.8}
 
 def assert_sane_against_fp32(got, ref, info):
     assert len(got) == len(ref)
-    for g, r in zip(got, ref):
+    for g, r in zip(got, ref, strict=True):
         assert g.shape == r.shape and g.dtype == np.float32
         assert np.isfinite(g).all() and g.min() >= 0.0 and g.max() <= 1.0
     agreement = compare(got, ref)
@@ -376,8 +382,8 @@ def test_int8_quantises_close_to_fp32_and_is_cached_per_calibration_set(tmp_path
     # NNCF really quantised it: the model carries FakeQuantize nodes (int8 convolutions once compiled)
     assert any(op.get_type_name() == "FakeQuantize" for op in q.backend.model.get_ops())
     got, want = q.predict(imgs), ref.predict(imgs)
-    assert all(g.shape == w.shape for g, w in zip(got, want))
-    diff = np.mean([np.abs(g - w).mean() for g, w in zip(got, want)])
+    assert all(g.shape == w.shape for g, w in zip(got, want, strict=True))
+    diff = np.mean([np.abs(g - w).mean() for g, w in zip(got, want, strict=True)])
     assert 0 < diff < 0.05, diff  # quantisation changes the output a little, not much
     again = Predictor.from_module(net, name="tiny", preprocessing=PRE64, backend="openvino", precision="int8",
                                   calibration=imgs)

@@ -9,8 +9,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from polypviewer.engine.losses import (LOSSES, bce_dice_loss, boundary_weight, deep_supervision, dice_loss,
-                                       get_loss, miou_loss, structure_loss, structure_loss_faithful)
+from polypviewer.engine.losses import (
+    LOSSES,
+    bce_dice_loss,
+    boundary_weight,
+    deep_supervision,
+    dice_loss,
+    get_loss,
+    miou_loss,
+    structure_loss,
+    structure_loss_faithful,
+)
 
 
 def reference_structure_loss(pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

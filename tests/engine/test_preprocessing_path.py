@@ -28,7 +28,7 @@ def val(endotect: Path):
 
 
 def test_sets_keep_frames_at_their_own_size(val) -> None:
-    for img, mask in zip(val.images, val.masks):
+    for img, mask in zip(val.images, val.masks, strict=True):
         assert img.ndim == 3 and img.shape[:2] == mask.shape and mask.dtype == bool
     assert len({img.shape for img in val.images}) >= 1 and val.images[0].shape[0] != SIZE
 
@@ -51,7 +51,7 @@ def test_evaluate_model_equals_the_predictor_and_the_metric_accumulator(val) -> 
     predictor = Predictor.from_module(model, name="lite_pranet", preprocessing=prep, select=spec.select,
                                       backend="torch", precision="fp32", cache=False)
     acc = MetricAccumulator(benchmark=False)
-    for name, img, gt in zip(val.names, val.images, val.masks):
+    for name, img, gt in zip(val.names, val.images, val.masks, strict=True):
         acc.add(name, predictor.predict([img])[0], gt)
     want = acc.running_mean()
     assert got["n"] == len(val)

@@ -14,7 +14,7 @@ import torch
 
 from polypviewer.engine.augment import AugmentConfig
 from polypviewer.engine.data import DataError, holdout_split, load_set, read_split
-from polypviewer.engine.training import (Recipe, TrainingError, evaluate_model, state_path, train)
+from polypviewer.engine.training import Recipe, TrainingError, evaluate_model, state_path, train
 from polypviewer.nets.weights import load_checkpoint
 
 SIZE = 64
@@ -183,10 +183,10 @@ def test_monitor_set_is_reported_each_epoch_and_never_changes_the_result(tiny, t
     events: list = []
     watched = train("lite_pranet", tiny, None, tmp_path / "w.safetensors", monitor_set=tiny,
                     callbacks=[events.append], **kw)
-    plain = train("lite_pranet", tiny, None, tmp_path / "p.safetensors", **kw)
+    train("lite_pranet", tiny, None, tmp_path / "p.safetensors", **kw)  # the same run without monitor_set
     monitors = [e.monitor for e in events if e.kind == "epoch"]
     assert len(monitors) == TINY.epochs and all(0.0 <= m["dice"] <= 1.0 for m in monitors)
-    assert all(h["monitor"] == m for h, m in zip(watched.history, monitors))
+    assert all(h["monitor"] == m for h, m in zip(watched.history, monitors, strict=True))
     a = load_checkpoint(tmp_path / "w.safetensors").state_dict
     b = load_checkpoint(tmp_path / "p.safetensors").state_dict
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

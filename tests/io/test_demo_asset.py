@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from polypviewer.io.demo_asset import (DEMO_STEM, DemoError, DemoScene, count_frames,
-                                       generate_demo, shipped_demo)
+from polypviewer.io.demo_asset import DEMO_STEM, DemoError, DemoScene, count_frames, generate_demo, shipped_demo
 from polypviewer.io.images import read_mask
 from polypviewer.io.sources import open_source
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from polypviewer.core import fileio
-from polypviewer.io import images as I
 from polypviewer.core.errors import PolypviewerError
+from polypviewer.io import images as I
 from polypviewer.io.export import ExportError, SourceItems, export_kvasir, verify_export
 from polypviewer.io.sources import open_source
 
@@ -306,7 +306,7 @@ def test_full_disk_leaves_no_image_without_its_mask_and_names_the_file(tmp_path,
     report = export_kvasir(out, [_item("new"), _item("a", boxes=((0, 0, 29, 19),))], overwrite=True)
     monkeypatch.undo()
     assert report.written == [] and len(report.errors) == 2
-    for err, name in zip(report.errors, ("new", "a")):
+    for err, name in zip(report.errors, ("new", "a"), strict=True):
         assert "\n" not in err and err.startswith(str(out / "masks" / f"{name}.png"))
         assert "No space left on device" in err
     assert not (out / "images" / "new.png").exists(), "no image without its mask"

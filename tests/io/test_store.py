@@ -36,7 +36,7 @@ def _edit(project: Project, frame: int, seed: int) -> None:
     e.begin_stroke()
     pts = rng.uniform(0, 80, size=(5, 2))
     e.dab(*pts[0], 3, True)
-    for a, b in zip(pts[:-1], pts[1:]):
+    for a, b in zip(pts[:-1], pts[1:], strict=True):
         e.line(*a, *b, 3, bool(seed % 2))
     e.end_stroke()
     e.polygon(rng.uniform(0, 60, size=(4, 2)), False)
@@ -45,8 +45,8 @@ def _edit(project: Project, frame: int, seed: int) -> None:
 
 def _abandon(project: Project) -> None:
     """What SIGKILL leaves: the journal as written so far, no compaction, the lock released."""
-    project._writer._f.close()  # noqa: SLF001 - simulating a killed process
-    os.close(project._lock_fd)  # noqa: SLF001
+    project._writer._f.close()
+    os.close(project._lock_fd)
 
 
 def _digest(path: Path) -> str:
@@ -275,8 +275,8 @@ def test_a_well_formed_record_that_fits_no_frame_is_skipped_not_fatal(tmp_path, 
     p = Project.create(path, source)
     _edit(p, 0, 0)
     want = p.masks()
-    p._writer.append(jr.StrokeRecord(42, 0, 0, np.ones((3, 3), bool), 2))  # noqa: SLF001 - frame 42 never started
-    p._writer.append(jr.StrokeRecord(0, 59, 79, np.ones((5, 5), bool), 2))  # noqa: SLF001 - outside the 60x80 frame
+    p._writer.append(jr.StrokeRecord(42, 0, 0, np.ones((3, 3), bool), 2))
+    p._writer.append(jr.StrokeRecord(0, 59, 79, np.ones((5, 5), bool), 2))
     p.set_state(0, ReviewState.FLAGGED)
     _abandon(p)
     with Project.open(path) as q:

@@ -38,8 +38,8 @@ def source(tmp_path: Path) -> SourceRef:
 
 def _abandon(project: Project) -> None:
     """What SIGKILL leaves: the journal as written so far, no compaction, the lock released."""
-    project._writer._f.close()  # noqa: SLF001 - simulating a killed process
-    os.close(project._lock_fd)  # noqa: SLF001
+    project._writer._f.close()
+    os.close(project._lock_fd)
 
 
 def _sha(path: Path) -> str:
@@ -81,7 +81,7 @@ class _FullDisk:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, project: Project, room: int) -> None:
         self.real = os.write
-        self.fd = project._writer._f.fileno()  # noqa: SLF001
+        self.fd = project._writer._f.fileno()
         self.room = room
         self.failures = 0
         monkeypatch.setattr(os, "write", self)
@@ -154,7 +154,7 @@ def test_closing_on_a_full_disk_says_what_is_lost(tmp_path, source, monkeypatch)
     _FullDisk(monkeypatch, p, room=0)
     with pytest.raises(ProjectError):
         _stroke(p, 0, 1)
-    monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9, 10))  # noqa: SLF001
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9, 10))
     with pytest.raises(ProjectError, match="1 change.*lost") as err:
         p.close()
     assert "\n" not in str(err.value)
@@ -229,7 +229,7 @@ def test_damage_at_the_end_is_never_cut_away_and_appends_go_on_after_it(tmp_path
     flipped = bytearray(data)
     flipped[intact.offsets[-1] + 2] ^= 0xFF  # the marker of the last record (frame 3's state)
     p.journal_path.write_bytes(bytes(flipped))
-    monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9, 10))  # noqa: SLF001
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9, 10))
     q = Project.open(path, fsync=False)  # no room to fold the recovery into the file
     assert q.recovery.save_error and "not enough free space" in q.recovery.describe()
     assert q.journal_path.read_bytes() == bytes(flipped)  # nothing cut
@@ -353,7 +353,7 @@ def test_a_save_without_room_is_refused_before_writing_and_the_journal_stays(tmp
     path = tmp_path / "p.pvproj.h5"
     p = _small_project(path, source)
     before = (_sha(path), p.journal_path.read_bytes())
-    monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9, 5000))  # noqa: SLF001
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9, 5000))
     with pytest.raises(ProjectError, match="not enough free space") as err:
         p.save()
     assert "\n" not in str(err.value) and str(path) in str(err.value)
@@ -369,7 +369,7 @@ def test_a_write_failing_mid_save_leaves_the_old_file_and_journal(tmp_path, sour
     path = tmp_path / "p.pvproj.h5"
     p = _small_project(path, source)
     before = (_sha(path), p.journal_path.read_bytes())
-    journal_fd = p._writer._f.fileno()  # noqa: SLF001
+    journal_fd = p._writer._f.fileno()
     real = os.write
 
     def full(fd, data):  # any file but the journal: the disk fills up after 1000 bytes

@@ -52,7 +52,7 @@ def apply_op(session: EditSession, k: int, seed: int, history: dict[int, list[St
         radius = int(rng.integers(1, 12))
         edits.begin_stroke()
         edits.dab(*pts[0], radius, value)
-        for a, b in zip(pts[:-1], pts[1:]):
+        for a, b in zip(pts[:-1], pts[1:], strict=True):
             edits.line(*a, *b, radius, value)
         stroke = edits.end_stroke()
     elif kind == 2:
@@ -173,7 +173,8 @@ def test_sigkill_at_random_moments_never_loses_an_acknowledged_stroke(tmp_path):
             candidates = [n_acked, n_acked + 1]
             match = next((n for n in candidates if _same(project.session, replay(n, seed))), None)
             if match is None:  # say what the project does hold, to debug
-                masks_of = [n for n in range(done, n_acked + 3) if _same(project.session, replay(n, seed), states=False)]
+                masks_of = [n for n in range(done, n_acked + 3)
+                            if _same(project.session, replay(n, seed), states=False)]
                 raise AssertionError(f"run {run}: project matches neither {candidates} acknowledged operations; "
                                      f"its masks alone match {masks_of}; last lines {lines[-3:]}; recovery {recovery}")
         results.append((n_acked - done, match - n_acked, recovery.replayed, recovery.torn_bytes,

@@ -14,11 +14,16 @@ import torch
 from torch import nn
 
 from polypviewer.nets import build_model
-from polypviewer.nets.keras_import import (KerasImportError, _targets, import_keras_h5,
-                                           load_keras_weights, main, read_keras_h5)
+from polypviewer.nets.keras_import import (
+    KerasImportError,
+    _targets,
+    import_keras_h5,
+    load_keras_weights,
+    main,
+    read_keras_h5,
+)
 from polypviewer.nets.resunetpp import SeparableConv2d, keras_bn, tf_same_conv2d
 from polypviewer.nets.unet import TFSameConvTranspose2d
-
 
 FIXTURES = Path(__file__).parent / "data" / "keras_tiny"  # written by Keras: make_fixtures.py
 TINY = {"resunetpp_sepconv": {"filters": (8, 8, 8, 8, 16)},
@@ -151,7 +156,7 @@ def test_layers_follow_their_numbers_not_the_file_order(tmp_path):
     path = write_keras_h5(tmp_path / "two.h5", [
         ("conv2d_10", {"kernel": np.full((1, 1, 1, 1), 10.0), "bias": [0.0]}),
         ("conv2d_9", {"kernel": np.full((1, 1, 1, 1), 9.0), "bias": [0.0]})], shuffle=False)
-    assert [l.name for l in read_keras_h5(path)] == ["conv2d_9", "conv2d_10"]
+    assert [layer.name for layer in read_keras_h5(path)] == ["conv2d_9", "conv2d_10"]
     load_keras_weights(model, path)
     assert [float(model[i].weight.detach()) for i in (0, 1)] == [9.0, 10.0]
 

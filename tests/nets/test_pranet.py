@@ -117,7 +117,7 @@ def test_official_layout_loads_strictly_and_gives_reference_maps(model):
     with torch.no_grad():
         maps = model(formula_input())
     assert [tuple(m.shape) for m in maps] == [(1, 1, 64, 96)] * 4
-    for m, mean, std in zip(maps, GOLDEN_MEAN, GOLDEN_STD):
+    for m, mean, std in zip(maps, GOLDEN_MEAN, GOLDEN_STD, strict=True):
         assert m.mean().item() == pytest.approx(mean, abs=1e-4)
         assert m.std().item() == pytest.approx(std, abs=1e-4)
     map2 = get_spec("pranet").select(maps)[0, 0]

@@ -18,8 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from polypviewer.core.errors import PolypviewerError
 from polypviewer.nets import build_model, get_spec, list_models
-from polypviewer.nets.resunetpp import (ASPP, DASPP, InputSizeError, PadConv2d,
-                                        SeparableConv2d, tf_same_conv2d)
+from polypviewer.nets.resunetpp import ASPP, DASPP, InputSizeError, PadConv2d, SeparableConv2d, tf_same_conv2d
 from polypviewer.nets.unet import TFSameConvTranspose2d
 
 # name: (trainable, Keras total, GFLOPs @256 or None where the spec gives none)

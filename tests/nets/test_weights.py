@@ -15,9 +15,19 @@ from torch import nn
 from polypviewer.core.errors import PolypviewerError
 from polypviewer.nets.registry import Preprocessing
 from polypviewer.nets.weights import (
-    META_MODEL, Checkpoint, CheckpointError, CheckpointMismatchError, UnsafeCheckpointError,
-    WeightRecord, default_weights, load_checkpoint, load_weights, save_checkpoint, sha256_file,
-    shipped_weights)
+    META_MODEL,
+    Checkpoint,
+    CheckpointError,
+    CheckpointMismatchError,
+    UnsafeCheckpointError,
+    WeightRecord,
+    default_weights,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+    sha256_file,
+    shipped_weights,
+)
 
 PREP = Preprocessing(64, "BGR", (0.1, 0.2, 0.3), (0.5, 0.5, 0.5))
 
@@ -66,7 +76,9 @@ def test_safetensors_round_trip_with_metadata(tmp_path):
     assert ckpt.preprocessing == PREP
     assert ckpt.meta == {"data": "endotect", "dice": 0.5, "params": 125}
     assert ckpt.sha256 == digest and ckpt.version == digest[:12] and ckpt.path == path
-    other = tiny(); nn.init.zeros_(other[0].weight); other[1].reset_running_stats()
+    other = tiny()
+    nn.init.zeros_(other[0].weight)
+    other[1].reset_running_stats()
     load_weights(other, ckpt, "tiny")
     assert torch.equal(outputs(other), outputs(net))
     assert not [p for p in tmp_path.iterdir() if p.name != "w.safetensors"]  # no temp files left
@@ -83,7 +95,8 @@ def test_pth_wrappers_are_unwrapped(tmp_path, wrap):
     torch.save(obj, path, _use_new_zipfile_serialization=(wrap != "legacy_format"))
     ckpt = load_checkpoint(path)
     assert sorted(ckpt.state_dict) == sorted(sd) and ckpt.metadata == {}
-    fresh = tiny(); nn.init.zeros_(fresh[3].weight)
+    fresh = tiny()
+    nn.init.zeros_(fresh[3].weight)
     load_weights(fresh, path, "tiny")
     assert torch.equal(outputs(fresh), outputs(net))
 
@@ -92,7 +105,8 @@ def test_fp16_safetensors_loads_into_fp32_model(tmp_path):
     net, path = tiny(), tmp_path / "half.safetensors"
     save_checkpoint(path, net, model_name="tiny", preprocessing=PREP, dtype=torch.float16)
     assert load_checkpoint(path).state_dict["0.weight"].dtype == torch.float16
-    fresh = tiny(); nn.init.zeros_(fresh[0].weight)
+    fresh = tiny()
+    nn.init.zeros_(fresh[0].weight)
     load_weights(fresh, path, "tiny")
     assert fresh[0].weight.dtype == torch.float32
     assert torch.allclose(outputs(fresh), outputs(net), atol=1e-2)
@@ -217,7 +231,10 @@ def test_weight_record_card_round_trip_and_verify(tmp_path):
     assert again == rec and again.version == rec.sha256[:12]
     again.verify()
     with open(rec.file, "r+b") as f:  # flip a byte
-        f.seek(100); b = f.read(1); f.seek(100); f.write(bytes([b[0] ^ 1]))
+        f.seek(100)
+        b = f.read(1)
+        f.seek(100)
+        f.write(bytes([b[0] ^ 1]))
     with pytest.raises(CheckpointError, match="sha256 mismatch"):
         again.verify()
     (tmp_path / "broken.json").write_text('{"file": "x.safetensors"}')

@@ -106,9 +106,18 @@ def resunetpp(kind, size=256, f=(16, 32, 64, 128, 256)):
     c3 = res(c2, f[2], 2)
     c4 = res(c3, f[3], 2)
     b1 = block(kind, c4, f[4])
-    d = att(c3, b1); d = L.UpSampling2D(2)(d); d = L.Concatenate()([d, c3]); d = res(d, f[3])
-    d2 = att(c2, d); d2 = L.UpSampling2D(2)(d2); d2 = L.Concatenate()([d2, c2]); d2 = res(d2, f[2])
-    d3 = att(c1, d2); d3 = L.UpSampling2D(2)(d3); d3 = L.Concatenate()([d3, c1]); d3 = res(d3, f[1])
+    d = att(c3, b1)
+    d = L.UpSampling2D(2)(d)
+    d = L.Concatenate()([d, c3])
+    d = res(d, f[3])
+    d2 = att(c2, d)
+    d2 = L.UpSampling2D(2)(d2)
+    d2 = L.Concatenate()([d2, c2])
+    d2 = res(d2, f[2])
+    d3 = att(c1, d2)
+    d3 = L.UpSampling2D(2)(d3)
+    d3 = L.Concatenate()([d3, c1])
+    d3 = res(d3, f[1])
     out = block(kind, d3, f[0])
     out = L.Conv2D(1, 1, padding="same")(out)
     out = L.Activation("sigmoid")(out)
@@ -117,11 +126,18 @@ def resunetpp(kind, size=256, f=(16, 32, 64, 128, 256)):
 
 def unet(size=256, f=(16, 32, 64, 128, 256), up=128):
     def cb(x, n, pool=True):
-        x = L.Conv2D(n, 3, padding="same")(x); x = L.BatchNormalization()(x); x = L.Activation("relu")(x)
-        x = L.Conv2D(n, 3, padding="same")(x); x = L.BatchNormalization()(x); x = L.Activation("relu")(x)
+        x = L.Conv2D(n, 3, padding="same")(x)
+        x = L.BatchNormalization()(x)
+        x = L.Activation("relu")(x)
+        x = L.Conv2D(n, 3, padding="same")(x)
+        x = L.BatchNormalization()(x)
+        x = L.Activation("relu")(x)
         return (x, L.MaxPooling2D(2, 2)(x)) if pool else x
     inp = keras.Input((size, size, 3))
-    c1, p1 = cb(inp, f[0]); c2, p2 = cb(p1, f[1]); c3, p3 = cb(p2, f[2]); c4, p4 = cb(p3, f[3])
+    c1, p1 = cb(inp, f[0])
+    c2, p2 = cb(p1, f[1])
+    c3, p3 = cb(p2, f[2])
+    c4, p4 = cb(p3, f[3])
     b = cb(cb(p4, f[4], False), f[4], False)
     d = b
     for skip, n in ((c4, f[3]), (c3, f[2]), (c2, f[1]), (c1, f[0])):
