@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from polypviewer.core.edits import FrameEdits, Rect  # noqa: E402
+from polypviewer.core.edits import FrameEdits, Rect
 
 TARGET_MS = 4.0
 H, W = 1080, 1920
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from polypviewer.ui.canvas import Canvas
 
-        app = QApplication.instance() or QApplication([])
+        _app = QApplication.instance() or QApplication([])  # the canvas needs one (kept referenced)
         canvas = Canvas()
         canvas.resize(1280, 720)
         canvas.set_frame(frame)
@@ -159,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
                 fe.end_stroke()
                 times.append((time.perf_counter() - t) * 1e3)
             med, p95 = stats(times)
-            print(f"  stroke end (800x500 px drag: diff + journal append + fsync) median {med:.2f} ms, p95 {p95:.2f} ms")
-    print("target < %.0f ms per dab: %s" % (TARGET_MS, "MISSED" if failed else "met"))
+            print(f"  stroke end (800x500 px drag: diff + journal append + fsync) median {med:.2f} ms, "
+          f"p95 {p95:.2f} ms")
+    print(f"target < {TARGET_MS:.0f} ms per dab: {'MISSED' if failed else 'met'}")
     if canvas is not None:
         canvas.deleteLater()
     return 1 if failed else 0

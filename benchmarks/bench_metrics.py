@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from polypviewer.core import metrics  # noqa: E402
+from polypviewer.core import metrics
 
 TARGET_MS = 2.0
 

@@ -213,14 +213,16 @@ def main() -> int:
         print(f"  step back 25..0, default         {acc['step_back_ms_per_frame_default']:8.2f} ms/frame "
               f"({acc['step_back_wrong_frames']} wrong; OpenCV set+read: "
               f"{acc['baseline_opencv_step_back_ms_per_frame']:.2f} ms/frame)")
-        print(f"  random/sequential ratio          {acc['random_ms_per_frame_no_cache'] / acc['sequential_ms_per_frame']:8.2f}x")
+        ratio = acc['random_ms_per_frame_no_cache'] / acc['sequential_ms_per_frame']
+        print(f"  random/sequential ratio          {ratio:8.2f}x")
     else:
         print(f"\n[access] skipped: {args.clip} not found")
     vfr = result["vfr"] = bench_vfr(args.repeats)
     print(f"\n[vfr] synthetic variable-frame-rate MP4 (60 frames, 2nd half 4x longer), {vfr['reads']} random reads")
     print(f"  baseline: OpenCV set+read        {vfr['baseline_opencv_seek_ms_per_frame']:8.2f} ms/frame "
           f"({vfr['baseline_opencv_seek_wrong_frames']} wrong)")
-    print(f"  verified seek (ours, no cache)   {vfr['ours_ms_per_frame']:8.2f} ms/frame ({vfr['ours_wrong_frames']} wrong)")
+    print(f"  verified seek (ours, no cache)   {vfr['ours_ms_per_frame']:8.2f} ms/frame "
+          f"({vfr['ours_wrong_frames']} wrong)")
     mem = result["memory"] = bench_memory(args.frames, 640, 480)
     print(f"\n[memory] synthetic {mem['frames']} frames {mem['size']} MPEG-4: index {mem['index_s']} s, "
           f"stream {mem['stream_ms_per_frame']} ms/frame")

@@ -24,7 +24,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def frames_and_masks(root: Path, names: list[str] | None = None) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+def frames_and_masks(root: Path, names: list[str] | None = None
+                     ) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
     from polypviewer.io.sources import open_source
 
     with open_source(root) as src:
@@ -45,7 +46,7 @@ def score_set(predictor, names: list[str], frames: list[np.ndarray], masks: list
         return {"n": len(preds), "false_positive_rate": round(float(np.mean([p.any() for p in preds])), 4),
                 "mean_predicted_area_on_empty": round(float(np.mean([p.mean() for p in preds])), 4)}
     acc = MetricAccumulator(benchmark=False)
-    for name, pred, gt in zip(names, preds, masks):
+    for name, pred, gt in zip(names, preds, masks, strict=True):
         acc.add(name, pred, gt)
     mean = acc.running_mean()
     return {**{k: round(mean[k], 4) for k in ("dice", "iou", "precision", "recall")}, "n": len(acc)}
