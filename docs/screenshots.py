@@ -23,9 +23,10 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "guide.md"
@@ -129,7 +130,7 @@ def _pick_weights(explicit: str | None) -> str | None:
 
     try:
         path = default_weights()
-    except Exception as exc:  # a broken default.json: say so, fall back below
+    except Exception as exc:  # noqa: BLE001 - a broken default.json: say so, fall back below
         print(f"screenshots: default weights unusable ({exc})", file=sys.stderr)
         path = None
     if path is not None:
@@ -300,7 +301,7 @@ class Tour:
             ys, xs = np.nonzero(largest_component(fp))
             self.key(Qt.Key.Key_E)
             self.drag([(float(x) + 0.5, float(y) + 0.5) for x, y in
-                       zip(np.linspace(xs.min(), xs.max(), 6), np.linspace(ys.mean(), ys.mean(), 6))])
+                       zip(np.linspace(xs.min(), xs.max(), 6), np.linspace(ys.mean(), ys.mean(), 6), strict=True)])
         self.key(Qt.Key.Key_B)
         # hover so the brush outline shows in the shot
         QTest.mouseMove(w.canvas.viewport(), w.canvas.mapFromScene(QPointF(cx + rx * 1.6, cy - ry * 1.2)))
