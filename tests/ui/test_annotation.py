@@ -318,7 +318,8 @@ def base_ckpt(tmp_path):
     return path
 
 
-def test_finetune_dialog_trains_and_offers_the_new_version(open_window, qtbot, tiny_predictor, kvasir5, tmp_path, base_ckpt):
+def test_finetune_dialog_trains_and_offers_the_new_version(open_window, qtbot, tiny_predictor, kvasir5, tmp_path,
+                                                            base_ckpt):
     from polypviewer.nets.weights import load_checkpoint, sha256_file
 
     win = open_window(tiny_predictor)
@@ -415,8 +416,8 @@ def _kill_project(c):
     import os
 
     project, c.project = c.project, None
-    project._writer._f.close()  # noqa: SLF001 - simulating a killed process
-    os.close(project._lock_fd)  # noqa: SLF001
+    project._writer._f.close()
+    os.close(project._lock_fd)
     c._persist_failed = True
     return project.path
 

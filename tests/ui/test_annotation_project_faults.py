@@ -73,8 +73,8 @@ def test_a_damaged_journal_is_recovered_and_the_lost_change_named(open_window, q
     for f in (0, 1):
         e = p.start_frame(f, np.zeros(shape, bool), model_version="test")
         e.polygon([(5, 5), (40, 5), (40, 30)], True)
-    p._writer._f.close()  # noqa: SLF001 - killed: the journal alone holds the work
-    os.close(p._lock_fd)  # noqa: SLF001
+    p._writer._f.close()
+    os.close(p._lock_fd)
     data = bytearray(p.journal_path.read_bytes())
     offsets = jr.read_journal(p.journal_path).offsets
     data[offsets[1] + 40] ^= 0x04  # frame 0's polygon (record 2 of 4)

@@ -336,7 +336,7 @@ def test_demo_opens_the_shipped_polypgen_frames_with_ground_truth(qtbot, make_wi
     images = sorted((path / "images").glob("*.jpg"))
     masks = sorted((path / "masks").glob("*.png"))
     assert len(images) == 24 and [p.stem for p in images] == [p.stem for p in masks]
-    for img, msk in zip(images, masks):
+    for img, msk in zip(images, masks, strict=True):
         im, m = cv2.imread(str(img)), cv2.imread(str(msk), cv2.IMREAD_UNCHANGED)
         assert max(im.shape[:2]) <= 768 and m.shape == im.shape[:2]
         assert set(np.unique(m)) <= {0, 255} and m.any()

@@ -10,9 +10,9 @@ from PySide6.QtCore import QObject
 from PySide6.QtGui import QKeySequence
 
 from polypviewer.ui.actions import ACTIONS, build_actions, keymap_table, resolve_keymap
-from polypviewer.ui.timeline import Timeline
 from polypviewer.ui.playback import PlaybackClock
 from polypviewer.ui.prediction import FpsMeter
+from polypviewer.ui.timeline import Timeline
 from polypviewer.ui.workers import LruCache
 
 

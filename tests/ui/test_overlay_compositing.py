@@ -7,8 +7,17 @@ import numpy as np
 import pytest
 
 from polypviewer.core.metrics import scores
-from polypviewer.core.overlay import (BOTH, GT, PRED, OverlayStyle, color_table, composite,
-                                      disagreement_counts, outline, overlay_codes)
+from polypviewer.core.overlay import (
+    BOTH,
+    GT,
+    PRED,
+    OverlayStyle,
+    color_table,
+    composite,
+    disagreement_counts,
+    outline,
+    overlay_codes,
+)
 from polypviewer.ui.overlay import FrameScores, MaskSlots, area_confidence
 
 
