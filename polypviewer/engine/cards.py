@@ -8,13 +8,13 @@ known), recipe, epochs, wall time, machine, scores and the command that reproduc
 from __future__ import annotations
 
 import platform
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
-from polypviewer.engine.training import (Recipe, TrainResult, choose_autocast, evaluate_model,
-                                         load_trained)
+from polypviewer.engine.training import Recipe, TrainResult, choose_autocast, evaluate_model, load_trained
 from polypviewer.nets.registry import get_spec
 
 __all__ = ["machine", "card_paths", "write_card", "make_card", "build_card",

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,8 +25,8 @@ from polypviewer.core.errors import PolypviewerError
 from polypviewer.engine.augment import AugmentConfig, augment_pair
 from polypviewer.nets.registry import Preprocessing
 
-__all__ = ["DataError", "SampleSet", "SCOPEGUIDE_BOX", "blank_scopeguide_corner", "concat", "load_set", "read_split", "holdout_split", "make_batch",
-           "normalise", "samples_from_items", "load_project_set"]
+__all__ = ["DataError", "SampleSet", "SCOPEGUIDE_BOX", "blank_scopeguide_corner", "concat", "load_set", "read_split",
+           "holdout_split", "make_batch", "normalise", "samples_from_items", "load_project_set"]
 
 
 class DataError(PolypviewerError):
@@ -46,7 +47,7 @@ class SampleSet:
     def __len__(self) -> int:
         return len(self.names)
 
-    def subset(self, names: Sequence[str]) -> "SampleSet":
+    def subset(self, names: Sequence[str]) -> SampleSet:
         idx = {n: i for i, n in enumerate(self.names)}
         keep = [idx[n] for n in names]
         return SampleSet(self.root, [self.names[i] for i in keep], [self.images[i] for i in keep],
@@ -152,7 +153,7 @@ def blank_scopeguide_corner(data: SampleSet) -> SampleSet:
     there says nothing about polyps: the shortcut the negatives would otherwise teach."""
     right, top = SCOPEGUIDE_BOX
     images, masks = [], []
-    for img, m in zip(data.images, data.masks):
+    for img, m in zip(data.images, data.masks, strict=True):
         h, w = m.shape
         x1, y0 = int(round(w * right)), int(round(h * top))
         img, m = img.copy(), m.copy()

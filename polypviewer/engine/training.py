@@ -19,18 +19,18 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from polypviewer.core.errors import PolypviewerError
 from polypviewer.engine.augment import AugmentConfig, multiscale
-from polypviewer.engine.data import SampleSet, make_batch, normalise
+from polypviewer.engine.data import SampleSet, make_batch
 from polypviewer.engine.losses import deep_supervision, get_loss
 from polypviewer.nets.registry import build_model, get_spec
 
@@ -224,7 +224,7 @@ def evaluate_model(model: nn.Module, model_name: str, data: SampleSet, *, prepro
     for lo in range(0, len(data), batch_size):
         idx = range(lo, min(lo + batch_size, len(data)))
         probs = predictor.predict([data.images[i] for i in idx])
-        for i, prob in zip(idx, probs):
+        for i, prob in zip(idx, probs, strict=True):
             gt = data.masks[i]
             acc.add(data.names[i], prob, gt)
             if not gt.any():
@@ -357,7 +357,9 @@ def train(model_name: str, train_set: SampleSet, val_set: SampleSet | None, out:
 
     _keep_eval(frozen)
     t0 = time.perf_counter()
-    elapsed = lambda: wall0 + time.perf_counter() - t0  # noqa: E731
+
+    def elapsed() -> float:
+        return wall0 + time.perf_counter() - t0
 
     def emit(ev: TrainEvent) -> None:
         if not is_main:
