@@ -77,6 +77,7 @@ class MainWindow(QMainWindow):
         self.nav = NavigationBar()
         self.timeline = Timeline()
         self.model_panel = ModelPanel(list_models())
+        self.model_panel.set_ready(_models_with_weights())
         self.overlay_panel = OverlayPanel(OverlayStyle(), self.threshold)
         self.metrics_panel = MetricsPanel()
         self.frames = FrameService(parent=self)
@@ -202,7 +203,7 @@ class MainWindow(QMainWindow):
         self.timeline.frame_clicked.connect(self.go_to)
         self.overlay_panel.style_changed.connect(self._on_style)
         self.overlay_panel.threshold_changed.connect(self.set_threshold)
-        self.model_panel.model_chosen.connect(lambda name: self.load_model(name))
+        self.model_panel.model_chosen.connect(self.choose_model)
         self.model_panel.weights_requested.connect(self.weights_dialog)
         self.model_panel.random_requested.connect(lambda name: self.load_model(name, allow_random=True))
         self.canvas.zoom_changed.connect(lambda z: self.refresh_status())
@@ -270,15 +271,30 @@ class MainWindow(QMainWindow):
                                     options=self._options, predictor=predictor,
                                     fallback_model=fallback_model)
 
+    def choose_model(self, name: str) -> None:
+        """The model panel's choice: load a network that has trained weights; for one without,
+        say so (and what still runs) instead of trying, until the user loads weights for it."""
+        if self.model_panel.is_ready(name):
+            self.load_model(name)
+            return
+        running = self.predictions.info or {}
+        still = (f" Still running {running.get('model')} ({running.get('version')})."
+                 if running.get("model") else " No model is running.")
+        self.model_panel.set_message(f"{name}: {ModelPanel.NO_WEIGHTS}. Load weights… (Ctrl+L) to run it "
+                                     f"with a checkpoint, or try it untrained.{still}",
+                                     offer_random=True, error=True)
+
     def weights_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Load weights", "",
                                               "Checkpoints (*.safetensors *.pth *.pt);;All files (*)")
         if path:
             # A checkpoint that names no network (e.g. the official PraNet-19.pth) goes into
             # the network selected in the model panel.
-            self.load_model(None, path, fallback_model=self.model_panel.combo.currentText())
+            self.load_model(None, path, fallback_model=self.model_panel.current_model())
 
     def _on_model_ready(self, info: dict) -> None:
+        if info.get("weights") and info.get("model") and not self.model_panel.is_ready(str(info["model"])):
+            self.model_panel.set_ready(self.model_panel.ready_models() | {str(info["model"])})
         self.model_panel.set_info(info)
         self.model_panel.set_fps(None)
         note = "Untrained (random weights): its masks are noise." if info.get("version") == "random-init" else ""
@@ -544,3 +560,11 @@ class MainWindow(QMainWindow):
             save_settings(self.settings)
         except (OSError, PolypviewerError) as exc:  # e.g. a link at settings.json: refused
             self.errors.append(f"settings not saved: {exc}")
+
+
+def _models_with_weights() -> set[str]:
+    """Networks with shipped trained weights (a broken card is reported by ``info``, not
+    here); a network the user loads a checkpoint for becomes ready when it loads."""
+    from polypviewer.nets.weights import shipped_weights
+
+    return {r.model for r in shipped_weights([])}

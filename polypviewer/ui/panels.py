@@ -51,9 +51,11 @@ class ModelPanel(QGroupBox):
     def __init__(self, models: list[str], parent=None) -> None:
         super().__init__("Model", parent)
         self.combo = QComboBox()
-        self.combo.addItems(models)
+        for name in models:  # the item's data is the registry name; its text says if it is ready
+            self.combo.addItem(name, name)
         self.combo.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.combo.activated.connect(lambda _i: self.model_chosen.emit(self.combo.currentText()))
+        self.combo.activated.connect(lambda _i: self.model_chosen.emit(self.current_model()))
+        self._ready: set[str] | None = None  # None: not told (every network offered as is)
         self.load_button = QPushButton("Load weights…")
         self.load_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.load_button.clicked.connect(self.weights_requested)
@@ -61,7 +63,7 @@ class ModelPanel(QGroupBox):
         self.random_button.setToolTip("Run the chosen network untrained (its masks are noise); "
                                       "only to try the app without weights")
         self.random_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.random_button.clicked.connect(lambda: self.random_requested.emit(self.combo.currentText()))
+        self.random_button.clicked.connect(lambda: self.random_requested.emit(self.current_model()))
         self.random_button.hide()
         self.message = QLabel("")
         self.message.setWordWrap(True)
@@ -85,12 +87,39 @@ class ModelPanel(QGroupBox):
         layout.addLayout(form)
         layout.addWidget(self.message)
 
+    NO_WEIGHTS = "no trained weights"
+
+    def current_model(self) -> str:
+        """The registry name of the network selected in the combo box."""
+        return str(self.combo.currentData() or self.combo.currentText())
+
+    def select_model(self, name: str) -> None:
+        i = self.combo.findData(name)
+        if i >= 0:
+            self.combo.setCurrentIndex(i)
+
+    def set_ready(self, ready: set[str]) -> None:
+        """Mark which networks have trained weights here (shipped or fine-tuned); the others
+        read "NAME — no trained weights" and their tooltip says how to give them some."""
+        self._ready = set(ready)
+        for i in range(self.combo.count()):
+            name = str(self.combo.itemData(i))
+            ok = name in self._ready
+            self.combo.setItemText(i, name if ok else f"{name} — {self.NO_WEIGHTS}")
+            self.combo.setItemData(i, "" if ok else f"{name} has {self.NO_WEIGHTS} here: choose it, then "
+                                   "Load weights… (Ctrl+L) with a checkpoint for it",
+                                   Qt.ItemDataRole.ToolTipRole)
+
+    def ready_models(self) -> set[str]:
+        return set(self._ready or ())
+
+    def is_ready(self, name: str) -> bool:
+        return self._ready is None or name in self._ready
+
     def set_info(self, info: Mapping[str, Any] | None) -> None:
         info = info or {}
         if info.get("model"):
-            i = self.combo.findText(str(info["model"]))
-            if i >= 0:
-                self.combo.setCurrentIndex(i)
+            self.select_model(str(info["model"]))
         weights = info.get("weights")
         self.info["weights"].setText(str(weights).rsplit("/", 1)[-1] if weights else "random init")
         self.info["weights"].setToolTip(str(weights or ""))

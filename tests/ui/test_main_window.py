@@ -11,6 +11,7 @@ import math
 import cv2
 import numpy as np
 import pytest
+from PySide6.QtCore import Qt
 
 from polypviewer.core.metrics import SCORE_NAMES, scores
 
@@ -175,15 +176,20 @@ def test_real_clip_plays_drops_and_switches_model(qtbot, window, clip384):
     win.actions_["forward_10"].trigger()
     assert win.index == 10 and win.nav.counter.text() == "11 / 26"
 
-    # switching network from the panel: no weights are shipped for it -> a clear message and
-    # an explicit choice of random weights; then predictions are made by the new version
+    # switching network from the panel: no weights are shipped for it -> the list says so, the
+    # panel says what still runs (nothing silently runs random weights), and only an explicit
+    # choice of random weights switches; then predictions are made by the new version
     old = win.predictions.version
     other = _not_shipped(["lite_pranet", "unet", "resunetpp"])
-    win.model_panel.combo.setCurrentText(other)
-    with qtbot.waitSignal(win.predictions.model_failed, timeout=TIMEOUT) as failed:
-        win.model_panel.model_chosen.emit(other)
-    assert other in failed.args[0] and failed.args[1]
-    assert not win.model_panel.random_button.isHidden()
+    panel = win.model_panel
+    i = panel.combo.findData(other)
+    assert panel.combo.itemText(i) == f"{other} — no trained weights"
+    assert "Load weights" in panel.combo.itemData(i, Qt.ItemDataRole.ToolTipRole)
+    panel.select_model(other)
+    panel.model_chosen.emit(other)
+    assert panel.message.text().startswith(f"{other}: no trained weights")
+    assert f"Still running unet (test-unet64)" in panel.message.text()
+    assert win.predictions.version == old and not panel.random_button.isHidden()
     with qtbot.waitSignal(win.predictions.model_ready, timeout=TIMEOUT):
         win.model_panel.random_button.click()
     assert win.predictions.version != old and win.model_panel.info["version"].text() == "random-init"
@@ -289,9 +295,11 @@ def test_load_weights_puts_a_foreign_checkpoint_into_the_selected_network(qtbot,
     torch.manual_seed(1)
     path = tmp_path / "foreign.pth"
     torch.save(build_model("unet").state_dict(), path)
-    window.model_panel.combo.setCurrentText("unet")
+    window.model_panel.select_model("unet")
     monkeypatch.setattr(mw.QFileDialog, "getOpenFileName", lambda *a, **k: (str(path), ""))
     with qtbot.waitSignal(window.predictions.model_ready, timeout=TIMEOUT) as ready:
         window.weights_dialog()
     info = ready.args[0]
     assert info["model"] == "unet" and info["weights"] == str(path)
+    # weights loaded for a network make it ready in the list
+    assert window.model_panel.combo.itemText(window.model_panel.combo.findData("unet")) == "unet"
