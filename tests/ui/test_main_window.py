@@ -188,7 +188,7 @@ def test_real_clip_plays_drops_and_switches_model(qtbot, window, clip384):
     panel.select_model(other)
     panel.model_chosen.emit(other)
     assert panel.message.text().startswith(f"{other}: no trained weights")
-    assert f"Still running unet (test-unet64)" in panel.message.text()
+    assert "Still running unet (test-unet64)" in panel.message.text()
     assert win.predictions.version == old and not panel.random_button.isHidden()
     with qtbot.waitSignal(win.predictions.model_ready, timeout=TIMEOUT):
         win.model_panel.random_button.click()
