@@ -5,18 +5,23 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.polypviewer-installed
 
-.PHONY: venv test test-portable demo bench package clean
+.PHONY: venv check test test-portable demo bench package clean
 
 venv: $(STAMP)
 
-# Re-runs only when pyproject.toml changes, so a second `make test` installs nothing.
-$(STAMP): pyproject.toml
+# Re-runs only when pyproject.toml or setup.py changes, so a second `make test` installs nothing.
+$(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
-test: venv
+# Lint (ruff) and types (mypy: strict for core, io and engine), as configured in pyproject.toml.
+check: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: check
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
 
 # The engine, network and CLI tests as an AVX2-only CPU (an AMD EPYC Zen 3) runs them, on a

@@ -6,4 +6,9 @@ files, ``engine`` inference and training, ``ui`` the Qt application, ``cli`` the
 headless commands.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:  # the one version is pyproject.toml's, read from the installed metadata
+    __version__ = version("polypviewer")
+except PackageNotFoundError:  # a source tree that was never installed (pip install -e .)
+    __version__ = "0+unknown"
