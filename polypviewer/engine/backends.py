@@ -312,7 +312,10 @@ class OpenVINOBackend(Backend):
         for i in range(len(batch)):
             stream.submit(i, batch[i:i + 1])
         stream.wait()
-        return np.stack(results)  # type: ignore[arg-type]
+        got = [r for r in results if r is not None]
+        if len(got) != len(results):
+            raise EngineError(f"OpenVINO returned {len(got)} results for {len(results)} frames")
+        return np.stack(got)
 
     def _latency_request(self) -> Any:
         # One request per thread: infer requests are not thread-safe.

@@ -131,7 +131,8 @@ class Predictor:
 
             load_weights(net, ckpt, model)
             preprocessing = ckpt.preprocessing or preprocessing
-            version = (ckpt.sha256 or file_sha256(weights_path))[:12]  # type: ignore[arg-type]
+            assert weights_path is not None  # ckpt was loaded from it
+            version = (ckpt.sha256 or file_sha256(weights_path))[:12]
         return cls.from_module(net, name=model, preprocessing=preprocessing, select=spec.select,
                                device=device, precision=precision, backend=backend, tta=tta,
                                threshold=threshold, version=version,

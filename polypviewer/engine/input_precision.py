@@ -107,10 +107,10 @@ def mark_ir(xml: str, names: list[str]) -> str:
     for name in names:
         quoted = escape(name, {'"': "&quot;"})
         pattern = re.compile(r'<layer id="\d+" name="' + re.escape(quoted) + r'" type="Convolution"[^>]*>')
-        hits = pattern.findall(xml)
+        hits = list(pattern.finditer(xml))
         if len(hits) != 1:
             raise ValueError(f"convolution {name!r} found {len(hits)} times in the IR")
-        start = pattern.search(xml).end()  # type: ignore[union-attr]
+        start = hits[0].end()
         end = xml.index("</layer>", start)
         block = xml[start:end]
         if "<rt_info>" in block:

@@ -238,7 +238,7 @@ class PipelineRunner:
         if stream is not None:
             try:
                 stream.wait()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - the results are all delivered; the failure is logged
                 log.error("inference stream failed at the end of the run: %s", exc)
         self._put(self._out, _END)
 
@@ -246,8 +246,10 @@ class PipelineRunner:
         def on_result(jobs: list[_Job], logits: np.ndarray) -> None:
             for j, lg in zip(jobs, logits, strict=True):
                 try:
-                    prob = probabilities(lg, j.frame.shape[:2])  # type: ignore[union-attr]
-                except Exception as exc:  # noqa: BLE001
+                    if j.frame is None:  # only jobs with a decoded frame are inferred
+                        raise RuntimeError("the frame was not kept")
+                    prob = probabilities(lg, j.frame.shape[:2])
+                except Exception as exc:  # noqa: BLE001 - one bad frame must not end the run
                     j.error = FrameError(f"post-processing failed: {exc}", j.name)
                     prob = None
                 self._emit(j, prob, threshold)

@@ -35,6 +35,7 @@ class TFSameConvTranspose2d(nn.ConvTranspose2d):
         total = max(kernel_size - stride, 0)
         self.crop_before = total // 2  # TF puts the odd pixel after
 
+    # Ignored [override]: it takes no output_size, the output is always exactly stride x the input.
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         h, w = x.shape[-2] * self.stride[0], x.shape[-1] * self.stride[1]
         y = super().forward(x)
