@@ -35,9 +35,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-T = TypeVar("T")
+from polypviewer.engine.agreement import AGREEMENT, agrees, compare, noise_floor  # noqa: F401 - bench's API
+from polypviewer.engine.timing import interleaved, latency_step, one_thread, stream_step
 
 DEFAULT_CLIP = "video/colonoscopy_clip_384.mp4"
 
@@ -59,14 +60,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", action="append", metavar="NAME=FILE", default=[],
                         help="bench model NAME with these weights instead of the shipped / random ones (repeatable)")
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 paths (their calibration takes a while)")
-
-
-AGREEMENT = {"mean_abs_diff": 0.01, "dice": 0.98}  # the issue's bar: fast path vs fp32
-
-
-def agrees(agreement: dict[str, float] | None) -> bool:
-    return (agreement is not None and bool(agreement)
-            and agreement["mean_abs_diff"] < AGREEMENT["mean_abs_diff"] and agreement["dice"] > AGREEMENT["dice"])
 
 
 def _data_dir(arg: Path | None) -> Path | None:
@@ -117,105 +110,6 @@ def real_frames(data: Path | None, split: str, n: int) -> list[Any]:
         if img is not None:
             out.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
     return out
-
-
-def interleaved(paths: dict[str, Callable[[], int]], seconds: float, rounds: int,
-                settle: float = 0.0, per_round: dict[str, list[float]] | None = None) -> dict[str, float]:
-    """frames/s of each path; each is warmed up, then timed in ``rounds`` slices in turn,
-    each slice after ``settle`` seconds of idling (not timed). ``per_round`` collects each
-    slice's frames/s: their spread shows how much a shared machine moved under the run."""
-    for fn in paths.values():
-        fn()
-    frames = dict.fromkeys(paths, 0)
-    spent = dict.fromkeys(paths, 0.0)
-    for _ in range(max(1, rounds)):
-        for name, fn in paths.items():
-            time.sleep(settle)
-            t0 = time.perf_counter()
-            n = 0
-            while True:
-                n += fn()
-                elapsed = time.perf_counter() - t0
-                if elapsed >= seconds / max(1, rounds):
-                    break
-            frames[name] += n
-            spent[name] += elapsed
-            if per_round is not None:
-                per_round.setdefault(name, []).append(round(n / elapsed, 2))
-    return {k: frames[k] / spent[k] for k in paths}
-
-
-def latency_step(backend: Any, x: Any) -> Callable[[], int]:
-    """One frame through the backend, synchronously; returns 1."""
-    return lambda: (backend.infer(x), 1)[1]
-
-
-def stream_step(backend: Any, x: Any, n: int) -> Callable[[], int]:
-    """Push ``n`` frames through the backend's stream (requests in flight); returns n.
-
-    One stream serves every step, as one pipeline serves a whole video: making its infer
-    requests again for each step would time their allocation, not the network."""
-    stream = backend.stream(lambda tag, logits: None)
-
-    def step() -> int:
-        for _ in range(n):
-            stream.submit(None, x)
-        stream.wait()
-        return n
-
-    return step
-
-
-def one_thread(fn: Callable[[], T]) -> Callable[[], T]:
-    """``fn`` run with PyTorch limited to one intra-op thread (restored afterwards)."""
-    import torch
-
-    def step() -> T:
-        n = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return fn()
-        finally:
-            torch.set_num_threads(n)
-
-    return step
-
-
-def compare(a: list[Any], b: list[Any]) -> dict[str, float] | None:
-    """Mean |a - b| and Dice of the thresholded masks, over paired probability maps."""
-    import numpy as np
-
-    if not a:
-        return None
-    mad = float(np.mean([np.abs(p - q).mean() for p, q in zip(a, b, strict=True)]))
-    inter = sum(int(((p >= 0.5) & (q >= 0.5)).sum()) for p, q in zip(a, b, strict=True))
-    total = sum(int((p >= 0.5).sum() + (q >= 0.5).sum()) for p, q in zip(a, b, strict=True))
-    return {"images": len(a), "mean_abs_diff": round(mad, 5),
-            "dice": round(2 * inter / total, 5) if total else 1.0}
-
-
-def noise_floor(ref: Any, frames: list[Any], clean: list[Any] | None = None) -> dict[str, float] | None:
-    """The fp32 network against itself with invisible input noise (uniform, +-0.5 of an
-    8-bit grey level, i.e. below the frames' own quantisation), scored like ``compare``.
-    ``clean``: ``ref.predict(frames)`` when the caller has it already.
-
-    A fast path cannot be expected to agree with fp32 better than fp32 agrees with itself
-    under noise no camera or codec avoids: an untrained or weakly trained network is chaotic
-    and flips pixels under such noise; a well-trained one barely moves."""
-    import numpy as np
-
-    from polypviewer.engine.processing import probabilities
-
-    if not frames:
-        return None
-    rs = np.random.RandomState(0)
-    std = np.asarray(ref.preprocessing.std, dtype=np.float32).reshape(3, 1, 1)
-    noisy = []
-    for f in frames:
-        x = ref.prepare(f)[None]
-        x = x + ((rs.random_sample(x.shape) - 0.5) / 255.0 / std).astype(np.float32)
-        noisy.append(probabilities(ref.logits(x)[0], f.shape[:2]))
-    return compare(noisy, ref.predict(frames) if clean is None else clean)
 
 
 def preprocessing(name: str, size: int | None) -> Any:

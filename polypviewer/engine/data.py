@@ -174,7 +174,7 @@ def normalise(images: np.ndarray, prep: Preprocessing) -> torch.Tensor:
     return (x - mean) / std
 
 
-def make_batch(data: SampleSet, indices: Sequence[int], size: int, prep: Preprocessing,
+def make_batch(data: SampleSet, indices: Sequence[int] | np.ndarray, size: int, prep: Preprocessing,
                rng: np.random.Generator, cfg: AugmentConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Augmented, normalised inputs (N, 3, S, S) and masks (N, 1, S, S) float 0/1."""
     pairs = [augment_pair(data.images[i], data.masks[i], size, rng, cfg) for i in indices]

@@ -170,7 +170,8 @@ def _optimizer(recipe: Recipe, params: Any) -> torch.optim.Optimizer:
     kinds = {"adam": torch.optim.Adam, "nadam": torch.optim.NAdam, "adamw": torch.optim.AdamW}
     if recipe.optimizer not in kinds:
         raise TrainingError(f"unknown optimizer {recipe.optimizer!r}")
-    return kinds[recipe.optimizer](params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    opt: torch.optim.Optimizer = kinds[recipe.optimizer](params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    return opt
 
 
 def _lr_at(recipe: Recipe, step: int, total: int) -> float:
@@ -270,7 +271,8 @@ def _save_state(path: Path, **state: Any) -> None:
 
 def _load_state(path: Path) -> dict[str, Any]:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+        return state
     except Exception as exc:  # noqa: BLE001 - any unreadable state is one user-facing line
         raise TrainingError(f"cannot resume from this state file ({exc.__class__.__name__}: "
                             f"{str(exc).splitlines()[0][:200]})", path) from None
@@ -451,14 +453,12 @@ def train(model_name: str, train_set: SampleSet, val_set: SampleSet | None, out:
             if recipe.early_stop and bad_epochs >= recipe.early_stop:
                 break
     except (_Interrupt, KeyboardInterrupt) as exc:
-        step = exc.step if isinstance(exc, _Interrupt) else None
         interrupted = True
-        if step is None:
-            # Ctrl-C mid-step: the step in progress is lost; resume redoes it. Every earlier
-            # epoch ran all its steps (early stopping ends the loop, not an epoch).
-            step = global_step - epoch * steps_per_epoch
-        save(epoch, step)
-        emit(TrainEvent("interrupted", epoch, step, steps_per_epoch, global_step, recipe.epochs,
+        # Ctrl-C mid-step: the step in progress is lost; resume redoes it. Every earlier
+        # epoch ran all its steps (early stopping ends the loop, not an epoch).
+        at = exc.step if isinstance(exc, _Interrupt) else global_step - epoch * steps_per_epoch
+        save(epoch, at)
+        emit(TrainEvent("interrupted", epoch, at, steps_per_epoch, global_step, recipe.epochs,
                         best=best, elapsed=elapsed()))
         if isinstance(exc, KeyboardInterrupt):
             raise

@@ -46,7 +46,7 @@ def test_bench_quick_writes_the_documented_json(shared_data, tmp_path, capsys):
     agree = row["agreement_vs_fp32"]
     assert agree["images"] == 2 and 0 <= agree["mean_abs_diff"] <= 1 and 0 <= agree["dice"] <= 1
     # every fast engine is compared with fp32; "agrees" is the bar, applied as documented
-    from polypviewer.cli.bench import agrees
+    from polypviewer.engine.agreement import agrees
     from polypviewer.engine.backends import nncf_available, openvino_available
 
     engines = row["agreement_by_engine"]
@@ -96,7 +96,7 @@ def test_noise_floor_is_zero_for_a_network_that_ignores_noise_and_not_for_one_th
     import torch
     from torch import nn
 
-    from polypviewer.cli.bench import noise_floor
+    from polypviewer.engine.agreement import noise_floor
     from polypviewer.engine.inference import Predictor
     from polypviewer.nets.registry import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 

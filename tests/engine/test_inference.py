@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from polypviewer.cli.bench import compare
 from polypviewer.engine import backends as B
 from polypviewer.engine import policy as P
+from polypviewer.engine.agreement import compare
 from polypviewer.engine.calibration import calibrate_batchnorm
 from polypviewer.engine.inference import (
     FrameError,
