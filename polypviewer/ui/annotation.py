@@ -2,14 +2,15 @@
 states, the autosaved project, export and fine-tuning into :class:`~polypviewer.ui.main_window.MainWindow`.
 
 The window creates it with ``AnnotationController(window)``; everything else happens through
-the window's public signals (``source_opened``, ``displayed``) and attributes (``canvas``,
-``masks``, ``frames``, ``predictions``, ``timeline``).
+the :class:`~polypviewer.ui.host.ReviewHost` protocol the window implements (its signals
+``source_opened`` and ``displayed``, the frame, prediction and threshold shown, and
+``use_session``/``show_mask``/``refresh_mask``/``rescore``/``report``), never through the
+window's attributes.
 
 * Editing: an :class:`~polypviewer.ui.tools.Editor` over the project's
   :class:`~polypviewer.core.edits.EditSession`. A frame is started from the model's
-  thresholded prediction on its first edit; its :class:`FrameEdits` mask array is put into the
-  window's ``MaskSlots`` (the very same array), so the canvas draws, and the metrics panel
-  scores, the corrected mask.
+  thresholded prediction on its first edit; the window shows and scores the session's masks
+  (``host.use_session``), so the canvas draws, and the metrics panel scores, the corrected mask.
 * The project: one file per source under :func:`projects_dir` (never next to the user's
   data, see ``core/paths.py``), named after the source and a hash of its path. It is opened
   when a source whose project exists is opened (recovering a killed run's journal), and
@@ -35,6 +36,7 @@ from polypviewer.core.edits import EditSession, FrameEdits, ReviewState
 from polypviewer.core.errors import PolypviewerError
 from polypviewer.core.fileio import describe_exception
 from polypviewer.io.store import Project, ProjectError, SourceRef
+from polypviewer.ui.host import ReviewHost
 from polypviewer.ui.tools import Editor
 
 __all__ = ["AnnotationController", "EditPanel", "projects_dir", "project_candidates", "STATE_COLORS",
@@ -154,9 +156,9 @@ class AnnotationController(QObject):
     project_changed = Signal(object)
     message = Signal(str)
 
-    def __init__(self, window: Any) -> None:
-        super().__init__(window)
-        self.win = window
+    def __init__(self, host: ReviewHost) -> None:
+        super().__init__(host.main_window())
+        self.host = host
         self.project: Project | None = None
         self.source_info: dict | None = None
         self.session = EditSession()
@@ -176,7 +178,7 @@ class AnnotationController(QObject):
 
     # ---- composition --------------------------------------------------------------------
     def _build_actions(self) -> None:
-        win, ed = self.win, self.editor
+        win, ed = self.host.main_window(), self.editor
         acts = ed.create_actions(win)
         for op in ("grow", "shrink"):  # take N from the panel, not the default 1 px
             acts[op].triggered.disconnect()
@@ -200,7 +202,7 @@ class AnnotationController(QObject):
             act.triggered.connect(lambda _=False, s=slot: s())
             acts[name] = act
         # The window resolved the user's keymap over annotation_keys() (io.settings "keymap").
-        keymap = getattr(win, "keymap", None) or annotation_keys()
+        keymap = self.host.keymap or annotation_keys()
         for name, act in acts.items():
             if name in keymap:
                 act.setShortcuts([QKeySequence(k) for k in keymap[name]])
@@ -214,7 +216,7 @@ class AnnotationController(QObject):
         self.actions = acts
 
     def _build_ui(self) -> None:
-        win, a = self.win, self.actions
+        win, a = self.host.main_window(), self.actions
         menu = win.menuBar().addMenu("&Annotate")
         for group in (("navigate", "brush", "eraser", "fill", "polygon", "finish_polygon", "bigger", "smaller"),
                       ("undo", "redo"),
@@ -245,15 +247,14 @@ class AnnotationController(QObject):
         self.dock = dock
         # State markers on the timeline: a coloured dot per reviewed frame at the bottom.
         self.markers = pg.ScatterPlotItem(size=6, pen=None, symbol="s")
-        win.timeline.plot_widget().addItem(self.markers)
-        scene = win.canvas.scene()
-        scene.addItem(self.editor.cursor)
-        scene.addItem(self.editor.preview)
-        win.canvas.set_tool(self.editor.canvas_handler())
+        self.host.add_timeline_item(self.markers)
+        self.host.add_canvas_item(self.editor.cursor)
+        self.host.add_canvas_item(self.editor.preview)
+        self.host.set_canvas_tool(self.editor.canvas_handler())
         self.editor.cursor.setVisible(self.editor.tool.shows_brush)
 
     def _wire(self) -> None:
-        ed, win = self.editor, self.win
+        ed, win = self.editor, self.host
         win.source_opened.connect(self._on_source_opened)
         win.displayed.connect(self._on_displayed)
         ed.toolChanged.connect(self._on_tool)
@@ -297,8 +298,7 @@ class AnnotationController(QObject):
         self.editor.select("navigate")  # a new source starts in navigate: a stray click edits nothing
         self.editor.history.clear()
         self.editor.frame = None
-        for f, edits in self.session.frames.items():
-            self.win.masks.set(f, edits.mask)
+        self.host.use_session(self.session)
         self._redraw_markers()
         self._update_panel()
 
@@ -348,7 +348,7 @@ class AnnotationController(QObject):
         try:
             self.project.save()
             self.session.listener = _Persist(self)  # compaction re-installed the project itself
-            self.win.statusBar().showMessage(f"Saved {self.project.path}", 4000)
+            self.host.notify(f"Saved {self.project.path}", 4000)
         except PolypviewerError as exc:
             self.message.emit(str(exc))
 
@@ -372,14 +372,15 @@ class AnnotationController(QObject):
 
     # ---- editing ---------------------------------------------------------------------------
     def _start_frame(self, index: int) -> FrameEdits | None:
-        win = self.win
-        cached = win.frames.get(index)
+        win = self.host
+        cached = win.frame(index)
         if cached is None or self.source_info is None:
             return None
-        prob = win.predictions.cached(index)
-        info = win.predictions.info
+        prob = win.prediction(index)
+        info = win.model_info()
         if prob is None and info is not None:
-            self.message.emit(f"{win._name(index)}: the model's prediction is not ready yet; try again in a moment")
+            self.message.emit(f"{win.frame_name(index)}: the model's prediction is not ready yet; "
+                              "try again in a moment")
             return None
         model_mask = prob >= win.threshold if prob is not None else np.zeros(cached.frame.shape[:2], bool)
         version = str(info.get("version", "")) if info else "none"
@@ -391,18 +392,10 @@ class AnnotationController(QObject):
             return self.session.get(index)
 
     def _on_frame_started(self, index: int) -> None:
-        edits = self.session.get(index)
-        if edits is None:
-            return
-        self.win.masks.set(index, edits.mask)
-        if index == self.win.index:
-            cached = self.win.frames.get(index)
-            self.win.canvas.set_layers(edits.mask, cached.gt if cached else None)
+        self.host.show_mask(index)
 
     def _on_mask_changed(self, frame: int, rect) -> None:
-        win = self.win
-        if frame == win.index and win.canvas.layers()[0] is self.session.mask(frame):
-            win.canvas.refresh_overlay(rect)
+        self.host.refresh_mask(frame, rect)
         self._dirty.add(frame)
         if not self._rescore.isActive():
             self._rescore.start()
@@ -410,7 +403,7 @@ class AnnotationController(QObject):
     def _flush_rescore(self) -> None:
         dirty, self._dirty = self._dirty, set()
         for f in sorted(dirty):
-            self.win.mask_edited(f)
+            self.host.rescore(f)
         self._redraw_markers()
         self._update_panel()
 
@@ -424,7 +417,7 @@ class AnnotationController(QObject):
             self._update_panel()
 
     def _on_tool(self, name: str) -> None:
-        self.win.canvas.set_tool(self.editor.canvas_handler())
+        self.host.set_canvas_tool(self.editor.canvas_handler())
         self._update_panel()
 
     def _finish_polygon(self) -> None:
@@ -435,9 +428,9 @@ class AnnotationController(QObject):
     def set_state(self, state: ReviewState) -> bool:
         ok = self.editor.set_state(state)
         if not ok:
-            index = self.win.index
-            name = self.win._name(index)
-            has_mask = self.session.get(index) is not None or self.win.predictions.cached(index) is not None
+            index = self.host.index
+            name = self.host.frame_name(index)
+            has_mask = self.session.get(index) is not None or self.host.prediction(index) is not None
             if ReviewState(state) == ReviewState.CORRECTED and has_mask:
                 self.message.emit(f"{name}: nothing is corrected, the mask is the model's; edit it first, "
                                   "or accept it (A)")
@@ -448,7 +441,7 @@ class AnnotationController(QObject):
 
     def carry_forward(self) -> None:
         """Copy the nearest earlier frame's corrected mask onto this frame (one undo step)."""
-        index = self.win.index
+        index = self.host.index
         earlier = [f for f in self.session.frames if f < index]
         if not earlier:
             self.message.emit("carry forward: no earlier frame has a mask yet")
@@ -456,8 +449,8 @@ class AnnotationController(QObject):
         self.editor.carry_forward(max(earlier))
 
     def jump_unreviewed(self, step: int = 1) -> None:
-        win = self.win
-        if not win.source:
+        win = self.host
+        if not win.n:
             return
         n, cur = win.n, win.index
         order = list(range(cur + 1, n)) + list(range(0, cur)) if step > 0 else \
@@ -480,7 +473,7 @@ class AnnotationController(QObject):
         self.markers.setData(xs, [0.03] * len(xs), brush=brushes)
 
     def _update_panel(self) -> None:
-        p, win = self.panel, self.win
+        p, win = self.panel, self.host
         index = self.editor.frame
         tool = self.editor.tool.name
         p.set("tool", f"{tool} (radius {self.editor.brush_radius} px)" if self.editor.tool.shows_brush else tool)
@@ -506,7 +499,7 @@ class AnnotationController(QObject):
         p.set("model_vs_corrected", f"{st.dice_model_vs_corrected:.3f}")
         p.set("changed", f"{st.pixels_changed} (+{st.pixels_added} / −{st.pixels_removed})")
         p.set("strokes", str(st.strokes))
-        cached = win.frames.get(index)
+        cached = win.frame(index)
         if cached is not None and cached.gt is not None:
             from polypviewer.core.metrics import scores
 
@@ -532,7 +525,7 @@ class AnnotationController(QObject):
         if label in self.model_versions or path in self.model_versions.values():
             return
         self.model_versions[label] = path
-        self.versions_menu.addAction(label, lambda p=path: self.win.load_model(None, p))
+        self.versions_menu.addAction(label, lambda p=path: self.host.load_model(None, p))
         self.versions_menu.setEnabled(True)
 
     # ---- dialogs ---------------------------------------------------------------------------------
@@ -542,7 +535,7 @@ class AnnotationController(QObject):
         if self.source_info is None:
             self.message.emit("open a source before exporting")
             return None
-        dlg = ExportDialog(self, self.win)
+        dlg = ExportDialog(self, self.host.main_window())
         self._track(dlg)
         dlg.show()
         return dlg
@@ -553,7 +546,7 @@ class AnnotationController(QObject):
         if self.source_info is None:
             self.message.emit("open a source before fine-tuning")
             return None
-        dlg = FinetuneDialog(self, self.win)
+        dlg = FinetuneDialog(self, self.host.main_window())
         self._track(dlg)
         dlg.show()
         return dlg
@@ -574,7 +567,7 @@ class AnnotationController(QObject):
         for f in self.frames_in(states):
             edits = self.session.frames[f]
             st = edits.stats()
-            name = self.session.names.get(f) or self.win._name(f)
+            name = self.session.names.get(f) or self.host.frame_name(f)
             rows.append((f, name, edits.mask.copy(), {
                 "frame": f, "state": self.session.state(f).name.lower(), "model_version": edits.model_version,
                 "threshold": edits.threshold, "strokes": st.strokes, "pixels_changed": st.pixels_changed,

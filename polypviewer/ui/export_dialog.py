@@ -194,7 +194,7 @@ class ExportDialog(WorkerDialog):
         if report.errors:
             self.controller.message.emit(report.summary)
         else:
-            self.controller.win.statusBar().showMessage(report.summary, 8000)
+            self.controller.host.notify(report.summary, 8000)
         self.exported.emit(report)
 
     def _on_failed(self, message: str) -> None:

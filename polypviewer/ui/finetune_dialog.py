@@ -210,7 +210,7 @@ class FinetuneDialog(WorkerDialog):
     # ---- choices ---------------------------------------------------------------------------
     def _current_weights(self) -> str:
         """The checkpoint the window runs now, else the shipped default, else empty."""
-        info = self.controller.win.predictions.info or {}
+        info = self.controller.host.model_info() or {}
         weights = info.get("weights")
         if weights and Path(str(weights)).is_file():
             return str(weights)
@@ -294,8 +294,8 @@ class FinetuneDialog(WorkerDialog):
         c = self.controller
         c.add_model_version(f"{res.base.name} (base)", str(res.base))
         c.add_model_version(f"{res.out.name} (fine-tuned, {res.sha256[:12]})", str(res.out))
-        c.win.model_panel.set_message(f"Fine-tuned version {res.sha256[:12]} ready: use it from the fine-tune "
-                                      "dialog or Annotate > Model versions (the base stays there too).")
+        c.host.model_message(f"Fine-tuned version {res.sha256[:12]} ready: use it from the fine-tune "
+                            "dialog or Annotate > Model versions (the base stays there too).")
         self.use_button.setEnabled(True)
         self.finished_run.emit(res)
 
@@ -307,4 +307,4 @@ class FinetuneDialog(WorkerDialog):
     def use_new_model(self) -> None:
         """Switch the window to the fine-tuned checkpoint; unedited frames are re-predicted."""
         if self.result is not None and self.result.out is not None:
-            self.controller.win.load_model(None, str(self.result.out))
+            self.controller.host.load_model(None, str(self.result.out))

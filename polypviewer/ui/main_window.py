@@ -18,6 +18,7 @@ from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
+    QGraphicsItem,
     QHBoxLayout,
     QLabel,
     QMainWindow,
@@ -26,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from polypviewer.core.edits import EditSession, Rect
 from polypviewer.core.errors import PolypviewerError
 from polypviewer.core.overlay import OverlayStyle
 from polypviewer.io.settings import load_settings, save_settings
@@ -36,7 +38,7 @@ from polypviewer.ui.panels import MetricsPanel, ModelPanel, NavigationBar, Overl
 from polypviewer.ui.playback import Player
 from polypviewer.ui.prediction import PredictionService
 from polypviewer.ui.timeline import Timeline
-from polypviewer.ui.workers import FrameService
+from polypviewer.ui.workers import FrameData, FrameService
 
 LOOKAHEAD = 8  # frames predicted ahead of the one shown
 NO_GT_REASON = ("Disagreement (TP / FP / FN) needs ground truth, and {name} has none: every polyp the "
@@ -48,7 +50,10 @@ VIDEO_FILTER = ("Videos and images (*.mp4 *.avi *.mov *.mkv *.m4v *.webm *.png *
 
 
 class MainWindow(QMainWindow):
-    """Signals: ``source_opened(info)``, ``displayed(index, has_prediction)``, ``message(str)``."""
+    """Signals: ``source_opened(info)``, ``displayed(index, has_prediction)``, ``message(str)``.
+
+    Implements :class:`polypviewer.ui.host.ReviewHost`, the only part of it the annotation
+    controller, its tools and its dialogs use."""
 
     source_opened = Signal(object)
     displayed = Signal(int, bool)
@@ -67,6 +72,7 @@ class MainWindow(QMainWindow):
         self.index = 0
         self.threshold = 0.5
         self.masks = MaskSlots()
+        self._session = EditSession()  # the annotation controller's (use_session)
         self.scores = FrameScores()
         self._shown_frame: tuple[int, int] | None = None  # (generation, index) on the canvas
         self._closed = False
@@ -322,7 +328,7 @@ class MainWindow(QMainWindow):
         if not self.source:
             return
         self.index = min(max(int(index), 0), self.n - 1)
-        self.nav.set_position(self.index, self.n, self._name(self.index), self.source.get("fps"))
+        self.nav.set_position(self.index, self.n, self.frame_name(self.index), self.source.get("fps"))
         self.timeline.set_current(self.index)
         if self.frames.get(self.index) is None:
             self.frames.request([self.index])
@@ -335,7 +341,8 @@ class MainWindow(QMainWindow):
             start = self.index if start is None else start
             self.predictions.request(list(range(start, self.n, stride))[:LOOKAHEAD + 1])
 
-    def _name(self, index: int) -> str:
+    def frame_name(self, index: int) -> str:
+        """The frame's name (its file stem, or ``<video stem>_<index>``)."""
         names = self.source.get("names") if self.source else None
         if names:
             return names[index]
@@ -533,6 +540,66 @@ class MainWindow(QMainWindow):
         self._keys_dialog.show()
         self._keys_dialog.raise_()
         return self._keys_dialog
+
+    # ---- ReviewHost (ui/host.py): what the annotation controller and its dialogs use ------
+    def frame(self, index: int) -> FrameData | None:
+        """The decoded frame ``index`` if it is in the cache, else None."""
+        return self.frames.get(index)
+
+    def prediction(self, index: int) -> np.ndarray | None:
+        """The running model's probability map of frame ``index`` if it is cached, else None."""
+        return self.predictions.cached(index)
+
+    def model_info(self) -> dict[str, Any] | None:
+        return self.predictions.info
+
+    def use_session(self, session: EditSession) -> None:
+        """Show and score the masks of ``session`` from now on (a new source, a reopened project)."""
+        self._session = session
+        self.masks.clear()
+        for f, edits in session.frames.items():
+            self.masks.set(f, edits.mask)
+
+    def show_mask(self, index: int) -> None:
+        """Frame ``index``'s mask was created or replaced: draw it if it is the frame shown."""
+        mask = self._session.mask(index)
+        if mask is None:
+            return
+        self.masks.set(index, mask)
+        if index == self.index:
+            cached = self.frames.get(index)
+            self.canvas.set_layers(mask, cached.gt if cached else None)
+
+    def refresh_mask(self, index: int, rect: Rect | None) -> None:
+        """Pixels of frame ``index``'s mask inside ``rect`` changed: redraw that rectangle if shown."""
+        if index == self.index and index in self.masks and self.canvas.layers()[0] is self.masks.get(index):
+            self.canvas.refresh_overlay(rect)
+
+    def rescore(self, index: int) -> None:
+        """Score frame ``index``'s shown mask again (metrics panel, timeline)."""
+        self.mask_edited(index)
+
+    def main_window(self) -> QMainWindow:
+        return self
+
+    def set_canvas_tool(self, handler: Any) -> None:
+        """The canvas's mouse handler (a tool of ``ui/tools.py``), or None to pan."""
+        self.canvas.set_tool(handler)
+
+    def add_canvas_item(self, item: QGraphicsItem) -> None:
+        self.canvas.scene().addItem(item)
+
+    def add_timeline_item(self, item: Any) -> None:
+        """A pyqtgraph item drawn on the per-frame strip (x = frame index, y in 0..1)."""
+        self.timeline.plot_widget().addItem(item)
+
+    def notify(self, message: str, timeout_ms: int = 4000) -> None:
+        """A passing success line in the status bar (problems go through :meth:`report`)."""
+        self.statusBar().showMessage(message, timeout_ms)
+
+    def model_message(self, text: str) -> None:
+        """The model panel's line (what runs, what is ready)."""
+        self.model_panel.set_message(text)
 
     # ---- messages and shutdown ---------------------------------------------------------
     def report(self, message: str) -> None:

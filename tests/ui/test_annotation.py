@@ -350,7 +350,7 @@ def test_finetune_dialog_trains_and_offers_the_new_version(open_window, qtbot, t
     assert res is not None and res.out == out and out.exists(), dlg.status.text()
     assert sha256_file(base_ckpt) == before
     assert len(res.held_out_names) == 1 and len(res.train_names) == 2
-    assert win._name(3) not in res.held_out_names + res.train_names  # flagged left out
+    assert win.frame_name(3) not in res.held_out_names + res.train_names  # flagged left out
     meta = json.loads(load_checkpoint(out).metadata["polypviewer.meta"])
     assert len(dlg._losses) == meta["global_steps"] == 2  # the live loss plot got every step
     # the held-out Dice was plotted after each epoch, and its last point is the final score
