@@ -1,7 +1,11 @@
 """Where polypviewer keeps things: shipped resources and models, per-user cache and config.
 
 Nothing is ever written next to a user's data: caches (video frame indices, compiled
-inference models) go to the per-user cache folder.
+inference models) go to the per-user cache folder, project files to the per-user projects
+folder.
+
+polypviewer's own environment variables are read here and nowhere else:
+``POLYPVIEWER_CACHE``, ``POLYPVIEWER_CONFIG`` and ``POLYPVIEWER_PROJECTS`` move those folders.
 """
 
 from __future__ import annotations
@@ -51,5 +55,14 @@ def config_dir() -> Path:
     override = os.environ.get("POLYPVIEWER_CONFIG")
     path = (Path(override) if override
             else _base("XDG_CONFIG_HOME", ".config", "Application Support", "APPDATA") / "polypviewer")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def projects_dir() -> Path:
+    """Where project files live (``$POLYPVIEWER_PROJECTS`` overrides, else ``<config dir>/projects``);
+    created on demand (an ``OSError`` when it cannot be)."""
+    override = os.environ.get("POLYPVIEWER_PROJECTS")
+    path = Path(override) if override else config_dir() / "projects"
     path.mkdir(parents=True, exist_ok=True)
     return path

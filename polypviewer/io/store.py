@@ -181,8 +181,12 @@ class Project:
     """An open project: ``session`` (masks + states) plus its crash-safe persistence.
 
     Every change made through ``project.session`` (or its frames' :class:`FrameEdits`) is
-    journaled and fsynced before the call returns. Use as a context manager or call
-    :meth:`close`.
+    journaled and fsynced before the call returns: the project installs itself as the
+    session's listener once, when it is made. A caller may put its own listener there instead
+    (the app's :class:`polypviewer.io.projects.SourceProject` does, to create the file lazily)
+    and forward to the project's ``frame_started``/``mask_changed``/``state_changed``; no
+    save, compaction or recovery puts the project back over it. Use as a context manager or
+    call :meth:`close`.
     """
 
     def __init__(self, path: Path, source: SourceRef, session: EditSession, generation: bytes,
@@ -190,6 +194,7 @@ class Project:
         self.path = path
         self.source = source
         self.session = session
+        session.listener = self  # once; never re-installed (a caller's own listener stays)
         self.generation = generation
         self.created = created
         self.recovery = RecoveryReport()
@@ -204,8 +209,12 @@ class Project:
 
     # -- create / open -----------------------------------------------------------------------
     @classmethod
-    def create(cls, path: str | Path, source: SourceRef, *, fsync: bool = True) -> Project:
-        """Make a new, empty project; refuses if ``path`` exists (nothing is ever overwritten)."""
+    def create(cls, path: str | Path, source: SourceRef, *, fsync: bool = True,
+               session: EditSession | None = None) -> Project:
+        """Make a new project; refuses if ``path`` exists (nothing is ever overwritten).
+
+        ``session``: edits made before the file existed, written into it now (the project
+        becomes that session's listener; default: a new, empty session)."""
         path = Path(path).absolute()
         if os.path.lexists(path):
             raise ProjectError("a project already exists here; open it instead (polypviewer never overwrites one)",
@@ -214,7 +223,8 @@ class Project:
             raise ProjectError("folder does not exist", path.parent)
         lock_fd = _lock(path)
         try:
-            project = cls(path, source, EditSession(), uuid.uuid4().bytes, lock_fd, fsync=fsync,
+            project = cls(path, source, session if session is not None else EditSession(),
+                          uuid.uuid4().bytes, lock_fd, fsync=fsync,
                           created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
             _move_aside(project.journal_path, project.recovery)  # a journal with no file is foreign
             # overwrite=False: refused if someone created it meanwhile (never overwrite)
@@ -375,7 +385,8 @@ class Project:
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
-            self.session.listener = None
+            if self.session.listener is self:
+                self.session.listener = None
             _unlock(self._lock_fd)
             self._lock_fd = None
 
@@ -426,7 +437,6 @@ class Project:
 
     def _start_writer(self, valid_bytes: int) -> None:
         self._writer = jr.JournalWriter(self.journal_path, valid_bytes, fsync=self._fsync)
-        self.session.listener = self
 
     def _write_file(self, path: Path, data: bytes, *, overwrite: bool) -> None:
         """``data`` to ``path`` safely (room checked first, temporary, fsync, move) or ProjectError."""

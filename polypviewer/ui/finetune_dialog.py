@@ -42,11 +42,11 @@ __all__ = ["FinetuneDialog", "FinetuneWorker", "default_output"]
 
 def default_output(base: str | Path) -> Path:
     """``<projects dir>/models/<base stem>-ft-<UTC time>.safetensors`` (a new, free name)."""
-    from polypviewer.ui.annotation import projects_dir
+    from polypviewer.ui.model_versions import finetuned_dir
 
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     stem = Path(str(base)).stem if base else "model"
-    return projects_dir() / "models" / f"{stem}-ft-{stamp}.safetensors"
+    return finetuned_dir() / f"{stem}-ft-{stamp}.safetensors"
 
 
 class FinetuneWorker(QObject):

@@ -92,7 +92,7 @@ class MainWindow(QMainWindow):
         self.player = Player(self)
         self._rescore_timer = QTimer(self, singleShot=True, interval=150, timeout=self._rescore_all)
         self._layout()
-        from polypviewer.ui.annotation import annotation_keys
+        from polypviewer.ui.annotation_keys import annotation_keys
 
         keymap, problems = resolve_keymap(self.settings.keymap, annotation_keys())
         self.keymap = keymap  # the annotation controller applies its part

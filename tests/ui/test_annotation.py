@@ -270,7 +270,7 @@ def test_paint_erase_fill_undo_states_export_reopen(open_window, qtbot, tiny_pre
 
 
 def test_a_damaged_project_is_reported_and_never_overwritten(open_window, qtbot, tiny_predictor, kvasir5, tmp_path):
-    from polypviewer.ui.annotation import project_candidates
+    from polypviewer.io.projects import project_candidates
 
     first = project_candidates(kvasir5)[0]
     first.parent.mkdir(parents=True, exist_ok=True)
@@ -394,7 +394,7 @@ def test_a_killed_session_is_recovered_when_its_source_is_opened(open_window, qt
     import subprocess
     import sys
 
-    from polypviewer.ui.annotation import project_candidates
+    from polypviewer.io.projects import project_candidates
 
     path = project_candidates(kvasir5)[0]
     subprocess.run([sys.executable, "-c", _KILLED_RUN, str(kvasir5), str(path)], check=True, timeout=120)
@@ -415,10 +415,11 @@ def _kill_project(c):
     lock released; the window forgets it (a killed process writes nothing more)."""
     import os
 
-    project, c.project = c.project, None
+    keeper = c.projects
+    project, keeper.project = keeper.project, None
     project._writer._f.close()
     os.close(project._lock_fd)
-    c._persist_failed = True
+    keeper.failed = True
     return project.path
 
 

@@ -6,7 +6,7 @@ from PySide6.QtGui import QKeySequence
 
 from polypviewer.io.settings import Settings, save_settings
 from polypviewer.ui.actions import resolve_keymap
-from polypviewer.ui.annotation import annotation_keys
+from polypviewer.ui.annotation_keys import annotation_keys
 
 
 def test_default_keys_do_not_collide():

@@ -36,9 +36,8 @@ def _open(qtbot, win, root):
 
 def test_an_unexpected_error_opening_the_project_still_saves_the_work_elsewhere(
         open_window, qtbot, tiny_predictor, kvasir3, monkeypatch):
+    from polypviewer.io.projects import project_candidates
     from polypviewer.io.store import Project, SourceRef
-    from polypviewer.ui import annotation
-    from polypviewer.ui.annotation import project_candidates
 
     first = project_candidates(kvasir3)[0]
     Project.create(first, SourceRef.from_path(kvasir3)).close()
@@ -47,7 +46,7 @@ def test_an_unexpected_error_opening_the_project_still_saves_the_work_elsewhere(
     def broken_open(path, **kw):  # an error the store did not turn into a ProjectError
         raise RuntimeError("H5Aread failed")
 
-    monkeypatch.setattr(annotation.Project, "open", broken_open)
+    monkeypatch.setattr(Project, "open", broken_open)
     win = open_window(tiny_predictor)
     c = win.annotation
     _open(qtbot, win, kvasir3)
@@ -62,9 +61,9 @@ def test_an_unexpected_error_opening_the_project_still_saves_the_work_elsewhere(
 
 def test_a_damaged_journal_is_recovered_and_the_lost_change_named(open_window, qtbot, tiny_predictor, kvasir3):
     from polypviewer.io import journal as jr
+    from polypviewer.io.projects import project_candidates
     from polypviewer.io.sources import open_source
     from polypviewer.io.store import Project, SourceRef
-    from polypviewer.ui.annotation import project_candidates
 
     path = project_candidates(kvasir3)[0]
     with open_source(kvasir3) as src:
