@@ -2,7 +2,8 @@
 
 Every registered network with its trainable parameters, the Keras-style total (trainable
 + BatchNorm running statistics, the number the ResUNet++ papers print), GFLOPs for one
-frame at its native input size (counted by ``torch.utils.flop_counter``), and the weights
+frame at its native input size (counted by ``torch.utils.flop_counter``), its default
+training recipe (the registry's, what ``train`` uses without ``--recipe``), and the weights
 available for it (shipped model cards, and which one is the default); plus the inference
 device / precision / backend the engine would choose on this machine.
 """
@@ -33,16 +34,13 @@ def collect(models: list[str] | None = None, with_flops: bool = True) -> dict[st
         openvino_available,
         precision_reason,
     )
-    from polypviewer.nets import list_models
+    from polypviewer.nets import get_spec, list_models
     from polypviewer.nets.summary import model_summary
     from polypviewer.nets.weights import CheckpointError, default_weights, shipped_weights
 
     names = models or list_models()
-    unknown = sorted(set(names) - set(list_models()))
-    if unknown:
-        from polypviewer.cli import UserError
-
-        raise UserError(f"unknown model {unknown[0]!r}; choose one of: {', '.join(list_models())}")
+    for name in names:  # an unknown name fails (one line, the known ones) before anything is built
+        get_spec(name)
     problems: list[str] = []
     records = shipped_weights(problems)  # a broken card is named in problems, the rest listed
     try:
@@ -86,14 +84,15 @@ def run(args: argparse.Namespace) -> int:
           f"(torch {e['torch']}, openvino {e['openvino'] or 'not installed'})")
     print(f"  why: {e['why']}")
     print(f"  cpu: {e['cpu_line']}\n")
-    header = f"{'model':<22} {'input':>5} {'trainable':>12} {'Keras total':>12} {'GFLOPs':>7}  weights"
+    header = (f"{'model':<22} {'input':>5} {'trainable':>12} {'Keras total':>12} {'GFLOPs':>7}  "
+              f"{'recipe':<15} weights")
     print(header)
     print("-" * len(header))
     for r in report["models"]:
         flops = f"{r['gflops']:.1f}" if r.get("gflops") is not None else "-"
         weights = ", ".join(f"{w['version']}{' (default)' if w['default'] else ''}" for w in r["weights"])
         print(f"{r['model']:<22} {r['input_size']:>5} {r['params']:>12,} {r['keras_total_params']:>12,} "
-              f"{flops:>7}  {weights or 'none shipped'}")
+              f"{flops:>7}  {r['recipe']:<15} {weights or 'none shipped'}")
     for p in report["problems"]:
         print(f"polypviewer: warning: {p}", file=sys.stderr)
     return 0

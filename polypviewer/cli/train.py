@@ -46,7 +46,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="override the recipe's epoch count")
     parser.add_argument("--recipe", default=None,
                         help="pranet, pranet_faithful, resunetpp, resunetpp_seed, resunetpp_fast, lite, finetune "
-                             "(default: lite for lite_pranet, resunetpp_seed for resunetpp*, else pranet)")
+                             "(default: the model's own, shown by `polypviewer info`)")
     parser.add_argument("--out", required=True, type=Path, help="checkpoint to write (.safetensors)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT.state.pt")
     parser.add_argument("--overwrite", action="store_true",
@@ -60,7 +60,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bf16", default="auto", choices=("auto", "on", "off"),
                         help="bf16 autocast (auto: where the CPU/GPU has it natively)")
     parser.add_argument("--fp16-weights", action="store_true", help="store the checkpoint in fp16")
-    parser.add_argument("--no-pretrained", action="store_true", help="lite_pranet: random encoder")
+    parser.add_argument("--no-pretrained", action="store_true",
+                        help="start an ImageNet-pretrained encoder (lite_pranet's) from random weights")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
     parser.add_argument("--size", type=int, help="train at this input size instead of the model's "
@@ -112,12 +113,6 @@ def check_outputs(out: Path, *, resume: bool, overwrite: bool) -> bool:
     return True
 
 
-def default_recipe(model: str) -> str:
-    if model == "lite_pranet":
-        return "lite"
-    return "resunetpp_seed" if model.startswith("resunetpp") or model == "unet" else "pranet"
-
-
 class ProgressBar:
     """One self-rewriting line on stderr per epoch; a full line when an epoch ends."""
 
@@ -164,11 +159,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        spec = get_spec(args.model)
-    except KeyError as exc:
-        raise UserError(str(exc.args[0])) from None
-    recipe = training.get_recipe(args.recipe or default_recipe(args.model))
+    spec = get_spec(args.model)
+    recipe = training.get_recipe(args.recipe or spec.recipe)
     replace_card = check_outputs(args.out, resume=args.resume, overwrite=args.overwrite)
     size = args.size or spec.preprocessing.input_size
     if size % 32 or not 32 <= size <= 2048:  # the rule load_checkpoint applies to what we write

@@ -279,13 +279,16 @@ def _load_state(path: Path) -> dict[str, Any]:
 
 
 def train(model_name: str, train_set: SampleSet, val_set: SampleSet | None, out: str | Path, *,
-          recipe: Recipe | str = "pranet", epochs: int | None = None, model: nn.Module | None = None,
+          recipe: Recipe | str | None = None, epochs: int | None = None, model: nn.Module | None = None,
           pretrained: bool = True, device: str = "auto", bf16: str | bool = "auto", seed: int = 0,
           resume: bool = False, overwrite: bool = False, callbacks: Sequence[Callback] = (),
           stop: _Flag | None = None, half: bool = False, meta: dict[str, Any] | None = None,
           max_steps: int | None = None, size: int | None = None,
           monitor_set: SampleSet | None = None, preprocessing: Any = None) -> TrainResult:
     """Train ``model_name`` (or the given ``model``) and keep the best checkpoint at ``out``.
+
+    ``recipe`` defaults to the model's own (``ModelSpec.recipe`` in the registry); with
+    ``pretrained`` a model whose spec has ``pretrained_encoder`` starts from ImageNet weights.
 
     ``monitor_set`` is scored after every epoch and reported (``TrainEvent.monitor``, the
     history) but never used to choose weights or stop: fine-tuning watches its held-out
@@ -300,6 +303,9 @@ def train(model_name: str, train_set: SampleSet, val_set: SampleSet | None, out:
     from polypviewer.engine.backends import choose_device
     from polypviewer.nets.weights import save_checkpoint
 
+    spec = get_spec(model_name)
+    if recipe is None:
+        recipe = spec.recipe
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
     if epochs is not None:
         recipe = replace(recipe, epochs=epochs)
@@ -318,13 +324,12 @@ def train(model_name: str, train_set: SampleSet, val_set: SampleSet | None, out:
     world, rank, dev = _distributed(dev)
     is_main = rank == 0
     autocast = choose_autocast(dev, bf16)
-    spec = get_spec(model_name)
     base_prep = preprocessing or spec.preprocessing
     size = size or base_prep.input_size
     prep = replace(base_prep, input_size=size)
     if model is None:
         torch.manual_seed(seed)  # the head's random init is part of the recipe too
-        cfg = {"pretrained": True} if pretrained and model_name == "lite_pranet" else {}
+        cfg = {"pretrained": True} if pretrained and spec.pretrained_encoder else {}
         model = build_model(model_name, **cfg)
     model.to(dev).train()
     frozen = _freeze(model, recipe.freeze)

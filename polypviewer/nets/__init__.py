@@ -6,11 +6,18 @@ Add a model module to ``_MODEL_MODULES`` and decorate its builder with
 
 import importlib
 
-from polypviewer.nets.registry import ModelSpec, Preprocessing, build_model, get_spec, list_models
+from polypviewer.nets.registry import (
+    ModelSpec,
+    Preprocessing,
+    UnknownModelError,
+    build_model,
+    get_spec,
+    list_models,
+)
 
 _MODEL_MODULES = ("pranet", "resunetpp", "unet", "lite_pranet")
 
 for _m in _MODEL_MODULES:
     importlib.import_module(f"polypviewer.nets.{_m}")
 
-__all__ = ["ModelSpec", "Preprocessing", "build_model", "get_spec", "list_models"]
+__all__ = ["ModelSpec", "Preprocessing", "UnknownModelError", "build_model", "get_spec", "list_models"]

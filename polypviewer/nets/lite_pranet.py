@@ -74,9 +74,15 @@ class MBConv(nn.Module):
 
 
 class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 feature extractor (no classifier head): features at strides 4..32."""
+    """EfficientNet-Lite0 feature extractor (no classifier head): features at strides 4..32.
 
-    out_channels = (24, 40, 112, 320)
+    Follows the encoder contract of :mod:`polypviewer.nets.encoder`; ``forward`` is
+    ``forward_features`` (there is no classifier to run).
+    """
+
+    out_channels: tuple[int, ...] = (24, 40, 112, 320)
+    strides: tuple[int, ...] = (4, 8, 16, 32)
+    output_stride = 32
 
     def __init__(self) -> None:
         super().__init__()
@@ -84,7 +90,8 @@ class EfficientNetLite0(nn.Module):
         self._bn0 = nn.BatchNorm2d(32, **_BN)
         self._blocks = nn.ModuleList(MBConv(*b) for b in LITE0_BLOCKS)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The outputs of the last block at strides 4, 8, 16 and 32."""
         x = F.relu6(self._bn0(self._conv_stem(x)))
         feats = []
         for i, block in enumerate(self._blocks):
@@ -92,6 +99,9 @@ class EfficientNetLite0(nn.Module):
             if i in _TAPS:
                 feats.append(x)
         return feats
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.forward_features(x)
 
 
 class RFB(nn.Module):
@@ -209,7 +219,8 @@ def load_pretrained_encoder(model: LitePraNet) -> None:
 @register_model("lite_pranet", preprocessing=PREPROCESSING,
                 description="PraNet head (RFB, partial decoder, reverse attention) on an "
                             "ImageNet-pretrained EfficientNet-Lite0 encoder; fast on CPU",
-                reference="Fan et al., PraNet, MICCAI 2020; Tan & Le, EfficientNet-Lite (2020)")
+                reference="Fan et al., PraNet, MICCAI 2020; Tan & Le, EfficientNet-Lite (2020)",
+                recipe="lite", pretrained_encoder=True)
 def lite_pranet(*, pretrained: bool = False, channel: int = 32, ra_channel: int = 64) -> LitePraNet:
     """Build the lite PraNet; ``pretrained`` loads the ImageNet encoder from its package."""
     model = LitePraNet(channel=channel, ra_channel=ra_channel)

@@ -174,6 +174,7 @@ def _select_map2(out: tuple[torch.Tensor, ...] | list[torch.Tensor]) -> torch.Te
     reference="Fan et al., PraNet: Parallel Reverse Attention Network for Polyp Segmentation, "
               "MICCAI 2020; github.com/DengPingFan/PraNet",
     select=_select_map2,
+    recipe="pranet",
 )
 def pranet(*, channel: int = 32) -> PraNet:
     """Build PraNet (random initialisation; load weights with ``nets.weights``)."""

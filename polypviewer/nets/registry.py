@@ -2,7 +2,11 @@
 
 Every registered network's ``forward`` returns logits: one tensor ``(N, 1, H, W)`` or a
 tuple of them (deep supervision); ``ModelSpec.select`` picks the map used at inference.
-Preprocessing travels with the spec (and with checkpoints, see ``weights.py``).
+Preprocessing travels with the spec (and with checkpoints, see ``weights.py``), and so do
+the facts training needs: the model's default recipe (a name in
+``polypviewer.engine.training.RECIPES``, as torchvision keeps the recipe in its weights' meta)
+and whether its builder can start from an ImageNet-pretrained encoder (``pretrained=True``,
+as smp keeps the pretrained settings in its encoder registry).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from polypviewer.core.errors import PolypviewerError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -51,19 +57,28 @@ class ModelSpec:
     # of a tuple (PraNet's map2) or the tensor itself.
     select: Callable[[Any], torch.Tensor] = field(default=_last)
     reference: str = ""  # paper / source the architecture follows
+    recipe: str = "pranet"  # default training recipe (engine.training.RECIPES)
+    # The builder takes ``pretrained=True`` and then loads ImageNet weights into its encoder.
+    pretrained_encoder: bool = False
+
+
+class UnknownModelError(PolypviewerError):
+    """A model name the registry does not know; the message lists the known ones."""
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register_model(name: str, *, preprocessing: Preprocessing, description: str = "",
-                   reference: str = "", select: Callable[[Any], torch.Tensor] = _last):
+                   reference: str = "", select: Callable[[Any], torch.Tensor] = _last,
+                   recipe: str = "pranet", pretrained_encoder: bool = False):
     """Decorator for a builder ``fn(**cfg) -> nn.Module``; registers it under ``name``."""
 
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelSpec(name, fn, preprocessing, description, select, reference)
+        _REGISTRY[name] = ModelSpec(name, fn, preprocessing, description, select, reference,
+                                    recipe, pretrained_encoder)
         return fn
 
     return deco
@@ -80,11 +95,13 @@ def list_models() -> list[str]:
 
 
 def get_spec(name: str) -> ModelSpec:
+    """The registered model ``name``; :class:`UnknownModelError` (one line) otherwise."""
     _ensure_loaded()
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown model {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}") from None
+        raise UnknownModelError(f"unknown model {name!r}; choose one of: "
+                                f"{', '.join(sorted(_REGISTRY))}") from None
 
 
 def build_model(name: str, **cfg: Any) -> nn.Module:

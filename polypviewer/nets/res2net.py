@@ -5,9 +5,9 @@ Multi-scale Backbone Architecture", TPAMI 2019; the ``Res2Net_v1b.py`` that PraN
 that its checkpoints load with ``strict=True`` without renaming a key. That is also why the
 unused ImageNet classifier ``fc`` exists: the PraNet checkpoint contains it.
 
-Encoder contract (as in segmentation_models_pytorch): :meth:`Res2Net.forward_features`
-returns the stem output and the four stage outputs; ``out_channels`` and ``output_stride``
-describe them.
+:class:`Res2Net` follows the encoder contract of :mod:`polypviewer.nets.encoder`:
+:meth:`Res2Net.forward_features` returns the stem output and the four stage outputs;
+``out_channels``, ``strides`` and ``output_stride`` describe them.
 """
 
 from __future__ import annotations
@@ -74,6 +74,8 @@ class Bottle2neck(nn.Module):
 class Res2Net(nn.Module):
     """Res2Net v1b: deep 3-conv stem and average-pool downsampling shortcuts."""
 
+    # The encoder contract (nets/encoder.py): forward_features' maps are at these strides.
+    strides: tuple[int, ...] = (4, 4, 8, 16, 32)
     output_stride = 32
 
     def __init__(self, layers: tuple[int, int, int, int] = (3, 4, 6, 3), *, base_width: int = 26,
@@ -101,7 +103,7 @@ class Res2Net(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(512 * Bottle2neck.expansion, num_classes)
         # (stem, layer1..layer4) channels of forward_features
-        self.out_channels = (64, 256, 512, 1024, 2048)
+        self.out_channels: tuple[int, ...] = (64, 256, 512, 1024, 2048)
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

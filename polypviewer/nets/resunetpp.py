@@ -347,8 +347,9 @@ _VARIANTS = {
 
 
 def _register(name: str, aspp: str, description: str, reference: str) -> None:
+    # Every variant trains by default as the MediaEval 2020 paper trained them (Nadam, mIoU).
     @register_model(name, preprocessing=KERAS_PREPROCESSING, description=description,
-                    reference=reference)
+                    reference=reference, recipe="resunetpp_seed")
     def build(**cfg) -> ResUNetPlusPlus:
         return ResUNetPlusPlus(aspp, name=name, **cfg)
 

@@ -75,9 +75,10 @@ def gflops(model: nn.Module, input_size: int | tuple[int, int], in_channels: int
 def model_summary(name: str, input_size: int | None = None, *, with_flops: bool = True,
                   **cfg: Any) -> dict[str, Any]:
     """Build the registered model ``name`` and describe it (for ``polypviewer info``):
-    ``{"model", "description", "reference", "input_size", "params", "keras_total_params",
-    "gflops"}``; ``gflops`` is at the model's native input size unless ``input_size`` is
-    given, and None when ``with_flops`` is False (it runs a forward pass)."""
+    ``{"model", "description", "reference", "input_size", "preprocessing", "recipe",
+    "pretrained_encoder", "params", "keras_total_params", "gflops"}``; ``gflops`` is at the
+    model's native input size unless ``input_size`` is given, and None when ``with_flops`` is
+    False (it runs a forward pass)."""
     from polypviewer.nets.registry import get_spec
 
     spec = get_spec(name)
@@ -90,6 +91,8 @@ def model_summary(name: str, input_size: int | None = None, *, with_flops: bool 
         "reference": spec.reference,
         "input_size": size,
         "preprocessing": spec.preprocessing.to_dict(),
+        "recipe": spec.recipe,  # the default training recipe
+        "pretrained_encoder": spec.pretrained_encoder,
         "params": trainable,
         "keras_total_params": keras_total,
         "gflops": round(gflops(model, size), 2) if with_flops else None,

@@ -107,6 +107,7 @@ class UNet(nn.Module):
                 description="U-Net baseline of the MediaEval 2020 ResUNet++ paper: 16..256 "
                             "filters, 128-filter transposed convs, 256x256 input, BGR/255.",
                 reference="Ali et al., MediaEval 2020; Ronneberger et al., MICCAI 2015; "
-                          "github.com/DebeshJha/ResUNetPlusPlus (unet.py)")
+                          "github.com/DebeshJha/ResUNetPlusPlus (unet.py)",
+                recipe="resunetpp_seed")  # the baseline is trained like the paper's ResUNet++
 def unet(**cfg) -> UNet:
     return UNet(**cfg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -13,8 +14,9 @@ import pytest
 import torch
 
 from polypviewer.engine.augment import AugmentConfig
-from polypviewer.engine.data import DataError, holdout_split, load_set, read_split
-from polypviewer.engine.training import Recipe, TrainingError, evaluate_model, state_path, train
+from polypviewer.engine.data import DataError, SampleSet, holdout_split, load_set, read_split
+from polypviewer.engine.training import RECIPES, Recipe, TrainingError, evaluate_model, state_path, train
+from polypviewer.nets import get_spec, list_models
 from polypviewer.nets.weights import load_checkpoint
 
 SIZE = 64
@@ -190,3 +192,32 @@ def test_monitor_set_is_reported_each_epoch_and_never_changes_the_result(tiny, t
     a = load_checkpoint(tmp_path / "w.safetensors").state_dict
     b = load_checkpoint(tmp_path / "p.safetensors").state_dict
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# The recipe `train` picks when none is given: the registry's (these were the CLI's defaults).
+DEFAULT_RECIPES = {"pranet": "pranet", "lite_pranet": "lite", "unet": "resunetpp_seed",
+                   "resunetpp": "resunetpp_seed", "resunetpp_seed": "resunetpp_seed",
+                   "resunetpp_sepconv": "resunetpp_seed", "resunetpp_daspp": "resunetpp_seed",
+                   "resunetpp_daspp_relu": "resunetpp_seed"}
+
+
+def test_the_registry_names_each_models_recipe_and_pretrained_encoder():
+    assert {n: get_spec(n).recipe for n in DEFAULT_RECIPES} == DEFAULT_RECIPES
+    assert all(get_spec(n).recipe in RECIPES for n in list_models())
+    # pretrained_encoder: exactly the builders that take ``pretrained``
+    takes = {n for n in list_models() if "pretrained" in inspect.signature(get_spec(n).builder).parameters}
+    assert takes == {n for n in list_models() if get_spec(n).pretrained_encoder}
+    assert "lite_pranet" in takes and "pranet" not in takes
+
+
+def test_train_without_a_recipe_runs_the_models_own(tmp_path: Path, one_thread) -> None:
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2)]
+    masks = [np.zeros((64, 64), bool) for _ in range(2)]
+    for m in masks:
+        m[16:40, 20:44] = True
+    data = SampleSet(tmp_path, ["a", "b"], images, masks)
+    out = tmp_path / "m.safetensors"
+    train("lite_pranet", data, None, out, pretrained=False, bf16="off", size=64, max_steps=1, epochs=1)
+    want = json.loads(json.dumps(RECIPES["lite"].to_dict() | {"epochs": 1}))  # tuples as lists
+    assert load_checkpoint(out).meta["recipe"] == want
