@@ -120,10 +120,7 @@ class Predictor:
                                        "pass --model NAME", weights_path)
         if model is None:
             raise EngineError("no model given: pass --model NAME")
-        try:
-            spec = get_spec(model)
-        except KeyError as exc:
-            raise EngineError(str(exc.args[0])) from None
+        spec = get_spec(model)  # an unknown name: UnknownModelError, one line naming the known ones
         net = build_model(model)
         preprocessing = spec.preprocessing
         if ckpt is not None:

@@ -241,9 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = import_keras_h5(args.h5, args.model)
         digest = save_checkpoint(args.output, model, model_name=args.model,
                                  meta={"source": f"keras:{args.h5.name}"})
-    except (PolypviewerError, KeyError) as exc:
-        # KeyError: an unknown model name (its message lists the known ones)
-        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+    except PolypviewerError as exc:  # an unknown model name too (UnknownModelError)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{args.output}: {args.model} from {args.h5.name}, sha256 {digest[:12]}")
     return 0

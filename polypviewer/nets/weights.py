@@ -730,9 +730,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         digest = convert_checkpoint(args.checkpoint, args.output, model_name=args.model,
                                     dtype=torch.float16 if args.half else None,
                                     overwrite=args.overwrite)
-    except (PolypviewerError, KeyError) as exc:
-        # KeyError: an unknown model name (its message lists the known ones)
-        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+    except PolypviewerError as exc:  # an unknown model name too (UnknownModelError)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{args.output}: {args.model} from {args.checkpoint.name}, sha256 {digest[:12]}")
     return 0

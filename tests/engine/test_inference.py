@@ -25,7 +25,7 @@ from polypviewer.engine.inference import (
     prepare_input,
     probabilities,
 )
-from polypviewer.nets.registry import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from polypviewer.nets.registry import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, UnknownModelError
 
 PRE64 = Preprocessing(64, "RGB", IMAGENET_MEAN, IMAGENET_STD)
 
@@ -505,3 +505,8 @@ def test_breaking_out_of_the_loop_frees_the_threads():
             break
     runner.join(2.0)
     assert all(not th.is_alive() for th in runner._threads)
+
+
+def test_an_unknown_model_is_refused_in_one_line_naming_the_known_ones():
+    with pytest.raises(UnknownModelError, match=r"^unknown model 'nope'; choose one of: .*lite_pranet"):
+        Predictor.create("nope", allow_random=True)

@@ -226,6 +226,7 @@ def test_cli_converts_to_a_loadable_checkpoint(tmp_path, capsys):
     assert main([str(h5), "--model", "unet", "-o", str(out)]) == 2  # never overwrites
     assert "already exists" in capsys.readouterr().err
     assert main([str(h5), "--model", "nope", "-o", str(tmp_path / "x.safetensors")]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown model 'nope'; choose one of: ")
 
 
 @pytest.mark.parametrize("name", sorted(TINY))

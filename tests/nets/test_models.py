@@ -14,7 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from polypviewer.nets import build_model, get_spec, list_models
+from polypviewer.core.errors import PolypviewerError
+from polypviewer.nets import UnknownModelError, build_model, get_spec, list_models
 from polypviewer.nets.summary import count_parameters
 from polypviewer.nets.weights import load_checkpoint, load_weights, save_checkpoint
 
@@ -135,3 +136,11 @@ def test_count_parameters_splits_trainable_and_keras_total():
     assert count_parameters(net) == (125, 133)
     net[0].requires_grad_(False)
     assert count_parameters(net) == (13, 133)  # frozen weights still count in the total
+
+
+def test_an_unknown_model_is_one_line_naming_the_known_ones():
+    for call in (get_spec, build_model):
+        with pytest.raises(UnknownModelError) as err:
+            call("nope")
+        assert isinstance(err.value, PolypviewerError)  # the CLI prints it, the GUI shows it
+        assert str(err.value) == f"unknown model 'nope'; choose one of: {', '.join(list_models())}"

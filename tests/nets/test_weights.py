@@ -300,6 +300,8 @@ def test_convert_pth_to_safetensors_names_model_and_source(tmp_path, capsys):
     assert not other.exists()
     assert main([str(src), "--model", "unet", "-o", str(dst)]) == 2
     assert "already exists" in capsys.readouterr().err
+    assert main([str(src), "--model", "nope", "-o", str(other)]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown model 'nope'; choose one of: ")
 
 
 # --- metadata is checked, not trusted ----------------------------------------------------
