@@ -255,8 +255,8 @@ class Tour:
             self.key(Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier)  # predict the whole source
         _wait(lambda: all(w.predictions.cached(i) is not None for i in range(last)), self.timeout,
               f"predictions of frames 0..{last - 1}")
-        _wait(lambda: all(i in w.scores.area for i in range(last)) or w.timeline.next_worst(w.index, 1) is not None,
-              self.timeout, "the timeline to fill")
+        _wait(lambda: all(i in w.review.scores.area for i in range(last))
+              or w.timeline.next_worst(w.index, 1) is not None, self.timeout, "the timeline to fill")
         self.key(Qt.Key.Key_Home)
         self.wait_shown(0)
         self.key(Qt.Key.Key_W)  # next worst frame

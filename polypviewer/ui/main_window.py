@@ -1,15 +1,14 @@
 """The review window: composes the canvas, panels, timeline and workers, and wires them.
 
 Per-frame state lives outside the widgets: ``FrameService`` (decoded frames), the
-``PredictionService`` cache (probabilities keyed by source, frame, model version),
-``MaskSlots`` (the editable mask of each frame, see ``ui/overlay.py``) and ``FrameScores``.
-``_display()`` draws the current frame from whatever of these is ready; workers only ever
-deliver through signals.
+``PredictionService`` cache (probabilities keyed by source, frame, model version) and the
+Qt-free ``core.review.ReviewModel`` (which mask each frame shows: the annotation session's
+edited mask, else the thresholded prediction; and its scores). ``_display()`` draws the
+current frame from whatever of these is ready; workers only ever deliver through signals.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +29,10 @@ from PySide6.QtWidgets import (
 from polypviewer.core.edits import EditSession, Rect
 from polypviewer.core.errors import PolypviewerError
 from polypviewer.core.overlay import OverlayStyle
+from polypviewer.core.review import ReviewModel
 from polypviewer.io.settings import load_settings, save_settings
 from polypviewer.ui.actions import MENUS, SPECS, build_actions, resolve_keymap
 from polypviewer.ui.canvas import Canvas
-from polypviewer.ui.overlay import FrameScores, MaskSlots
 from polypviewer.ui.panels import MetricsPanel, ModelPanel, NavigationBar, OverlayPanel
 from polypviewer.ui.playback import Player
 from polypviewer.ui.prediction import PredictionService
@@ -70,10 +69,6 @@ class MainWindow(QMainWindow):
         self.errors: list[str] = []
         self.source: dict[str, Any] | None = None
         self.index = 0
-        self.threshold = 0.5
-        self.masks = MaskSlots()
-        self._session = EditSession()  # the annotation controller's (use_session)
-        self.scores = FrameScores()
         self._shown_frame: tuple[int, int] | None = None  # (generation, index) on the canvas
         self._closed = False
         self._options = dict(predictor_options or {})
@@ -84,10 +79,11 @@ class MainWindow(QMainWindow):
         self.timeline = Timeline()
         self.model_panel = ModelPanel(list_models())
         self.model_panel.set_ready(_models_with_weights())
-        self.overlay_panel = OverlayPanel(OverlayStyle(), self.threshold)
+        self.overlay_panel = OverlayPanel(OverlayStyle(), 0.5)
         self.metrics_panel = MetricsPanel()
         self.frames = FrameService(parent=self)
         self.predictions = PredictionService(parent=self)
+        self.review = ReviewModel(self.predictions)  # what each frame shows, and its scores
         self.predictions.style = self.canvas.style()
         self.player = Player(self)
         self._rescore_timer = QTimer(self, singleShot=True, interval=150, timeout=self._rescore_all)
@@ -232,8 +228,7 @@ class MainWindow(QMainWindow):
         self.statusBar().clearMessage()
         self.index = 0
         self._shown_frame = None
-        self.masks.clear()
-        self.scores.reset(info["n"])
+        self.review.open(info["n"], info["has_masks"])
         self.nav.set_length(info["n"])
         self.timeline.set_length(info["n"], "dice" if info["has_masks"] else "area")
         self._set_gt_available(info["has_masks"], NO_GT_REASON.format(name=Path(info["path"]).name))
@@ -377,46 +372,25 @@ class MainWindow(QMainWindow):
         res = pred.result
         if pred.data is not None and self.frames.get(index) is None:
             self.frames.put(index, pred.data)
-        if index in self.masks or pred.scored is None or pred.scored.threshold != self.threshold:
+        if not self.review.take_scored(index, pred.scored):  # (scored on the worker at this threshold)
             cached = self.frames.get(index)
             self._score(index, res.prob, cached.gt if cached else res.gt)
-        else:  # scored on the worker thread at the current threshold
-            self._show_score(index, self.scores.put(index, pred.scored))
+        else:
+            self._show_score(index)
         if index == self.index:
             self._display()
         else:  # the means over seen / all frames may have changed
             self._show_metrics()
 
+    @property
+    def threshold(self) -> float:
+        """The probability a pixel needs to be shown as polyp (unedited frames)."""
+        return self.review.threshold
+
     def current_mask(self, index: int | None = None) -> np.ndarray | None:
-        """The mask shown for a frame: its editable slot if it has one, else the thresholded
-        prediction (None when there is no prediction yet)."""
-        index = self.index if index is None else index
-        slot = self.masks.get(index)
-        if slot is not None:
-            return slot
-        return self.predictions.cached_mask(index, self.threshold)
-
-    def editable_mask(self, index: int | None = None) -> np.ndarray | None:
-        """The editable mask of a frame (created from its thresholded prediction on first use).
-        Tools paint into this array and call ``canvas.refresh_overlay(rect)`` then
-        ``mask_edited(index)``. None while the frame is not decoded yet."""
-        index = self.index if index is None else index
-        cached = self.frames.get(index)
-        if cached is None:
-            return None
-        mask = self.masks.ensure(index, self.predictions.cached(index), self.threshold, cached.frame.shape[:2])
-        if index == self.index:
-            self.canvas.set_layers(mask, cached.gt)
-        return mask
-
-    def mask_edited(self, index: int | None = None) -> None:
-        """Re-score a frame after its editable mask changed (call at the end of a stroke)."""
-        index = self.index if index is None else index
-        cached = self.frames.get(index)
-        if cached is not None and index in self.masks:
-            self._score(index, self.predictions.cached(index), cached.gt)
-            if index == self.index:
-                self._show_metrics()
+        """The mask shown for a frame: the annotation session's if it has one, else the
+        thresholded prediction (None when there is no prediction yet)."""
+        return self.review.shown_mask(self.index if index is None else index)
 
     def _display(self) -> None:
         cached = self.frames.get(self.index) if self.source else None
@@ -429,43 +403,32 @@ class MainWindow(QMainWindow):
             self._shown_frame = key
         mask = self.current_mask()
         rendered = None
-        if mask is not None and self.index not in self.masks:
+        if mask is not None and not self.review.is_edited(self.index):
             rendered = self.predictions.cached_overlay(self.index, self.threshold, self.canvas.style())
         self.canvas.set_layers(mask, gt, rendered)
         if mask is not None:
-            self.scores.mark_seen(self.index)
-            if self.index not in self.scores.area:
+            self.review.scores.mark_seen(self.index)
+            if self.review.needs_score(self.index):
                 self._score(self.index, self.predictions.cached(self.index), gt)
         self._show_metrics()
         self.refresh_status()
         self.displayed.emit(self.index, mask is not None)
 
     def _score(self, index: int, prob, gt) -> None:
-        mask = self.masks.get(index)
-        if mask is None:
-            if prob is None:
-                return
-            mask = prob >= self.threshold
-        self._show_score(index, self.scores.score(index, mask, gt, prob))
+        if self.review.score(index, gt, prob):
+            self._show_score(index)
 
-    def _show_score(self, index: int, s: dict | None) -> None:
-        if s is not None:
-            self.timeline.set_value(index, s["dice"])
-        else:
-            area, conf = self.scores.area[index]
-            self.timeline.set_value(index, area, conf)
+    def _show_score(self, index: int) -> None:
+        self.timeline.set_value(index, *self.review.timeline_value(index))
 
     def _show_metrics(self) -> None:
-        self.metrics_panel.set_current(self.scores.get(self.index))
-        seen, n_seen = self.scores.seen_means()
-        whole, n_scored = self.scores.whole_means()
+        scores = self.review.scores
+        self.metrics_panel.set_current(scores.get(self.index))
+        seen, n_seen = scores.seen_means()
+        whole, n_scored = scores.whole_means()
         self.metrics_panel.set_means(seen, n_seen, whole, n_scored, self.n)
         if self.source and not self.source["has_masks"]:
-            area, conf = self.scores.area.get(self.index, (math.nan, math.nan))
-            self.metrics_panel.set_note(
-                "No ground truth in this source. " + ("" if math.isnan(area) else
-                f"Predicted polyp area: {100 * area:.1f} % of the frame"
-                + ("" if math.isnan(conf) else f", mean confidence {conf:.2f}") + "."))
+            self.metrics_panel.set_note(self.review.no_gt_note(self.index))
 
     def refresh_status(self) -> None:
         parts = [f"zoom {self.canvas.zoom() * 100:.0f}%"]
@@ -506,9 +469,8 @@ class MainWindow(QMainWindow):
         self.overlay_panel.set_has_gt(has_gt, reason)
 
     def set_threshold(self, value: float) -> None:
-        if math.isclose(value, self.threshold):
+        if not self.review.set_threshold(value):
             return
-        self.threshold = float(value)
         self.predictions.threshold = self.threshold
         self.overlay_panel.set_threshold(value)
         self._invalidate_scores()
@@ -516,15 +478,14 @@ class MainWindow(QMainWindow):
         self._rescore_timer.start()  # the other cached frames, once the slider rests
 
     def _invalidate_scores(self) -> None:
-        self.scores.invalidate()
+        self.review.invalidate()
         self.timeline.clear_values()
 
     def _rescore_all(self) -> None:
         for i in range(self.n):
-            prob = self.predictions.cached(i)
             cached = self.frames.get(i)
-            if (prob is not None or i in self.masks) and cached is not None and i not in self.scores.area:
-                self._score(i, prob, cached.gt)
+            if cached is not None and self.review.needs_score(i):
+                self._score(i, self.predictions.cached(i), cached.gt)
         self._show_metrics()
 
     # ---- help ----------------------------------------------------------------------------
@@ -554,30 +515,30 @@ class MainWindow(QMainWindow):
         return self.predictions.info
 
     def use_session(self, session: EditSession) -> None:
-        """Show and score the masks of ``session`` from now on (a new source, a reopened project)."""
-        self._session = session
-        self.masks.clear()
-        for f, edits in session.frames.items():
-            self.masks.set(f, edits.mask)
+        """Show and score the masks of ``session`` from now on (a new source, a reopened project);
+        the session is their one owner: the canvas draws its arrays, never copies."""
+        self.review.use_session(session)
 
     def show_mask(self, index: int) -> None:
         """Frame ``index``'s mask was created or replaced: draw it if it is the frame shown."""
-        mask = self._session.mask(index)
-        if mask is None:
-            return
-        self.masks.set(index, mask)
-        if index == self.index:
+        mask = self.review.session.mask(index)
+        if mask is not None and index == self.index:
             cached = self.frames.get(index)
             self.canvas.set_layers(mask, cached.gt if cached else None)
 
     def refresh_mask(self, index: int, rect: Rect | None) -> None:
         """Pixels of frame ``index``'s mask inside ``rect`` changed: redraw that rectangle if shown."""
-        if index == self.index and index in self.masks and self.canvas.layers()[0] is self.masks.get(index):
+        mask = self.review.session.mask(index)
+        if index == self.index and mask is not None and self.canvas.layers()[0] is mask:
             self.canvas.refresh_overlay(rect)
 
     def rescore(self, index: int) -> None:
-        """Score frame ``index``'s shown mask again (metrics panel, timeline)."""
-        self.mask_edited(index)
+        """Score frame ``index``'s shown (edited) mask again: metrics panel, timeline."""
+        cached = self.frames.get(index)
+        if cached is not None and self.review.is_edited(index):
+            self._score(index, self.predictions.cached(index), cached.gt)
+            if index == self.index:
+                self._show_metrics()
 
     def main_window(self) -> QMainWindow:
         return self

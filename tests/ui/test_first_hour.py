@@ -167,10 +167,9 @@ def test_empty_axis_dice_one_inside_the_plot_and_the_caption_off_the_curve(qtbot
     assert vb.viewRange()[0] == pytest.approx([0.0, 1.0])  # no source: 0..1, not -0.5..0.5
     _open(qtbot, win, _folder(tmp_path))
     assert vb.viewRange()[1] == pytest.approx([-0.02, 1.05])
-    mask = win.editable_mask()
-    mask[:] = win.frames.get(0).gt  # a perfect correction: Dice 1.0
-    win.canvas.refresh_overlay(None)
-    win.mask_edited()
+    win.annotation.editor.edits(create=True).replace(win.frames.get(0).gt, "a perfect correction")  # Dice 1.0
+    win.refresh_mask(0, None)
+    win.rescore(0)
     assert win.metrics_panel.value("dice") == "1.000" and tl.values()[0] == 1.0
     tl.flush()
     img = _grab(tl)
@@ -198,13 +197,14 @@ def test_the_area_curve_has_its_own_scale_on_the_right(qtbot, make_window, tmp_p
     for i, frac in ((0, 0.02), (1, 0.03)):  # small polyps: 2 % and 3 % of the frame
         win.go_to(i)
         _wait_shown(qtbot, win, i)
-        mask = win.editable_mask(i)
-        h, w = mask.shape
+        edits = win.annotation.editor.edits(create=True)
+        h, w = edits.shape
         side = int(math.sqrt(frac * h * w))
-        mask[:] = False
+        mask = np.zeros((h, w), bool)
         mask[10:10 + side, 10:10 + side] = True
-        win.canvas.refresh_overlay(None)
-        win.mask_edited(i)
+        edits.replace(mask, "a small polyp")
+        win.refresh_mask(i, None)
+        win.rescore(i)
     qtbot.waitUntil(lambda: np.isfinite(tl.values()).all(), timeout=TIMEOUT)
     assert np.nanmax(tl.values()) == pytest.approx(0.03, abs=0.002)
     tl.flush()

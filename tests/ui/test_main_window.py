@@ -126,20 +126,23 @@ def test_kvasir_step_threshold_overlays_and_metrics_match_eval(qtbot, window, kv
         assert win.index == int(np.argmin(dice))
 
 
-def test_editable_mask_slot_starts_from_prediction_and_is_scored(qtbot, window, kvasir4):
+def test_an_edited_mask_starts_from_prediction_and_is_scored(qtbot, window, kvasir4):
     win = window
     root, _ = kvasir4
     win.open_path(root)
     _wait_shown(qtbot, win, 0)
+    qtbot.waitUntil(lambda: win.annotation.editor.frame == 0, timeout=TIMEOUT)
     thr = win.threshold
-    mask = win.editable_mask()
+    edits = win.annotation.editor.edits(create=True)  # the session is the mask's one owner
+    mask = edits.mask
     np.testing.assert_array_equal(mask, win.predictions.cached(0) >= thr)
-    assert win.canvas.layers()[0] is mask  # tools paint into what the canvas draws
+    assert win.canvas.layers()[0] is mask and win.current_mask(0) is mask  # tools paint what is drawn
     gt = win.frames.get(0).gt
-    mask[:] = gt  # a "perfect correction"
-    win.canvas.refresh_overlay(None)
-    win.mask_edited()
+    edits.replace(gt, "a perfect correction")
+    win.refresh_mask(0, None)
+    win.rescore(0)
     assert win.metrics_panel.value("dice") == "1.000"
+    np.testing.assert_array_equal(win.canvas.overlay_codes() & 1, gt)
     win.overlay_panel.set_threshold(0.9)  # the threshold no longer changes an edited frame
     assert win.current_mask(0) is mask and win.metrics_panel.value("dice") == "1.000"
 

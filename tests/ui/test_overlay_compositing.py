@@ -1,12 +1,11 @@
-"""Overlay codes, colour tables and numpy compositing (core.overlay), and the per-frame
-mask slots / scores behind the window (ui.overlay). No display needed."""
+"""Overlay codes, colour tables and numpy compositing (core.overlay). No display needed
+(the per-frame scores behind the window are tested in tests/core/test_review.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from polypviewer.core.metrics import scores
 from polypviewer.core.overlay import (
     BOTH,
     GT,
@@ -18,7 +17,6 @@ from polypviewer.core.overlay import (
     outline,
     overlay_codes,
 )
-from polypviewer.ui.overlay import FrameScores, MaskSlots, area_confidence
 
 
 def _masks():
@@ -86,41 +84,3 @@ def test_color_table_and_composite():
 def test_codes_need_a_layer():
     with pytest.raises(ValueError):
         overlay_codes(None, None, OverlayStyle())
-
-
-def test_mask_slots_start_from_thresholded_prediction_and_stay():
-    prob = np.linspace(0, 1, 100, dtype=np.float32).reshape(10, 10)
-    slots = MaskSlots()
-    m = slots.ensure(3, prob, 0.5)
-    np.testing.assert_array_equal(m, prob >= 0.5)
-    m[0, 0] = True  # an edit, in place
-    assert slots.ensure(3, prob, 0.9) is m and m[0, 0]  # a later threshold does not reset edits
-    empty = slots.ensure(4, None, 0.5, (4, 5))
-    assert empty.shape == (4, 5) and not empty.any()
-    with pytest.raises(ValueError):
-        slots.ensure(5, None, 0.5)
-    assert slots.indices() == [3, 4]
-
-
-def test_frame_scores_means_seen_and_whole():
-    pred, gt = _masks()
-    fs = FrameScores(2)
-    s0 = fs.score(0, pred, gt)
-    assert s0["dice"] == pytest.approx(2 * 200 / (600 + 600))
-    assert s0 == pytest.approx(scores(pred, gt))
-    assert fs.whole_means() == (None, 1)
-    fs.mark_seen(0)
-    fs.score(1, gt, gt)
-    seen, n_seen = fs.seen_means()
-    assert n_seen == 1 and seen["dice"] == pytest.approx(s0["dice"])
-    whole, k = fs.whole_means()
-    assert k == 2 and whole["dice"] == pytest.approx((s0["dice"] + 1.0) / 2)
-    fs.invalidate()
-    assert fs.get(0) is None and fs.seen == {0}
-    assert fs.score(0, pred, None, np.full(pred.shape, 0.75, np.float32)) is None
-    assert fs.area[0] == pytest.approx((600 / 2400, 0.75))
-
-
-def test_area_confidence_empty():
-    area, conf = area_confidence(np.zeros((4, 4), bool), np.zeros((4, 4), np.float32))
-    assert area == 0 and np.isnan(conf)
