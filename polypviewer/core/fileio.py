@@ -23,7 +23,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from .errors import PolypviewerError
+from .errors import PolypviewerError, describe_exception  # re-exported: fileio's users take it from here
 
 __all__ = [
     "TMP_PREFIX",
@@ -67,15 +67,6 @@ def _umask() -> int:
         mask = os.umask(0o077)
         os.umask(mask)
     return mask
-
-
-def describe_exception(exc: BaseException) -> str:
-    """One line for any exception: its message (or its type's name when it has none)."""
-    if isinstance(exc, OSError) and exc.strerror:
-        text = exc.strerror
-    else:
-        text = str(exc) or type(exc).__name__
-    return " ".join(text.split())
 
 
 def refuse_link(path: str | Path) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from polypviewer.core.errors import PolypviewerError
+from polypviewer.core.errors import PolypviewerError, describe_exception
 from polypviewer.engine.augment import AugmentConfig, augment_pair
 from polypviewer.nets.registry import Preprocessing
 
@@ -63,7 +63,7 @@ def read_split(spec: str) -> list[str]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read split file ({exc.__class__.__name__}: {exc})", path) from None
+        raise DataError(f"cannot read split file ({describe_exception(exc, with_type=True)})", path) from None
     if key not in data or not isinstance(data[key], list):
         raise DataError(f"no list {key!r} in split file (keys: {', '.join(map(str, data))})", path)
     return [str(s) for s in data[key]]

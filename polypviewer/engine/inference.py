@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from polypviewer.core.errors import PolypviewerError
+from polypviewer.core.fileio import sha256_file
 from polypviewer.engine.backends import Backend, InferenceHead, make_backend
 from polypviewer.engine.pipeline import FrameError, FrameResult, PipelineRunner, ProgressCallback
 from polypviewer.engine.policy import (
@@ -39,7 +40,6 @@ from polypviewer.engine.policy import (
 )
 from polypviewer.engine.processing import (
     DEFAULT_THRESHOLD,
-    file_sha256,
     prepare_input,
     probabilities,
     tta_inputs,
@@ -129,7 +129,7 @@ class Predictor:
             load_weights(net, ckpt, model)
             preprocessing = ckpt.preprocessing or preprocessing
             assert weights_path is not None  # ckpt was loaded from it
-            version = (ckpt.sha256 or file_sha256(weights_path))[:12]
+            version = (ckpt.sha256 or sha256_file(weights_path))[:12]
         return cls.from_module(net, name=model, preprocessing=preprocessing, select=spec.select,
                                device=device, precision=precision, backend=backend, tta=tta,
                                threshold=threshold, version=version,

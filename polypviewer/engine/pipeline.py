@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from polypviewer.core.errors import PolypviewerError
+from polypviewer.core.errors import PolypviewerError, describe_exception
 from polypviewer.engine.processing import DEFAULT_THRESHOLD, probabilities
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ class PipelineRunner:
             except PolypviewerError as exc:
                 job.error, job.frame, job.gt = exc, None, None
             except Exception as exc:  # noqa: BLE001 - one bad frame must not end the run
-                job.error = FrameError(f"could not read frame: {type(exc).__name__}: {exc}", job.name)
+                job.error = FrameError(f"could not read frame: {describe_exception(exc, with_type=True)}", job.name)
                 job.frame, job.gt = None, None
             if not self._put(self._jobs, job):
                 return
@@ -233,7 +233,7 @@ class PipelineRunner:
                     stream.submit(good, x)
             except Exception as exc:  # noqa: BLE001 - name the frames, go on
                 for j in good:
-                    j.error = FrameError(f"inference failed: {type(exc).__name__}: {exc}", j.name)
+                    j.error = FrameError(f"inference failed: {describe_exception(exc, with_type=True)}", j.name)
                     self._emit(j, None, threshold)
         if stream is not None:
             try:

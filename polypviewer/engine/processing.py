@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -62,13 +60,5 @@ def tta_merge(logits: np.ndarray) -> np.ndarray:
     return merged
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
-
-
-__all__ = ["DEFAULT_THRESHOLD", "file_sha256", "prepare_input", "probabilities", "tta_inputs", "tta_merge"]
+__all__ = ["DEFAULT_THRESHOLD", "prepare_input", "probabilities", "tta_inputs", "tta_merge"]

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from polypviewer.core.errors import PolypviewerError
+from polypviewer.core.errors import PolypviewerError, describe_exception
 from polypviewer.engine.augment import AugmentConfig, multiscale
 from polypviewer.engine.data import SampleSet, make_batch
 from polypviewer.engine.losses import deep_supervision, get_loss
@@ -274,8 +274,8 @@ def _load_state(path: Path) -> dict[str, Any]:
         state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
         return state
     except Exception as exc:  # noqa: BLE001 - any unreadable state is one user-facing line
-        raise TrainingError(f"cannot resume from this state file ({exc.__class__.__name__}: "
-                            f"{str(exc).splitlines()[0][:200]})", path) from None
+        raise TrainingError(f"cannot resume from this state file ({describe_exception(exc, with_type=True)})",
+                            path) from None
 
 
 def train(model_name: str, train_set: SampleSet, val_set: SampleSet | None, out: str | Path, *,

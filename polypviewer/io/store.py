@@ -531,14 +531,15 @@ class Project:
         try:
             f = h5py.File(path, "r")
         except Exception as err:  # noqa: BLE001 - h5py raises OSError, but damage can raise others
-            raise ProjectError(f"not a readable HDF5 project file ({_first_line(err)})", path) from None
+            raise ProjectError(f"not a readable HDF5 project file ({fileio.describe_exception(err)})", path) from None
         try:
             with f:
                 return cls._read_open_h5(f, path, lock_fd, fsync)
         except ProjectError:
             raise
         except Exception as err:  # noqa: BLE001 - any damage (OSError, RuntimeError, ...) is one line
-            raise ProjectError(f"damaged project file ({type(err).__name__}: {_first_line(err)})", path) from None
+            raise ProjectError(f"damaged project file ({fileio.describe_exception(err, with_type=True)})",
+                               path) from None
 
     @classmethod
     def _read_open_h5(cls, f: h5py.File, path: Path, lock_fd: int | None,
@@ -570,7 +571,7 @@ class Project:
             if len(generation) != 16 or len(parent) != 16:
                 raise ValueError("generation ids are not 16 bytes")
         except (KeyError, ValueError, TypeError, OSError) as err:
-            raise ProjectError(f"damaged project file ({_first_line(err)})", path) from None
+            raise ProjectError(f"damaged project file ({fileio.describe_exception(err)})", path) from None
         # Files written before the digest existed have none: they are read as before
         # (their datasets have no fletcher32 either) and get both at their next save.
         if _DIGEST_ATTR in f.attrs:
@@ -628,7 +629,7 @@ class Project:
         except ProjectError:
             raise
         except Exception as err:
-            raise ProjectError(f"cannot write the project ({type(err).__name__}: {_first_line(err)})",
+            raise ProjectError(f"cannot write the project ({fileio.describe_exception(err, with_type=True)})",
                                self.path) from err
         finally:
             if old is not None:
@@ -677,10 +678,6 @@ def _read_mask(ds: h5py.Dataset) -> np.ndarray:
 def _data_sha256(data: np.ndarray) -> str:
     a = np.ascontiguousarray(data)
     return "sha256:" + hashlib.sha256(f"{a.dtype.str}{a.shape}".encode() + a.tobytes()).hexdigest()
-
-
-def _first_line(err: BaseException) -> str:
-    return fileio.describe_exception(err)
 
 
 def _copyable(old: h5py.File, key: str) -> bool:

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from polypviewer.core.errors import PolypviewerError
-from polypviewer.core.fileio import OutputError, atomic_write, describe_exception, refuse_link
+from polypviewer.core.fileio import OutputError, atomic_write, describe_exception, refuse_link, sha256_file
 from polypviewer.nets.registry import Preprocessing
 
 __all__ = [
@@ -171,14 +171,6 @@ class Checkpoint:
         return self.sha256[:12] if self.sha256 else "in-memory"
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _is_safetensors(head: bytes) -> bool:
     # Layout: 8-byte little-endian header length, then a JSON object.
     if len(head) < 10:
@@ -201,13 +193,6 @@ def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
         detail = f" ({detail.strip()})" if detail.strip() else ""
         raise CheckpointError(f"damaged or truncated safetensors file{detail}", path) from None
     return tensors, metadata
-
-
-def _first_line(exc: BaseException) -> str:
-    """``Type: first sentence`` of an exception, short enough for a one-line error."""
-    lines = str(exc).strip().splitlines()
-    text = lines[0].split(". ")[0] if lines else ""
-    return f"{type(exc).__name__}: {text}".strip().rstrip(":")
 
 
 # What a file that is not a checkpoint most likely is, by its first bytes.
@@ -612,7 +597,7 @@ class WeightRecord:
         except OSError as exc:
             raise CheckpointError(f"cannot read model card ({exc.strerror or exc})", json_path) from None
         except (ValueError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"bad model card ({_first_line(exc)}); expected keys "
+            raise CheckpointError(f"bad model card ({describe_exception(exc, with_type=True)}); expected keys "
                                   "file, sha256, model, preprocessing, meta", json_path) from None
 
     def to_card(self, json_path: str | Path) -> None:
@@ -686,8 +671,8 @@ def default_weights() -> Path | None:
     try:
         name = json.loads(card.read_text(encoding="utf-8"))["weights"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f'bad default.json ({_first_line(exc)}); expected {{"weights": "<file>"}}',
-                              card) from None
+        why = describe_exception(exc, with_type=True)
+        raise CheckpointError(f'bad default.json ({why}); expected {{"weights": "<file>"}}', card) from None
     path = (folder / str(name)).resolve()
     if not path.is_file():
         raise CheckpointError(f"default weights {name!r} named by default.json are missing", card)

@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 from polypviewer.core.edits import ReviewState
-from polypviewer.core.errors import PolypviewerError
+from polypviewer.core.errors import PolypviewerError, describe_exception
 from polypviewer.ui.worker_dialog import WorkerDialog
 
 __all__ = ["ExportDialog", "ExportWorker", "REVIEWED", "ALL_STATES"]
@@ -89,7 +89,7 @@ class ExportWorker(QObject):
             self.failed.emit(str(exc))
             return
         except Exception as exc:  # noqa: BLE001 - shown as one line, never ends the app
-            self.failed.emit(f"{self.out_dir}: export failed ({type(exc).__name__}: {exc})")
+            self.failed.emit(f"{self.out_dir}: export failed ({describe_exception(exc, with_type=True)})")
             return
         report.errors[:0] = skipped
         self.done.emit(report)

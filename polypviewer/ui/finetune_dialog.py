@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from polypviewer.core.errors import PolypviewerError
+from polypviewer.core.errors import PolypviewerError, describe_exception
 from polypviewer.ui.export_dialog import REVIEWED
 from polypviewer.ui.worker_dialog import WorkerDialog
 
@@ -73,7 +73,7 @@ class FinetuneWorker(QObject):
         except PolypviewerError as exc:
             self.failed.emit(str(exc))
         except Exception as exc:  # noqa: BLE001 - one line in the dialog, never ends the app
-            self.failed.emit(f"{self.out}: fine-tune failed ({type(exc).__name__}: {exc})")
+            self.failed.emit(f"{self.out}: fine-tune failed ({describe_exception(exc, with_type=True)})")
 
     def _run(self):
         from polypviewer.engine.data import samples_from_items

@@ -21,7 +21,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from polypviewer.ui.workers import FrameData, LruCache, _one_line, frame_data, lower_thread_priority
+from polypviewer.core.errors import describe_exception
+from polypviewer.ui.workers import FrameData, LruCache, frame_data, lower_thread_priority
 
 
 class Prediction(NamedTuple):
@@ -31,7 +32,7 @@ class Prediction(NamedTuple):
 
     result: Any  # engine.inference.FrameResult
     data: FrameData | None
-    scored: Any  # core.review.Scored or None
+    scored: Any  # ui.overlay.Scored or None
     overlay: Any = None  # QImage from canvas.render_overlay(mask, gt, job style), or None
 
 
@@ -97,7 +98,7 @@ class InferenceWorker(QObject):
                                    "untrained (Use random weights).", True)
             return
         except Exception as exc:  # noqa: BLE001 - a bad checkpoint must not end the app
-            self.model_failed.emit(request.get("id"), _one_line(exc), False)
+            self.model_failed.emit(request.get("id"), describe_exception(exc, with_type=True), False)
             return
         self.predictor = predictor
         self.model_ready.emit(request.get("id"), dict(predictor.info))
@@ -119,7 +120,7 @@ class InferenceWorker(QObject):
             runner = PipelineRunner(self._source, self.predictor, job.indices,
                                     batch_size=self.batch_size, max_queue=self.max_queue)
         except Exception as exc:  # noqa: BLE001
-            self.job_failed.emit(job.id, _one_line(exc))
+            self.job_failed.emit(job.id, describe_exception(exc, with_type=True))
             return
         runner._job_id = job.id  # type: ignore[attr-defined]
         with self._lock:
@@ -128,8 +129,8 @@ class InferenceWorker(QObject):
                 runner.cancel()
         t0, done = time.perf_counter(), 0
         try:
-            from polypviewer.core.review import score_frame
             from polypviewer.ui.canvas import render_overlay
+            from polypviewer.ui.overlay import score_frame
 
             for res in runner:
                 if runner.cancelled:
@@ -144,7 +145,7 @@ class InferenceWorker(QObject):
                         overlay = render_overlay(scored.mask, res.gt, job.style)
                 self.result.emit(job.id, Prediction(res, data, scored, overlay))
         except Exception as exc:  # noqa: BLE001
-            self.job_failed.emit(job.id, _one_line(exc))
+            self.job_failed.emit(job.id, describe_exception(exc, with_type=True))
         finally:
             runner.cancel()
             runner.join(5.0)

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from polypviewer.core.errors import PolypviewerError
+from polypviewer.core.errors import PolypviewerError, describe_exception
 
 
 class LruCache:
@@ -104,12 +104,6 @@ def lower_thread_priority(nice: int = BACKGROUND_NICE) -> bool:
         return False
 
 
-def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, PolypviewerError):
-        return str(exc)
-    return " ".join(f"{type(exc).__name__}: {exc}".split())
-
-
 class FrameLoader(QObject):
     """Opens a source and decodes wanted frames on its own thread."""
 
@@ -165,7 +159,7 @@ class FrameLoader(QObject):
                 gt = self._source.mask(index) if self._source.has_masks else None
                 data = frame_data(frame, gt, self._source.name(index))
             except Exception as exc:  # noqa: BLE001 - report and keep serving
-                self.failed.emit(gen, index, _one_line(exc))
+                self.failed.emit(gen, index, describe_exception(exc, with_type=True))
                 continue
             self.loaded.emit(gen, index, data)
 
@@ -179,7 +173,7 @@ class FrameLoader(QObject):
                 src.close()
                 raise PolypviewerError("no frames or images found", path)
         except Exception as exc:  # noqa: BLE001
-            self.open_failed.emit(generation, _one_line(exc))
+            self.open_failed.emit(generation, describe_exception(exc, with_type=True))
             return
         with self._lock:
             self._source, self._gen = src, generation

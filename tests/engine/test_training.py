@@ -221,3 +221,18 @@ def test_train_without_a_recipe_runs_the_models_own(tmp_path: Path, one_thread) 
     train("lite_pranet", data, None, out, pretrained=False, bf16="off", size=64, max_steps=1, epochs=1)
     want = json.loads(json.dumps(RECIPES["lite"].to_dict() | {"epochs": 1}))  # tuples as lists
     assert load_checkpoint(out).meta["recipe"] == want
+
+
+def test_a_damaged_training_state_is_one_line(tmp_path) -> None:
+    from polypviewer.engine.training import _load_state
+
+    bad = tmp_path / "m.safetensors.state.pt"
+    bad.write_bytes(b"PK\x03\x04 not a torch file" * 20)
+    try:
+        _load_state(bad)
+    except TrainingError as err:
+        text = str(err)
+    else:
+        raise AssertionError("a damaged state file was read")
+    assert text.startswith(f"{bad}: cannot resume from this state file (") and "\n" not in text
+    assert len(text) < len(str(bad)) + 400
