@@ -32,7 +32,7 @@ class Prediction(NamedTuple):
 
     result: Any  # engine.inference.FrameResult
     data: FrameData | None
-    scored: Any  # ui.overlay.Scored or None
+    scored: Any  # core.review.Scored or None
     overlay: Any = None  # QImage from canvas.render_overlay(mask, gt, job style), or None
 
 
@@ -129,8 +129,8 @@ class InferenceWorker(QObject):
                 runner.cancel()
         t0, done = time.perf_counter(), 0
         try:
+            from polypviewer.core.review import score_frame
             from polypviewer.ui.canvas import render_overlay
-            from polypviewer.ui.overlay import score_frame
 
             for res in runner:
                 if runner.cancelled:
