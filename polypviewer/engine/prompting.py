@@ -1,0 +1,264 @@
+"""Prompted segmentation with LiteMedSAM: a frame's embedding once, then a mask per box or click.
+
+``PromptSegmenter.embed(frame)`` runs the image encoder (the expensive part) and returns an
+:class:`Embedding`; ``segment(embedding, box=...)`` or ``segment(embedding, point=...)`` runs
+the prompt encoder and mask decoder and returns a boolean mask at the frame's own size. The
+preprocessing is MedSAM-Lite's reference one (``CVPR24_LiteMedSAM_infer.py``): the long side
+resized to 256 with ``cv2.INTER_AREA`` (the other rounded), min-max normalised over the whole
+resized image, zero-padded bottom/right to 256x256; prompts are scaled by the same factor; the
+256x256 logits are cropped to the unpadded part, resized bilinearly to the frame and
+thresholded at probability 0.5. :class:`EmbeddingCache` keeps embeddings per key (a frame)
+within a byte bound, thread-safe, so a prompt on a cached frame runs only the decoder.
+
+A click becomes a prompt in one of two ways (:func:`click_box` and ``point=``); which one the
+app uses is :data:`CLICK_MODE`, chosen by ``benchmarks/bench_medsam.py --select-click`` on
+training frames (never the test splits).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from polypviewer.core import masks as core_masks
+from polypviewer.core.errors import PolypviewerError
+
+__all__ = ["Embedding", "PromptSegmenter", "EmbeddingCache", "PromptError", "Box", "preprocess",
+           "scale_box", "click_box", "jitter_box", "CLICK_MODE", "CLICK_MARGIN", "DEFAULT_CACHE_BYTES"]
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in frame pixels (inclusive corners)
+SIZE = 256
+DEFAULT_CACHE_BYTES = 256 << 20  # 64 embeddings of 4 MiB
+# How a click becomes a prompt: "box" = the box of the default model's region under the click
+# (or nearest to it) widened by CLICK_MARGIN of its size; "point" = a foreground point prompt.
+# Chosen on Kvasir-SEG / CVC-ClinicDB train frames by benchmarks/bench_medsam.py --select-click.
+CLICK_MODE = "box"
+CLICK_MARGIN = 0.1
+
+
+class PromptError(PolypviewerError):
+    """A prompt that cannot be used (a box outside the frame, an empty box...)."""
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """One frame's image embedding and the geometry to map prompts and masks."""
+
+    tensor: torch.Tensor  # (1, 256, 64, 64) float32
+    size: tuple[int, int]  # the frame's (H, W)
+    new_size: tuple[int, int]  # (h, w) of the resized frame inside the padded 256x256 input
+
+    @property
+    def scale(self) -> float:
+        return SIZE / max(self.size)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.tensor.numel() * self.tensor.element_size())
+
+
+def preprocess(image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """RGB ``(H, W, 3)`` uint8 -> the ``(3, 256, 256)`` float32 input and the unpadded (h, w)."""
+    img = np.asarray(image)
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    if img.ndim != 3 or img.shape[2] < 3 or img.shape[0] < 1 or img.shape[1] < 1:
+        raise PromptError(f"expected an RGB frame (H, W, 3), got shape {img.shape}")
+    img = img[:, :, :3]
+    h, w = img.shape[:2]
+    scale = SIZE / max(h, w)
+    nw, nh = int(w * scale + 0.5), int(h * scale + 0.5)
+    small = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA).astype(np.float32)
+    lo, hi = float(small.min()), float(small.max())
+    small = (small - lo) / max(hi - lo, 1e-8)
+    out = np.zeros((SIZE, SIZE, 3), np.float32)
+    out[:nh, :nw] = small
+    return np.ascontiguousarray(out.transpose(2, 0, 1)), (nh, nw)
+
+
+def scale_box(box: Sequence[float], size: tuple[int, int]) -> Box:
+    """A frame box checked against the frame (clipped to it; an empty or outside box is an error)."""
+    if len(box) != 4:
+        raise PromptError(f"a box has 4 numbers (x0, y0, x1, y1), got {len(box)}")
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if not all(np.isfinite(v) for v in (x0, y0, x1, y1)):
+        raise PromptError(f"box {list(box)} has a non-finite coordinate")
+    h, w = size
+    x0, x1 = sorted((x0, x1))
+    y0, y1 = sorted((y0, y1))
+    if x1 < 0 or y1 < 0 or x0 > w - 1 or y0 > h - 1:
+        raise PromptError(f"box {list(box)} lies outside the {w}x{h} frame")
+    x0, y0 = max(x0, 0.0), max(y0, 0.0)
+    x1, y1 = min(x1, w - 1.0), min(y1, h - 1.0)
+    if x1 - x0 < 1 or y1 - y0 < 1:
+        raise PromptError(f"box {list(box)} is smaller than 2x2 pixels inside the frame")
+    return (x0, y0, x1, y1)
+
+
+class PromptSegmenter:
+    """LiteMedSAM behind two calls: :meth:`embed` (per frame) and :meth:`segment` (per prompt).
+
+    Thread-safe: one lock serialises the network (the GUI's worker threads may share one)."""
+
+    def __init__(self, model: Any, *, device: str = "cpu") -> None:
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def create(cls, weights: str | None = None, *, device: str = "cpu") -> PromptSegmenter:
+        """The published LiteMedSAM weights (``nets.litemedsam.load_litemedsam``)."""
+        from polypviewer.nets.litemedsam import load_litemedsam
+
+        return cls(load_litemedsam(weights), device=device)
+
+    def embed(self, image: np.ndarray) -> Embedding:
+        x, new_size = preprocess(image)
+        h, w = np.asarray(image).shape[:2]
+        with self._lock, torch.inference_mode():
+            t = self.model.embed(torch.from_numpy(x)[None].to(self.device))
+        return Embedding(t.float().cpu(), (int(h), int(w)), new_size)
+
+    def logits(self, emb: Embedding, boxes: Sequence[Sequence[float]] | None = None,
+               point: tuple[float, float] | None = None) -> np.ndarray:
+        """``(N, H, W)`` float32 logits at frame size: one per box, or one for the point."""
+        s = emb.scale
+        with self._lock, torch.inference_mode():
+            e = emb.tensor.to(self.device)
+            if boxes is not None:
+                b = torch.tensor([scale_box(bx, emb.size) for bx in boxes], dtype=torch.float32) * s
+                low, _ = self.model.decode(e, boxes=b.to(self.device))
+            elif point is not None:
+                x, y = float(point[0]), float(point[1])
+                h, w = emb.size
+                if not (0 <= x <= w - 1 and 0 <= y <= h - 1):
+                    raise PromptError(f"point ({x:g}, {y:g}) lies outside the {w}x{h} frame")
+                coords = torch.tensor([[[x * s, y * s]]], dtype=torch.float32, device=self.device)
+                labels = torch.ones((1, 1), dtype=torch.float32, device=self.device)
+                low, _ = self.model.decode(e, points=(coords, labels))
+            else:
+                raise PromptError("a prompt needs a box or a point")
+            nh, nw = emb.new_size
+            up = torch.nn.functional.interpolate(low[:, :, :nh, :nw].float(), size=emb.size, mode="bilinear",
+                                                 align_corners=False)
+        return up[:, 0].cpu().numpy()
+
+    def segment(self, emb: Embedding, box: Sequence[float] | None = None,
+                point: tuple[float, float] | None = None) -> np.ndarray:
+        """Boolean ``(H, W)`` mask for one box or one foreground point (probability > 0.5)."""
+        lg = self.logits(emb, boxes=[box]) if box is not None else self.logits(emb, point=point)
+        return np.asarray(lg[0] > 0)
+
+    def segment_boxes(self, emb: Embedding, boxes: Sequence[Sequence[float]]) -> np.ndarray:
+        """The union of the masks of several boxes on one frame (one decoder batch)."""
+        if not boxes:
+            return np.zeros(emb.size, bool)
+        return np.asarray((self.logits(emb, boxes=boxes) > 0).any(axis=0))
+
+
+class EmbeddingCache:
+    """Embeddings by key (e.g. (source, frame)), least recently used first out, within ``max_bytes``.
+
+    Thread-safe. :meth:`get_or_compute` computes outside the lock, so a slow embedding never
+    blocks a reader of another key."""
+
+    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        self.max_bytes = int(max_bytes)
+        self._items: OrderedDict[Hashable, Embedding] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def __contains__(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._items
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return self._bytes
+
+    def get(self, key: Hashable) -> Embedding | None:
+        with self._lock:
+            emb = self._items.get(key)
+            if emb is not None:
+                self._items.move_to_end(key)
+            return emb
+
+    def put(self, key: Hashable, emb: Embedding) -> None:
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= old.nbytes
+            if emb.nbytes > self.max_bytes:
+                return
+            self._items[key] = emb
+            self._bytes += emb.nbytes
+            while self._bytes > self.max_bytes:
+                _, dropped = self._items.popitem(last=False)
+                self._bytes -= dropped.nbytes
+
+    def get_or_compute(self, key: Hashable, compute: Callable[[], Embedding]) -> Embedding:
+        emb = self.get(key)
+        if emb is None:
+            emb = compute()
+            self.put(key, emb)
+        return emb
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+
+def click_box(region_mask: np.ndarray | None, x: float, y: float, margin: float = CLICK_MARGIN,
+              fallback: float = 0.15) -> Box:
+    """The prompt box for a click at (x, y): the box of ``region_mask``'s region under the click
+    (the nearest region when the click is on none) widened by ``margin`` of its size each side;
+    with no region at all, a square of ``fallback`` of the frame's short side around the click."""
+    if region_mask is None or not np.asarray(region_mask).any():
+        if region_mask is None:
+            raise PromptError("a click box needs the frame's size (no mask given)")
+        h, w = np.asarray(region_mask).shape[:2]
+        r = fallback * min(h, w)
+        return (max(0.0, x - r), max(0.0, y - r), min(w - 1.0, x + r), min(h - 1.0, y + r))
+    m = np.asarray(region_mask, dtype=bool)
+    h, w = m.shape
+    comp = core_masks.components(m)
+    xi, yi = int(round(min(max(x, 0), w - 1))), int(round(min(max(y, 0), h - 1)))
+    k = int(comp.labels[yi, xi])
+    if k == 0:  # nearest region by distance to its box
+        def dist(b: tuple[int, int, int, int]) -> float:
+            dx = max(b[0] - x, 0.0, x - b[2])
+            dy = max(b[1] - y, 0.0, y - b[3])
+            return float(np.hypot(dx, dy))
+        k = 1 + int(np.argmin([dist(b) for b in comp.boxes]))
+    x0, y0, x1, y1 = comp.boxes[k - 1]
+    mx, my = margin * (x1 - x0 + 1), margin * (y1 - y0 + 1)
+    return (max(0.0, x0 - mx), max(0.0, y0 - my), min(w - 1.0, x1 + mx), min(h - 1.0, y1 + my))
+
+
+def jitter_box(box: Sequence[float], frac: float, rng: np.random.Generator, size: tuple[int, int]) -> Box:
+    """Each side moved by a uniform draw in ±``frac`` of the box's width (x) or height (y),
+    clipped to the frame (the benchmark's "imprecise user" box)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    bw, bh = x1 - x0 + 1, y1 - y0 + 1
+    d = rng.uniform(-frac, frac, size=4) * np.array([bw, bh, bw, bh])
+    h, w = size
+    nx0, ny0 = min(max(x0 + d[0], 0.0), w - 1.0), min(max(y0 + d[1], 0.0), h - 1.0)
+    nx1, ny1 = min(max(x1 + d[2], 0.0), w - 1.0), min(max(y1 + d[3], 0.0), h - 1.0)
+    if nx1 - nx0 < 2:
+        nx0, nx1 = x0, x1
+    if ny1 - ny0 < 2:
+        ny0, ny1 = y0, y1
+    return (nx0, ny0, nx1, ny1)
