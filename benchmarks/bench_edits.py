@@ -37,6 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from polypviewer.core.edits import FrameEdits, Rect
+from polypviewer.engine.policy import describe_cpu
 
 TARGET_MS = 4.0
 H, W = 1080, 1920
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         paths["canvas rect"] = lambda r: canvas.refresh_overlay(r)
         paths["canvas full"] = lambda r: canvas.refresh_overlay(None)
 
-    print(f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs, "
+    print(f"machine: {describe_cpu()}, "
           f"{platform.system()} {platform.release()}, Python {platform.python_version()}, numpy {np.__version__}")
     print(f"command: {' '.join([Path(sys.executable).name] + sys.argv)}")
     print(f"frame {W}x{H}, {args.dabs} dabs per drag ({args.baseline_dabs} on whole-frame paths), "

@@ -28,6 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from polypviewer.core import metrics
+from polypviewer.engine.policy import describe_cpu
 
 TARGET_MS = 2.0
 
@@ -69,16 +70,6 @@ def median_ms(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=200)
@@ -87,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     w, h = (int(v) for v in args.size.lower().split("x"))
 
     print(f"command : {' '.join([Path(sys.executable).name, *sys.argv])}")
-    print(f"machine : {cpu_name()}, {platform.system()} {platform.machine()}, "
+    print(f"machine : {describe_cpu()}, {platform.system()} {platform.machine()}, "
           f"python {platform.python_version()}, numpy {np.__version__}")
     pred, prob, gt = make_pair(h, w)
     ours = metrics.scores(pred, gt)

@@ -31,17 +31,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from polypviewer.engine.policy import describe_cpu  # noqa: E402
 from polypviewer.io.sources import open_source  # noqa: E402
-
-
-def machine() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} logical CPUs)"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} logical CPUs)"
 
 
 def rss_mb() -> float:
@@ -198,7 +189,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
-    result = {"machine": machine(), "python": platform.python_version(), "opencv": cv2.__version__,
+    result = {"machine": describe_cpu(), "python": platform.python_version(), "opencv": cv2.__version__,
               "command": " ".join([Path(sys.executable).name, *sys.argv])}
     print(f"machine: {result['machine']}\ncommand: {result['command']}")
     if args.clip.exists():

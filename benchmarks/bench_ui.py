@@ -270,7 +270,9 @@ def main() -> int:
 
     import torch
 
-    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
+    from polypviewer.engine.policy import describe_cpu
+
+    print(f"machine: {describe_cpu()}, "
           f"load {os.getloadavg()[0]:.1f}, python {platform.python_version()}, torch {torch.__version__}, "
           f"Qt platform {QApplication.platformName()}")
     print("command:", " ".join([Path(sys.executable).name, *sys.argv]))

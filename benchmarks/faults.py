@@ -90,6 +90,7 @@ from polypviewer.core import fileio  # noqa: E402
 from polypviewer.core import masks as mk  # noqa: E402
 from polypviewer.core.edits import EditSession, FrameEdits, ReviewState  # noqa: E402
 from polypviewer.core.errors import PolypviewerError  # noqa: E402
+from polypviewer.engine.policy import cpu_name, describe_cpu  # noqa: E402
 from polypviewer.io import journal as jr  # noqa: E402
 from polypviewer.io.export import export_kvasir, verify_export  # noqa: E402
 from polypviewer.io.images import decode_file  # noqa: E402
@@ -1197,16 +1198,6 @@ def table(sections: dict[str, dict[str, Row]]) -> tuple[str, list[dict]]:
     return "\n".join(out), records
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--kills", type=int, default=200)
@@ -1252,7 +1243,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     text, records = table(sections)
     cpu = cpu_name()
-    head = (f"faults: {command}\nCPU: {cpu} ({os.cpu_count()} logical cores visible), {started}, "
+    head = (f"faults: {command}\nCPU: {describe_cpu()}, {started}, "
             f"{time.monotonic() - t0:.0f} s; real frames: {folder} ({frames.n} frames of {frames.images[0].shape[1]}x"
             f"{frames.images[0].shape[0]} edited); full disk: {info.get('mode')}"
             + (f" ({info.get('mount_error')})" if info.get("mount_error") else ""))
