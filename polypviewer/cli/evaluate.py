@@ -54,12 +54,9 @@ def mask_folder(root: Path) -> Path:
 
 def index_by_stem(folder: Path) -> tuple[dict[str, Path], dict[str, list[Path]]]:
     """Image files by stem, and the stems that more than one file claims (ambiguous)."""
-    from polypviewer.io.images import is_image_file
+    from polypviewer.io.images import by_stem, is_image_file
 
-    found: dict[str, list[Path]] = {}
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and is_image_file(path):
-            found.setdefault(path.stem, []).append(path)
+    found = by_stem(p for p in sorted(folder.iterdir()) if p.is_file() and is_image_file(p))
     unique = {stem: paths[0] for stem, paths in found.items() if len(paths) == 1}
     clashes = {stem: paths for stem, paths in found.items() if len(paths) > 1}
     return unique, clashes

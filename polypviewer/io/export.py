@@ -45,7 +45,14 @@ from polypviewer.core.fileio import (
 )
 from polypviewer.core.masks import bboxes as mask_bboxes
 from polypviewer.core.masks import binarise, to_mask8
-from polypviewer.io.images import decode_file, encode_image, ensure_rgb8, is_image_file, natural_key
+from polypviewer.io.images import (
+    decode_file,
+    encode_image,
+    ensure_rgb8,
+    first_by_stem,
+    is_image_file,
+    natural_key,
+)
 
 if TYPE_CHECKING:
     from polypviewer.io.sources import FrameSource
@@ -331,14 +338,9 @@ def _pair(folder: Path, problems: list[str]) -> dict[str, Path]:
     if not folder.is_dir():
         problems.append(f"{folder}: missing")
         return out
-    for p in sorted(folder.iterdir(), key=lambda p: natural_key(p.name)):
-        if not (p.is_file() and is_image_file(p)):
-            continue
-        if p.stem in out:
-            problems.append(f"{p}: two files named {p.stem} ({out[p.stem].name}, {p.name})")
-        else:
-            out[p.stem] = p
-    return out
+    files = sorted((p for p in folder.iterdir() if p.is_file() and is_image_file(p)),
+                   key=lambda p: natural_key(p.name))
+    return first_by_stem(files, problems)
 
 
 def verify_export(out_dir: str | Path) -> VerifyReport:

@@ -10,6 +10,7 @@ dropped), ``read_mask`` gives ``(H, W) bool``.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
@@ -23,7 +24,9 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "ItemError",
     "SourceError",
+    "by_stem",
     "decode_file",
+    "first_by_stem",
     "is_image_file",
     "natural_key",
     "read_image",
@@ -53,6 +56,30 @@ def natural_key(name: str) -> tuple[int | str, ...]:
 
 def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def by_stem(files: Iterable[Path]) -> dict[str, list[Path]]:
+    """Files grouped by stem (the name without its extension), each group in the order given.
+
+    The one pairing rule: an image and its mask (or prediction) belong together when their
+    stems are equal, so a stem that more than one file claims is ambiguous. Callers decide what
+    that means (``first_by_stem`` uses the first and names the others; ``eval`` scores neither).
+    """
+    out: dict[str, list[Path]] = {}
+    for p in files:
+        out.setdefault(p.stem, []).append(p)
+    return out
+
+
+def first_by_stem(files: Iterable[Path], problems: list[str]) -> dict[str, Path]:
+    """One file per stem: the first of each :func:`by_stem` group; every other one is named in
+    ``problems`` as skipped (one name, one frame)."""
+    out: dict[str, Path] = {}
+    for stem, group in by_stem(files).items():
+        out[stem] = group[0]
+        problems.extend(f"{p}: skipped: {group[0].name} has the same name ({stem}) and is used "
+                        "instead (one name, one frame)" for p in group[1:])
+    return out
 
 
 def decode_file(path: str | Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:

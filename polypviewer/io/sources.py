@@ -27,6 +27,7 @@ from polypviewer.io.images import (
     ItemError,
     SourceError,
     decode_file,
+    first_by_stem,
     is_image_file,
     natural_key,
     read_image,
@@ -168,24 +169,13 @@ def _list_images(folder: Path, problems: list[str] | None = None) -> list[Path]:
     return sorted(found, key=lambda p: natural_key(p.name))
 
 
-def _by_stem(files: list[Path], problems: list[str]) -> dict[str, Path]:
-    out: dict[str, Path] = {}
-    for p in files:
-        if p.stem in out:
-            problems.append(f"{p}: skipped: {out[p.stem].name} has the same name ({p.stem}) and is used "
-                            "instead (one name, one frame)")
-        else:
-            out[p.stem] = p
-    return out
-
-
 def _open_kvasir(root: Path) -> ImageListSource:
     img_dir, mask_dir = root / "images", root / "masks"
     problems: list[str] = []
-    images = list(_by_stem(_list_images(img_dir, problems), problems).values())
+    images = list(first_by_stem(_list_images(img_dir, problems), problems).values())
     if not images:
         raise SourceError("no images in images/ (expected .jpg/.png/.tif/.bmp files)", root)
-    masks_by_stem = _by_stem(_list_images(mask_dir, problems), problems) if mask_dir.is_dir() else {}
+    masks_by_stem = first_by_stem(_list_images(mask_dir, problems), problems) if mask_dir.is_dir() else {}
     if not mask_dir.is_dir():
         problems.append(f"{mask_dir}: no masks/ folder; opened without ground truth")
     masks: list[Path | None] = []
@@ -203,7 +193,7 @@ def _open_kvasir(root: Path) -> ImageListSource:
 
 def _open_folder(folder: Path) -> ImageListSource:
     problems: list[str] = []
-    images = list(_by_stem(_list_images(folder, problems), problems).values())
+    images = list(first_by_stem(_list_images(folder, problems), problems).values())
     if not images:
         videos = [p.name for p in folder.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS]
         hint = f"; it holds video(s), open one: {', '.join(sorted(videos)[:3])}" if videos else ""

@@ -227,3 +227,14 @@ def test_video_shorter_than_its_header_is_one_problem(tmp_path):
     with open_source(cut) as src:
         assert len(src) == 14
         assert src.problems == [f"{cut}: header says 26 frames, only 14 could be decoded"]
+
+
+def test_one_pairing_rule_by_stem(tmp_path):
+    from polypviewer.io.images import by_stem, first_by_stem
+
+    files = [tmp_path / "a.png", tmp_path / "b.png", tmp_path / "a.jpg"]
+    assert by_stem(files) == {"a": [files[0], files[2]], "b": [files[1]]}
+    problems: list[str] = []
+    assert first_by_stem(files, problems) == {"a": files[0], "b": files[1]}
+    assert problems == [f"{files[2]}: skipped: a.png has the same name (a) and is used instead "
+                        "(one name, one frame)"]
