@@ -65,11 +65,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def _data_dir(arg: Path | None) -> Path | None:
     if arg is not None:
         return arg
-    env = os.environ.get("POLYPVIEWER_SHARED_DATA")
-    candidates = [Path(env)] if env else []
-    candidates += [Path.cwd().parent / "shared" / "data",
-                   Path(__file__).resolve().parents[2].parent / "shared" / "data"]
-    return next((c for c in candidates if c.is_dir()), None)
+    from polypviewer.core.paths import shared_data_dir
+
+    return shared_data_dir()
 
 
 def _load() -> list[float] | None:

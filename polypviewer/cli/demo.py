@@ -11,7 +11,6 @@ colonoscopy clip from ``../shared/data`` (when present; it has no masks).
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from polypviewer.cli import UserError
@@ -36,10 +35,9 @@ def demo_frames() -> Path:
 
 def shared_data() -> Path | None:
     """``$POLYPVIEWER_SHARED_DATA``, else ``../shared/data`` beside the project or the current folder."""
-    env = os.environ.get("POLYPVIEWER_SHARED_DATA")
-    candidates = [Path(env)] if env else []
-    candidates += [Path(__file__).resolve().parents[3] / "shared" / "data", Path.cwd().parent / "shared" / "data"]
-    return next((c for c in candidates if c.is_dir()), None)
+    from polypviewer.core.paths import shared_data_dir
+
+    return shared_data_dir()
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

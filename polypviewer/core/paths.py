@@ -5,7 +5,8 @@ inference models) go to the per-user cache folder, project files to the per-user
 folder.
 
 polypviewer's own environment variables are read here and nowhere else:
-``POLYPVIEWER_CACHE``, ``POLYPVIEWER_CONFIG`` and ``POLYPVIEWER_PROJECTS`` move those folders.
+``POLYPVIEWER_CACHE``, ``POLYPVIEWER_CONFIG`` and ``POLYPVIEWER_PROJECTS`` move those folders;
+``POLYPVIEWER_SHARED_DATA`` says where the (never shipped) evaluation data sets are.
 """
 
 from __future__ import annotations
@@ -66,3 +67,14 @@ def projects_dir() -> Path:
     path = Path(override) if override else config_dir() / "projects"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def shared_data_dir() -> Path | None:
+    """The evaluation data (``../shared/data``, never shipped): ``$POLYPVIEWER_SHARED_DATA``,
+    else ``shared/data`` beside the project's folder, else beside the current folder; None
+    when none of them is a folder."""
+    env = os.environ.get("POLYPVIEWER_SHARED_DATA")
+    candidates = [Path(env)] if env else []
+    candidates += [Path(__file__).resolve().parents[2].parent / "shared" / "data",
+                   Path.cwd().parent / "shared" / "data"]
+    return next((c for c in candidates if c.is_dir()), None)

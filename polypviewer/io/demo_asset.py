@@ -39,6 +39,7 @@ import numpy as np
 
 from polypviewer.core.errors import PolypviewerError
 from polypviewer.core.paths import resources_dir
+from polypviewer.io.video import quiet_ffmpeg
 
 __all__ = ["DemoScene", "DemoAsset", "DemoError", "generate_demo", "render_frame",
            "shipped_demo", "DEMO_STEM"]
@@ -291,6 +292,7 @@ def generate_demo(out_dir: str | Path, n_frames: int = 60, size: tuple[int, int]
     _remove_partial(tmp_video, tmp_masks)  # only ever our own leftovers (hidden names)
     try:
         tmp_masks.mkdir()
+        quiet_ffmpeg()
         writer = cv2.VideoWriter(str(tmp_video), cv2.VideoWriter.fourcc(*"mp4v"), float(fps),
                                  (w, h))
         if not writer.isOpened():
@@ -320,6 +322,7 @@ def generate_demo(out_dir: str | Path, n_frames: int = 60, size: tuple[int, int]
 
 def count_frames(video: Path, size: tuple[int, int] | None = None) -> int:
     """Frames that actually decode (not the header's claim); checks their (H, W) if given."""
+    quiet_ffmpeg()
     cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
         raise DemoError("cannot open video", video)

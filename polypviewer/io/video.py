@@ -34,12 +34,7 @@ from polypviewer.core.fileio import OutputError, atomic_write
 from polypviewer.core.paths import cache_dir
 from polypviewer.io.images import ItemError, SourceError
 
-__all__ = ["VIDEO_EXTENSIONS", "VideoIndex", "VideoReader", "build_index", "load_index"]
-
-# FFmpeg prints its own multi-line complaints ("moov atom not found") to stderr; ours are
-# one line naming the file. Quiet it before the first capture is opened, unless the user
-# asked for a level (OPENCV_FFMPEG_LOGLEVEL=32 brings FFmpeg's messages back).
-os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+__all__ = ["VIDEO_EXTENSIONS", "VideoIndex", "VideoReader", "build_index", "load_index", "quiet_ffmpeg"]
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm")
 
@@ -86,7 +81,16 @@ def _rgb(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB if frame.ndim == 3 else cv2.COLOR_GRAY2RGB)
 
 
+def quiet_ffmpeg() -> None:
+    """Keep FFmpeg's own multi-line complaints ("moov atom not found") off stderr, where ours
+    are one line naming the file, unless the user asked for a level
+    (``OPENCV_FFMPEG_LOGLEVEL=32`` brings FFmpeg's messages back). OpenCV reads the level when
+    it first uses FFmpeg, so this runs before every capture is opened (not at import)."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+
 def _open(path: Path) -> cv2.VideoCapture:
+    quiet_ffmpeg()
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         cap.release()

@@ -1,6 +1,6 @@
-"""The review app (the only package that imports PySide6 / pyqtgraph)."""
+"""The review app (the only package that imports PySide6 / pyqtgraph).
 
-from polypviewer.ui import qtfix as _qtfix
-
-# Must run before any Qt signal is emitted from Python (see qtfix: PySide6 6.12.0 bug).
-_qtfix.apply()
+Importing it changes nothing global: the start-up code (``ui.app.make_app``, and
+``MainWindow`` for embedders and tests that make their own QApplication) applies the PySide6
+work-around of ``ui/qtfix.py`` before any signal is emitted.
+"""

@@ -16,6 +16,9 @@ from polypviewer.core.paths import resources_dir
 
 def make_app(argv: list[str] | None = None) -> QApplication:
     """The QApplication, created once, with the Fusion style, a dark palette and style.qss."""
+    from polypviewer.ui import qtfix
+
+    qtfix.apply()  # before any signal is emitted from Python (the PySide6 6.12.0 bug)
     app = QApplication.instance()
     if app is None:
         app = QApplication(argv or [sys.argv[0]])

@@ -40,6 +40,9 @@ from polypviewer.ui.timeline import Timeline
 from polypviewer.ui.workers import FrameData, FrameService
 
 LOOKAHEAD = 8  # frames predicted ahead of the one shown
+# QMainWindow.saveState's version: raise it when the docks or toolbars change, so an older
+# layout in the settings is ignored (restoreState refuses another version) instead of misapplied.
+WINDOW_STATE_VERSION = 1
 NO_GT_REASON = ("Disagreement (TP / FP / FN) needs ground truth, and {name} has none: every polyp the "
                 "model finds would be painted as a false positive. Open a Kvasir folder with masks/, or a "
                 "video with a <video stem>_masks/ folder.")
@@ -62,6 +65,9 @@ class MainWindow(QMainWindow):
                  weights: str | None = None, allow_random: bool = False,
                  predictor_options: dict | None = None) -> None:
         """``predictor_options`` go to ``Predictor.create`` (device, precision, backend)."""
+        from polypviewer.ui import qtfix
+
+        qtfix.apply()  # (make_app does it first; here for callers that made their own QApplication)
         super().__init__()
         self.setWindowTitle("polypviewer")
         self.setAcceptDrops(True)
@@ -113,6 +119,8 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(QByteArray.fromBase64(self.settings.window_geometry.encode()))
         else:
             self.resize(1440, 900)
+        if self.settings.window_state:  # docks and toolbars where the user left them (all exist now)
+            self.restoreState(QByteArray.fromBase64(self.settings.window_state.encode()), WINDOW_STATE_VERSION)
         if load_default_model or model or weights:
             self.load_model(model, weights, allow_random=allow_random)
         else:
@@ -584,6 +592,7 @@ class MainWindow(QMainWindow):
         self.predictions.shutdown()
         self.frames.shutdown()
         self.settings.window_geometry = bytes(self.saveGeometry().toBase64()).decode()
+        self.settings.window_state = bytes(self.saveState(WINDOW_STATE_VERSION).toBase64()).decode()
         try:
             save_settings(self.settings)
         except (OSError, PolypviewerError) as exc:  # e.g. a link at settings.json: refused

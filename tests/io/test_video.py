@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -273,3 +274,27 @@ def test_masks_folder_named_masks_also_works(numbered_video):
     cv2.imwrite(str(folder / "other_000001.png"), m)  # another video's mask: ignored
     with open_source(numbered_video) as src:
         assert src.mask(119).sum() == 6 and src.mask(1) is None
+
+
+def test_importing_changes_no_environment_and_ffmpeg_is_quieted_at_open(tmp_path):
+    """No global side effect at import; the first capture opened sets FFmpeg's level (a level
+    the user set is kept)."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys\n"
+            "import polypviewer.io.sources, polypviewer.io.video as v\n"
+            "assert 'OPENCV_FFMPEG_LOGLEVEL' not in os.environ\n"
+            "try:\n    v.VideoReader(sys.argv[1])\nexcept Exception:\n    pass\n"
+            "print(os.environ.get('OPENCV_FFMPEG_LOGLEVEL'))\n")
+    clip = tmp_path / "x.mp4"
+    clip.write_bytes(b"not a video")
+    env = {k: val for k, val in os.environ.items() if k != "OPENCV_FFMPEG_LOGLEVEL"}
+    out = subprocess.run([sys.executable, "-c", code, str(clip)], capture_output=True, text=True, env=env,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "-8"
+    out = subprocess.run([sys.executable, "-c", code.replace("assert 'OPENCV_FFMPEG_LOGLEVEL' not in os.environ\n",
+                                                             ""), str(clip)],
+                         capture_output=True, text=True, env={**env, "OPENCV_FFMPEG_LOGLEVEL": "32"}, timeout=60)
+    assert out.stdout.strip().splitlines()[-1] == "32"  # (and FFmpeg speaks again, as asked)
