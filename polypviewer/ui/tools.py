@@ -10,12 +10,14 @@
   item and a polygon preview item for the canvas's scene, and the ``maskChanged(frame,
   rect)`` signal the overlay redraws from (only the dirty rectangle).
 
-Wiring into ``ui.canvas.Canvas``: ``canvas.set_tool(editor.canvas_handler())`` (again on
-``toolChanged``; None for navigate, so the canvas pans), ``canvas.scene().addItem(editor.cursor)``
-and ``editor.preview``, ``canvas.set_layers(session.get(frame).mask, gt)`` (edited in place; the thresholded
-prediction while the frame is not started, and again on ``frameStarted``),
-``editor.maskChanged`` -> ``canvas.refresh_overlay(rect)`` when ``frame`` is the one shown,
-and ``Editor(..., start_frame=...)`` so a frame is started from its prediction on first touch.
+Wiring (done by ``ui.annotation.AnnotationController`` through ``ui.host.ReviewHost``):
+``host.set_canvas_tool(editor.canvas_handler())`` (again on ``toolChanged``; None for navigate,
+so the canvas pans), ``host.add_canvas_item(editor.cursor)`` and ``editor.preview``,
+``host.use_session(session)`` (the canvas draws the session's masks, edited in place; the
+thresholded prediction while a frame is not started), ``frameStarted`` -> ``host.show_mask``,
+``editor.maskChanged`` -> ``host.refresh_mask(frame, rect)`` (redrawn when ``frame`` is the one
+shown), and ``Editor(..., start_frame=...)`` so a frame is started from its prediction on first
+touch. A new tool: a :class:`Tool` subclass listed in ``Editor.tools`` and :data:`TOOL_KEYS`.
 
 Tools implement the canvas handler protocol ``press/move/release(x, y, event)`` and
 ``hover(x, y)`` (plus ``wheel(steps, event) -> bool``) in scene coordinates of the image item
