@@ -1,9 +1,9 @@
-"""`polypviewer finetune --data PROJECT` on a review project made from real CVC-ClinicDB frames."""
+"""`polypviewer finetune --data PROJECT` on a review project made from 5 frames of the shipped demo
+clip (``kvasir_copy``)."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,14 +20,9 @@ from polypviewer.nets.weights import save_checkpoint, sha256_file
 
 
 @pytest.fixture()
-def project(cvc: Path, tmp_path: Path) -> tuple[Path, list[str], str]:
-    """A project over 5 real frames: 2 accepted, 2 corrected (a stroke each), 1 flagged."""
-    root = tmp_path / "cvc5"
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for img in sorted((cvc / "images").iterdir())[:5]:
-        shutil.copy(img, root / "images" / img.name)
-        shutil.copy(next((cvc / "masks").glob(img.stem + ".*")), root / "masks")
+def project(kvasir_copy, tmp_path: Path) -> tuple[Path, list[str], str]:
+    """A project over 5 frames: 2 accepted, 2 corrected (a stroke each), 1 flagged."""
+    root, _ = kvasir_copy(5, name="cvc5")
     path = tmp_path / "cvc5.pvproj.h5"
     with open_source(root) as src:
         names = [src.name(i) for i in range(len(src))]

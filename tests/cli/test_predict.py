@@ -1,4 +1,5 @@
-"""``polypviewer predict`` on real images, a real Kvasir-layout dataset and the real clip."""
+"""``polypviewer predict`` on an image folder, a Kvasir-layout dataset with ground truth (the shipped
+demo clip's frames, ``demo_set``), the shipped demo clip and the real clip."""
 
 from __future__ import annotations
 
@@ -32,12 +33,12 @@ def read(path: Path) -> np.ndarray:
     return img
 
 
-def test_predict_image_folder_names_masks_by_stem_and_skips_a_bad_file(endotect, weights, tmp_path, capsys):
+def test_predict_image_folder_names_masks_by_stem_and_skips_a_bad_file(demo_set, weights, tmp_path, capsys):
     src = tmp_path / "frames"
     src.mkdir()
-    stems = sorted(p.stem for p in (endotect / "images").iterdir())[:3]
+    stems = sorted(p.stem for p in (demo_set / "images").iterdir())[:3]
     for s in stems:
-        os.symlink(next((endotect / "images").glob(f"{s}.*")), src / f"{s}.jpg")
+        os.symlink(demo_set / "images" / f"{s}.png", src / f"{s}.png")
     (src / "broken.png").write_bytes(b"not a png")
     out = tmp_path / "out"
     rc = main(["predict", str(src), "--weights", str(weights), "--out", str(out), "--save-prob", "-q"])
@@ -46,7 +47,7 @@ def test_predict_image_folder_names_masks_by_stem_and_skips_a_bad_file(endotect,
     assert "broken" in err and "Traceback" not in err
     assert sorted(p.stem for p in (out / "masks").iterdir()) == stems
     for s in stems:
-        frame = read(src / f"{s}.jpg")
+        frame = read(src / f"{s}.png")
         mask, prob = read(out / "masks" / f"{s}.png"), read(out / "probs" / f"{s}.png")
         assert mask.shape == prob.shape == frame.shape[:2]
         assert set(np.unique(mask)) <= {0, 255}
@@ -54,13 +55,16 @@ def test_predict_image_folder_names_masks_by_stem_and_skips_a_bad_file(endotect,
         assert np.array_equal(mask == 255, prob >= 128)
 
 
-def test_predict_video_names_frames_and_two_shards_equal_one_run(clip384, weights, tmp_path, capsys):
+def test_predict_video_names_frames_and_two_shards_equal_one_run(weights, tmp_path, capsys):
+    from polypviewer.io.demo_asset import shipped_demo
+
+    clip = shipped_demo()  # 60 frames with sidecar masks
     full, a, b = tmp_path / "full", tmp_path / "a", tmp_path / "b"
-    assert main(["predict", str(clip384), "--weights", str(weights), "--out", str(full), "-q"]) == 0
+    assert main(["predict", str(clip), "--weights", str(weights), "--out", str(full), "-q"]) == 0
     names = sorted(p.name for p in (full / "masks").iterdir())
-    assert names == [f"colonoscopy_clip_384_{i:06d}.png" for i in range(26)]
-    assert main(["predict", str(clip384), "--weights", str(weights), "--out", str(a), "--shard", "0/2", "-q"]) == 0
-    assert main(["predict", str(clip384), "--weights", str(weights), "--out", str(b), "--shard", "1/2", "-q"]) == 0
+    assert names == [f"demo_clip_{i:06d}.png" for i in range(60)]
+    assert main(["predict", str(clip), "--weights", str(weights), "--out", str(a), "--shard", "0/2", "-q"]) == 0
+    assert main(["predict", str(clip), "--weights", str(weights), "--out", str(b), "--shard", "1/2", "-q"]) == 0
     sa = sorted(p.name for p in (a / "masks").iterdir())
     sb = sorted(p.name for p in (b / "masks").iterdir())
     assert sa == names[0::2] and sb == names[1::2]
@@ -69,9 +73,9 @@ def test_predict_video_names_frames_and_two_shards_equal_one_run(clip384, weight
         assert np.array_equal(read(full / "masks" / n), read(other / "masks" / n)), n
 
 
-def test_predict_dataset_with_ground_truth_prints_metrics_and_overlay(cvc, weights, tmp_path, capsys):
+def test_predict_dataset_with_ground_truth_prints_metrics_and_overlay(demo_set, weights, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = main(["predict", str(cvc), "--weights", str(weights), "--out", str(out), "--shard", "0/5",
+    rc = main(["predict", str(demo_set), "--weights", str(weights), "--out", str(out), "--shard", "0/3",
                "--overlay-video", str(tmp_path / "overlay.mp4"), "-q", "--backend", "torch"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
@@ -82,9 +86,9 @@ def test_predict_dataset_with_ground_truth_prints_metrics_and_overlay(cvc, weigh
     cap.release()
 
 
-def test_predict_refuses_to_overwrite_and_reports_usage_errors(cvc, weights, tmp_path, capsys):
+def test_predict_refuses_to_overwrite_and_reports_usage_errors(demo_set, weights, tmp_path, capsys):
     out = tmp_path / "out"
-    args = ["predict", str(cvc), "--weights", str(weights), "--out", str(out), "--shard", "0/10", "-q",
+    args = ["predict", str(demo_set), "--weights", str(weights), "--out", str(out), "--shard", "0/10", "-q",
             "--backend", "torch"]
     assert main(args) == 0
     before = {p: p.read_bytes() for p in (out / "masks").iterdir()}
@@ -95,19 +99,21 @@ def test_predict_refuses_to_overwrite_and_reports_usage_errors(cvc, weights, tmp
     assert {p: p.read_bytes() for p in (out / "masks").iterdir()} == before
     assert main(args + ["--overwrite"]) == 0
 
-    assert main(["predict", str(cvc), "--model", "unet", "--out", str(tmp_path / "x")]) == 2
+    assert main(["predict", str(demo_set), "--model", "unet", "--out", str(tmp_path / "x")]) == 2
     assert "--weights" in capsys.readouterr().err
-    assert main(["predict", str(cvc), "--weights", str(weights), "--out", str(tmp_path / "y"),
+    assert main(["predict", str(demo_set), "--weights", str(weights), "--out", str(tmp_path / "y"),
                  "--shard", "3/2"]) == 2
     assert main(["predict", str(tmp_path / "missing"), "--weights", str(weights), "--out", str(tmp_path / "z")]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "missing" in err
 
 
-def test_predict_impossible_engine_choice_is_a_one_line_usage_error(cvc, weights, tmp_path, capsys, monkeypatch):
+def test_predict_impossible_engine_choice_is_a_one_line_usage_error(demo_set, weights, tmp_path, capsys,
+                                                                     monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert main(["predict", str(cvc), "--weights", str(weights), "--out", str(tmp_path / "o"), "--device", "cuda"]) == 2
-    assert main(["predict", str(cvc), "--weights", str(weights), "--out", str(tmp_path / "o"),
+    assert main(["predict", str(demo_set), "--weights", str(weights), "--out", str(tmp_path / "o"),
+                 "--device", "cuda"]) == 2
+    assert main(["predict", str(demo_set), "--weights", str(weights), "--out", str(tmp_path / "o"),
                  "--precision", "fp16"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "no CUDA device" in err[0] and "fp16 inference needs a CUDA device" in err[1]

@@ -1,4 +1,5 @@
-"""Training on tiny real crops: the loss falls, resume continues from the saved step, splits."""
+"""Training on a few frames of the shipped demo clip (``demo_set``): the loss falls, resume
+continues from the saved step, splits, two ranks under torchrun, the registry's recipes."""
 
 from __future__ import annotations
 
@@ -25,9 +26,9 @@ TINY = Recipe("tiny", lr=1e-3, batch_size=2, epochs=2, rates=(1.0,), multiscale=
 
 
 @pytest.fixture(scope="module")
-def tiny(endotect: Path):
-    names = read_split(f"{endotect / 'split.json'}:train")[:4]
-    return load_set(endotect, names)
+def tiny(demo_set: Path):
+    names = read_split(f"{demo_set / 'split.json'}:train")[:4]
+    return load_set(demo_set, names)
 
 
 @pytest.fixture()
@@ -116,14 +117,14 @@ def test_holdout_split_is_reproducible_and_order_free() -> None:
         holdout_split(names, 1.0)
 
 
-def test_split_file_errors_name_the_file(tmp_path: Path, endotect: Path) -> None:
+def test_split_file_errors_name_the_file(tmp_path: Path, demo_set: Path) -> None:
     f = tmp_path / "s.json"
     f.write_text(json.dumps({"train": ["a"]}))
     with pytest.raises(DataError, match="s.json: no list 'val'"):
         read_split(f"{f}:val")
     with pytest.raises(DataError, match="FILE:KEY"):
         read_split("nokey")
-    s = load_set(endotect, [read_split(f"{endotect / 'split.json'}:val")[0], "missing-stem"])
+    s = load_set(demo_set, [read_split(f"{demo_set / 'split.json'}:val")[0], "missing-stem"])
     assert len(s) == 1 and "missing-stem" in s.problems[0]
 
 
@@ -150,12 +151,12 @@ open(f"{out}/rank{dist.get_rank()}.sha", "w").write(digest(model))
 """
 
 
-def test_torchrun_two_ranks_end_with_identical_weights(endotect: Path, tmp_path: Path) -> None:
+def test_torchrun_two_ranks_end_with_identical_weights(demo_set: Path, tmp_path: Path) -> None:
     script = tmp_path / "ddp_train.py"
     script.write_text(_DDP_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node", "2", str(script), str(endotect), str(tmp_path)],
+                           "--nproc_per_node", "2", str(script), str(demo_set), str(tmp_path)],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     a, b = (tmp_path / "rank0.sha").read_text(), (tmp_path / "rank1.sha").read_text()

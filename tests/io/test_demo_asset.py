@@ -87,3 +87,20 @@ def test_generate_small_clip_keeps_existing_output(tmp_path: Path):
     again = generate_demo(tmp_path, n_frames=2, size=(64, 96), overwrite=True)
     assert count_frames(again.video) == 2 and len(list(again.masks_dir.iterdir())) == 2
     assert not list(tmp_path.glob(".*partial*"))  # no temporaries left behind
+
+
+def test_the_demo_set_fixture_is_a_kvasir_layout_with_the_clips_exact_masks(demo_set, kvasir_copy):
+    """tests/conftest.py's ``demo_set``: what tests needing "frames with ground truth" use."""
+    import json
+
+    from polypviewer.io.demo_asset import render_frame
+    from polypviewer.io.sources import open_source
+
+    with open_source(demo_set) as src:
+        assert src.kind == "kvasir" and len(src) == 12 and not src.problems
+        mask = src.mask(3)  # frame 15 of the clip
+    assert np.array_equal(mask, render_frame(15)[1])
+    split = json.loads((demo_set / "split.json").read_text())
+    assert (len(split["train"]), len(split["val"])) == (8, 4) and not set(split["train"]) & set(split["val"])
+    root, stems = kvasir_copy(3)
+    assert sorted(p.stem for p in (root / "masks").iterdir()) == stems == split["train"][:3]
