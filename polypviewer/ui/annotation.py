@@ -51,8 +51,8 @@ MENU_GROUPS: dict[str, tuple[str, ...]] = {
     "mask": ("keep_largest", "fill_holes", "grow", "shrink", "clear", "reset", "carry_forward"),
     "project": ("save", "export", "finetune"),
 }
-TOOLBAR = (*TOOL_KEYS, None, "undo", "redo", None, "state_accepted", "state_corrected", "state_flagged",
-           "next_unreviewed", None, "export", "finetune")
+TOOLBAR: tuple[str | None, ...] = (*TOOL_KEYS, None, "undo", "redo", None, "state_accepted", "state_corrected",
+                                   "state_flagged", "next_unreviewed", None, "export", "finetune")
 
 
 class AnnotationController(QObject):
@@ -72,7 +72,10 @@ class AnnotationController(QObject):
         self.editor = Editor(self.projects.session, self, start_frame=self._start_frame)
         self._dialogs: list[Any] = []
         self._dirty: set[int] = set()
-        self._rescore = QTimer(self, singleShot=True, interval=80, timeout=self._flush_rescore)
+        self._rescore = QTimer(self)  # re-score edited frames 80 ms after the last change
+        self._rescore.setSingleShot(True)
+        self._rescore.setInterval(80)
+        self._rescore.timeout.connect(self._flush_rescore)
         self.panel = EditPanel()
         self.markers = ReviewMarkers()
         self._build_actions()
@@ -167,11 +170,11 @@ class AnnotationController(QObject):
         self.versions_menu = self.versions.menu
         bar = QToolBar("Annotation", win)
         bar.setObjectName("annotationToolbar")
-        for name in TOOLBAR:
-            if name is None:
+        for entry in TOOLBAR:
+            if entry is None:
                 bar.addSeparator()
             else:
-                bar.addAction(a[name])
+                bar.addAction(a[entry])
         win.addToolBar(Qt.ToolBarArea.TopToolBarArea, bar)
         self.toolbar = bar
         dock = QDockWidget("Annotation", win)

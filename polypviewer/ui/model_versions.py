@@ -7,6 +7,7 @@ Fine-tuned checkpoints are written under ``<projects dir>/models`` (see
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from PySide6.QtWidgets import QMenu
@@ -45,5 +46,5 @@ class ModelVersions:
         if label in self.versions or path in self.versions.values():
             return
         self.versions[label] = path
-        self.menu.addAction(label, lambda p=path: self.load(p))
+        self.menu.addAction(label, partial(self.load, path))
         self.menu.setEnabled(True)
