@@ -30,7 +30,7 @@ import torch
 from polypviewer.core import masks as core_masks
 from polypviewer.core.errors import PolypviewerError
 
-__all__ = ["Embedding", "PromptSegmenter", "EmbeddingCache", "PromptError", "Box", "preprocess",
+__all__ = ["Embedding", "PromptSegmenter", "EmbeddingCache", "PromptError", "Box", "preprocess", "merge", "MERGE_MODES",
            "scale_box", "click_box", "jitter_box", "CLICK_MODE", "CLICK_MARGIN", "DEFAULT_CACHE_BYTES"]
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in frame pixels (inclusive corners)
@@ -262,3 +262,28 @@ def jitter_box(box: Sequence[float], frac: float, rng: np.random.Generator, size
     if ny1 - ny0 < 2:
         ny0, ny1 = y0, y1
     return (nx0, ny0, nx1, ny1)
+
+
+MERGE_MODES = ("replace", "add", "remove")
+
+
+def merge(current: np.ndarray, new: np.ndarray, box: Sequence[float], mode: str) -> np.ndarray:
+    """A frame's mask after a prompt's mask ``new`` came back for ``box``: ``replace`` clears the
+    box and puts ``new`` there (outside the box only ``new``'s pixels are added), ``add`` is the
+    union, ``remove`` takes ``new``'s pixels away. Returns a new array."""
+    cur = np.asarray(current, dtype=bool)
+    nm = np.asarray(new, dtype=bool)
+    if cur.shape != nm.shape:
+        raise PromptError(f"prompt mask {nm.shape} does not fit the frame's {cur.shape}")
+    if mode == "add":
+        return np.asarray(cur | nm)
+    if mode == "remove":
+        return np.asarray(cur & ~nm)
+    if mode != "replace":
+        raise PromptError(f"unknown merge mode {mode!r}; choose from {', '.join(MERGE_MODES)}")
+    out = cur.copy()
+    h, w = cur.shape
+    x0, y0 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
+    x1, y1 = min(w - 1, int(np.ceil(box[2]))), min(h - 1, int(np.ceil(box[3])))
+    out[y0:y1 + 1, x0:x1 + 1] = False
+    return np.asarray(out | nm)

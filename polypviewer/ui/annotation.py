@@ -14,7 +14,10 @@ It composes, and each piece has its own file:
   keymap applied by the window), the dock's :class:`~polypviewer.ui.edit_panel.EditPanel`, the
   review-state markers on the timeline (``ui/review_markers.py``) and Annotate > Model versions
   (``ui/model_versions.py``);
-* the export and fine-tune dialogs, which read :meth:`snapshot`.
+* the export and fine-tune dialogs, which read :meth:`snapshot`;
+* the Box tool's LiteMedSAM (``ui/prompting.py``): while the Box tool is selected, the shown
+  frame's and the next frame's embeddings are computed in the background, and a box or click
+  comes back as a mask merged in one undo step (``Editor.apply_prompt``).
 
 A new action: its default key in ``annotation_keys.EXTRA_KEYS``, then :meth:`add_action`.
 """
@@ -76,6 +79,10 @@ class AnnotationController(QObject):
         self._rescore.setSingleShot(True)
         self._rescore.setInterval(80)
         self._rescore.timeout.connect(self._flush_rescore)
+        from polypviewer.ui.prompting import PromptService
+
+        self.prompts = PromptService(self)
+        self.editor.prompter = self._prompt
         self.panel = EditPanel()
         self.markers = ReviewMarkers()
         self._build_actions()
@@ -199,6 +206,8 @@ class AnnotationController(QObject):
         ed.stateChanged.connect(lambda f, s: self._on_state(f))
         ed.brushRadiusChanged.connect(lambda r: self._update_panel())
         self.message.connect(host.report)
+        self.prompts.masked.connect(self._on_prompt_mask)
+        self.prompts.failed.connect(self.message.emit)
 
     # ---- project --------------------------------------------------------------------------
     def _on_source_opened(self, info: dict) -> None:
@@ -209,6 +218,7 @@ class AnnotationController(QObject):
         self.editor.history.clear()
         self.editor.frame = None
         self.host.use_session(session)
+        self.prompts.open(str(info["path"]))
         self.markers.show_states(session)
         self._update_panel()
 
@@ -228,6 +238,7 @@ class AnnotationController(QObject):
     def shutdown(self) -> None:
         """Stop the dialogs' workers and close the project (called by the window on close)."""
         self._rescore.stop()
+        self.prompts.shutdown()
         for dlg in list(self._dialogs):
             dlg.stop_worker()
             dlg.close()
@@ -279,10 +290,35 @@ class AnnotationController(QObject):
         if index != self.editor.frame:
             self.editor.set_frame(index)
             self._update_panel()
+        self._look_ahead()
 
     def _on_tool(self, name: str) -> None:
         self.host.set_canvas_tool(self.editor.canvas_handler())
         self._update_panel()
+        self._look_ahead()
+
+    # ---- the Box tool (LiteMedSAM) ----------------------------------------------------------------
+    def _look_ahead(self) -> None:
+        """Embed the shown frame and the next one in the background, only while the Box tool is
+        selected (an embedding costs about as much CPU as many predictions)."""
+        if self.editor.tool.name == "box" and self.source_info is not None and self.host.n:
+            self.prompts.look_ahead(self.host.index, self.host.n)
+
+    def _prompt(self, frame: int, *, box=None, point=None, mode: str = "replace", region=None) -> None:
+        if point is not None and region is None:  # the shown mask: the prediction until the frame is edited
+            prob = self.host.prediction(frame)
+            region = prob >= self.host.threshold if prob is not None else None
+        self.prompts.prompt(frame, box=box, point=point, mode=mode, region=region)
+        ready = frame in self.prompts.embedded_frames
+        self.host.notify("Box: segmenting…" if ready else "Box: computing this frame's embedding…", 3000)
+
+    def _on_prompt_mask(self, req, mask, box) -> None:
+        stroke = self.editor.apply_prompt(req.frame, mask, box, req.mode)
+        if stroke is None and self.session.get(req.frame) is None:
+            self.message.emit(f"{self.host.frame_name(req.frame)}: the box's mask could not be applied "
+                              "(the frame's prediction is not ready yet)")
+        elif stroke is None:
+            self.host.notify("Box: the mask did not change", 3000)
 
     def _finish_polygon(self) -> None:
         tool = self.editor.tool

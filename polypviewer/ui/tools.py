@@ -5,7 +5,8 @@
 - :class:`FrameHistory` keeps one ``QUndoStack`` per frame in a ``QUndoGroup``, so undo
   is per frame and survives moving to other frames and back.
 - :class:`Editor` is what the canvas talks to: current frame, brush size, the tools
-  (navigate Esc, the default: clicks never edit; brush B, eraser E, fill F, polygon P;
+  (navigate Esc, the default: clicks never edit; brush B, eraser E, fill F, polygon P, box S
+  (LiteMedSAM: a dragged box or a click to a mask, see :class:`BoxTool`);
   a tool's key again returns to navigate), the clean-up actions, a brush-outline cursor
   item and a polygon preview item for the canvas's scene, and the ``maskChanged(frame,
   rect)`` signal the overlay redraws from (only the dirty rectangle).
@@ -39,12 +40,13 @@ from PySide6.QtWidgets import QGraphicsEllipseItem, QGraphicsPathItem
 from polypviewer.core.edits import EditSession, FrameEdits, Rect, ReviewState, Stroke
 
 __all__ = ["EditCommand", "FrameHistory", "Editor", "Tool", "NavigateTool", "BrushTool", "EraserTool", "FillTool",
-           "PolygonTool", "TOOL_KEYS", "REVIEW_KEYS", "CLEANUP_OPS", "MIN_RADIUS", "MAX_RADIUS"]
+           "PolygonTool", "BoxTool", "TOOL_KEYS", "REVIEW_KEYS", "CLEANUP_OPS", "MIN_RADIUS", "MAX_RADIUS"]
 
 Refresh = Callable[[int, "Rect | None"], None]
 
 # Navigate first: it is the default tool (clicks and drags pan, never edit); Esc returns to it.
-TOOL_KEYS: dict[str, str] = {"navigate": "Esc", "brush": "B", "eraser": "E", "fill": "F", "polygon": "P"}
+TOOL_KEYS: dict[str, str] = {"navigate": "Esc", "brush": "B", "eraser": "E", "fill": "F", "polygon": "P",
+                             "box": "S"}
 # One key per review state of the current frame (F is fill, so flagged is X).
 REVIEW_KEYS: dict[ReviewState, str] = {ReviewState.ACCEPTED: "A", ReviewState.CORRECTED: "C",
                                        ReviewState.FLAGGED: "X", ReviewState.UNREVIEWED: "U"}
@@ -314,6 +316,56 @@ class PolygonTool(Tool):
         self.editor.preview.setPath(path)
 
 
+class BoxTool(Tool):
+    """Box (S) to mask with LiteMedSAM: drag a box around a polyp and the mask the network finds
+    inside it replaces the frame's mask there (Shift+drag: adds to it; right-drag: removes it);
+    a click without a drag prompts with the box of the shown mask's region under the click
+    (``engine.prompting.click_box``). The network runs in the background (``ui/prompting.py``);
+    the result arrives through :meth:`Editor.apply_prompt` as one undo step."""
+
+    name = "box"
+    CLICK_PX = 4.0  # a press and release closer than this is a click
+
+    def __init__(self, editor: Editor) -> None:
+        super().__init__(editor)
+        self._start: tuple[float, float] | None = None
+        self._mode = "replace"
+
+    def press(self, x: float, y: float, event: Any = None) -> None:
+        self._start = (x, y)
+        mods = event.modifiers() if event is not None and hasattr(event, "modifiers") else None
+        shift = mods is not None and bool(mods & Qt.KeyboardModifier.ShiftModifier)
+        self._mode = "remove" if _right_button(event) else "add" if shift else "replace"
+        self._show(x, y)
+
+    def move(self, x: float, y: float, event: Any = None) -> None:
+        if self._start is not None:
+            self._show(x, y)
+
+    def release(self, x: float, y: float, event: Any = None) -> None:
+        if self._start is None:
+            return
+        (x0, y0), self._start = self._start, None
+        self.editor.preview.setPath(QPainterPath())
+        if self.editor.frame is None:
+            return
+        if math.dist((x0, y0), (x, y)) < self.CLICK_PX:
+            self.editor.request_prompt(point=(x - 0.5, y - 0.5), mode=self._mode)
+        else:  # scene -> inclusive pixel corners
+            self.editor.request_prompt(box=(min(x0, x), min(y0, y), max(x0, x) - 1, max(y0, y) - 1),
+                                       mode=self._mode)
+
+    def cancel(self) -> None:
+        self._start = None
+        self.editor.preview.setPath(QPainterPath())
+
+    def _show(self, x: float, y: float) -> None:
+        assert self._start is not None
+        path = QPainterPath()
+        path.addRect(QRectF(QPointF(*self._start), QPointF(x, y)).normalized())
+        self.editor.preview.setPath(path)
+
+
 class _ToolGroup(QActionGroup):
     """The exclusive group of tool actions; :meth:`sync` checks the current tool's (a slot of
     a QObject, so the connection goes away with the actions' parent)."""
@@ -356,7 +408,10 @@ class Editor(QObject):
         self.preview.setPen(pen)
         self.preview.setZValue(1001)
         self.tools: dict[str, Tool] = {t.name: t(self) for t in (NavigateTool, BrushTool, EraserTool, FillTool,
-                                                                 PolygonTool)}
+                                                                 PolygonTool, BoxTool)}
+        # Where the Box tool's prompts go: ``prompter(frame, box=..., point=..., mode=...,
+        # region=...)`` (the annotation controller's background LiteMedSAM); None: not available.
+        self.prompter: Callable[..., Any] | None = None
         self.tool: Tool = self.tools["navigate"]
         self.cursor.setVisible(False)
 
@@ -455,6 +510,35 @@ class Editor(QObject):
             return False  # accepted needs the frame's prediction; corrected, an edited mask
         self.stateChanged.emit(self.frame, ReviewState(state))
         return True
+
+    def request_prompt(self, *, box: tuple[float, float, float, float] | None = None,
+                       point: tuple[float, float] | None = None, mode: str = "replace") -> bool:
+        """Send the Box tool's prompt on the current frame to :attr:`prompter` (with the shown
+        mask, whose region under a click becomes the box); False when nothing can take it."""
+        if self.frame is None or self.prompter is None:
+            return False
+        edits = self.session.get(self.frame)
+        region = edits.mask.copy() if edits is not None and point is not None else None
+        self.prompter(self.frame, box=box, point=point, mode=mode, region=region)
+        return True
+
+    def apply_prompt(self, frame: int, mask: Any, box: tuple[float, float, float, float], mode: str) -> Stroke | None:
+        """Merge a prompt's mask into ``frame``'s (``engine.prompting.merge``) as ONE undo step;
+        the frame is started from its prediction first when it has no edits yet."""
+        from polypviewer.engine.prompting import merge
+
+        edits = self.session.get(frame)
+        if edits is None and self.start_frame is not None:
+            edits = self.start_frame(frame)
+            if edits is not None:
+                self.frameStarted.emit(frame)
+        if edits is None:
+            return None
+        stroke = edits.replace(merge(edits.mask, mask, box, mode), f"box ({mode})")
+        if stroke is not None:
+            self.push(frame, edits, stroke)
+            self.refresh(frame, stroke.rect)
+        return stroke
 
     def _pushed(self, edits: FrameEdits, stroke: Stroke | None) -> Stroke | None:
         if stroke is not None:
