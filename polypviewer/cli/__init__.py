@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("predict", "segment an image, folder, Kvasir dataset or video"),
     "eval": ("evaluate", "score predicted masks against ground truth"),
     "extract": ("extract", "write chosen video frames as PNG for annotation"),
+    "propagate": ("propagate", "carry a reviewed mask through the next frames (optical flow + network)"),
     "segment-boxes": ("segment_boxes", "masks from boxes (Kvasir-SEG bboxes.json) with LiteMedSAM"),
     "train": ("train", "train a network on a Kvasir-layout dataset"),
     "finetune": ("finetune", "fine-tune on corrected masks and prove it on held-out frames"),
