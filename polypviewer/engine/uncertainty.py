@@ -127,14 +127,16 @@ def most_uncertain(scores: Mapping[int, float], k: int, *, exclude: Iterable[int
     return picked
 
 
-def next_to_review(scores: Mapping[int, float], current: int, reviewed: Iterable[int] = ()) -> int | None:
+def next_to_review(scores: Mapping[int, float], current: int, reviewed: Iterable[int] = (), *,
+                   walking: bool = False) -> int | None:
     """Where the "most uncertain unreviewed frame" key goes from ``current``: the most
-    uncertain frame not in ``reviewed``; when that is ``current`` itself (or ``current`` is
-    ranked), the next one down the ranking (wrapping), so pressing it again walks the list.
-    None when no unreviewed frame has a score."""
+    uncertain frame not in ``reviewed``. ``walking`` (the key brought the user to ``current``
+    and it is still unreviewed), or ``current`` being that frame already: the next one down
+    the ranking (wrapping), so pressing the key again walks the list while reviewing a frame
+    takes it off. None when no unreviewed frame has a score."""
     ranked = most_uncertain(scores, len(scores), exclude=reviewed)
     if not ranked:
         return None
-    if current in ranked:
+    if current in ranked and (walking or ranked[0] == current):
         return ranked[(ranked.index(current) + 1) % len(ranked)]
     return ranked[0]

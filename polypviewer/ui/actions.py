@@ -45,6 +45,9 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("next_worst", "Next worst frame", ("W",),
                "Jump to the next frame whose Dice (or confidence) is among the worst", menu="Frame"),
     ActionSpec("prev_worst", "Previous worst frame", ("Shift+W",), menu="Frame"),
+    ActionSpec("next_uncertain", "Most uncertain unreviewed frame", ("J",),
+               "Jump to the unreviewed frame the model is least sure of (again: the next one down); "
+               "Ctrl+R ranks the whole source", menu="Frame"),
     ActionSpec("toggle_overlay", "Show overlays", ("V",), checkable=True, menu="View"),
     ActionSpec("toggle_outline", "Outline mode", ("O",), checkable=True, menu="View"),
     ActionSpec("toggle_disagreement", "Disagreement (TP / FP / FN)", ("D",),

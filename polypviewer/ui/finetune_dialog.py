@@ -9,6 +9,13 @@ shows before/after on the held-out frames and offers to switch to the new versio
 base stays selectable under Annotate > Model versions. Frames nobody edited are then
 re-predicted by the new version (the prediction cache is keyed by model version); edited
 frames keep their corrected masks.
+
+"Correct first" picks the k frames nobody has reviewed yet that the model is least sure of
+(``engine.uncertainty``, from the predictions the window already has): the dialog lists them
+and the window goes to the first; J (most uncertain unreviewed frame) walks the rest in the
+same order. They are the frames most likely to be wrong (README: uncertainty vs 1 - Dice);
+whether correcting them first makes a better fine-tune than correcting random frames is
+measured by ``benchmarks/bench_active.py`` (README's table), not assumed.
 """
 
 from __future__ import annotations
@@ -133,6 +140,19 @@ class FinetuneDialog(WorkerDialog):
         n = len(controller.frames_in(REVIEWED))
         self.frames_label = QLabel(f"{n} accepted + corrected frame(s) of this project "
                                    "(flagged and unreviewed frames are left out)")
+        # Which frames to correct before fine-tuning: the k most uncertain unreviewed ones.
+        self.pick_k = QSpinBox()
+        self.pick_k.setRange(1, 1000)
+        self.pick_k.setValue(10)
+        self.pick_k.setToolTip("How many frames to pick")
+        self.pick_button = QPushButton("Pick the most uncertain frames")
+        self.pick_button.setToolTip("The unreviewed frames the model is least sure of: correct (or accept) "
+                                    "them, then fine-tune. J walks them in the window.")
+        self.pick_button.clicked.connect(self.pick_uncertain)
+        self.pick_label = QLabel("")
+        self.pick_label.setWordWrap(True)
+        self.pick_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.picked: list[int] = []
         self.holdout = QDoubleSpinBox()
         self.holdout.setRange(0.05, 0.9)
         self.holdout.setSingleStep(0.05)
@@ -188,6 +208,11 @@ class FinetuneDialog(WorkerDialog):
         form.addRow("Base model", row)
         form.addRow("New checkpoint", self.out_edit)
         form.addRow("Frames", self.frames_label)
+        pick_row = QHBoxLayout()
+        pick_row.addWidget(self.pick_k)
+        pick_row.addWidget(self.pick_button, 1)
+        form.addRow("Correct first", pick_row)
+        form.addRow("", self.pick_label)
         form.addRow("Held out", self.holdout)
         form.addRow("Epochs", self.epochs)
         form.addRow("Stop after steps", self.max_steps)
@@ -234,6 +259,28 @@ class FinetuneDialog(WorkerDialog):
         if path:
             self.base_edit.setText(path)
             self.out_edit.setText(str(default_output(path)))
+
+    def pick_uncertain(self) -> list[int]:
+        """The k most uncertain frames not yet accepted, corrected or flagged (most uncertain
+        first); listed in the dialog, and the window goes to the first of them."""
+        from polypviewer.core.edits import ReviewState
+        from polypviewer.engine.uncertainty import most_uncertain
+
+        host = self.controller.host
+        scores = host.uncertainties()
+        done = set(self.controller.frames_in((*REVIEWED, ReviewState.FLAGGED)))
+        self.picked = most_uncertain(scores, self.pick_k.value(), exclude=done)
+        if not self.picked:
+            self.pick_label.setText("No unreviewed frame has a prediction yet: Predict the whole source "
+                                    "(Ctrl+R) so every frame is ranked, then pick again.")
+            return []
+        listed = ", ".join(f"{i + 1} ({host.frame_name(i)}, {scores[i]:.2f})" for i in self.picked)
+        ranked = (f"ranked {len(scores)} of {host.n} frames"
+                  + ("; Predict the whole source (Ctrl+R) to rank them all" if len(scores) < host.n else ""))
+        self.pick_label.setText(f"Correct these {len(self.picked)} first (frame (name, uncertainty), most "
+                                f"uncertain first): {listed}. {ranked}. J walks them in the window.")
+        host.go_to(self.picked[0])
+        return self.picked
 
     # ---- run ---------------------------------------------------------------------------------
     def start(self) -> bool:

@@ -12,7 +12,8 @@ What it offers, by job:
   ``threshold`` (the probability a pixel needs to be foreground), ``frame_name(i)``,
   ``frame(i)`` (the decoded :class:`~polypviewer.ui.workers.FrameData`, or None),
   ``prediction(i)`` (the cached probability map, or None) and ``model_info()`` (the running
-  model's info dict, or None while none is loaded);
+  model's info dict, or None while none is loaded), ``uncertainties()`` (frame -> the
+  running model's ``engine.uncertainty`` score, for the frames it has predicted);
 * **masks**: ``use_session(session)`` makes the window show and score the masks of that
   :class:`~polypviewer.core.edits.EditSession` (the one owner of every edited mask; a frame
   without one shows its thresholded prediction); ``show_mask(i)`` after a frame's mask was
@@ -67,6 +68,7 @@ class ReviewHost(Protocol):
     def frame(self, index: int) -> FrameData | None: ...
     def prediction(self, index: int) -> np.ndarray | None: ...
     def model_info(self) -> dict[str, Any] | None: ...
+    def uncertainties(self) -> dict[int, float]: ...
 
     # -- masks -------------------------------------------------------------------------------
     def use_session(self, session: EditSession) -> None: ...

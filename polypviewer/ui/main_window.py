@@ -90,6 +90,7 @@ class MainWindow(QMainWindow):
         self.frames = FrameService(parent=self)
         self.predictions = PredictionService(parent=self)
         self.review = ReviewModel(self.predictions)  # what each frame shows, and its scores
+        self._uncertain_target: int | None = None  # where J last went (pressing it again walks on)
         self.predictions.style = self.canvas.style()
         self.player = Player(self)
         self._rescore_timer = QTimer(self, singleShot=True, interval=150, timeout=self._rescore_all)
@@ -170,7 +171,8 @@ class MainWindow(QMainWindow):
             "back_10": lambda: self.step(-10), "forward_10": lambda: self.step(10),
             "first_frame": lambda: self.go_to(0), "last_frame": lambda: self.go_to(self.n - 1),
             "play": self.set_playing, "next_worst": lambda: self.jump_worst(1),
-            "prev_worst": lambda: self.jump_worst(-1), "toggle_overlay": c.set_overlay_visible,
+            "prev_worst": lambda: self.jump_worst(-1), "next_uncertain": self.jump_uncertain,
+            "toggle_overlay": c.set_overlay_visible,
             "toggle_outline": lambda on: self.set_style(outline=on),
             "toggle_disagreement": lambda on: self.set_style(disagreement=on),
             "toggle_gt": lambda on: self.set_style(show_gt=on),
@@ -310,6 +312,7 @@ class MainWindow(QMainWindow):
         self.model_panel.set_message(note)
         self.overlay_panel.set_threshold(float(info.get("threshold", self.threshold)))
         self._invalidate_scores()
+        self._show_uncertainty()  # this version's (known again when it was used before)
         self._display()
         self._request_ahead()
 
@@ -358,6 +361,42 @@ class MainWindow(QMainWindow):
             self.set_playing(False)
             self.go_to(target)
 
+    def uncertainties(self) -> dict[int, float]:
+        """Frame -> the running model's uncertainty (``engine.uncertainty``), for every frame
+        it has predicted (Predict the whole source, Ctrl+R, ranks them all)."""
+        return self.predictions.uncertainties()
+
+    def reviewed_frames(self) -> set[int]:
+        """Frames with a reviewer's verdict (accepted, corrected, flagged); any other state,
+        unreviewed or one a tool set without a reviewer, still needs a look."""
+        from polypviewer.core.edits import ReviewState
+
+        done = (ReviewState.ACCEPTED, ReviewState.CORRECTED, ReviewState.FLAGGED)
+        return set(self.review.session.with_state(*done))
+
+    def jump_uncertain(self) -> None:
+        """J: the unreviewed frame the model is least sure of; again: the next one down."""
+        from polypviewer.engine.uncertainty import next_to_review
+
+        scores = self.uncertainties()
+        walking = self.index == self._uncertain_target
+        target = next_to_review(scores, self.index, self.reviewed_frames(), walking=walking)
+        self._uncertain_target = target
+        if target is None:
+            self.notify("No unreviewed frame has a prediction yet: Predict the whole source (Ctrl+R) "
+                        "to rank every frame by uncertainty.", 5000)
+            return
+        self.set_playing(False)
+        self.go_to(target)
+        if len(scores) < self.n:
+            self.notify(f"Most uncertain of the {len(scores)} predicted frames (of {self.n}); "
+                        "Ctrl+R ranks the whole source.", 5000)
+
+    def _show_uncertainty(self) -> None:
+        self.timeline.clear_uncertainty()
+        for i, u in self.predictions.uncertainties().items():
+            self.timeline.set_uncertainty(i, u)
+
     # ---- playback ----------------------------------------------------------------------
     def set_playing(self, on: bool) -> None:
         """Play / pause (Space); the Player drops frames whose prediction is late."""
@@ -380,6 +419,7 @@ class MainWindow(QMainWindow):
         res = pred.result
         if pred.data is not None and self.frames.get(index) is None:
             self.frames.put(index, pred.data)
+        self.timeline.set_uncertainty(index, pred.uncertainty)
         if not self.review.take_scored(index, pred.scored):  # (scored on the worker at this threshold)
             cached = self.frames.get(index)
             self._score(index, res.prob, cached.gt if cached else res.gt)

@@ -12,6 +12,7 @@ Results arrive only through queued signals.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -34,6 +35,7 @@ class Prediction(NamedTuple):
     data: FrameData | None
     scored: Any  # core.review.Scored or None
     overlay: Any = None  # QImage from canvas.render_overlay(mask, gt, job style), or None
+    uncertainty: float = math.nan  # engine.uncertainty.frame_uncertainty of the map (0 = sure)
 
 
 @dataclass
@@ -130,6 +132,7 @@ class InferenceWorker(QObject):
         t0, done = time.perf_counter(), 0
         try:
             from polypviewer.core.review import score_frame
+            from polypviewer.engine.uncertainty import frame_uncertainty
             from polypviewer.ui.canvas import render_overlay
 
             for res in runner:
@@ -137,13 +140,16 @@ class InferenceWorker(QObject):
                     break
                 done += 1
                 data = scored = overlay = None
+                unc = math.nan
                 if res.frame is not None:
                     data = frame_data(res.frame, res.gt, res.name)
                 if res.prob is not None:
                     scored = score_frame(res.prob, res.gt, job.threshold)
                     if job.style is not None:
                         overlay = render_overlay(scored.mask, res.gt, job.style)
-                self.result.emit(job.id, Prediction(res, data, scored, overlay))
+                    # At the model's own threshold (the measured score), not the slider's.
+                    unc = frame_uncertainty(res.prob, getattr(self.predictor, "threshold", 0.5))
+                self.result.emit(job.id, Prediction(res, data, scored, overlay, unc))
         except Exception as exc:  # noqa: BLE001
             self.job_failed.emit(job.id, describe_exception(exc, with_type=True))
         finally:
@@ -240,6 +246,9 @@ class PredictionService(QObject):
         self.slack = 2 * max(1, batch_size) + 2
         self._job_keys: dict[int, tuple] = {}  # job id -> (source id, model version) it ran for
         self._job_styles: dict[int, Any] = {}
+        # Per-frame uncertainty, keyed like the cache (source, frame, model version): a float
+        # per predicted frame, kept for as long as the window (a few bytes a frame).
+        self._uncertainty: dict[tuple, float] = {}
 
     # -- state
     @property
@@ -252,6 +261,15 @@ class PredictionService(QObject):
     def cached(self, index: int) -> np.ndarray | None:
         """The cached probability map of frame ``index`` for the current model, or None."""
         return self.cache.get(self.key(index))
+
+    def uncertainty(self, index: int) -> float:
+        """The current model's uncertainty of frame ``index`` (NaN when not predicted yet)."""
+        return self._uncertainty.get(self.key(index), math.nan)
+
+    def uncertainties(self) -> dict[int, float]:
+        """Frame index -> uncertainty, for every frame the current model has predicted."""
+        src, version = self.key(0)[0], self.version
+        return {k[1]: v for k, v in self._uncertainty.items() if k[0] == src and k[2] == version}
 
     def cached_overlay(self, index: int, threshold: float, style) -> Any:
         """The overlay QImage the worker rendered for this frame, threshold and style, or None."""
@@ -353,6 +371,8 @@ class PredictionService(QObject):
         # A cancelled job's late result is still a correct prediction for the source and model
         # it ran with: cache it under those, and tell the window only if they are current.
         self.cache.put((source_id, res.index, version), res.prob)
+        if not math.isnan(pred.uncertainty):
+            self._uncertainty[(source_id, res.index, version)] = float(pred.uncertainty)
         if pred.scored is not None:
             self.mask_cache.put((source_id, res.index, version, pred.scored.threshold), pred.scored.mask)
             if pred.overlay is not None:

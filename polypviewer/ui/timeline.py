@@ -1,7 +1,8 @@
 """Per-frame strip under the frame slider (pyqtgraph): Dice per frame against the ground
 truth, or without ground truth the predicted polyp area (% of the frame, on its own scale at
 the right) and the mean confidence inside it (0..1, at the left). Click to jump; the worst
-frames are marked and reachable by key."""
+frames are marked and reachable by key. A third, dotted curve is the model's per-frame
+uncertainty (``engine.uncertainty``, 0..1 on the left axis), drawn in both modes."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ EMPTY_X_RANGE = (0.0, 1.0)  # no source: a plain 0..1 axis, not pyqtgraph's -0.5
 AREA_TOPS = (1, 2, 5, 10, 20, 50, 100)  # the area axis ends at the first of these (%) above the data
 PRIMARY_COLOR = (0, 200, 255)
 SECONDARY_COLOR = (255, 210, 0)
+UNCERTAINTY_COLOR = (255, 90, 200)
+UNCERTAINTY_CAPTION = "; uncertainty (magenta, dotted; J: most uncertain unreviewed frame)"
 CAPTIONS = {"dice": "Dice per frame",
             "area": "polyp area, % of the frame (blue, right axis) and mean confidence "
                     "(amber, left axis) per frame"}
@@ -82,6 +85,14 @@ class Timeline(QWidget):
         self._plot.addItem(self._curve)
         self._plot.addItem(self._dots)
         self._plot.addItem(self._dots2)
+        # The model's uncertainty per frame, on the 0..1 axis (kept apart from the scores: it
+        # belongs to the model version, not to the threshold or the shown mask).
+        self._uncertainty = np.zeros(0, np.float64)
+        self._curve_u = self._plot.plot([], [], pen=pg.mkPen(UNCERTAINTY_COLOR, width=1, style=Qt.PenStyle.DotLine),
+                                        connect="finite")
+        self._curve_u.setObjectName("uncertainty")
+        self._dots_u = pg.ScatterPlotItem(size=4, brush=pg.mkBrush(*UNCERTAINTY_COLOR), pen=None)
+        self._plot.addItem(self._dots_u)
         self._worst = pg.ScatterPlotItem(size=7, brush=pg.mkBrush(255, 70, 70), pen=None)
         self._plot.addItem(self._worst)
         self._cursor = pg.InfiniteLine(0, angle=90, pen=pg.mkPen((240, 240, 240), width=1))
@@ -108,12 +119,13 @@ class Timeline(QWidget):
         self._mode = mode
         self._primary = np.full(n, np.nan)
         self._secondary = np.full(n, np.nan)
+        self._uncertainty = np.full(n, np.nan)
         if n > 0:
             self._plot.setXRange(-0.5, n - 0.5, padding=0)
         else:
             self._plot.setXRange(*EMPTY_X_RANGE, padding=0)
         self._cursor.setVisible(n > 0)
-        self.caption.setText(CAPTIONS[mode] if n > 0 else "per-frame scores (open a source)")
+        self.caption.setText(CAPTIONS[mode] + UNCERTAINTY_CAPTION if n > 0 else "per-frame scores (open a source)")
         area = mode == "area"
         item = self._plot.getPlotItem()
         item.showAxis("right", area)
@@ -153,6 +165,21 @@ class Timeline(QWidget):
             self._secondary[index] = secondary
             if not self._redraw_timer.isActive():
                 self._redraw_timer.start()
+
+    def set_uncertainty(self, index: int, value: float) -> None:
+        """The model's uncertainty of frame ``index`` (0 = sure; NaN = unknown)."""
+        if 0 <= index < self._n:
+            self._uncertainty[index] = value
+            if not self._redraw_timer.isActive():
+                self._redraw_timer.start()
+
+    def clear_uncertainty(self) -> None:
+        """Another model version: its frames' uncertainty is not known yet."""
+        self._uncertainty[:] = np.nan
+        self._redraw()
+
+    def uncertainty(self) -> np.ndarray:
+        return self._uncertainty.copy()
 
     def flush(self) -> None:
         """Draw pending values now (they are otherwise drawn at most every 100 ms)."""
@@ -221,6 +248,9 @@ class Timeline(QWidget):
         self._curve2.setData(x, secondary)
         lone2 = _isolated(secondary)
         self._dots2.setData(lone2.astype(float), secondary[lone2])
+        self._curve_u.setData(x, self._uncertainty)
+        lone_u = _isolated(self._uncertainty)
+        self._dots_u.setData(lone_u.astype(float), self._uncertainty[lone_u])
         worst = self.worst_frames()
         self._worst.setData(worst.astype(float), self._primary[worst] if self._mode == "dice"
                             else self._secondary[worst])

@@ -71,10 +71,13 @@ def test_most_uncertain_ranks_skips_and_spreads() -> None:
 
 def test_next_to_review_walks_the_ranking_and_skips_reviewed() -> None:
     scores = {0: 0.2, 3: 0.9, 5: 0.5, 7: 0.7}
-    assert U.next_to_review(scores, 1) == 3
-    assert U.next_to_review(scores, 3) == 7  # on the top one: the next one down
-    assert U.next_to_review(scores, 0) == 3  # the last one wraps to the top
+    assert U.next_to_review(scores, 1) == 3  # the top one
+    assert U.next_to_review(scores, 5) == 3  # from a ranked frame too, unless walking
+    assert U.next_to_review(scores, 3) == 7  # on the top one already: the next one down
+    assert U.next_to_review(scores, 7, walking=True) == 5
+    assert U.next_to_review(scores, 0, walking=True) == 3  # the last one wraps to the top
     assert U.next_to_review(scores, 1, reviewed={3, 7}) == 5
+    assert U.next_to_review(scores, 3, reviewed={3}, walking=True) == 7  # reviewed now: the top of the rest
     assert U.next_to_review(scores, 1, reviewed={0, 3, 5, 7}) is None
     assert U.next_to_review({}, 0) is None
 

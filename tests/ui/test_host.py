@@ -47,6 +47,9 @@ class StubHost(QMainWindow):
     def model_info(self) -> dict[str, Any] | None:
         return {"model": "stub", "version": "v1"}
 
+    def uncertainties(self) -> dict[int, float]:
+        return {0: 0.1, 1: 0.4}
+
     def use_session(self, session: EditSession) -> None:
         self.session = session
 
