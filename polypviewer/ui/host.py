@@ -25,9 +25,9 @@ What it offers, by job:
   scene items such as a brush outline), ``add_timeline_item(item)`` (a pyqtgraph item drawn
   on the per-frame strip, x = frame index);
 * **navigation and model**: ``go_to(i)``, ``set_playing(on)``, ``load_model(model, weights)``;
-* **messages**: ``report(message)`` (a one-line problem: status bar, ``errors``, the
-  window's ``message`` signal), ``notify(message, ms)`` (a passing success line in the
-  status bar) and ``model_message(text)`` (the model panel's line).
+* **messages**: ``report(message)`` (a one-line problem: status bar, message log, ``errors``,
+  the window's ``message`` signal), ``notify(message, ms)`` (a passing success line in the
+  status bar, kept in the message log too) and ``model_message(text)`` (the model panel's line).
 
 Signals (Qt, so not part of the typed protocol's methods): ``source_opened(info)``,
 ``displayed(index, has_prediction)`` and ``message(str)``.

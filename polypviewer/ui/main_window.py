@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QScrollArea,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -33,6 +34,7 @@ from polypviewer.core.review import ReviewModel
 from polypviewer.io.settings import load_settings, save_settings
 from polypviewer.ui.actions import MENUS, SPECS, build_actions, resolve_keymap
 from polypviewer.ui.canvas import Canvas
+from polypviewer.ui.message_log import LogBridge, MessageLog
 from polypviewer.ui.panels import MetricsPanel, ModelPanel, NavigationBar, OverlayPanel
 from polypviewer.ui.playback import Player
 from polypviewer.ui.prediction import PredictionService
@@ -112,7 +114,7 @@ class MainWindow(QMainWindow):
         self.menuBar().addAction(help_menu)
         self._set_gt_available(False, NO_SOURCE_REASON)
         for p in ([warning] if warning else []) + problems:
-            self.report(p)
+            self.report(p, level="warning")
         if len(problems) > 1:  # the status bar shows one line at a time: say where all are
             self.statusBar().showMessage(f"{len(problems)} keymap problems in the settings file "
                                          f"(every one under Help > Keys): {problems[0]}", 30000)
@@ -162,6 +164,19 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
         self.status_label = QLabel("")
         self.statusBar().addPermanentWidget(self.status_label)
+        # every line the status bar shows, kept with its time (the bar shows one at a time)
+        self.message_log = MessageLog(self)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.message_log)
+        self.message_log.hide()
+        self.log_button = QToolButton()
+        self.log_button.setObjectName("logButton")
+        self.log_button.setAutoRaise(True)
+        self.log_button.setDefaultAction(self.message_log.toggleViewAction())
+        self.message_log.changed.connect(self._show_log_count)
+        self.statusBar().addPermanentWidget(self.log_button)
+        self._show_log_count()
+        self._log_bridge = LogBridge(self)  # the engine's logging warnings, from any thread
+        self._log_bridge.record.connect(self.message_log.add)
 
     def _handlers(self) -> dict:
         c = self.canvas
@@ -190,6 +205,8 @@ class MainWindow(QMainWindow):
         for name, act in self.actions_.items():
             menus[SPECS[name].menu].addAction(act)
             self.addAction(act)  # shortcuts work with the menu bar hidden too
+        menus["View"].addSeparator()
+        menus["View"].addAction(self.message_log.toggleViewAction())
         self.actions_["toggle_overlay"].setChecked(True)
         self.actions_["toggle_gt"].setChecked(True)
         self._fill_recent()
@@ -218,6 +235,8 @@ class MainWindow(QMainWindow):
         self.model_panel.model_chosen.connect(self.choose_model)
         self.model_panel.weights_requested.connect(self.weights_dialog)
         self.model_panel.random_requested.connect(lambda name: self.load_model(name, allow_random=True))
+        self.model_panel.select_backend(str(self._options.get("backend", "auto")))
+        self.model_panel.backend_chosen.connect(self.choose_backend)
         self.canvas.zoom_changed.connect(lambda z: self.refresh_status())
 
     # ---- sources -----------------------------------------------------------------------
@@ -229,6 +248,7 @@ class MainWindow(QMainWindow):
         """Open a video, image, image folder or Kvasir dataset (decoded off the GUI thread)."""
         self.set_playing(False)
         self.source = None
+        self.message_log.add("info", f"Opening {path}…")
         self.statusBar().showMessage(f"Opening {path}…")
         gen = self.frames.open(str(path))
         self.predictions.set_source(gen, str(path))
@@ -295,6 +315,14 @@ class MainWindow(QMainWindow):
                                      f"with a checkpoint, or try it untrained.{still}",
                                      offer_random=True, error=True)
 
+    def choose_backend(self, name: str) -> None:
+        """The model panel's engine choice: the running network is built again on it."""
+        self._options["backend"] = name
+        if self.predictions.reload(self._options):
+            self.model_panel.set_message(f"Switching the engine to {name}…")
+        else:
+            self.model_panel.set_message(f"The engine {name} runs from the next network loaded.")
+
     def weights_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Load weights", "",
                                               "Checkpoints (*.safetensors *.pth *.pt);;All files (*)")
@@ -310,6 +338,7 @@ class MainWindow(QMainWindow):
         self.model_panel.set_fps(None)
         note = "Untrained (random weights): its masks are noise." if info.get("version") == "random-init" else ""
         self.model_panel.set_message(note)
+        self.message_log.add("info", _model_line(info))
         self.overlay_panel.set_threshold(float(info.get("threshold", self.threshold)))
         self._invalidate_scores()
         self._show_uncertainty()  # this version's (known again when it was used before)
@@ -603,7 +632,9 @@ class MainWindow(QMainWindow):
         self.timeline.plot_widget().addItem(item)
 
     def notify(self, message: str, timeout_ms: int = 4000) -> None:
-        """A passing success line in the status bar (problems go through :meth:`report`)."""
+        """A passing success line in the status bar (problems go through :meth:`report`);
+        kept in the message log too."""
+        self.message_log.add("info", message)
         self.statusBar().showMessage(message, timeout_ms)
 
     def model_message(self, text: str) -> None:
@@ -611,11 +642,20 @@ class MainWindow(QMainWindow):
         self.model_panel.set_message(text)
 
     # ---- messages and shutdown ---------------------------------------------------------
-    def report(self, message: str) -> None:
-        """Show a one-line problem; the app carries on."""
+    def report(self, message: str, level: str = "error") -> None:
+        """Show a one-line problem (status bar, message log); the app carries on."""
         self.errors.append(message)
+        self.message_log.add(level, message)
         self.statusBar().showMessage(message, 15000)
         self.message.emit(message)
+
+    def _show_log_count(self, _count: int = 0) -> None:
+        log = self.message_log
+        err, warn = log.count("error"), log.count("warning")
+        problems = f" ({err + warn} problem{'s' if err + warn != 1 else ''})" if err + warn else ""
+        self.log_button.setText(f"Log{problems}")
+        self.log_button.setToolTip(f"Message log: {len(log.entries)} lines this session, {err} errors, "
+                                   f"{warn} warnings (View > Message log)")
 
     def closeEvent(self, event) -> None:
         self.shutdown()
@@ -628,6 +668,7 @@ class MainWindow(QMainWindow):
         self._closed = True
         self.player.stop()
         self._rescore_timer.stop()
+        self._log_bridge.detach()
         self.annotation.shutdown()  # dialogs' workers stopped, project folded into its file
         self.predictions.shutdown()
         self.frames.shutdown()
@@ -637,6 +678,14 @@ class MainWindow(QMainWindow):
             save_settings(self.settings)
         except (OSError, PolypviewerError) as exc:  # e.g. a link at settings.json: refused
             self.errors.append(f"settings not saved: {exc}")
+
+
+def _model_line(info: dict) -> str:
+    """The message log's line for a model that is now running: what, on which engine, and why."""
+    what = f"{info.get('model', '?')} ({info.get('version', '?')})"
+    how = " ".join(str(info[k]) for k in ("backend", "precision", "device") if info.get(k))
+    why = info.get("why")
+    return f"Model ready: {what}" + (f" on {how}" if how else "") + (f"; {why}" if why else "")
 
 
 def _models_with_weights() -> set[str]:
