@@ -17,9 +17,21 @@ def test_info_json_counts_parameters_and_flops(capsys):
     assert (row["model"], row["input_size"]) == ("unet", 256)
     assert row["params"] == 3_585_027 and row["keras_total_params"] == 3_588_997
     assert row["gflops"] == pytest.approx(12.0, abs=0.1)
-    assert row["weights"] == [] or all("version" in w for w in row["weights"])
+    assert row["weights"] == []  # no U-Net weights are shipped
+    assert (row["recipe"], row["pretrained_encoder"]) == ("resunetpp_seed", False)
     assert report["engine"]["device"] in ("cpu", "cuda")
     assert report["engine"]["precision"] in ("fp32", "bf16", "fp16")
+
+
+def test_info_lists_the_shipped_default_weights(capsys):
+    from polypviewer.nets.weights import default_weights
+
+    assert main(["info", "--json", "--no-flops", "--model", "lite_pranet"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["models"]
+    (shipped,) = row["weights"]  # models/lite_pranet.safetensors, the default
+    assert shipped["default"] is True and shipped["file"] == str(default_weights())
+    assert len(shipped["version"]) == 12 and row["gflops"] is None
+    assert (row["recipe"], row["pretrained_encoder"]) == ("lite", True)
 
 
 def test_info_table_and_unknown_model(capsys):

@@ -75,9 +75,30 @@ def test_forward_gives_one_logit_map_per_image(built, name):
     logits = get_spec(name).select(out)
     assert tuple(logits.shape) == (2, 1, *SIZE)
     assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
-    # Logits, not probabilities: a sigmoid output would be stuck inside [0, 1].
     maps = out if isinstance(out, (tuple, list)) else (out,)
     assert all(tuple(m.shape) == (2, 1, *SIZE) for m in maps)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_forward_returns_logits_not_probabilities(built, name):
+    """Shift what the last convolution computes by +50: a logit map follows it far out of
+    [0, 1]; a sigmoid (or any squashing) after it could not leave [0, 1]."""
+    model = get(built, name).eval()
+    ran: list[nn.Module] = []
+    hooks = [m.register_forward_hook(lambda mod, i, o: ran.append(mod))
+             for m in model.modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        plain = get_spec(name).select(model(probe()))
+    for h in hooks:
+        h.remove()
+    shift = ran[-1].register_forward_hook(lambda mod, i, o: o + 50.0)
+    try:
+        with torch.no_grad():
+            shifted = get_spec(name).select(model(probe()))
+    finally:
+        shift.remove()
+    assert shifted.min() > 1.0, f"{name}: the output stays inside [0, 1] (probabilities, not logits?)"
+    assert torch.allclose(shifted - plain, torch.full_like(plain, 50.0), atol=1.0)  # the head is affine there
 
 
 @pytest.mark.parametrize("name", MODELS)
