@@ -1,4 +1,4 @@
-"""Per-user settings: recent files, window layout, keymap overrides, default model.
+"""Per-user settings: recent files, window layout, keymap overrides, default model, brush size.
 
 A JSON file in the platform's config folder (``core.paths.config_dir()``), so the keymap is
 editable by hand. Settings never hold user work (projects are their own files), so a broken
@@ -29,6 +29,7 @@ class Settings:
     window_state: str = ""  # base64 of QMainWindow.saveState()
     keymap: dict[str, str] = field(default_factory=dict)  # action name -> shortcut, overrides
     default_model: str = ""  # registry name or a weights file; "" = the shipped default
+    brush_radius: int = 0  # the annotation brush's radius in pixels; 0 = the editor's default
 
     def add_recent(self, path: str | Path) -> None:
         p = str(Path(path).resolve())
@@ -46,7 +47,8 @@ def _validated(raw: Any) -> Settings:
         raise ValueError(f"unknown schema {raw.get('schema')!r} (expected {SCHEMA})")
     s = Settings()
     for name, expected in (("recent_files", list), ("window_geometry", str),
-                           ("window_state", str), ("keymap", dict), ("default_model", str)):
+                           ("window_state", str), ("keymap", dict), ("default_model", str),
+                           ("brush_radius", int)):
         if name in raw:
             if not isinstance(raw[name], expected):
                 raise ValueError(f"'{name}' should be a {expected.__name__}")

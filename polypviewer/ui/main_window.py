@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QScrollArea,
+    QToolBar,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -42,6 +43,7 @@ from polypviewer.ui.timeline import Timeline
 from polypviewer.ui.workers import FrameData, FrameService
 
 LOOKAHEAD = 8  # frames predicted ahead of the one shown
+SETTINGS_DELAY_MS = 400  # a change is written this long after the last one
 # QMainWindow.saveState's version: raise it when the docks or toolbars change, so an older
 # layout in the settings is ignored (restoreState refuses another version) instead of misapplied.
 WINDOW_STATE_VERSION = 1
@@ -96,6 +98,12 @@ class MainWindow(QMainWindow):
         self.predictions.style = self.canvas.style()
         self.player = Player(self)
         self._rescore_timer = QTimer(self, singleShot=True, interval=150, timeout=self._rescore_all)
+        # Settings are written when they change (debounced), not only on a clean quit: a killed
+        # app keeps its recent files, layout, brush size and default model.
+        self._settings_timer = QTimer(self, singleShot=True, interval=SETTINGS_DELAY_MS,
+                                      timeout=self.save_settings_now)
+        self._settings_failed = False
+        self._default_request: str | None = None  # what load_model asked for, remembered once it runs
         self._layout()
         from polypviewer.ui.annotation_keys import annotation_keys
 
@@ -109,6 +117,10 @@ class MainWindow(QMainWindow):
         from polypviewer.ui.annotation import AnnotationController  # editing, review, export, fine-tune
 
         self.annotation = AnnotationController(self)
+        editor = self.annotation.editor
+        if self.settings.brush_radius > 0:
+            editor.set_brush_radius(self.settings.brush_radius)
+        editor.brushRadiusChanged.connect(self._remember_brush)
         help_menu = self._help_menu.menuAction()  # Help stays the last menu, after Annotate
         self.menuBar().removeAction(help_menu)
         self.menuBar().addAction(help_menu)
@@ -124,6 +136,15 @@ class MainWindow(QMainWindow):
             self.resize(1440, 900)
         if self.settings.window_state:  # docks and toolbars where the user left them (all exist now)
             self.restoreState(QByteArray.fromBase64(self.settings.window_state.encode()), WINDOW_STATE_VERSION)
+        for w in self.findChildren(QDockWidget) + self.findChildren(QToolBar):
+            w.topLevelChanged.connect(self.settings_changed)
+            w.visibilityChanged.connect(self.settings_changed)
+            if isinstance(w, QDockWidget):
+                w.dockLocationChanged.connect(self.settings_changed)
+            else:
+                w.orientationChanged.connect(self.settings_changed)
+        if load_default_model and not (model or weights) and self.settings.default_model:
+            model, weights = self._remembered_model(self.settings.default_model)
         if load_default_model or model or weights:
             self.load_model(model, weights, allow_random=allow_random)
         else:
@@ -269,6 +290,7 @@ class MainWindow(QMainWindow):
             self.report(p)
         self.settings.add_recent(info["path"])
         self._fill_recent()
+        self.settings_changed()
         self.source_opened.emit(info)
         self.go_to(0)
 
@@ -298,6 +320,10 @@ class MainWindow(QMainWindow):
         """Switch the network (built off the GUI thread), or install a ready ``predictor``."""
         what = Path(weights).name if weights else (model or "the shipped default model")
         self.model_panel.set_message(f"Loading {what}…")
+        # a model the user chose (a network's trained weights, a checkpoint, a fine-tuned
+        # version) is the default at the next start, once it runs
+        self._default_request = (None if predictor is not None or allow_random
+                                 else str(Path(weights).resolve()) if weights else (model or ""))
         self.predictions.load_model(model, weights, allow_random=allow_random,
                                     options=self._options, predictor=predictor,
                                     fallback_model=fallback_model)
@@ -339,13 +365,30 @@ class MainWindow(QMainWindow):
         note = "Untrained (random weights): its masks are noise." if info.get("version") == "random-init" else ""
         self.model_panel.set_message(note)
         self.message_log.add("info", _model_line(info))
+        if self._default_request is not None and info.get("version") != "random-init":
+            if self.settings.default_model != self._default_request:
+                self.settings.default_model = self._default_request
+                self.settings_changed()
+            self._default_request = None
         self.overlay_panel.set_threshold(float(info.get("threshold", self.threshold)))
         self._invalidate_scores()
         self._show_uncertainty()  # this version's (known again when it was used before)
         self._display()
         self._request_ahead()
 
+    def _remembered_model(self, default: str) -> tuple[str | None, str | None]:
+        """``(model, weights)`` for the settings' default model: a weights file (one that is
+        gone is reported, and the shipped default runs) or a network's name."""
+        if "/" in default or "\\" in default or default.endswith((".safetensors", ".pth", ".pt")):
+            if Path(default).is_file():
+                return None, default
+            self.report(f"{default}: the default model (the last one used) is gone; running the "
+                        "shipped default instead", level="warning")
+            return None, None
+        return default, None
+
     def _on_model_failed(self, message: str, offer_random: bool) -> None:
+        self._default_request = None
         self.model_panel.set_message(message, offer_random=offer_random, error=True)
         self.report(message)
 
@@ -657,6 +700,40 @@ class MainWindow(QMainWindow):
         self.log_button.setToolTip(f"Message log: {len(log.entries)} lines this session, {err} errors, "
                                    f"{warn} warnings (View > Message log)")
 
+    # ---- settings: written when they change ----------------------------------------------
+    def settings_changed(self, *_args) -> None:
+        """Something the settings keep changed: write them shortly (many changes, one write)."""
+        if not self._closed:
+            self._settings_timer.start()
+
+    def _remember_brush(self, radius: int) -> None:
+        self.settings.brush_radius = int(radius)
+        self.settings_changed()
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self.settings_changed()
+
+    def moveEvent(self, event) -> None:
+        super().moveEvent(event)
+        self.settings_changed()
+
+    def save_settings_now(self) -> bool:
+        """Write the settings with the window's current geometry and layout; a failure is
+        reported once (then kept in ``errors`` only). True when written."""
+        self._settings_timer.stop()
+        self.settings.window_geometry = bytes(self.saveGeometry().toBase64()).decode()
+        self.settings.window_state = bytes(self.saveState(WINDOW_STATE_VERSION).toBase64()).decode()
+        try:
+            save_settings(self.settings)
+        except (OSError, PolypviewerError) as exc:  # e.g. a link at settings.json: refused
+            line = f"settings not saved: {exc}"
+            if not self._settings_failed:
+                self._settings_failed = True
+                self.report(line, level="warning")
+            return False
+        return True
+
     def closeEvent(self, event) -> None:
         self.shutdown()
         super().closeEvent(event)
@@ -672,12 +749,7 @@ class MainWindow(QMainWindow):
         self.annotation.shutdown()  # dialogs' workers stopped, project folded into its file
         self.predictions.shutdown()
         self.frames.shutdown()
-        self.settings.window_geometry = bytes(self.saveGeometry().toBase64()).decode()
-        self.settings.window_state = bytes(self.saveState(WINDOW_STATE_VERSION).toBase64()).decode()
-        try:
-            save_settings(self.settings)
-        except (OSError, PolypviewerError) as exc:  # e.g. a link at settings.json: refused
-            self.errors.append(f"settings not saved: {exc}")
+        self.save_settings_now()
 
 
 def _model_line(info: dict) -> str:

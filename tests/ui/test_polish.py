@@ -5,12 +5,14 @@ window at 1280x720, and playback that drops nothing it has time for."""
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import threading
 from pathlib import Path
 
 import pytest
+from PySide6.QtCore import Qt
 
 TIMEOUT = 60_000
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,3 +104,74 @@ def test_an_unreadable_checkpoint_is_named_for_what_it_is(make_window, qtbot, tm
     assert "bad.pth" in line and "damaged or truncated PyTorch checkpoint" in line
     assert "IndexError" not in line and "pop from empty list" not in line
     assert win.message_log.texts("error")[-1] == line
+
+
+# ---- item 8: remembered across restarts, written when it changes --------------------------------
+def _saved(config: Path) -> dict:
+    return json.loads((config / "settings.json").read_text(encoding="utf-8"))
+
+
+def test_recent_files_layout_and_brush_are_written_when_they_change(make_window, qtbot, tmp_path, config):
+    win = make_window()
+    src = _kvasir(tmp_path)
+    _open(qtbot, win, src)
+    # no clean quit: what a SIGTERM would leave is already on disk
+    qtbot.waitUntil(lambda: (config / "settings.json").exists()
+                    and _saved(config)["recent_files"][:1] == [str(src.resolve())], timeout=5000)
+    win.annotation.editor.set_brush_radius(31)
+    qtbot.waitUntil(lambda: _saved(config)["brush_radius"] == 31, timeout=5000)
+    log = win.message_log
+    win.removeDockWidget(log)
+    win.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, log)
+    log.show()
+    state = bytes(win.saveState(1).toBase64()).decode()
+    qtbot.waitUntil(lambda: _saved(config)["window_state"] == state, timeout=5000)
+    # the next start restores them
+    from polypviewer.ui.main_window import MainWindow
+
+    again = MainWindow(load_default_model=False)
+    qtbot.addWidget(again)
+    try:
+        assert again.annotation.editor.brush_radius == 31
+        assert again.settings.recent_files[0] == str(src.resolve())
+        assert [a.text() for a in again.recent_menu.actions()][0] == str(src.resolve())
+        assert again.dockWidgetArea(again.message_log) == Qt.DockWidgetArea.RightDockWidgetArea
+        assert not again.message_log.isHidden()
+    finally:
+        again.shutdown()
+
+
+def test_the_model_the_user_switched_to_is_the_default_next_time(qtbot, tmp_path, config, monkeypatch):
+    """A fine-tuned checkpoint loaded through the window (Annotate > Model versions does
+    host.load_model(None, path)) runs again at the next start; once it is gone, the shipped
+    default runs and the log says why."""
+    import torch
+
+    from polypviewer.nets.registry import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, build_model
+    from polypviewer.nets.weights import save_checkpoint
+    from polypviewer.ui.main_window import MainWindow
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "models" / "unet-finetuned.safetensors"
+    ckpt.parent.mkdir()
+    save_checkpoint(ckpt, build_model("unet"), model_name="unet",
+                    preprocessing=Preprocessing(64, "RGB", IMAGENET_MEAN, IMAGENET_STD))
+    win = MainWindow(load_default_model=False, predictor_options={"backend": "torch", "precision": "fp32"})
+    qtbot.addWidget(win)
+    with qtbot.waitSignal(win.predictions.model_ready, timeout=TIMEOUT):
+        win.load_model(None, str(ckpt))
+    qtbot.waitUntil(lambda: (config / "settings.json").exists()
+                    and _saved(config)["default_model"] == str(ckpt.resolve()), timeout=5000)
+    win.shutdown()
+    loads = []
+    monkeypatch.setattr(MainWindow, "load_model", lambda self, m=None, w=None, **kw: loads.append((m, w)))
+    nxt = MainWindow(predictor_options={"backend": "torch", "precision": "fp32"})
+    qtbot.addWidget(nxt)
+    nxt.shutdown()
+    assert loads == [(None, str(ckpt.resolve()))]
+    ckpt.unlink()
+    third = MainWindow()
+    qtbot.addWidget(third)
+    third.shutdown()
+    assert loads[-1] == (None, None)
+    assert any("default model (the last one used) is gone" in x for x in third.message_log.texts("warning"))
