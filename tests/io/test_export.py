@@ -195,7 +195,7 @@ def test_verify_missing_folders(tmp_path):
 
 
 def test_masks_exported_beside_a_video_come_back_as_its_ground_truth(tmp_path):
-    from .conftest import write_video
+    from ..conftest import write_video
 
     video = write_video(tmp_path / "clip.mp4", 12)
     corrected = {3: np.zeros((48, 64), bool), 8: np.zeros((48, 64), bool)}

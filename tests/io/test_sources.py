@@ -211,19 +211,9 @@ def test_folder_reports_links_that_lead_nowhere_and_two_files_with_one_name(tmp_
 
 
 def test_video_shorter_than_its_header_is_one_problem(tmp_path):
-    import struct
+    from ..conftest import truncated_avi
 
-    from .conftest import write_video
-
-    data = write_video(tmp_path / "long.avi", 26, fourcc="MJPG").read_bytes()
-    off, chunks = data.index(b"movi") + 4, []
-    while len(chunks) <= 14:
-        cid, size = struct.unpack("<4sI", data[off:off + 8])
-        if cid == b"00dc":
-            chunks.append(off)
-        off += 8 + size + (size & 1)
-    cut = tmp_path / "cut.avi"
-    cut.write_bytes(data[:chunks[14]])
+    cut = truncated_avi(tmp_path / "cut.avi", frames=26, keep=14)
     with open_source(cut) as src:
         assert len(src) == 14
         assert src.problems == [f"{cut}: header says 26 frames, only 14 could be decoded"]

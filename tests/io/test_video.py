@@ -13,7 +13,7 @@ import pytest
 from polypviewer.io import video as V
 from polypviewer.io.sources import ItemError, SourceError, open_source
 
-from .conftest import frame_number, write_video
+from ..conftest import frame_number, write_video
 
 
 def sequential_decode(path: Path) -> list[np.ndarray]:

@@ -9,7 +9,7 @@ import pytest
 from polypviewer.cli import main
 from polypviewer.io.images import read_image
 
-from .conftest import frame_number
+from ..conftest import frame_number, truncated_avi
 
 
 def test_extract_frames_from_real_clip(tmp_path, h264_clip, capsys):
@@ -86,23 +86,6 @@ def test_truncated_video_is_one_line_on_stderr_even_from_ffmpeg(tmp_path, h264_c
 # -- problems: one line each on stderr, the rest goes on, exit status 1
 
 
-def _truncated_avi(path, frames: int = 26, keep: int = 14):
-    """An MJPG AVI whose header says ``frames`` frames, cut after its first ``keep`` frame chunks."""
-    import struct
-
-    from .conftest import write_video
-
-    data = write_video(path, frames, fourcc="MJPG").read_bytes()
-    off, chunks = data.index(b"movi") + 4, []
-    while len(chunks) <= keep:
-        cid, size = struct.unpack("<4sI", data[off:off + 8])
-        if cid == b"00dc":
-            chunks.append(off)
-        off += 8 + size + (size & 1)
-    path.write_bytes(data[:chunks[keep]])
-    return path
-
-
 def _lines(err: str) -> list[str]:
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert "Traceback" not in err and all(ln.startswith("polypviewer extract: ") for ln in lines), lines
@@ -110,7 +93,7 @@ def _lines(err: str) -> list[str]:
 
 
 def test_extract_truncated_video_reports_the_lost_frames(tmp_path, capsys):
-    avi = _truncated_avi(tmp_path / "cut.avi")
+    avi = truncated_avi(tmp_path / "cut.avi")
     out = tmp_path / "o"
     assert main(["extract", str(avi), "--every", "1", "--out", str(out), "-q"]) == 1
     assert sorted(frame_number(read_image(p)) for p in out.iterdir()) == list(range(14))
