@@ -16,6 +16,7 @@ reach the disk without a save button.
 from __future__ import annotations
 
 import enum
+import hashlib
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -86,6 +87,7 @@ class ReviewState(enum.IntEnum):
     ACCEPTED = 1   # the model's mask is right as it is
     CORRECTED = 2  # the mask was edited by a reviewer
     FLAGGED = 3    # unusable frame (blur, glare, no view): excluded from export/fine-tune
+    PROPAGATED = 4  # the mask was carried here from a reviewed frame: not reviewed until accepted
 
 
 @dataclass(frozen=True)
@@ -344,6 +346,10 @@ class EditSession:
     # The state a frame had before an edit made it CORRECTED, given back when its mask
     # returns to the model's (undo, reset). In memory only: after a reopen it is UNREVIEWED.
     _before_correction: dict[int, ReviewState] = field(default_factory=dict, repr=False)
+    _propagating: int | None = field(default=None, repr=False)
+    # Digest of each propagated frame's carried mask: an edit undone back to it gives the frame
+    # the state it had before the edit (PROPAGATED, or ACCEPTED once accepted). In memory only.
+    _propagated: dict[int, bytes] = field(default_factory=dict, repr=False)
 
     def start(self, frame: int, model_mask: np.ndarray, *, model_version: str = "", threshold: float = 0.5,
               name: str | None = None) -> FrameEdits:
@@ -394,6 +400,24 @@ class EditSession:
         if self.listener is not None:
             self.listener.state_changed(frame, state)
 
+    def propagate(self, frame: int, mask: np.ndarray) -> Stroke | None:
+        """Give a started frame a mask carried from a reviewed frame (``engine.propagation``):
+        one stroke, and the frame becomes PROPAGATED in the same change (the store keeps both
+        in one record). Undoing the stroke gives the frame its earlier state back; editing a
+        propagated mask makes it CORRECTED; accepting it makes it ACCEPTED. Returns None when
+        the mask is already that one (the state is still set)."""
+        edits = self.frames.get(frame)
+        if edits is None:
+            raise ValueError(f"frame {frame} has no mask yet: start() it from the prediction first")
+        self._propagating = frame
+        try:
+            stroke = edits.replace(np.asarray(mask, dtype=bool), "propagate")
+        finally:
+            self._propagating = None
+        if stroke is None:
+            self.set_state(frame, ReviewState.PROPAGATED)
+        return stroke
+
     def carry_forward(self, frame: int, from_frame: int) -> Stroke | None:
         """Copy ``from_frame``'s mask onto ``frame`` (both must be started) as one stroke."""
         src, dst = self.frames.get(from_frame), self.frames.get(frame)
@@ -426,6 +450,9 @@ class EditSession:
                 return f
         return None
 
+    def _digest(self, frame: int) -> bytes:
+        return hashlib.blake2b(np.packbits(self.frames[frame].mask).tobytes(), digest_size=16).digest()
+
     def _changed(self, frame: int, diff: Diff) -> None:
         # The review state follows the content: an edit that makes the mask differ from the
         # model's makes the frame "corrected" (unless it was flagged as unusable); a change
@@ -433,11 +460,21 @@ class EditSession:
         # frame the state it had before it was corrected. Set silently: the listener reads
         # the new state with the change, so the store persists both in ONE record (a kill
         # can never keep one without the other).
+        # A propagated mask is the propagation's, not a reviewer's: PROPAGATED, undone the
+        # same way.
         state = self.state(frame)
-        if self.is_model_mask(frame):
-            if state == ReviewState.CORRECTED:
+        if frame == self._propagating:
+            if state != ReviewState.PROPAGATED:
+                self._before_correction[frame] = state
+            self.states[frame] = ReviewState.PROPAGATED
+            self._propagated[frame] = self._digest(frame)
+        elif (state == ReviewState.CORRECTED and frame in self._propagated and frame in self._before_correction
+              and self._digest(frame) == self._propagated[frame]):
+            self.states[frame] = self._before_correction.pop(frame)  # back to the carried mask
+        elif self.is_model_mask(frame):
+            if state in (ReviewState.CORRECTED, ReviewState.PROPAGATED):
                 self.states[frame] = self._before_correction.pop(frame, ReviewState.UNREVIEWED)
-        elif state in (ReviewState.UNREVIEWED, ReviewState.ACCEPTED):
+        elif state in (ReviewState.UNREVIEWED, ReviewState.ACCEPTED, ReviewState.PROPAGATED):
             self._before_correction[frame] = state
             self.states[frame] = ReviewState.CORRECTED
         if self.listener is not None:

@@ -8,7 +8,7 @@ schema version). Layout (schema 1)::
     /                  attrs format="polypviewer-project", schema_version, generation,
                              parent_generation (16 bytes each), created, saved
     /source            attrs path, size, content_hash ("sha256:..."), kind, n_frames
-    /frames/000123/    attrs state (0..3), state_name, model_version, threshold, name,
+    /frames/000123/    attrs state (0..4), state_name, model_version, threshold, name,
                              strokes, pixels_changed, pixels_added, pixels_removed,
                              dice_model_vs_corrected
         mask           uint8 (H, ceil(W/8)): np.packbits(mask, axis=1); attrs
