@@ -41,7 +41,7 @@ from polypviewer.ui.edit_panel import EditPanel
 from polypviewer.ui.host import ReviewHost
 from polypviewer.ui.model_versions import ModelVersions
 from polypviewer.ui.review_markers import ReviewMarkers
-from polypviewer.ui.tools import TOOL_KEYS, Editor
+from polypviewer.ui.tools import REVIEW_KEYS, TOOL_KEYS, Editor
 
 __all__ = ["AnnotationController", "MENU_GROUPS"]
 
@@ -108,7 +108,8 @@ class AnnotationController(QObject):
         for op in ("grow", "shrink"):  # take N from the panel, not the default 1 px
             acts[op].triggered.disconnect()
             acts[op].triggered.connect(lambda _=False, o=op: self.editor.cleanup(o, self.panel.px.value()))
-        for state in ReviewState:  # through set_state, which says why a state cannot be set
+        for state in REVIEW_KEYS:  # through set_state, which says why a state cannot be set (not PROPAGATED:
+            # only a propagation sets that)
             act = acts[f"state_{state.name.lower()}"]
             act.triggered.disconnect()
             act.triggered.connect(lambda _=False, st=state: self.set_state(st))

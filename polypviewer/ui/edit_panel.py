@@ -65,7 +65,8 @@ class EditPanel(QGroupBox):
         for f in range(n_frames):
             counts[session.state(f)] += 1
         self.set("counts", f"{counts[ReviewState.ACCEPTED]} accepted, {counts[ReviewState.CORRECTED]} corrected, "
-                           f"{counts[ReviewState.FLAGGED]} flagged, {counts[ReviewState.UNREVIEWED]} unreviewed")
+                           f"{counts[ReviewState.FLAGGED]} flagged, {counts[ReviewState.UNREVIEWED]} unreviewed"
+                           + (f", {n} propagated" if (n := counts[ReviewState.PROPAGATED]) else ""))
         if index is None:
             return
         self.set("state", session.state(index).name.lower())
