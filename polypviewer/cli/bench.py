@@ -8,6 +8,8 @@ load hits both alike), and the ratio best / baseline. Paths:
 - ``torch``: the engine's PyTorch path (BN folded, channels_last, bf16 autocast where native);
 - ``openvino-latency``: OpenVINO, one frame at a time (what a single "predict this frame" costs);
 - ``openvino-pipeline``: OpenVINO with several infer requests in flight (the look-ahead pipeline);
+- ``onnxruntime-latency`` / ``onnxruntime-pipeline``: ONNX Runtime's CPU provider on the same
+  export, one frame at a time / several runs in flight (when ``onnxruntime`` is installed);
 - ``int8-latency`` / ``int8-pipeline``: the same, quantised to int8 by NNCF on 32 real training
   frames (opt-in ``--precision int8``; only when NNCF is installed and the real data is there).
 
@@ -60,6 +62,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", action="append", metavar="NAME=FILE", default=[],
                         help="bench model NAME with these weights instead of the shipped / random ones (repeatable)")
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 paths (their calibration takes a while)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="precision of the torch and OpenVINO paths (default auto: bf16 where the CPU has "
+                             "it natively); ONNX Runtime runs fp32 either way. fp32 compares the engines at "
+                             "one precision")
 
 
 def _data_dir(arg: Path | None) -> Path | None:
@@ -81,6 +87,7 @@ def _load() -> list[float] | None:
 def machine() -> str:
     import torch
 
+    from polypviewer.engine.backends.onnxruntime import onnxruntime_version
     from polypviewer.engine.policy import cpu_has_native_bf16, describe_cpu, openvino_available
 
     ov = "none"
@@ -91,7 +98,8 @@ def machine() -> str:
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
     return (f"{describe_cpu()}{', native bf16' if cpu_has_native_bf16() else ''}"
             f"{gpu}; {platform.system()} {platform.machine()}; python {platform.python_version()}, "
-            f"torch {torch.__version__} ({torch.get_num_threads()} threads), openvino {ov}")
+            f"torch {torch.__version__} ({torch.get_num_threads()} threads), openvino {ov}, "
+            f"onnxruntime {onnxruntime_version()}")
 
 
 def real_frames(data: Path | None, split: str, n: int) -> list[Any]:
@@ -159,12 +167,13 @@ def network(name: str, data: Path | None, quick: bool, size: int | None = None,
 
 def bench_model(name: str, data: Path | None, seconds: float, rounds: int, quick: bool,
                 size: int | None = None, weights: Path | None = None,
-                int8: bool = True) -> tuple[dict[str, Any], Any]:
+                int8: bool = True, precision: str = "auto") -> tuple[dict[str, Any], Any]:
     import numpy as np
     import torch
 
     from polypviewer.engine.backends import InferenceHead, TorchBackend, nncf_available, openvino_available
     from polypviewer.engine.inference import Predictor, prepare_input
+    from polypviewer.engine.policy import onnxruntime_available
     from polypviewer.nets import get_spec
 
     spec = get_spec(name)
@@ -184,10 +193,12 @@ def bench_model(name: str, data: Path | None, seconds: float, rounds: int, quick
         engines[key] = Predictor.from_module(net, name=name, preprocessing=pre, select=spec.select, **kw)
         setup[key] = round(time.perf_counter() - t0, 1)
 
-    make("torch", backend="torch")
+    make("torch", backend="torch", precision=precision)
     on_cpu = engines["torch"].info["device"] == "cpu"
     if openvino_available() and on_cpu:
-        make("openvino", backend="openvino")
+        make("openvino", backend="openvino", precision=precision)
+    if onnxruntime_available() and on_cpu:
+        make("onnxruntime", backend="onnxruntime")
     calib = real_frames(data, "train", 4 if quick else 32) if int8 else []
     if calib and openvino_available() and nncf_available() and on_cpu:
         make("int8", backend="openvino", precision="int8", calibration=calib)
@@ -199,18 +210,24 @@ def bench_model(name: str, data: Path | None, seconds: float, rounds: int, quick
     paths["torch"] = lambda: (tb.infer(xb), len(xb))[1]
     engine_of["torch"] = "torch"
     described = {"baseline": "torch fp32 eager batch 1, no BN folding", "torch": tb.describe() + f" batch {len(xb)}"}
-    for key, prefix in (("openvino", "openvino"), ("int8", "int8")):
+    for key, prefix in (("openvino", "openvino"), ("onnxruntime", "onnxruntime"), ("int8", "int8")):
         if key not in engines:
             continue
         ob = engines[key].backend
-        ob.compiled("LATENCY")
-        ob.compiled("THROUGHPUT")
+        if key == "onnxruntime":
+            ob.sessions_for_streams()  # made now, not inside the first timed step
+            described[f"{prefix}-latency"] = f"onnxruntime {ob.precision}, 1 session ({ob.threads} threads)"
+            described[f"{prefix}-pipeline"] = (f"onnxruntime {ob.precision}, {ob.requests_in_flight} runs in flight "
+                                               f"({max(1, ob.threads // ob.requests_in_flight)} threads each)")
+        else:
+            ob.compiled("LATENCY")
+            ob.compiled("THROUGHPUT")
+            described[f"{prefix}-latency"] = f"openvino {ob.precision} LATENCY, 1 request"
+            described[f"{prefix}-pipeline"] = (f"openvino {ob.precision} THROUGHPUT, "
+                                               f"{ob.requests_in_flight} requests in flight")
         paths[f"{prefix}-latency"] = latency_step(ob, x)
         # 8 frames per request and step: the drain at the end of a step costs < 1/8 of a frame per request
         paths[f"{prefix}-pipeline"] = stream_step(ob, x, 8 * ob.requests_in_flight)
-        described[f"{prefix}-latency"] = f"openvino {ob.precision} LATENCY, 1 request"
-        described[f"{prefix}-pipeline"] = (f"openvino {ob.precision} THROUGHPUT, "
-                                           f"{ob.requests_in_flight} requests in flight")
         engine_of[f"{prefix}-latency"] = engine_of[f"{prefix}-pipeline"] = key
     if torch.get_num_threads() > 1:
         # On a shared machine OpenMP's barriers make PyTorch with all threads up to 50x
@@ -243,8 +260,25 @@ def bench_model(name: str, data: Path | None, seconds: float, rounds: int, quick
            "paths": {k: round(v, 2) for k, v in fps.items()}, "paths_per_round": per_round,
            "path_details": described,
            "agreement_by_engine": agreement, "fp32_noise_floor": floor,
+           "engines": side_by_side(fps, engine_of, agreement),
            "setup_s": setup, "weights": described_weights}
     return row, engines.get("openvino", engines["torch"])
+
+
+def side_by_side(fps: dict[str, float], engine_of: dict[str, str],
+                 agreement: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per engine: batch-1 latency frames/s (the better of its thread settings), look-ahead
+    pipeline frames/s (None for torch, which runs frame by frame: its latency is its
+    throughput) and its agreement with fp32."""
+    out: dict[str, dict[str, Any]] = {}
+    for engine in dict.fromkeys(engine_of.values()):
+        keys = [k for k, e in engine_of.items() if e == engine]
+        latency = [fps[k] for k in keys if "pipeline" not in k]
+        pipeline = [fps[k] for k in keys if k.endswith("-pipeline")]
+        out[engine] = {"latency_fps": round(max(latency), 2) if latency else None,
+                       "pipeline_fps": round(max(pipeline), 2) if pipeline else None,
+                       "agreement": agreement.get(engine), "agrees": agrees(agreement.get(engine))}
+    return out
 
 
 def end_to_end(predictor: Any, data: Path | None, seconds: float, quick: bool) -> dict[str, Any] | None:
@@ -335,7 +369,7 @@ def run(args: argparse.Namespace) -> int:
     e2e_predictor = None
     for name in models:
         row, predictor = bench_model(name, data, seconds, rounds, args.quick, args.size, weights.get(name),
-                                     int8=not args.no_int8)
+                                     int8=not args.no_int8, precision=args.precision)
         if name == e2e_model:
             e2e_predictor = predictor
         report["models"].append(row)
@@ -346,6 +380,13 @@ def run(args: argparse.Namespace) -> int:
               f"{row['ratio']:>5.1f}x  {row['best_path']}{agree_s}", flush=True)
         others = ", ".join(f"{k} {v:.2f}" for k, v in row["paths"].items())
         print(f"{'':<22} all paths (frames/s): {others}; {row['weights']}", flush=True)
+        print(f"{'':<22} {'engine':<12} {'latency':>8} {'pipeline':>9}  agreement with fp32 (frames/s, batch 1)")
+        for engine, e in row["engines"].items():
+            a = e["agreement"]
+            a_s = (f"mean|dp| {a['mean_abs_diff']:.4f} Dice {a['dice']:.4f}"
+                   f"{'' if e['agrees'] else ' (below the bar)'}") if a else "-"
+            pipe = f"{e['pipeline_fps']:.2f}" if e["pipeline_fps"] is not None else "-"
+            print(f"{'':<22} {engine:<12} {e['latency_fps']:>8.2f} {pipe:>9}  {a_s}", flush=True)
         agreements = "; ".join(f"{k} mean|dp| {a['mean_abs_diff']:.4f} Dice {a['dice']:.4f}"
                                for k, a in row["agreement_by_engine"].items() if a)
         if agreements:

@@ -21,8 +21,9 @@ def add_window_options(parser: argparse.ArgumentParser) -> None:
                         help="run the network untrained when no weights exist (its masks are noise)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="where inference runs (auto: the GPU when there is one)")
-    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "openvino"),
-                        help="inference backend (auto: OpenVINO on x86 CPUs, torch on GPUs)")
+    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "openvino", "onnxruntime"),
+                        help="inference backend (auto: the fastest path that agrees with fp32 on this CPU, "
+                             "measured in the background on first use; torch on GPUs)")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                         help="inference precision (auto: the fastest the device does well)")
     parser.add_argument("--screenshot", type=Path, metavar="FILE",
@@ -66,7 +67,10 @@ def launch(path: Path | None, args: argparse.Namespace) -> int:
     return run_window(str(path) if path else None, model=args.model,
                       weights=str(args.weights) if args.weights else None,
                       allow_random=args.random_weights,
-                      options={"device": args.device, "backend": args.backend, "precision": args.precision},
+                      options={"device": args.device, "backend": args.backend, "precision": args.precision,
+                               # auto: time the engines in the background on first use (not in
+                               # smoke mode, whose few frames would compete with it for the CPU)
+                               "measure": "cached" if args.screenshot is not None else "background"},
                       screenshot=str(args.screenshot) if args.screenshot else None,
                       frames=args.frames, size=_size(args.size), timeout_s=args.timeout)
 

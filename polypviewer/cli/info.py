@@ -60,11 +60,21 @@ def collect(models: list[str] | None = None, with_flops: bool = True) -> dict[st
     precision = choose_precision(device, "auto")
     from polypviewer.engine.policy import ISA_FLAGS
 
-    engine = {"device": device, "precision": precision, "why": precision_reason(device, "auto", precision),
+    why = precision_reason(device, "auto", precision)
+    engine: dict[str, Any] = {"device": device, "precision": precision, "why": why,
               "backend": choose_backend(device, "auto", precision), "cpu": cpu_name(),
               "cpu_line": describe_cpu(), "isa": [f for f in ISA_FLAGS if f in cpu_flags()],
               "isa_cap": cpu_isa_cap(),
               "torch": torch.__version__, "openvino": _ov_version() if openvino_available() else None}
+    from polypviewer.engine.backends.onnxruntime import onnxruntime_version
+
+    ort = onnxruntime_version()
+    engine["onnxruntime"] = None if ort == "none" else ort
+    if default is not None:  # what auto runs for the shipped default: measured, or the rule
+        from polypviewer.core.paths import cache_dir
+        from polypviewer.engine.selection import auto_engine
+
+        engine["auto"] = auto_engine(default, cache_dir())
     return {"engine": engine, "models": rows, "problems": problems}
 
 
@@ -81,8 +91,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     e = report["engine"]
     print(f"inference here: {e['backend']} {e['precision']} on {e['device']} "
-          f"(torch {e['torch']}, openvino {e['openvino'] or 'not installed'})")
+          f"(torch {e['torch']}, openvino {e['openvino'] or 'not installed'}, "
+          f"onnxruntime {e['onnxruntime'] or 'not installed'})")
     print(f"  why: {e['why']}")
+    auto = e.get("auto")
+    if auto:
+        print(f"  auto for {auto['model']} (shipped default): {auto['backend']} {auto['precision']}, "
+              f"{auto['how']}: {auto['why']}")
     print(f"  cpu: {e['cpu_line']}\n")
     header = (f"{'model':<22} {'input':>5} {'trainable':>12} {'Keras total':>12} {'GFLOPs':>7}  "
               f"{'recipe':<15} weights")

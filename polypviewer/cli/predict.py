@@ -31,8 +31,9 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16", "int8"),
                         help="arithmetic (auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32; "
                              "int8: CPU/OpenVINO, quantised on frames of the source, faster, less exact)")
-    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "openvino"),
-                        help="inference backend (auto: OpenVINO on the CPU when installed, else PyTorch)")
+    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "openvino", "onnxruntime"),
+                        help="inference backend (auto: the fastest path that agrees with fp32, measured once "
+                             "per network and weights on this machine and cached; on a GPU, PyTorch)")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +58,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 CALIBRATION_FRAMES = 32
+# --backend auto measures the engines (engine.selection: seconds, once per network, weights and
+# machine) before a run of at least this many frames; a shorter one runs the cached choice or
+# the static rule, as the "engine:" line says.
+MEASURE_FROM = 100
 
 
 def calibration_frames(src: Any, n: int = CALIBRATION_FRAMES) -> list[Any]:
@@ -146,12 +151,14 @@ def run(args: argparse.Namespace) -> int:
                   "(once per weights and source; cached)", file=sys.stderr)
         predictor = Predictor.create(args.model, args.weights, device=args.device, precision=args.precision,
                                      backend=args.backend, tta=args.tta, allow_random=args.allow_random,
-                                     threshold=args.threshold, calibration=calibration)
+                                     threshold=args.threshold, calibration=calibration,
+                                     measure="now" if len(indices) >= MEASURE_FROM else "cached")
         info = predictor.info
         if not args.quiet:
             shard = f", shard {shard_i}/{shard_n}" if shard_n > 1 else ""
             print(f"{info['model']} ({info['version']}) on {info['path']}: {len(indices)} item(s) "
                   f"from {src.path}{shard}", file=sys.stderr)
+            print(f"engine: {info['why']}", file=sys.stderr)
         for folder in folders.values():
             try:
                 folder.mkdir(parents=True, exist_ok=True)

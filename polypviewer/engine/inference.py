@@ -28,7 +28,7 @@ import torch
 
 from polypviewer.core.errors import PolypviewerError
 from polypviewer.core.fileio import sha256_file
-from polypviewer.engine.backends import Backend, InferenceHead, make_backend
+from polypviewer.engine.backends import Backend, InferenceHead, make_backend, state_digest
 from polypviewer.engine.pipeline import FrameError, FrameResult, PipelineRunner, ProgressCallback
 from polypviewer.engine.policy import (
     EngineError,
@@ -47,6 +47,9 @@ from polypviewer.engine.processing import (
 )
 
 log = logging.getLogger(__name__)
+
+
+MEASURE = ("cached", "now", "background")  # how ``auto`` may use measured engine choices
 
 
 class NoWeightsError(PolypviewerError):
@@ -70,6 +73,7 @@ class Predictor:
         self.tta = tta
         self.threshold = float(threshold)
         self._info = dict(info)
+        self._pending: tuple[Any, str, str, Path] | None = None  # what measure_in_background times
 
     # -- construction
 
@@ -78,7 +82,7 @@ class Predictor:
                precision: str = "auto", backend: str = "auto", tta: bool = False, *,
                allow_random: bool = False, threshold: float = DEFAULT_THRESHOLD,
                cache: bool = True, fallback_model: str | None = None,
-               calibration: Sequence[np.ndarray] | None = None) -> Predictor:
+               calibration: Sequence[np.ndarray] | None = None, measure: str = "cached") -> Predictor:
         """Load a network for inference.
 
         - ``weights`` given: the model name comes from the checkpoint's metadata unless
@@ -90,12 +94,16 @@ class Predictor:
           initialisation if ``allow_random`` (benchmarks), else ``NoWeightsError``.
         - ``precision="int8"``: ``calibration`` (RGB uint8 frames like those to come) is
           required; the network is quantised on them (see ``engine.backends``).
+        - ``measure`` (``backend="auto"`` on a CPU; see ``engine.selection``): ``"cached"``
+          runs the choice measured before on this machine, else the static rule;
+          ``"now"`` measures first when nothing is cached (seconds); ``"background"`` runs
+          as ``"cached"`` and leaves ``measure_in_background`` to the caller.
         """
         from polypviewer.nets.registry import build_model, get_spec
 
         # Refuse an impossible device / precision / backend before loading anything.
         dev = choose_device(device)
-        prec = choose_precision(dev, precision)
+        prec = choose_precision(dev, precision, backend=backend)
         check_combination(choose_backend(dev, backend, prec), prec, calibration)
         ckpt = None
         version = "random-init"
@@ -134,7 +142,7 @@ class Predictor:
                                device=device, precision=precision, backend=backend, tta=tta,
                                threshold=threshold, version=version,
                                weights=str(weights_path) if weights_path else None, cache=cache,
-                               calibration=calibration)
+                               calibration=calibration, measure=measure)
 
     @classmethod
     def from_module(cls, net: Any, *, name: str, preprocessing: Any,
@@ -142,31 +150,90 @@ class Predictor:
                     device: str = "auto", precision: str = "auto", backend: str = "auto",
                     tta: bool = False, threshold: float = DEFAULT_THRESHOLD, version: str = "random-init",
                     weights: str | None = None, cache: bool = True,
-                    calibration: Sequence[np.ndarray] | None = None) -> Predictor:
+                    calibration: Sequence[np.ndarray] | None = None, measure: str = "cached") -> Predictor:
         """Wrap an in-memory torch network (its weights are copied; later training does not leak in).
-        ``calibration``: RGB frames for int8 quantisation (required for ``precision="int8"``)."""
+        ``calibration``: RGB frames for int8 quantisation (required for ``precision="int8"``);
+        ``measure``: as in ``create`` (a measured choice is cached only with ``cache``)."""
         import copy
 
         from polypviewer.core.paths import cache_dir
+        from polypviewer.engine import selection
         from polypviewer.nets.registry import _last
 
+        if measure not in MEASURE:
+            raise ValueError(f"measure must be one of {', '.join(MEASURE)}, not {measure!r}")
         dev = choose_device(device)
-        prec = choose_precision(dev, precision)
+        prec = choose_precision(dev, precision, backend=backend)
         kind = choose_backend(dev, backend, prec)
+        why = precision_reason(dev, precision, prec, backend=backend)
         prepared = [prepare_input(f, preprocessing)[None] for f in calibration] \
             if prec == "int8" and calibration else None  # make_backend refuses int8 without them
         head = InferenceHead(copy.deepcopy(net).cpu().float().eval(), select or _last)
         for p in head.parameters():
             p.requires_grad_(False)
-        be = make_backend(kind, head, int(preprocessing.input_size), device=dev, precision=prec,
-                          model_name=name, cache_root=cache_dir() if cache else None, calibration=prepared)
-        info = {"model": name, "weights": weights, "version": version, "device": dev,
+        size = int(preprocessing.input_size)
+        root = cache_dir() if cache else None
+        choice = None
+        pending = None
+        engine = "rule"  # how the backend was chosen: "asked", "rule" (static policy) or "measured"
+        if backend != "auto":
+            engine = "asked"
+            why = f"{kind} as asked; {why}"
+        elif root is not None and selection.exact_paths(dev, precision):
+            digest = state_digest(head)
+            choice = selection.cached_choice(root, name, digest, size, precision)
+            if choice is None and measure == "now":
+                choice = selection.measure(head, model_name=name, digest=digest, preprocessing=preprocessing,
+                                           requested_precision=precision, cache_root=root)
+            if choice is not None:
+                kind, prec, why, engine = choice.backend, choice.precision, choice.why, "measured"
+            else:
+                why += f"; {kind} by the static rule: the engines are not measured on this CPU yet"
+                if measure == "background":
+                    pending = (head, digest, precision, root)
+        else:
+            why += f"; {kind} by the static rule (OpenVINO on a CPU where installed, else torch)"
+        if choice is not None and choice.built is not None:
+            be = choice.built
+        else:
+            be = make_backend(kind, head, size, device=dev, precision=prec,
+                              model_name=name, cache_root=root, calibration=prepared)
+        info: dict[str, Any] = {
+                "model": name, "weights": weights, "version": version, "device": dev,
                 "precision": prec, "backend": kind, "threshold": float(threshold),
-                "input_size": int(preprocessing.input_size), "tta": bool(tta),
-                "path": be.describe(), "why": precision_reason(dev, precision, prec)}
+                "input_size": size, "tta": bool(tta),
+                "path": be.describe(), "why": why, "engine_choice": engine}
+        if choice is not None:
+            info["measured"] = {m.label(): m.fps for m in choice.measured}
+            info["measured_when"] = choice.when
         if prepared is not None:
             info["calibration_frames"] = len(prepared)
-        return cls(be, preprocessing, info, tta=tta, threshold=threshold)
+        predictor = cls(be, preprocessing, info, tta=tta, threshold=threshold)
+        predictor._pending = pending
+        return predictor
+
+    @property
+    def needs_measurement(self) -> bool:
+        """True when ``auto`` ran the static rule because this machine has no measured choice
+        for the network yet (and ``measure="background"`` was asked for)."""
+        return self._pending is not None
+
+    def measure_in_background(self, on_done: Callable[[Any, str | None], None]) -> Any:
+        """Measure the engines for this network on a daemon thread (``engine.selection``),
+        cache the choice, then call ``on_done(choice, error)`` from that thread. A caller that
+        wants the choice builds the predictor again (it reads the cache). Returns the thread,
+        or None when there is nothing to measure."""
+        from polypviewer.engine import selection
+
+        if self._pending is None:
+            return None
+        head, digest, requested, root = self._pending
+        self._pending = None
+        name = self._info["model"]
+        return selection.measure_in_background(
+            lambda: selection.measure(head, model_name=name, digest=digest, preprocessing=self.preprocessing,
+                                      requested_precision=requested, cache_root=root, keep_built=False),
+            on_done)
 
     # -- use
 

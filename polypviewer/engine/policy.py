@@ -28,12 +28,13 @@ from polypviewer.core.errors import PolypviewerError
 __all__ = [
     "BACKENDS", "DEVICES", "PRECISIONS", "EngineError", "check_combination", "choose_backend",
     "choose_device", "choose_precision", "cpu_flags", "cpu_has_native_bf16", "cpu_isa_cap", "cpu_name",
-    "describe_cpu", "nncf_available", "openvino_available", "precision_reason", "raw_cpu_flags",
+    "describe_cpu", "nncf_available", "onnxruntime_available", "openvino_available", "precision_reason",
+    "raw_cpu_flags",
 ]
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
-BACKENDS = ("auto", "torch", "openvino")
+BACKENDS = ("auto", "torch", "openvino", "onnxruntime")
 
 # Flags that say what the policy cares about, in the order `describe_cpu` prints them.
 ISA_FLAGS = ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
@@ -135,16 +136,22 @@ def choose_device(requested: str = "auto") -> str:
 
 
 def choose_precision(device: str, requested: str = "auto",
-                     flags: Sequence[str] | frozenset[str] | None = None) -> str:
+                     flags: Sequence[str] | frozenset[str] | None = None, backend: str = "auto") -> str:
     """The arithmetic precision to run in.
 
     ``auto``: CUDA -> fp16; CPU -> bf16 where the processor has native bf16 (AMX or
     AVX-512 BF16; ``flags`` overrides the machine's, for tests), else fp32. An explicit
     request is honoured where it can run: fp16 needs CUDA; bf16 on a CPU without native
     support runs through torch (emulated, slowly) because the user asked for it.
+    ``backend="onnxruntime"``: fp32, the one precision its CPU provider runs here.
     """
     if requested not in PRECISIONS:
         raise EngineError(f"unknown precision {requested!r}; choose one of: {', '.join(PRECISIONS)}")
+    if backend == "onnxruntime" and device == "cpu":
+        if requested not in ("auto", "fp32"):
+            raise EngineError(f"the onnxruntime backend runs fp32 only, not {requested}; "
+                              "use --precision fp32 or --backend openvino / torch")
+        return "fp32"
     if device == "cuda":
         if requested == "int8":
             raise EngineError("int8 inference runs on the CPU (OpenVINO); on CUDA use fp16, bf16 or fp32")
@@ -161,8 +168,10 @@ def choose_precision(device: str, requested: str = "auto",
 
 
 def precision_reason(device: str, requested: str, chosen: str,
-                     flags: Sequence[str] | frozenset[str] | None = None) -> str:
+                     flags: Sequence[str] | frozenset[str] | None = None, backend: str = "auto") -> str:
     """Why ``chosen`` runs, in words (``info`` and the model panel show it)."""
+    if backend == "onnxruntime" and requested == "auto" and device == "cpu":
+        return "fp32: ONNX Runtime's CPU provider runs fp32"
     if requested != "auto":
         if device == "cpu" and chosen == "bf16" and not cpu_has_native_bf16(flags):
             return "bf16 as asked, emulated: this CPU has no native bf16 (slower than fp32)"
@@ -200,6 +209,16 @@ def nncf_available() -> bool:
     return True
 
 
+def onnxruntime_available() -> bool:
+    """ONNX Runtime to run the model and ``onnx``, which torch's exporter writes it with."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except Exception:  # noqa: BLE001 - a broken install is as good as none
+        return False
+    return True
+
+
 def openvino_available() -> bool:
     try:
         import openvino  # noqa: F401
@@ -214,6 +233,9 @@ def choose_backend(device: str, requested: str = "auto", precision: str = "fp32"
 
     bf16 on a CPU without native bf16 (asked for explicitly) goes to torch, which emulates
     it: OpenVINO would run fp32 under the bf16 name, or fail where oneDNN is capped.
+    This is the rule before anything is measured: ``engine/selection.py`` times the exact
+    paths on this machine and, once it has, ``auto`` runs the fastest that agrees with fp32.
+    ``onnxruntime``: the CPU, fp32 only, and only when ``onnxruntime`` and ``onnx`` import.
     """
     if requested not in BACKENDS:
         raise EngineError(f"unknown backend {requested!r}; choose one of: {', '.join(BACKENDS)}")
@@ -227,6 +249,15 @@ def choose_backend(device: str, requested: str = "auto", precision: str = "fp32"
             raise EngineError("this CPU has no native bf16, so OpenVINO cannot run bf16; "
                               "use --precision fp32 or --backend torch (emulated bf16)")
         return "openvino"
+    if requested == "onnxruntime":
+        if device != "cpu":
+            raise EngineError("the onnxruntime backend runs on the CPU only here; use --device cpu")
+        if not onnxruntime_available():
+            raise EngineError("onnxruntime is not installed: pip install onnxruntime onnx "
+                              "(or pip install 'polypviewer[onnxruntime]'), or use another --backend")
+        if precision != "fp32":
+            raise EngineError(f"the onnxruntime backend runs fp32 only, not {precision}; use --precision fp32")
+        return "onnxruntime"
     if requested == "torch":
         return "torch"
     if emulated_bf16:

@@ -47,6 +47,10 @@ class ModelPanel(QGroupBox):
     model_chosen = Signal(str)  # a registry name: build it with the shipped/default weights
     weights_requested = Signal()  # the user wants to pick a checkpoint file
     random_requested = Signal(str)  # the user asks for random weights explicitly
+    backend_chosen = Signal(str)  # "auto" or an engine.policy backend name
+
+    BACKENDS = (("auto", "Engine: auto (fastest exact, measured)"), ("torch", "Engine: PyTorch"),
+                ("openvino", "Engine: OpenVINO"), ("onnxruntime", "Engine: ONNX Runtime"))
 
     def __init__(self, models: list[str], parent=None) -> None:
         super().__init__("Model", parent)
@@ -65,6 +69,14 @@ class ModelPanel(QGroupBox):
         self.random_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.random_button.clicked.connect(lambda: self.random_requested.emit(self.current_model()))
         self.random_button.hide()
+        self.backend_combo = QComboBox()
+        for key, text in self.BACKENDS:
+            self.backend_combo.addItem(text, key)
+        self.backend_combo.setToolTip("Which inference engine runs the network. auto: the fastest path that "
+                                      "agrees with fp32 on this CPU, timed once per network and weights in the "
+                                      "background (PyTorch on a GPU)")
+        self.backend_combo.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.backend_combo.activated.connect(lambda _i: self.backend_chosen.emit(self.current_backend()))
         self.message = QLabel("")
         self.message.setWordWrap(True)
         self.message.setObjectName("message")
@@ -72,10 +84,11 @@ class ModelPanel(QGroupBox):
         form = QFormLayout()
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
         for key, label in (("weights", "Weights"), ("version", "Version"), ("runs_on", "Runs on"),
-                           ("fps", "Speed")):
+                           ("why", "Why"), ("fps", "Speed")):
             self.info[key] = QLabel("–")
             self.info[key].setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             form.addRow(label, self.info[key])
+        self.info["why"].setWordWrap(True)
         for key in ("device", "precision", "backend"):  # shown together in "Runs on"
             self.info[key] = QLabel("–")
         buttons = QHBoxLayout()
@@ -83,6 +96,7 @@ class ModelPanel(QGroupBox):
         buttons.addWidget(self.random_button)
         layout = QVBoxLayout(self)
         layout.addWidget(self.combo)
+        layout.addWidget(self.backend_combo)
         layout.addLayout(buttons)
         layout.addLayout(form)
         layout.addWidget(self.message)
@@ -92,6 +106,14 @@ class ModelPanel(QGroupBox):
     def current_model(self) -> str:
         """The registry name of the network selected in the combo box."""
         return str(self.combo.currentData() or self.combo.currentText())
+
+    def current_backend(self) -> str:
+        return str(self.backend_combo.currentData())
+
+    def select_backend(self, name: str) -> None:
+        i = self.backend_combo.findData(name)
+        if i >= 0:
+            self.backend_combo.setCurrentIndex(i)
 
     def select_model(self, name: str) -> None:
         i = self.combo.findData(name)
@@ -127,6 +149,7 @@ class ModelPanel(QGroupBox):
             self.info[key].setText(str(info.get(key, "–")))
         self.info["runs_on"].setText(" · ".join(str(info.get(k, "–")) for k in ("device", "precision", "backend")))
         self.info["runs_on"].setToolTip(str(info.get("path", "")))
+        self.info["why"].setText(str(info.get("why", "–")))
 
     def set_fps(self, fps: float | None) -> None:
         self.info["fps"].setText("–" if fps is None else f"{fps:.1f} frames/s")

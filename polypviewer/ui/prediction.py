@@ -57,6 +57,8 @@ class InferenceWorker(QObject):
     result = Signal(int, object)  # job id, Prediction
     job_finished = Signal(int, float)  # job id, pipeline frames/s
     job_failed = Signal(int, str)
+    # request id, engine.selection.Choice (or None): emitted from the measuring thread
+    engine_measured = Signal(object, object)
 
     def __init__(self, batch_size: int = 1, max_queue: int = 4) -> None:
         super().__init__()
@@ -104,6 +106,11 @@ class InferenceWorker(QObject):
             return
         self.predictor = predictor
         self.model_ready.emit(request.get("id"), dict(predictor.info))
+        if getattr(predictor, "needs_measurement", False):
+            # backend auto, never measured here: time the engines on a thread of their own
+            # (this one keeps predicting), then the service switches to the fastest exact one.
+            rid = request.get("id")
+            predictor.measure_in_background(lambda choice, _error: self.engine_measured.emit(rid, choice))
 
     @Slot(object)
     def run_job(self, job: Job) -> None:
@@ -233,6 +240,7 @@ class PredictionService(QObject):
         self._worker.job_failed.connect(self._on_job_failed)
         self._worker.model_ready.connect(self._on_model_ready)
         self._worker.model_failed.connect(self._on_model_failed)
+        self._worker.engine_measured.connect(self._on_engine_measured)
         self._thread.started.connect(self._worker.lower_priority)
         self._thread.start()
         self._job: Job | None = None
@@ -309,9 +317,20 @@ class PredictionService(QObject):
         self.cancel()
         self._model_request += 1
         self.loading_model = True
-        self._load.emit({"id": self._model_request, "model": model, "weights": weights,
-                         "allow_random": allow_random, "options": dict(options or {}),
-                         "predictor": predictor, "fallback_model": fallback_model})
+        self._last_load = {"model": model, "weights": weights, "allow_random": allow_random,
+                           "options": dict(options or {}), "predictor": predictor, "fallback_model": fallback_model}
+        self._load.emit({"id": self._model_request, **self._last_load})
+
+    def reload(self, options: dict) -> bool:
+        """Build the current network again with other ``options`` (the model panel's engine
+        choice). False when there is nothing to rebuild: no model yet, or an in-memory one
+        (a fine-tuned network) that cannot be loaded again by name."""
+        last = getattr(self, "_last_load", None)
+        if last is None or last.get("predictor") is not None:
+            return False
+        self.load_model(last["model"], last["weights"], allow_random=last["allow_random"], options=options,
+                        fallback_model=last["fallback_model"])
+        return True
 
     def request(self, wanted: list[int], *, behind: int | None = None) -> None:
         """Make sure ``wanted`` (in this order) gets predicted.
@@ -410,6 +429,17 @@ class PredictionService(QObject):
         self.loading_model = False
         self.info = dict(info)
         self.meter.reset()
+        self.model_ready.emit(self.info)
+
+    def _on_engine_measured(self, request_id, choice) -> None:
+        """The background measurement is done and cached: rebuild the model (it reads the
+        cached choice) when another engine won, else only tell why this one runs."""
+        if request_id != self._model_request or choice is None or self.info is None:
+            return
+        if (choice.backend, choice.precision) != (self.info.get("backend"), self.info.get("precision")):
+            self.reload(self._last_load["options"])
+            return
+        self.info.update(why=choice.why, engine_choice="measured")
         self.model_ready.emit(self.info)
 
     def _on_model_failed(self, request_id, message: str, offer_random: bool) -> None:

@@ -3,6 +3,8 @@
 
 - ``torch.py``: ``TorchBackend``, eager PyTorch (BatchNorm folded, channels_last, autocast).
 - ``openvino.py``: ``OpenVINOBackend``, the same module converted by OpenVINO, its IR cached.
+- ``onnxruntime.py``: ``OnnxRuntimeBackend``, the same trace exported to ONNX and run by ONNX
+  Runtime's CPU provider (fp32), the export cached as OpenVINO's IR is.
 - ``quantise.py``: NNCF's post-training int8 of the OpenVINO model (opt-in).
 
 Which device, precision and backend to run is decided in ``engine/policy.py`` (re-exported
@@ -23,8 +25,11 @@ from polypviewer.engine.backends.base import (
     ResultCallback,
     Stream,
     SyncStream,
+    safe_stem,
     state_digest,
 )
+from polypviewer.engine.backends.onnxruntime import OnnxRuntimeBackend
+from polypviewer.engine.backends.onnxruntime import cache_key as onnxruntime_cache_key
 from polypviewer.engine.backends.openvino import OpenVINOBackend, cache_key
 from polypviewer.engine.backends.quantise import calibration_digest, quantise_int8
 from polypviewer.engine.backends.torch import TorchBackend
@@ -43,6 +48,7 @@ from polypviewer.engine.policy import (  # re-exported (__all__): the policy is 
     cpu_name,
     describe_cpu,
     nncf_available,
+    onnxruntime_available,
     openvino_available,
     precision_reason,
 )
@@ -58,11 +64,15 @@ def make_backend(kind: str, head: InferenceHead, input_size: int, *, device: str
         key = cache_key(model_name, state_digest(head), input_size, precision) if cache_root else None
         return OpenVINOBackend(head, input_size, precision=precision, cache_key=key, cache_root=cache_root,
                                calibration=calibration)
+    if kind == "onnxruntime":
+        key = onnxruntime_cache_key(model_name, state_digest(head), input_size, precision) if cache_root else None
+        return OnnxRuntimeBackend(head, input_size, precision=precision, cache_key=key, cache_root=cache_root)
     return TorchBackend(head, input_size, device=device, precision=precision)
 
 
-__all__ = ["BACKENDS", "DEVICES", "PRECISIONS", "Backend", "EngineError", "InferenceHead", "OpenVINOBackend",
-           "ResultCallback", "Stream", "SyncStream", "TorchBackend", "cache_key", "calibration_digest",
-           "check_combination", "choose_backend", "choose_device", "choose_precision", "cpu_flags",
-           "cpu_has_native_bf16", "cpu_name", "describe_cpu", "fold_batchnorm", "make_backend",
-           "nncf_available", "openvino_available", "precision_reason", "quantise_int8", "state_digest"]
+__all__ = ["BACKENDS", "DEVICES", "PRECISIONS", "Backend", "EngineError", "InferenceHead", "OnnxRuntimeBackend",
+           "OpenVINOBackend", "ResultCallback", "Stream", "SyncStream", "TorchBackend", "cache_key",
+           "calibration_digest", "check_combination", "choose_backend", "choose_device", "choose_precision",
+           "cpu_flags", "cpu_has_native_bf16", "cpu_name", "describe_cpu", "fold_batchnorm", "make_backend",
+           "nncf_available", "onnxruntime_available", "onnxruntime_cache_key", "openvino_available",
+           "precision_reason", "quantise_int8", "safe_stem", "state_digest"]
