@@ -12,6 +12,10 @@ way); every rule about what is shown lives here, testable without a display:
   frames the user has seen, and the means over seen frames and over the whole source.
   :func:`score_frame` is the same scoring on the inference worker thread; its result is
   taken as it is only for an unedited frame at the threshold it was scored at.
+* ``scores`` are those of the masks as shown (corrected where the session has an edited
+  mask, the model's elsewhere); ``model_scores`` are always those of the model's own
+  thresholded prediction, edited or not, so the reviewer sees both side by side: how good
+  the model is, and how good the masks are now.
 """
 
 from __future__ import annotations
@@ -140,7 +144,8 @@ class ReviewModel:
         self.predictions = predictions
         self.threshold = float(threshold)
         self.session = EditSession()
-        self.scores = FrameScores()
+        self.scores = FrameScores()  # the shown masks (corrected where edited)
+        self.model_scores = FrameScores()  # the model's thresholded predictions, always
         self.has_gt = False
 
     # -- the source and its masks ------------------------------------------------------------
@@ -148,6 +153,7 @@ class ReviewModel:
         """A new source of ``n`` frames: no edits (until :meth:`use_session`), nothing scored."""
         self.session = EditSession()
         self.scores.reset(n)
+        self.model_scores.reset(n)
         self.has_gt = bool(has_gt)
 
     def use_session(self, session: EditSession) -> None:
@@ -180,16 +186,36 @@ class ReviewModel:
             if prob is None:
                 return False
             mask = prob >= self.threshold
+            s = self.scores.score(index, mask, gt, prob)
+            self._put_model(index, s, self.scores.area[index])
+            return True
         self.scores.score(index, mask, gt, prob)
+        if prob is not None and index not in self.model_scores.area:
+            self.model_scores.score(index, prob >= self.threshold, gt, prob)
         return True
+
+    def _put_model(self, index: int, s: dict[str, float] | None, area: tuple[float, float]) -> None:
+        self.model_scores.area[index] = area
+        if s is None:
+            self.model_scores.per_frame.pop(index, None)
+        else:
+            self.model_scores.per_frame[index] = dict(s)
 
     def take_scored(self, index: int, scored: Scored | None) -> bool:
         """Use the worker thread's scores of frame ``index`` when they are of what is shown (an
         unedited frame at the current threshold); False when the frame must be scored here."""
-        if scored is None or self.is_edited(index) or scored.threshold != self.threshold:
+        if scored is None or scored.threshold != self.threshold:
+            return False
+        self.model_scores.put(index, scored)  # the model's own, edited frame or not
+        if self.is_edited(index):
             return False
         self.scores.put(index, scored)
         return True
+
+    def mark_seen(self, index: int) -> None:
+        """The user has seen frame ``index`` (both seen means count it)."""
+        self.scores.mark_seen(index)
+        self.model_scores.mark_seen(index)
 
     def needs_score(self, index: int) -> bool:
         """Frame ``index`` has a mask to show (edited, or a cached prediction) and no score yet."""
@@ -211,11 +237,13 @@ class ReviewModel:
             return False
         self.threshold = float(value)
         self.scores.invalidate()
+        self.model_scores.invalidate()
         return True
 
     def invalidate(self) -> None:
         """Another model version: every score goes (the record of seen frames stays)."""
         self.scores.invalidate()
+        self.model_scores.invalidate()
 
     def no_gt_note(self, index: int) -> str:
         """The metrics panel's line for a source without ground truth ("" when it has some)."""

@@ -44,6 +44,7 @@ from polypviewer.ui.workers import FrameData, FrameService
 
 LOOKAHEAD = 8  # frames predicted ahead of the one shown
 SETTINGS_DELAY_MS = 400  # a change is written this long after the last one
+METRICS_WIDTH = 430  # the metrics panel's fixed width: six score columns, never resized by content
 # QMainWindow.saveState's version: raise it when the docks or toolbars change, so an older
 # layout in the settings is ignored (restoreState refuses another version) instead of misapplied.
 WINDOW_STATE_VERSION = 1
@@ -165,7 +166,7 @@ class MainWindow(QMainWindow):
         strip.addWidget(self.nav)
         strip.addWidget(self.timeline)
         bottom.addLayout(strip, 1)
-        self.metrics_panel.setFixedWidth(360)
+        self.metrics_panel.setFixedWidth(METRICS_WIDTH)
         bottom.addWidget(self.metrics_panel)
         v.addLayout(bottom)
         self.setCentralWidget(center)
@@ -256,8 +257,6 @@ class MainWindow(QMainWindow):
         self.model_panel.model_chosen.connect(self.choose_model)
         self.model_panel.weights_requested.connect(self.weights_dialog)
         self.model_panel.random_requested.connect(lambda name: self.load_model(name, allow_random=True))
-        self.model_panel.select_backend(str(self._options.get("backend", "auto")))
-        self.model_panel.backend_chosen.connect(self.choose_backend)
         self.canvas.zoom_changed.connect(lambda z: self.refresh_status())
 
     # ---- sources -----------------------------------------------------------------------
@@ -341,14 +340,6 @@ class MainWindow(QMainWindow):
                                      f"with a checkpoint, or try it untrained.{still}",
                                      offer_random=True, error=True)
 
-    def choose_backend(self, name: str) -> None:
-        """The model panel's engine choice: the running network is built again on it."""
-        self._options["backend"] = name
-        if self.predictions.reload(self._options):
-            self.model_panel.set_message(f"Switching the engine to {name}…")
-        else:
-            self.model_panel.set_message(f"The engine {name} runs from the next network loaded.")
-
     def weights_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Load weights", "",
                                               "Checkpoints (*.safetensors *.pth *.pt);;All files (*)")
@@ -374,7 +365,8 @@ class MainWindow(QMainWindow):
         self._invalidate_scores()
         self._show_uncertainty()  # this version's (known again when it was used before)
         self._display()
-        self._request_ahead()
+        # the frames already seen too, after the look-ahead, so "seen" is about the new model
+        self._request_ahead(also=self.review.scores.seen)
 
     def _remembered_model(self, default: str) -> tuple[str | None, str | None]:
         """``(model, weights)`` for the settings' default model: a weights file (one that is
@@ -414,10 +406,11 @@ class MainWindow(QMainWindow):
         if not playing:
             self._request_ahead()
 
-    def _request_ahead(self, start: int | None = None, stride: int = 1) -> None:
+    def _request_ahead(self, start: int | None = None, stride: int = 1, also=()) -> None:
         if self.source:
             start = self.index if start is None else start
-            self.predictions.request(list(range(start, self.n, stride))[:LOOKAHEAD + 1])
+            ahead = list(range(start, self.n, stride))[:LOOKAHEAD + 1]
+            self.predictions.request(ahead + sorted(set(also) - set(ahead)))
 
     def frame_name(self, index: int) -> str:
         """The frame's name (its file stem, or ``<video stem>_<index>``)."""
@@ -527,7 +520,7 @@ class MainWindow(QMainWindow):
             rendered = self.predictions.cached_overlay(self.index, self.threshold, self.canvas.style())
         self.canvas.set_layers(mask, gt, rendered)
         if mask is not None:
-            self.review.scores.mark_seen(self.index)
+            self.review.mark_seen(self.index)
             if self.review.needs_score(self.index):
                 self._score(self.index, self.predictions.cached(self.index), gt)
         self._show_metrics()
@@ -542,11 +535,12 @@ class MainWindow(QMainWindow):
         self.timeline.set_value(index, *self.review.timeline_value(index))
 
     def _show_metrics(self) -> None:
-        scores = self.review.scores
-        self.metrics_panel.set_current(scores.get(self.index))
+        scores, model = self.review.scores, self.review.model_scores
+        self.metrics_panel.set_current(scores.get(self.index), model.get(self.index))
         seen, n_seen = scores.seen_means()
         whole, n_scored = scores.whole_means()
-        self.metrics_panel.set_means(seen, n_seen, whole, n_scored, self.n)
+        self.metrics_panel.set_means(seen, n_seen, whole, n_scored, self.n,
+                                     model=(*model.seen_means(), *model.whole_means()))
         if self.source and not self.source["has_masks"]:
             self.metrics_panel.set_note(self.review.no_gt_note(self.index))
 

@@ -304,14 +304,22 @@ def _swatch(rgb, text: str) -> str:
 
 
 class MetricsPanel(QGroupBox):
-    """This frame's scores, the mean over the frames seen, and over the whole source."""
+    """The model's scores and the corrected masks' side by side: this frame, the mean over the
+    frames seen, and over the whole source, for each. "Model" is always the model's own
+    thresholded prediction; "Corrected" is the masks as they are now (the reviewer's where a
+    frame was edited, the model's elsewhere), so correcting never hides how good the model is."""
 
-    COLUMNS = ("frame", "seen", "all")
+    COLUMNS = ("model", "model_seen", "model_all", "frame", "seen", "all")
+    TIPS = ("The model's own prediction, even where it was corrected",
+            "Corrected: the masks as they are now (edited frames: the reviewer's mask; others: the model's)")
 
     def __init__(self, parent=None) -> None:
         super().__init__("Metrics vs ground truth", parent)
-        self.table = QTableWidget(len(SCORE_NAMES), 3)
-        self.table.setHorizontalHeaderLabels(["This frame", "Seen", "Whole source"])
+        self.table = QTableWidget(len(SCORE_NAMES), len(self.COLUMNS))
+        self.table.setHorizontalHeaderLabels(["Model\nframe", "Model\nseen", "Model\nall",
+                                              "Corrected\nframe", "Corrected\nseen", "Corrected\nall"])
+        for c in range(len(self.COLUMNS)):
+            self.table.horizontalHeaderItem(c).setToolTip(self.TIPS[c // 3])
         self.table.setVerticalHeaderLabels([SCORE_LABELS[n] for n in SCORE_NAMES])
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setFocusPolicy(Qt.FocusPolicy.NoFocus)
@@ -319,9 +327,12 @@ class MetricsPanel(QGroupBox):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         self.table.verticalHeader().setDefaultSectionSize(22)
-        self.table.setFixedHeight(22 * len(SCORE_NAMES) + 28)
+        self.table.horizontalHeader().setFixedHeight(40)
+        self.table.setFixedHeight(22 * len(SCORE_NAMES) + 44)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         for r in range(len(SCORE_NAMES)):
-            for c in range(3):
+            for c in range(len(self.COLUMNS)):
                 item = QTableWidgetItem("–")
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(r, c, item)
@@ -336,20 +347,32 @@ class MetricsPanel(QGroupBox):
         for r, name in enumerate(SCORE_NAMES):
             self.table.item(r, col).setText(_fmt(None if values is None else values.get(name)))
 
-    def set_current(self, values: Mapping[str, float] | None) -> None:
-        self._set_column(0, values)
+    def set_current(self, values: Mapping[str, float] | None, model: Mapping[str, float] | None = None) -> None:
+        """This frame: the shown (corrected) mask's scores, and the model's own."""
+        self._set_column(3, values)
+        self._set_column(0, model)
 
     def set_means(self, seen: Mapping[str, float] | None, n_seen: int,
-                  whole: Mapping[str, float] | None, n_scored: int, n_total: int) -> None:
-        self._set_column(1, seen)
-        self._set_column(2, whole)
-        self.table.horizontalHeaderItem(1).setText(f"Seen ({n_seen})")
-        self.table.horizontalHeaderItem(2).setText(
-            f"All {n_total}" if whole is not None else f"All ({n_scored}/{n_total})")
+                  whole: Mapping[str, float] | None, n_scored: int, n_total: int, *,
+                  model: tuple | None = None) -> None:
+        """The means over seen / all frames of the shown masks, and (``model``: the same four
+        values for the model's own predictions) of the model's."""
+        for first, (s, k_seen, w, k_scored) in ((4, (seen, n_seen, whole, n_scored)),
+                                               (1, model or (None, 0, None, 0))):
+            self._set_column(first, s)
+            self._set_column(first + 1, w)
+            who = "Model" if first == 1 else "Corrected"
+            self.table.horizontalHeaderItem(first).setText(f"{who}\nseen {k_seen}")
+            self.table.horizontalHeaderItem(first + 1).setText(
+                f"{who}\nall {n_total}" if w is not None else f"{who}\nall {k_scored}/{n_total}")
 
     def value(self, name: str, column: str = "frame") -> str:
-        """The text shown for score ``name`` in ``column`` ("frame", "seen", "all")."""
+        """The text shown for score ``name`` in ``column``: "frame", "seen", "all" (the shown,
+        corrected masks) or "model", "model_seen", "model_all" (the model's own)."""
         return self.table.item(SCORE_NAMES.index(name), self.COLUMNS.index(column)).text()
+
+    def header(self, column: str) -> str:
+        return self.table.horizontalHeaderItem(self.COLUMNS.index(column)).text()
 
     def set_note(self, text: str) -> None:
         self.note.setText(text)

@@ -11,6 +11,7 @@ import shutil
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
@@ -175,3 +176,35 @@ def test_the_model_the_user_switched_to_is_the_default_next_time(qtbot, tmp_path
     third.shutdown()
     assert loads[-1] == (None, None)
     assert any("default model (the last one used) is gone" in x for x in third.message_log.texts("warning"))
+
+
+# ---- item 6: the model's scores beside the corrected masks' -------------------------------------
+def test_correcting_frames_never_hides_the_models_own_scores(make_window, qtbot, tmp_path):
+    from polypviewer.core.metrics import scores
+
+    win = make_window()
+    _open(qtbot, win, _kvasir(tmp_path, 3))
+    win.predict_all()
+    panel = win.metrics_panel
+    qtbot.waitUntil(lambda: panel.value("dice", "all") != "–" and panel.value("dice", "model_all") != "–",
+                    timeout=TIMEOUT)
+    model_dice = [scores(win.predictions.cached(i) >= win.threshold, win.frames.get(i).gt)["dice"]
+                  for i in range(3)]
+    model_all = f"{np.mean(model_dice):.3f}"
+    assert panel.value("dice", "model_all") == panel.value("dice", "all") == model_all
+    assert panel.value("dice", "model") == panel.value("dice", "frame") == f"{model_dice[0]:.3f}"
+    # a perfect correction of frame 0: "Corrected" follows it, "Model" stays the model's
+    win.annotation.editor.edits(create=True).replace(win.frames.get(0).gt, "a perfect correction")
+    win.refresh_mask(0, None)
+    win.rescore(0)
+    assert panel.value("dice", "frame") == "1.000"
+    assert panel.value("dice", "model") == f"{model_dice[0]:.3f}"
+    assert panel.value("dice", "all") == f"{np.mean([1.0, *model_dice[1:]]):.3f}"
+    assert panel.value("dice", "model_all") == model_all
+    assert panel.header("model_all") == "Model\nall 3" and panel.header("all") == "Corrected\nall 3"
+    # another threshold re-scores both; the model's columns are still the model's
+    win.set_threshold(0.3)
+    qtbot.waitUntil(lambda: panel.value("dice", "model_all") != "–", timeout=TIMEOUT)
+    again = [scores(win.predictions.cached(i) >= 0.3, win.frames.get(i).gt)["dice"] for i in range(3)]
+    assert panel.value("dice", "model_all") == f"{np.mean(again):.3f}"
+    assert panel.value("dice", "all") == f"{np.mean([1.0, *again[1:]]):.3f}"
