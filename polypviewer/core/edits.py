@@ -418,6 +418,14 @@ class EditSession:
             self.set_state(frame, ReviewState.PROPAGATED)
         return stroke
 
+    def apply_propagation(self, frame: int, stroke: Stroke) -> Rect:
+        """Redo a :meth:`propagate` stroke (the frame becomes PROPAGATED again, in the same change)."""
+        self._propagating = frame
+        try:
+            return self.frames[frame].apply(stroke)
+        finally:
+            self._propagating = None
+
     def carry_forward(self, frame: int, from_frame: int) -> Stroke | None:
         """Copy ``from_frame``'s mask onto ``frame`` (both must be started) as one stroke."""
         src, dst = self.frames.get(from_frame), self.frames.get(frame)

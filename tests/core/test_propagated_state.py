@@ -46,6 +46,9 @@ def test_propagate_sets_mask_and_state_in_one_change_and_undo_restores_both():
     assert log.events == [("start", 3), ("mask", 3, ReviewState.PROPAGATED)]  # one record: mask + state
     e.revert(stroke)
     assert (s.mask(3) == model).all() and s.state(3) == ReviewState.UNREVIEWED
+    s.apply_propagation(3, stroke)  # redo
+    assert (s.mask(3) == carried).all() and s.state(3) == ReviewState.PROPAGATED
+    e.revert(stroke)
     # propagating a mask the frame already has only sets the state
     assert s.propagate(3, model) is None and s.state(3) == ReviewState.PROPAGATED
     with pytest.raises(ValueError, match="no mask yet"):
