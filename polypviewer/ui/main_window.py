@@ -257,6 +257,8 @@ class MainWindow(QMainWindow):
         self.model_panel.model_chosen.connect(self.choose_model)
         self.model_panel.weights_requested.connect(self.weights_dialog)
         self.model_panel.random_requested.connect(lambda name: self.load_model(name, allow_random=True))
+        self.model_panel.select_backend(str(self._options.get("backend", "auto")))
+        self.model_panel.backend_chosen.connect(self.choose_backend)
         self.canvas.zoom_changed.connect(lambda z: self.refresh_status())
 
     # ---- sources -----------------------------------------------------------------------
@@ -339,6 +341,14 @@ class MainWindow(QMainWindow):
         self.model_panel.set_message(f"{name}: {ModelPanel.NO_WEIGHTS}. Load weights… (Ctrl+L) to run it "
                                      f"with a checkpoint, or try it untrained.{still}",
                                      offer_random=True, error=True)
+
+    def choose_backend(self, name: str) -> None:
+        """The model panel's engine choice: the running network is built again on it."""
+        self._options["backend"] = name
+        if self.predictions.reload(self._options):
+            self.model_panel.set_message(f"Switching the engine to {name}…")
+        else:
+            self.model_panel.set_message(f"The engine {name} runs from the next network loaded.")
 
     def weights_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Load weights", "",
