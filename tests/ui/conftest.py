@@ -34,3 +34,80 @@ def open_window(qtbot):
         return win
 
     return make
+
+
+# --- review sets and window helpers shared by the annotation, dialog and fault tests -------
+TIMEOUT = 60_000
+
+
+@pytest.fixture
+def kvasir5(kvasir_copy, tmp_path, monkeypatch):
+    """5 frames of the shipped demo clip with their exact masks, a writable Kvasir-layout
+    folder under tmp_path; projects go to tmp_path/projects."""
+    monkeypatch.setenv("POLYPVIEWER_PROJECTS", str(tmp_path / "projects"))
+    return kvasir_copy(5)[0]
+
+
+@pytest.fixture
+def kvasir3(kvasir_copy, tmp_path, monkeypatch):
+    """As ``kvasir5`` with 3 frames."""
+    monkeypatch.setenv("POLYPVIEWER_PROJECTS", str(tmp_path / "projects"))
+    return kvasir_copy(3)[0]
+
+
+@pytest.fixture
+def base_ckpt(tmp_path):
+    """An untrained lite_pranet checkpoint at 64 px: a base to fine-tune from, quickly."""
+    from dataclasses import replace
+
+    import torch
+
+    from polypviewer.nets import build_model, get_spec
+    from polypviewer.nets.weights import save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path / "base.safetensors"
+    prep = replace(get_spec("lite_pranet").preprocessing, input_size=64)
+    save_checkpoint(path, build_model("lite_pranet"), model_name="lite_pranet", preprocessing=prep)
+    return path
+
+
+def _open(qtbot, win, root):
+    """Open ``root`` in the window and wait until frame 0 is shown with its prediction."""
+    with qtbot.waitSignal(win.source_opened, timeout=TIMEOUT):
+        win.open_path(root)
+    _wait_shown(qtbot, win, 0)
+
+
+def _wait_shown(qtbot, win, index):
+    qtbot.waitUntil(lambda: win.index == index and win.predictions.cached(index) is not None
+                    and win._shown_frame == (win.frames.generation, index)
+                    and win.annotation.editor.frame == index, timeout=TIMEOUT)
+
+
+def _go(qtbot, win, index):
+    win.go_to(index)
+    _wait_shown(qtbot, win, index)
+
+
+def _view(win, x, y):
+    from PySide6.QtCore import QPointF
+
+    return win.canvas.mapFromScene(QPointF(x, y))
+
+
+def _drag(qtbot, win, pts, button=None):
+    """A mouse drag through ``pts`` (image coordinates) on the canvas, with real events."""
+    from PySide6.QtCore import Qt
+
+    button = Qt.MouseButton.LeftButton if button is None else button
+    vp = win.canvas.viewport()
+    qtbot.mousePress(vp, button, pos=_view(win, *pts[0]))
+    for p in pts[1:]:
+        qtbot.mouseMove(vp, _view(win, *p))
+    qtbot.mouseRelease(vp, button, pos=_view(win, *pts[-1]))
+
+
+def _key(qtbot, win, key):
+    """A real key press on the canvas, reaching the window-wide shortcuts."""
+    qtbot.keyClick(win.canvas.viewport(), key)

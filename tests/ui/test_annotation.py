@@ -1,4 +1,5 @@
-"""Annotation in the real main window, offscreen, on real EndoTect frames: paint / erase /
+"""Annotation in the real main window, offscreen, on frames of the shipped demo clip with
+their exact masks (``kvasir5``, tests/ui/conftest.py): paint / erase /
 fill with mouse events on the canvas, undo/redo across frame changes, review states and the
 timeline, autosaved project reopened exactly, export through the dialog, fine-tune from the
 dialog, and a damaged project left untouched. A small real network (U-Net at 64 px, random
@@ -8,8 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
-from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -21,56 +20,7 @@ from PySide6.QtWidgets import QApplication
 from polypviewer.core.edits import ReviewState
 from polypviewer.core.metrics import scores
 
-TIMEOUT = 60_000
-
-
-@pytest.fixture
-def kvasir5(endotect, tmp_path, monkeypatch):
-    """5 real EndoTect validation pairs copied into a Kvasir-layout folder under tmp_path."""
-    monkeypatch.setenv("POLYPVIEWER_PROJECTS", str(tmp_path / "projects"))
-    stems = json.loads((endotect / "split.json").read_text())["val"][:5]
-    root = tmp_path / "kvasir5"
-    for sub in ("images", "masks"):
-        (root / sub).mkdir(parents=True)
-        for s in stems:
-            shutil.copy(next((endotect / sub).glob(s + ".*")), root / sub)
-    return root
-
-
-
-
-def _open(qtbot, win, root):
-    with qtbot.waitSignal(win.source_opened, timeout=TIMEOUT):
-        win.open_path(root)
-    _wait_shown(qtbot, win, 0)
-
-
-def _wait_shown(qtbot, win, index):
-    qtbot.waitUntil(lambda: win.index == index and win.predictions.cached(index) is not None
-                    and win._shown_frame == (win.frames.generation, index)
-                    and win.annotation.editor.frame == index, timeout=TIMEOUT)
-
-
-def _go(qtbot, win, index):
-    win.go_to(index)
-    _wait_shown(qtbot, win, index)
-
-
-def _view(win, x, y) -> QPoint:
-    return win.canvas.mapFromScene(QPointF(x, y))
-
-
-def _drag(qtbot, win, pts, button=Qt.MouseButton.LeftButton):
-    vp = win.canvas.viewport()
-    qtbot.mousePress(vp, button, pos=_view(win, *pts[0]))
-    for p in pts[1:]:
-        qtbot.mouseMove(vp, _view(win, *p))
-    qtbot.mouseRelease(vp, button, pos=_view(win, *pts[-1]))
-
-
-def _key(qtbot, win, key):
-    """A real key press on the canvas, reaching the window-wide shortcuts."""
-    qtbot.keyClick(win.canvas.viewport(), key)
+from .conftest import TIMEOUT, _drag, _go, _key, _open, _view, _wait_shown
 
 
 def test_paint_erase_fill_undo_states_export_reopen(open_window, qtbot, tiny_predictor, kvasir5, tmp_path):
@@ -302,20 +252,6 @@ def test_no_place_for_the_project_is_one_message_and_editing_goes_on(open_window
     assert c.session.get(0).mask[h // 2, int(w * 0.55)] and c.session.state(0) == ReviewState.CORRECTED
     assert blocker.read_text().startswith("a file")
     win.close()
-
-
-@pytest.fixture
-def base_ckpt(tmp_path):
-    import torch
-
-    from polypviewer.nets import build_model, get_spec
-    from polypviewer.nets.weights import save_checkpoint
-
-    torch.manual_seed(0)
-    path = tmp_path / "base.safetensors"
-    prep = replace(get_spec("lite_pranet").preprocessing, input_size=64)
-    save_checkpoint(path, build_model("lite_pranet"), model_name="lite_pranet", preprocessing=prep)
-    return path
 
 
 def test_finetune_dialog_trains_and_offers_the_new_version(open_window, qtbot, tiny_predictor, kvasir5, tmp_path,

@@ -3,35 +3,13 @@ is told in one line and the work still goes to a project file (never edited into
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 
 import numpy as np
-import pytest
 
 from polypviewer.core.edits import ReviewState
 
-TIMEOUT = 60_000
-
-
-@pytest.fixture
-def kvasir3(endotect, tmp_path, monkeypatch):
-    monkeypatch.setenv("POLYPVIEWER_PROJECTS", str(tmp_path / "projects"))
-    stems = json.loads((endotect / "split.json").read_text())["val"][:3]
-    root = tmp_path / "kvasir3"
-    for sub in ("images", "masks"):
-        (root / sub).mkdir(parents=True)
-        for s in stems:
-            shutil.copy(next((endotect / sub).glob(s + ".*")), root / sub)
-    return root
-
-
-def _open(qtbot, win, root):
-    with qtbot.waitSignal(win.source_opened, timeout=TIMEOUT):
-        win.open_path(root)
-    qtbot.waitUntil(lambda: win.annotation.editor.frame == 0 and win.predictions.cached(0) is not None,
-                    timeout=TIMEOUT)
+from .conftest import _open  # kvasir3: a fixture there
 
 
 def test_an_unexpected_error_opening_the_project_still_saves_the_work_elsewhere(

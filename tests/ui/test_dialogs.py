@@ -1,11 +1,8 @@
 """Export and fine-tune dialogs: the choices they offer, cancel, and closing the window while a
-fine-tune runs (the worker thread stops, nothing half-written is left). Real EndoTect frames,
-a small real network; see test_annotation.py for the end-to-end runs."""
+fine-tune runs (the worker thread stops, nothing half-written is left). Frames of the shipped
+demo clip, a small real network; see test_annotation.py for the end-to-end runs."""
 
 from __future__ import annotations
-
-import importlib.util
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,18 +11,7 @@ from PySide6.QtCore import Qt
 
 from polypviewer.core.edits import ReviewState
 
-
-def _load_sibling(name: str):
-    """The shared fixtures/helpers of test_annotation.py (tests use --import-mode=importlib)."""
-    spec = importlib.util.spec_from_file_location(f"_pv_{name}", Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_a = _load_sibling("test_annotation")
-TIMEOUT, _drag, _go, _open = _a.TIMEOUT, _a._drag, _a._go, _a._open
-kvasir5, base_ckpt = _a.kvasir5, _a.base_ckpt  # tiny_predictor: tests/ui/conftest.py
+from .conftest import TIMEOUT, _drag, _go, _open  # kvasir5, base_ckpt, tiny_predictor: fixtures there
 
 
 def _review(qtbot, win, states):
