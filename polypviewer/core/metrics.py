@@ -1,11 +1,13 @@
 """Segmentation scores: per image from confusion counts, and the polyp-benchmark metrics.
 
-Conventions (SPEC-models.md, "Metrics"; the MediaEval 2020 Medico metrics):
+Conventions (the MediaEval 2020 Medico task's metrics, as Jha et al., ResUNet++, ISM 2019 and
+Ali et al., MediaEval 2020 compute them; the benchmark metrics follow Fan et al., PraNet,
+MICCAI 2020):
 
 * **Binary decision.** A probability map ``p`` (float, 0..1) is foreground where
   ``p >= 0.5``; an 8-bit map ``v`` where ``v >= 128`` (that is ``v / 255 >= 0.5``), a 16-bit
   map where ``v >= 32768``; ``bool`` is taken as is. Ground truth read from a file follows the
-  same rule, which for 8-bit masks is the SPEC's ``> 127``. Colour masks use the brightest of
+  same rule, which for 8-bit masks is the papers' ``> 127``. Colour masks use the brightest of
   their first three channels (an alpha channel is ignored).
 * **Per image**, from the counts TP, FP, FN, TN::
 

@@ -3,11 +3,12 @@
 ``y = gamma * (conv(x) - mean) / sqrt(var + eps) + beta`` is itself a convolution with
 weights scaled per output channel and a new bias, so inference can skip the BN pass.
 
-torch.fx's ``fuse`` only matches exact ``nn.Conv2d`` modules in a traceable graph; our
-networks have data-dependent control flow (PraNet's size checks) and Conv2d subclasses
-(TF-"same" padding in the Keras ports), so we find the pairs by running the network once
-with hooks: a BatchNorm whose input tensor IS a convolution's output (same object) is
-folded into that convolution. Pairs are then checked the cheap way: the folded network
+torch.fx's ``fuse`` needs a traceable graph, and our networks have data-dependent control
+flow (PraNet's size checks); every convolution is a plain ``nn.Conv2d`` (the Keras ports'
+asymmetric TF-"same" padding is a separate ``ZeroPad2d`` before it, see
+``nets.resunetpp.PadConv2d``), so we find the pairs by running the network once with hooks:
+a BatchNorm whose input tensor IS a convolution's output (same object) is folded into that
+convolution. Pairs are then checked the cheap way: the folded network
 must give the same output as the original on the same input; when it does not, only the
 pairs that are exact on their own are folded.
 """

@@ -11,10 +11,12 @@ schema version). Layout (schema 1)::
     /frames/000123/    attrs state (0..4), state_name, model_version, threshold, name,
                              strokes, pixels_changed, pixels_added, pixels_removed,
                              dice_model_vs_corrected
-        mask           uint8 (H, ceil(W/8)): np.packbits(mask, axis=1); attrs
-        model_mask           encoding="packbits-rows", width=W (unpack with
-                             np.unpackbits(ds[()], axis=1, count=W)),
-                             data_sha256 (of the packed array as read); fletcher32
+        mask           the corrected mask
+        model_mask     the model's mask it started from
+                       each uint8 (H, ceil(W/8)) = np.packbits(mask, axis=1), gzip and
+                       fletcher32; attrs encoding="packbits-rows", width=W (unpack with
+                       np.unpackbits(ds[()], axis=1, count=W)) and data_sha256 (of the
+                       packed array as read)
 
 Integrity: every dataset carries HDF5's fletcher32 checksum and the sha256 of its whole
 array, and the root attribute ``content_digest`` is a sha256 over every attribute, group

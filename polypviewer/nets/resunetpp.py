@@ -95,7 +95,8 @@ class PadConv2d(nn.Sequential):
 
     A stride-2 3x3 conv on an even input pads 0 before and 1 after in TF, where PyTorch's
     ``padding=1`` would shift the sampling grid by one pixel. Two plain modules rather than a
-    ``Conv2d`` subclass, so torch.fx sees an ``nn.Conv2d`` that BatchNorm folding can fuse.
+    ``Conv2d`` subclass, so the convolution is an exact ``nn.Conv2d`` that BatchNorm folding
+    (``engine/folding.py``, which finds conv -> BN pairs with forward hooks) folds like any other.
     """
 
     def __init__(self, pad: tuple[int, int, int, int], conv: nn.Conv2d) -> None:

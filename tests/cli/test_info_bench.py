@@ -13,7 +13,7 @@ def test_info_json_counts_parameters_and_flops(capsys):
     assert main(["info", "--json", "--model", "unet"]) == 0
     report = json.loads(capsys.readouterr().out)
     (row,) = report["models"]
-    # The MediaEval 2020 paper's U-Net, counted by rebuilding it (SPEC-models.md).
+    # The U-Net of Ali et al., MediaEval 2020, counted by rebuilding its reference code.
     assert (row["model"], row["input_size"]) == ("unet", 256)
     assert row["params"] == 3_585_027 and row["keras_total_params"] == 3_588_997
     assert row["gflops"] == pytest.approx(12.0, abs=0.1)

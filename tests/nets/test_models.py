@@ -19,7 +19,9 @@ from polypviewer.nets import UnknownModelError, build_model, get_spec, list_mode
 from polypviewer.nets.summary import count_parameters
 from polypviewer.nets.weights import load_checkpoint, load_weights, save_checkpoint
 
-# PyTorch parameter counts (trainable), from SPEC-models.md (papers / reference code).
+# PyTorch parameter counts (trainable), counted by rebuilding the papers' reference code: PraNet
+# (Fan et al., MICCAI 2020), ResUNet++ (Jha et al., ISM 2019), the MediaEval 2020 variants and
+# U-Net (Ali et al., Depth-wise separable atrous convolution for polyps segmentation, MediaEval 2020).
 EXPECTED_PARAMS = {
     "pranet": 32_547_319,
     "resunetpp": 4_062_993,

@@ -1,6 +1,7 @@
 """ResUNet++ family and U-Net: the specifics the generic model tests cannot see.
 
-Numbers are those of SPEC-models.md (rebuilt from the Keras reference code): PyTorch
+Numbers are those of the papers' Keras reference code, rebuilt (Jha et al., ResUNet++, ISM 2019;
+Ali et al., MediaEval 2020, for the variants and U-Net): PyTorch
 parameter counts, Keras "total" (= trainable + BN moving mean/variance) and GFLOPs at
 256x256 measured with FlopCounterMode (FLOPs = 2 * MACs).
 """
