@@ -57,18 +57,25 @@ def measure(predictor, root: Path, names: list[str] | None, negatives: bool = Fa
     """name -> {dice, candidates..., flip} for each frame (masks kept small for neighbours)."""
     from polypviewer.core.metrics import scores
     from polypviewer.engine.data import load_set
-    from polypviewer.engine.uncertainty import candidates, flip_disagreement, strided
+    from polypviewer.engine.uncertainty import candidates, flip_disagreement, frame_uncertainty, strided
 
     data = load_set(root, names, negatives=negatives)
     if data.problems:
         print("\n".join(data.problems), file=sys.stderr)
     out: dict[str, dict] = {}
     for name, img, gt in zip(data.names, data.images, data.masks, strict=True):
+        t0 = time.perf_counter()
+        predictor.predict([img])  # timed alone: what the look-ahead spends on this frame
+        t1 = time.perf_counter()
         prob, flipped = predict_flip(predictor, img)
+        t2 = time.perf_counter()
+        frame_uncertainty(prob, predictor.threshold)
+        t3 = time.perf_counter()
         rec = {"dice": float(scores(prob >= predictor.threshold, gt)["dice"]),
                "empty": not bool((prob >= predictor.threshold).any()),
                **candidates(prob, predictor.threshold),
                "flip": flip_disagreement(prob, flipped, predictor.threshold)}
+        rec["_ms"] = {"predict": 1e3 * (t1 - t0), "uncertainty": 1e3 * (t3 - t2), "pixels": prob.size}
         rec["_small"] = strided(prob).copy()  # for the neighbours' change (same frame size in CVC)
         out[name] = rec
     return out
@@ -135,6 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     choice = {k: round(spearman(choose_rows, k), 3) for k in keys[:6]}
     chosen = max(choice, key=lambda k: choice[k])
     free = max((k for k in choice if k != "flip"), key=lambda k: choice[k])
+    timing = {}
+    for set_name in ("kvasir-test", "cvc612-test"):
+        ms = [r["_ms"] for r in sets[set_name].values()]
+        timing[set_name] = {"median_predict_ms": round(float(np.median([m["predict"] for m in ms])), 2),
+                            "median_uncertainty_ms": round(float(np.median([m["uncertainty"] for m in ms])), 3),
+                            "median_ratio": round(float(np.median([m["uncertainty"] / m["predict"] for m in ms])), 4),
+                            "median_megapixels": round(float(np.median([m["pixels"] for m in ms])) / 1e6, 3)}
     report = {
         "what": "Spearman(uncertainty, 1 - Dice) per frame, default model, threshold 0.5",
         "model": predictor.info.get("model"), "weights": predictor.info.get("weights"),
@@ -143,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "spearman_on_choice_sets_pooled": choice, "best_on_choice_sets": chosen,
         "best_free_on_choice_sets": free, "app_score": SCORE,
         "per_set": table,
+        "timing": timing,
         "costs": {"candidates": "from the cached probability map, no forward pass",
                   "flip": "one extra forward pass per frame", "temporal": "the neighbours' maps (video only)"},
         "command": " ".join(["benchmarks/bench_uncertainty.py", *(argv if argv is not None else sys.argv[1:])]),
@@ -155,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     for s, row in table.items():
         print(f"{s:16} {row['n']:4d} {row['mean_dice']:6.3f} {row['empty_predictions']:5d} "
               + " ".join(f"{row.get(k, float('nan')):14.3f}" for k in keys))
+    for set_name, t in timing.items():
+        print(f"{set_name}: uncertainty {t['median_uncertainty_ms']} ms vs predict {t['median_predict_ms']} ms "
+              f"per frame (median ratio {t['median_ratio']}, {t['median_megapixels']} MP maps)")
     if args.json:
         from polypviewer.core.fileio import atomic_write
 
