@@ -15,6 +15,8 @@ It composes, and each piece has its own file:
   review-state markers on the timeline (``ui/review_markers.py``) and Annotate > Model versions
   (``ui/model_versions.py``);
 * the export and fine-tune dialogs, which read :meth:`snapshot`;
+* Propagate (``ui/propagation.py``): the shown reviewed frame's mask carried forward or
+  backward in the background, each frame PROPAGATED and one undo step, drift on the timeline;
 * the Box tool's LiteMedSAM (``ui/prompting.py``): while the Box tool is selected, the shown
   frame's and the next frame's embeddings are computed in the background, and a box or click
   comes back as a mask merged in one undo step (``Editor.apply_prompt``).
@@ -89,6 +91,9 @@ class AnnotationController(QObject):
         self._build_ui()
         self._wire()
         self.versions.list_finetuned()
+        from polypviewer.ui.propagation import Propagator
+
+        self.propagation = Propagator(self)  # Propagate forward/backward, drift, worst drift
         self._update_panel()
 
     @property
@@ -240,6 +245,7 @@ class AnnotationController(QObject):
         """Stop the dialogs' workers and close the project (called by the window on close)."""
         self._rescore.stop()
         self.prompts.shutdown()
+        self.propagation.shutdown()
         for dlg in list(self._dialogs):
             dlg.stop_worker()
             dlg.close()

@@ -16,6 +16,8 @@ EXTRA_KEYS: dict[str, tuple[str, ...]] = {
     "export": ("Ctrl+E",), "finetune": ("Ctrl+Shift+T",), "carry_forward": ("K",),
     "keep_largest": ("L",), "fill_holes": ("H",), "grow": ("=",), "shrink": ("-",),
     "clear": ("Delete",), "reset": ("R",), "finish_polygon": ("Return", "Enter"),
+    "propagate_forward": ("Ctrl+Shift+Right",), "propagate_backward": ("Ctrl+Shift+Left",),
+    "stop_propagation": ("Ctrl+Shift+Down",), "worst_drift": ("Shift+J",),
 }
 
 

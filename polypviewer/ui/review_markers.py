@@ -10,7 +10,7 @@ __all__ = ["STATE_COLORS", "ReviewMarkers"]
 
 STATE_COLORS: dict[ReviewState, tuple[int, int, int]] = {
     ReviewState.ACCEPTED: (60, 200, 90), ReviewState.CORRECTED: (200, 90, 255),
-    ReviewState.FLAGGED: (255, 150, 0)}
+    ReviewState.FLAGGED: (255, 150, 0), ReviewState.PROPAGATED: (90, 170, 255)}
 
 
 class ReviewMarkers(pg.ScatterPlotItem):
