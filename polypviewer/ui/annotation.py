@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QToolBar
+from PySide6.QtWidgets import QDockWidget, QScrollArea, QToolBar
 
 from polypviewer.core.edits import EditSession, FrameEdits, ReviewState
 from polypviewer.core.errors import PolypviewerError
@@ -58,6 +58,12 @@ MENU_GROUPS: dict[str, tuple[str, ...]] = {
 }
 TOOLBAR: tuple[str | None, ...] = (*TOOL_KEYS, None, "undo", "redo", None, "state_accepted", "state_corrected",
                                    "state_flagged", "next_unreviewed", None, "export", "finetune")
+# The toolbar's own short texts (QAction.iconText; menus keep the full text): they never change,
+# so no button moves under the mouse when Undo's text becomes "Undo keep largest region", and
+# the whole bar fits a 1280 px window.
+TOOLBAR_TEXT: dict[str, str] = {"undo": "Undo", "redo": "Redo", "state_accepted": "Accepted",
+                                "state_corrected": "Corrected", "state_flagged": "Flagged",
+                                "next_unreviewed": "Unreviewed ›", "export": "Export", "finetune": "Fine-tune"}
 
 
 class AnnotationController(QObject):
@@ -187,12 +193,19 @@ class AnnotationController(QObject):
             if entry is None:
                 bar.addSeparator()
             else:
+                if entry in TOOLBAR_TEXT:
+                    a[entry].setIconText(TOOLBAR_TEXT[entry])
                 bar.addAction(a[entry])
         win.addToolBar(Qt.ToolBarArea.TopToolBarArea, bar)
         self.toolbar = bar
         dock = QDockWidget("Annotation", win)
         dock.setObjectName("annotationDock")
-        dock.setWidget(self.panel)
+        scroll = QScrollArea()  # a short window scrolls the panel instead of clipping its rows
+        scroll.setWidget(self.panel)
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        dock.setWidget(scroll)
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
         win.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
         self.dock = dock

@@ -9,6 +9,7 @@ from PySide6.QtWidgets import QFormLayout, QGroupBox, QLabel, QSpinBox, QVBoxLay
 
 from polypviewer.core.edits import EditSession, ReviewState
 from polypviewer.core.metrics import scores
+from polypviewer.ui.elided import ElidedLabel
 
 __all__ = ["EditPanel"]
 
@@ -27,8 +28,9 @@ class EditPanel(QGroupBox):
                            ("changed", "Pixels changed"), ("strokes", "Changes"),
                            ("model_vs_gt", "Dice model vs GT"), ("corrected_vs_gt", "Dice corrected vs GT"),
                            ("counts", "Frames"), ("project", "Project")):
-            self.rows[key] = QLabel("–")
-            self.rows[key].setWordWrap(True)
+            # the project's path is elided (full path in its tooltip): a long path never widens the dock
+            self.rows[key] = ElidedLabel("–") if key == "project" else QLabel("–")
+            self.rows[key].setWordWrap(key != "project")
             self.rows[key].setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             form.addRow(label, self.rows[key])
         self.px = QSpinBox()
@@ -42,7 +44,8 @@ class EditPanel(QGroupBox):
         layout.addLayout(form)
 
     def value(self, key: str) -> str:
-        return self.rows[key].text()
+        row = self.rows[key]
+        return row.full_text() if isinstance(row, ElidedLabel) else row.text()
 
     def set(self, key: str, text: str) -> None:
         self.rows[key].setText(text)

@@ -44,7 +44,9 @@ from polypviewer.ui.workers import FrameData, FrameService
 
 LOOKAHEAD = 8  # frames predicted ahead of the one shown
 SETTINGS_DELAY_MS = 400  # a change is written this long after the last one
-METRICS_WIDTH = 430  # the metrics panel's fixed width: six score columns, never resized by content
+METRICS_WIDTH = 450  # the metrics panel's fixed width: six score columns, never resized by content
+DOCK_WIDTH = 300  # the side docks' minimum width (their contents elide, never widen them)
+COMPACT_HEIGHT = 860  # below this (a laptop's 720 / 768 px) the side docks start as tabs, each full height
 # QMainWindow.saveState's version: raise it when the docks or toolbars change, so an older
 # layout in the settings is ignored (restoreState refuses another version) instead of misapplied.
 WINDOW_STATE_VERSION = 1
@@ -135,8 +137,10 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(QByteArray.fromBase64(self.settings.window_geometry.encode()))
         else:
             self.resize(1440, 900)
+        self._layout_restored = False
         if self.settings.window_state:  # docks and toolbars where the user left them (all exist now)
-            self.restoreState(QByteArray.fromBase64(self.settings.window_state.encode()), WINDOW_STATE_VERSION)
+            self._layout_restored = self.restoreState(QByteArray.fromBase64(self.settings.window_state.encode()),
+                                                      WINDOW_STATE_VERSION)
         for w in self.findChildren(QDockWidget) + self.findChildren(QToolBar):
             w.topLevelChanged.connect(self.settings_changed)
             w.visibilityChanged.connect(self.settings_changed)
@@ -178,7 +182,8 @@ class MainWindow(QMainWindow):
         scroll = QScrollArea()
         scroll.setWidget(side)
         scroll.setWidgetResizable(True)
-        scroll.setMinimumWidth(330)
+        scroll.setMinimumWidth(DOCK_WIDTH)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # long names are elided
         dock = QDockWidget("Review", self)
         dock.setObjectName("reviewDock")
         dock.setWidget(scroll)
@@ -713,6 +718,24 @@ class MainWindow(QMainWindow):
     def _remember_brush(self, radius: int) -> None:
         self.settings.brush_radius = int(radius)
         self.settings_changed()
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if not self._layout_restored:  # the first start's layout, for the size the window has
+            self._layout_restored = True
+            self.fit_docks()
+
+    def fit_docks(self) -> None:
+        """On a short window (below COMPACT_HEIGHT) the Review and Annotation docks share the
+        side as tabs, each at full height, so no panel is clipped or half scrolled away; on a
+        taller one they stand one above the other. The user's own arrangement is kept after."""
+        review = self.findChild(QDockWidget, "reviewDock")
+        annotation = self.findChild(QDockWidget, "annotationDock")
+        if review is None or annotation is None or review.isFloating() or annotation.isFloating():
+            return
+        if self.height() < COMPACT_HEIGHT:
+            self.tabifyDockWidget(review, annotation)
+            review.raise_()
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)

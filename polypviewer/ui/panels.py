@@ -32,9 +32,13 @@ from PySide6.QtWidgets import (
 
 from polypviewer.core.metrics import SCORE_NAMES
 from polypviewer.core.overlay import OverlayStyle
+from polypviewer.ui.elided import ElidedLabel
 
 SCORE_LABELS = {"dice": "Dice", "iou": "IoU", "precision": "Precision", "recall": "Recall",
                 "accuracy": "Accuracy", "f2": "F2"}
+
+
+NAME_WIDTH = 170  # the frame name's fixed width in the navigation bar
 
 
 def _fmt(value: float | None) -> str:
@@ -85,7 +89,8 @@ class ModelPanel(QGroupBox):
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
         for key, label in (("weights", "Weights"), ("version", "Version"), ("runs_on", "Runs on"),
                            ("why", "Why"), ("fps", "Speed")):
-            self.info[key] = QLabel("–")
+            # a long weights file or version name is elided (full text in the tooltip), never a scroll bar
+            self.info[key] = ElidedLabel("–") if key in ("weights", "version") else QLabel("–")
             self.info[key].setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             form.addRow(label, self.info[key])
         self.info["why"].setWordWrap(True)
@@ -328,6 +333,8 @@ class MetricsPanel(QGroupBox):
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         self.table.verticalHeader().setDefaultSectionSize(22)
         self.table.horizontalHeader().setFixedHeight(40)
+        # six columns in a fixed width: the header's padding and type are smaller than elsewhere
+        self.table.setStyleSheet("QHeaderView::section:horizontal { padding: 1px 0px; font-size: 8pt; }")
         self.table.setFixedHeight(22 * len(SCORE_NAMES) + 44)
         self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -397,11 +404,14 @@ class NavigationBar(QWidget):
         self.slider.valueChanged.connect(self.frame_requested)
         self.counter = QLabel("0 / 0")
         self.counter.setObjectName("counter")
-        self.counter.setMinimumWidth(90)
+        self.counter.setMinimumWidth(70)
         self.counter.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        self.name = QLabel("")
+        # elided (full name in the tooltip) in a fixed width: a long frame name neither squeezes
+        # the slider nor moves it as frames change
+        self.name = ElidedLabel("", mode=Qt.TextElideMode.ElideRight, min_width=NAME_WIDTH)
         self.name.setObjectName("frameName")
-        self.name.setMinimumWidth(260)
+        self.name.setFixedWidth(NAME_WIDTH)
+        self.slider.setMinimumWidth(160)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(6, 2, 6, 2)
         layout.addWidget(self.play_button)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication
 
 TIMEOUT = 60_000
 ROOT = Path(__file__).resolve().parents[2]
@@ -208,3 +209,107 @@ def test_correcting_frames_never_hides_the_models_own_scores(make_window, qtbot,
     again = [scores(win.predictions.cached(i) >= 0.3, win.frames.get(i).gt)["dice"] for i in range(3)]
     assert panel.value("dice", "model_all") == f"{np.mean(again):.3f}"
     assert panel.value("dice", "all") == f"{np.mean([1.0, *again[1:]]):.3f}"
+
+
+# ---- items 2 and 3: nothing moves under the cursor; usable at 1280x720 ---------------------------
+def _toolbar(win):
+    from PySide6.QtWidgets import QToolBar
+
+    return win.findChild(QToolBar, "annotationToolbar")
+
+
+def test_the_first_edit_moves_nothing_and_undo_keeps_its_width(qtbot, tiny_predictor, open_window, tmp_path,
+                                                                 monkeypatch):
+    deep = tmp_path / ("a folder with a rather long name for projects " * 4).strip()
+    monkeypatch.setenv("POLYPVIEWER_CONFIG", str(tmp_path / "config"))
+    monkeypatch.setenv("POLYPVIEWER_PROJECTS", str(deep))
+    win = open_window(tiny_predictor, TIMEOUT)
+    try:
+        _open(qtbot, win, _kvasir(tmp_path, 2))
+        bar = _toolbar(win)
+        undo = win.annotation.actions["undo"]
+        undo_button = bar.widgetForAction(undo)
+        QApplication.processEvents()
+        canvas_at = win.canvas.mapTo(win, win.canvas.rect().topLeft()), win.canvas.size()
+        buttons = {name: bar.widgetForAction(a).geometry() for name, a in win.annotation.actions.items()
+                   if bar.widgetForAction(a) is not None}
+        dock = win.annotation.dock
+        dock_width = dock.width()
+        ed = win.annotation.editor
+        edits = ed.edits(create=True)  # the first edit: creates the project file
+        ed.push(0, edits, edits.replace(win.frames.get(0).gt, "a perfect correction"))
+        qtbot.waitUntil(lambda: win.annotation.project is not None, timeout=TIMEOUT)
+        for _ in range(5):
+            QApplication.processEvents()
+        path = str(win.annotation.project.path)
+        assert len(path) > 200
+        row = win.annotation.panel.rows["project"]
+        assert win.annotation.panel.value("project") == path and row.toolTip() == path
+        assert row.text() != path and "…" in row.text()  # elided on screen
+        assert undo.text().startswith("Undo ") and undo.text() != "Undo"  # names the step in the menu
+        assert undo_button.text() == "Undo"  # the toolbar's text does not change
+        assert (win.canvas.mapTo(win, win.canvas.rect().topLeft()), win.canvas.size()) == canvas_at
+        assert dock.width() == dock_width
+        assert {n: bar.widgetForAction(a).geometry() for n, a in win.annotation.actions.items()
+                if bar.widgetForAction(a) is not None} == buttons
+    finally:
+        win.shutdown()
+
+
+def test_the_window_is_usable_at_1280x720(qtbot, tiny_predictor, config, tmp_path):
+    from PySide6.QtWidgets import QDockWidget, QScrollArea, QToolButton
+
+    from polypviewer.ui.main_window import MainWindow
+
+    win = MainWindow(load_default_model=False, predictor_options={"backend": "torch", "precision": "fp32"})
+    qtbot.addWidget(win)
+    win.resize(1280, 720)
+    win.show()
+    try:
+        with qtbot.waitSignal(win.predictions.model_ready, timeout=TIMEOUT):
+            win.load_model(predictor=tiny_predictor)
+        _open(qtbot, win, _kvasir(tmp_path, 3))
+        for _ in range(5):
+            QApplication.processEvents()
+        assert (win.width(), win.height()) == (1280, 720)  # no minimum forces it wider
+        ext = _toolbar(win).findChild(QToolButton, "qt_toolbar_ext_button")
+        assert ext is None or not ext.isVisible()  # every toolbar button on screen (Fine-tune too)
+        assert win.nav.slider.width() >= 150
+        name = win.nav.name
+        assert name.geometry().right() < win.nav.width()  # the frame's name is inside its bar
+        # the two side docks share the side as tabs, each full height: nothing scrolled away
+        review, annotation = win.findChild(QDockWidget, "reviewDock"), win.annotation.dock
+        assert annotation in win.tabifiedDockWidgets(review)
+        for dock in (review, annotation):
+            dock.raise_()
+            for _ in range(3):
+                QApplication.processEvents()
+            scroll = dock.widget()
+            assert isinstance(scroll, QScrollArea)
+            assert not scroll.horizontalScrollBar().isVisible(), dock.objectName()
+            assert scroll.verticalScrollBar().maximum() == 0, dock.objectName()
+        # the metrics table's header texts fit their columns
+        table = win.metrics_panel.table
+        header = table.horizontalHeader()
+        fm = header.fontMetrics()
+        for c in range(table.columnCount()):
+            for line in table.horizontalHeaderItem(c).text().split("\n"):
+                assert fm.horizontalAdvance(line) <= header.sectionSize(c), line
+        assert table.horizontalScrollBar().maximum() == 0
+    finally:
+        win.shutdown()
+
+
+def test_a_tall_window_keeps_the_docks_one_above_the_other(qtbot, config):
+    from PySide6.QtWidgets import QDockWidget
+
+    from polypviewer.ui.main_window import MainWindow
+
+    win = MainWindow(load_default_model=False)
+    qtbot.addWidget(win)
+    win.resize(1440, 900)
+    win.show()
+    try:
+        assert win.tabifiedDockWidgets(win.findChild(QDockWidget, "reviewDock")) == []
+    finally:
+        win.shutdown()
