@@ -304,6 +304,7 @@ class PredictionService(QObject):
     # -- commands
     def set_source(self, source_id: int, path: str) -> None:
         self.cancel()
+        self._uncertainty.clear()  # the previous source's frames are never shown again under its id
         self._source = (source_id, path)
         self._last_wanted = []
 
