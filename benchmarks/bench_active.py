@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-gap", type=int, default=5, help="uncertain_spread: frames between picks")
     p.add_argument("--epochs", type=int, help="override the finetune recipe's epochs")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--picks-only", action="store_true",
+                   help="no fine-tuning: each arm's picks and the base model's Dice on them")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     if not args.data.is_dir():
@@ -143,6 +145,13 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 picks = picks_unc if arm == "uncertain" else picks_spread
             corrected = pool.subset(picks)
+            if args.picks_only:
+                on_picks = evaluate_model(model, name, corrected, preprocessing=ckpt.preprocessing, autocast=autocast)
+                report["runs"].append({"arm": arm, "seed": seed, "frames": picks,
+                                       "base_dice_on_picks": round(on_picks["dice"], 4)})
+                print(f"seed {seed} {arm:17} base dice on its picks {on_picks['dice']:.4f}", flush=True)
+                write(args.json, report)
+                continue
             t1 = time.perf_counter()
             with tempfile.TemporaryDirectory() as tmp:
                 res = finetune(corrected, Path(tmp) / "ft.safetensors", base=base, seed=seed,
@@ -165,7 +174,11 @@ def main(argv: list[str] | None = None) -> int:
             report["summary"] = summary
             report["wall_s"] = round(time.perf_counter() - t0, 1)
             write(args.json, report)
-    print(json.dumps(report["summary"], indent=2))
+    if args.picks_only:
+        report["summary"] = {a: {"mean_base_dice_on_picks": round(float(np.mean(
+            [r["base_dice_on_picks"] for r in report["runs"] if r["arm"] == a])), 4)} for a in args.arms}
+        write(args.json, report)
+    print(json.dumps(report.get("summary", {}), indent=2))
     return 0
 
 
