@@ -5,7 +5,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.polypviewer-installed
 
-.PHONY: venv check test test-portable demo bench package clean
+.PHONY: venv check test test-fast test-portable demo bench package clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,10 @@ check: venv
 
 test: check
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
+
+# The edit-test loop: every test but those marked slow (pyproject.toml's markers), no lint.
+test-fast: venv
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -m "not slow"
 
 # The engine, network and CLI tests as an AVX2-only CPU (an AMD EPYC Zen 3) runs them, on a
 # machine with AVX-512 / AMX: oneDNN (in torch and OpenVINO) and torch's ATen kernels are

@@ -42,6 +42,7 @@ def test_info_table_and_unknown_model(capsys):
     assert "unknown model 'nope'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bench_quick_writes_the_documented_json(shared_data, tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", "--quick", "--model", "lite_pranet", "--size", "64", "--json", str(out),
@@ -82,6 +83,7 @@ def test_bench_quick_writes_the_documented_json(shared_data, tmp_path, capsys):
     assert "lite_pranet" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_bench_takes_weights_per_model_and_refuses_bad_ones(shared_data, tmp_path, capsys):
     import torch
 

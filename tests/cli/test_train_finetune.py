@@ -38,6 +38,7 @@ def base(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_finetune_writes_a_new_file_and_leaves_the_base_untouched(base: Path, corrected: Path,
                                                                   tmp_path: Path, capsys) -> None:
     before = sha256_file(base)
@@ -65,6 +66,7 @@ def test_finetune_writes_a_new_file_and_leaves_the_base_untouched(base: Path, co
     assert "is the base model" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_train_cli_writes_checkpoint_and_card(corrected: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "m.safetensors"
     args = ["train", "--model", "lite_pranet", "--data", str(corrected), "--val", str(corrected),
@@ -169,6 +171,7 @@ def test_predictor_names_a_symlink_loop_as_such(tmp_path: Path) -> None:
         Predictor.create(weights=a)
 
 
+@pytest.mark.slow
 def test_train_combines_sets_carves_validation_and_holds_negatives_out(cvc: Path, negatives: Path,
                                                                        tmp_path: Path) -> None:
     """Several --data sets (DIR,FILE:KEY), a validation slice carved from them, polyp-free

@@ -295,6 +295,7 @@ def assert_sane_against_fp32(got, ref, info):
     return agreement
 
 
+@pytest.mark.slow
 def test_bf16_fast_path_runs_and_stays_near_fp32_on_real_images(endotect):
     """The engine's bf16 path (OpenVINO where native, torch-emulated elsewhere) vs fp32."""
     from polypviewer.nets import build_model, get_spec
@@ -317,6 +318,7 @@ def test_bf16_fast_path_runs_and_stays_near_fp32_on_real_images(endotect):
     assert agreement["mean_abs_diff"] > 0  # bf16 really rounded: not fp32 under another name
 
 
+@pytest.mark.slow
 def test_bf16_with_shipped_weights_stays_near_fp32(endotect):
     """With trained weights (the realistic case) on the real val images."""
     from polypviewer.nets.weights import shipped_weights
@@ -331,6 +333,7 @@ def test_bf16_with_shipped_weights_stays_near_fp32(endotect):
     assert_sane_against_fp32(fast.predict(imgs), ref, fast.info)
 
 
+@pytest.mark.slow
 def test_openvino_model_is_cached_and_reused(tmp_path, monkeypatch):
     if not B.openvino_available():
         pytest.skip("openvino not installed")
@@ -366,6 +369,7 @@ def test_int8_needs_openvino_nncf_and_calibration(monkeypatch):
         Predictor.create("unet", allow_random=True, precision="int8")
 
 
+@pytest.mark.slow
 def test_int8_quantises_close_to_fp32_and_is_cached_per_calibration_set(tmp_path, monkeypatch):
     if not (B.openvino_available() and B.nncf_available()):
         pytest.skip("openvino or nncf not installed")
@@ -394,6 +398,7 @@ def test_int8_quantises_close_to_fp32_and_is_cached_per_calibration_set(tmp_path
     assert not other.backend.cache_hit  # another calibration set is another int8 model
 
 
+@pytest.mark.slow
 def test_int8_with_shipped_weights_stays_near_fp32_on_real_images(endotect):
     """int8 trades accuracy for speed; how much is CPU-dependent (Dice 0.92-0.96 vs fp32
     measured on AVX2 and AMX machines) and reported by `polypviewer bench`. Here: it runs on

@@ -42,6 +42,7 @@ def test_an_unaugmented_training_batch_is_exactly_the_inference_input(val) -> No
     assert y.shape == (3, 1, SIZE, SIZE) and set(np.unique(y.numpy())) <= {0.0, 1.0}
 
 
+@pytest.mark.slow
 def test_evaluate_model_equals_the_predictor_and_the_metric_accumulator(val) -> None:
     torch.manual_seed(0)
     model = build_model("lite_pranet").eval()
@@ -59,6 +60,7 @@ def test_evaluate_model_equals_the_predictor_and_the_metric_accumulator(val) -> 
         assert got[k] == pytest.approx(want[k], abs=1e-9), k
 
 
+@pytest.mark.slow
 def test_training_and_validation_use_the_given_preprocessing(val, tmp_path: Path) -> None:
     """A fine-tune of a checkpoint whose normalisation is not the registry's keeps it: in the
     batches it trains on, in the validation that picks its epoch, and in what it writes."""

@@ -67,6 +67,7 @@ class _StopAfter:
         return self.seen >= self.steps
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_saved_step(tiny, tmp_path: Path, one_thread) -> None:
     kw = dict(recipe=TINY, pretrained=False, bf16="off", size=SIZE, seed=3)
     full = train("lite_pranet", tiny, tiny, tmp_path / "a.safetensors", **kw)
@@ -151,6 +152,7 @@ open(f"{out}/rank{dist.get_rank()}.sha", "w").write(digest(model))
 """
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_end_with_identical_weights(demo_set: Path, tmp_path: Path) -> None:
     script = tmp_path / "ddp_train.py"
     script.write_text(_DDP_SCRIPT)

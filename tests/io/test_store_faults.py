@@ -272,6 +272,7 @@ def test_a_format_1_journal_is_still_read_with_its_threshold_as_set(tmp_path, so
 
 # ---- 3. a damaged project file: one ProjectError, never changed content ------------------
 
+@pytest.mark.slow
 def test_random_byte_flips_of_the_project_file_are_refused_or_harmless(tmp_path, source):
     path = tmp_path / "p.pvproj.h5"
     with _small_project(path, source):

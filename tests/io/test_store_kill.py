@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from polypviewer.core.edits import EditSession, ReviewState, Stroke
 
@@ -118,6 +119,7 @@ def _same(a: EditSession, b: EditSession, *, states: bool = True) -> bool:
     return not states or all(a.state(f) == b.state(f) for f in range(N_FRAMES))
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_never_loses_an_acknowledged_stroke(tmp_path):
     from polypviewer.io.store import Project
 

@@ -496,6 +496,7 @@ def test_raw_pickles_with_code_name_the_callable(tmp_path, protocol):
 
 
 @pytest.mark.parametrize("legacy", [False, True])
+@pytest.mark.slow
 def test_every_truncation_is_damage_never_code(tmp_path, legacy):
     src = tmp_path / "full.pth"
     torch.save({"w": torch.arange(4.0), "n": torch.tensor(3)}, src,

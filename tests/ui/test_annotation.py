@@ -254,6 +254,7 @@ def test_no_place_for_the_project_is_one_message_and_editing_goes_on(open_window
     win.close()
 
 
+@pytest.mark.slow
 def test_finetune_dialog_trains_and_offers_the_new_version(open_window, qtbot, tiny_predictor, kvasir5, tmp_path,
                                                             base_ckpt):
     from polypviewer.nets.weights import load_checkpoint, sha256_file

@@ -75,6 +75,7 @@ def _long_run(dlg, base, out):
     dlg.epochs.setValue(500)
 
 
+@pytest.mark.slow
 def test_finetune_cancel_writes_nothing(qtbot, reviewed_window, base_ckpt, tmp_path):
     win = reviewed_window
     dlg = win.annotation.open_finetune_dialog()
@@ -96,6 +97,7 @@ def test_finetune_cancel_writes_nothing(qtbot, reviewed_window, base_ckpt, tmp_p
     win.close()
 
 
+@pytest.mark.slow
 def test_closing_the_window_stops_a_running_finetune(qtbot, reviewed_window, base_ckpt, tmp_path):
     win = reviewed_window
     dlg = win.annotation.open_finetune_dialog()

@@ -33,6 +33,7 @@ def user_dirs(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_the_tour_runs_and_writes_every_screenshot(qapp, user_dirs):
     import torch
 

@@ -10,6 +10,7 @@ import sys
 
 import cv2
 import numpy as np
+import pytest
 
 
 def _headless_env() -> dict:
@@ -19,6 +20,7 @@ def _headless_env() -> dict:
     return env if drop else dict(env, QT_QPA_PLATFORM="offscreen")
 
 
+@pytest.mark.slow
 def test_demo_screenshot_smoke_mode(tmp_path):
     shot = tmp_path / "shot.png"
     env = _headless_env()
@@ -42,6 +44,7 @@ def test_screenshot_needs_a_source_and_bad_path_is_one_line(tmp_path):
     assert out.stderr.strip().count("\n") == 0 and "nope.mp4" in out.stderr
 
 
+@pytest.mark.slow
 def test_smoke_mode_fails_when_the_model_cannot_be_loaded(tmp_path):
     """Without the real pipeline a smoke run proves nothing: a bad checkpoint is exit 1."""
     bad = tmp_path / "bad.safetensors"
