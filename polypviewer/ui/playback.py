@@ -1,8 +1,17 @@
-"""Playback at the source's frame rate that drops frames whose prediction is late.
+"""Playback at the source's frame rate: every frame shown when inference keeps up, frames
+dropped only when it cannot.
 
-``PlaybackClock`` is the arithmetic (where the playhead is, which ready frame to show);
-``Player`` drives it from a QTimer on the GUI thread and asks the prediction service for
-the frames ahead of the playhead, strided to the measured inference rate.
+``PlaybackClock`` is the arithmetic (where the playhead is, which ready frame to show, when
+to wait); ``Player`` drives it from a QTimer on the GUI thread and asks the prediction service
+for the frames ahead of the playhead, strided to the measured inference rate.
+
+Where playback used to drop frames it had time for (issue 16 §11, measured with
+``benchmarks/bench_ui.py``): at every start, and after every jump, the pipeline needs a
+moment (a seek, the first decode and forward pass) before the first frame ahead is ready;
+the playhead ran on at the source's rate meanwhile, and when the frames came the clock
+skipped to the newest, dropping the rest. Now, while nothing new is ready, the playhead waits
+at the next frame due (up to ``HOLD_S``) instead of running on, and the look-ahead is
+requested when playback starts, not at the first tick.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import time
 import numpy as np
 from PySide6.QtCore import QObject, Qt, QTimer
 
+HOLD_S = 2.0  # the longest the playhead waits for one frame's prediction before running on
 
 class PlaybackClock:
     """Where playback should be now, and which ready frame to show.
@@ -26,13 +36,35 @@ class PlaybackClock:
     def __init__(self) -> None:
         self.start(0, 10.0, None)
 
-    def start(self, index: int, fps: float, infer_fps: float | None) -> None:
+    def start(self, index: int, fps: float, infer_fps: float | None, now: float | None = None) -> None:
         self.i0 = int(index)
         self.fps = float(fps) if fps and fps > 0 else 10.0
-        self.t0 = time.perf_counter()
+        self.t0 = time.perf_counter() if now is None else float(now)
         self.dropped = 0
         self.shown = 0
+        self.held_s = 0.0  # time the playhead waited for a prediction (playback ran that much slower)
+        self._wait_since: float | None = None
+        self._last_now = self.t0
         self.stride = 1 if not infer_fps else max(1, int(np.ceil(self.fps / max(infer_fps, 1e-3))))
+
+    def advance(self, now: float, current: int, ready, last: int) -> int | None:
+        """The frame to show at ``now`` (None: keep ``current``), the playhead held while the
+        next frame due (``current + stride``) is not ready yet: it waits there, up to
+        ``HOLD_S``, instead of running on and dropping what arrives meanwhile."""
+        elapsed, self._last_now = now - self._last_now, now
+        target = min(self.target(now), last)
+        shown = self.pick(current, target, ready) if target > current else None
+        if shown is not None:
+            self._wait_since = None
+            return shown
+        nxt = min(current + self.stride, last)
+        if nxt > current and target >= nxt:  # due, not ready: hold the playhead at it
+            if self._wait_since is None:
+                self._wait_since = now
+            if now - self._wait_since <= HOLD_S:
+                self.t0 = now - (nxt - self.i0 + 1e-6) / self.fps
+                self.held_s += max(elapsed, 0.0)
+        return None
 
     def target(self, now: float) -> int:
         return self.i0 + int((now - self.t0) * self.fps)
@@ -69,6 +101,7 @@ class Player(QObject):
             w.go_to(0, playing=True)
         fps = float(w.source.get("fps") or 10.0)
         self.clock.start(w.index, fps, w.predictions.meter.fps())
+        self._request(w.index)  # the frames ahead now, not a tick later
         self.timer.start(max(4, int(500 / fps)))  # two ticks per frame
         return True
 
@@ -82,13 +115,9 @@ class Player(QObject):
             return False
         return w.predictions.info is None or w.predictions.cached(index) is not None
 
-    def _tick(self) -> None:
+    def _request(self, target: int) -> None:
         w = self.window
         n = w.n
-        target = min(self.clock.target(time.perf_counter()), n - 1)
-        shown = self.clock.pick(w.index, target, self.ready)
-        if shown is not None:
-            w.go_to(shown, playing=True)
         ahead = list(range(target + 1, n, self.clock.stride))[:64]
         if ahead and ahead[-1] != n - 1 and len(ahead) < 64:
             ahead.append(n - 1)  # the last frame is always shown
@@ -96,6 +125,16 @@ class Player(QObject):
             w.predictions.request(ahead, behind=int(2 * self.clock.fps))
         else:
             w.frames.request(ahead[:3])
+
+    def _tick(self) -> None:
+        w = self.window
+        n = w.n
+        now = time.perf_counter()
+        shown = self.clock.advance(now, w.index, self.ready, n - 1)
+        if shown is not None:
+            w.go_to(shown, playing=True)
+        target = min(self.clock.target(now), n - 1)
+        self._request(target)
         if w.index >= n - 1 or (target >= n - 1 and not w.predictions.busy() and not self.ready(n - 1)):
             w.set_playing(False)
         w.refresh_status()

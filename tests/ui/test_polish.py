@@ -313,3 +313,69 @@ def test_a_tall_window_keeps_the_docks_one_above_the_other(qtbot, config):
         assert win.tabifiedDockWidgets(win.findChild(QDockWidget, "reviewDock")) == []
     finally:
         win.shutdown()
+
+
+# ---- item 11: playback drops nothing it has time for --------------------------------------------
+def _simulate(clock, ready_at: dict[int, float], fps: float, n: int, tick: float) -> list[int]:
+    """Tick the clock every ``tick`` s of fake time until the last frame is shown; frame i
+    is ready from ``ready_at[i]`` on. Returns the frames shown, in order."""
+    clock.start(0, fps, None, now=0.0)
+    shown, current, now = [], 0, 0.0
+    while current < n - 1 and now < 60:
+        now += tick
+        j = clock.advance(now, current, lambda i: ready_at[i] <= now, n - 1)
+        if j is not None:
+            shown.append(j)
+            current = j
+    return shown
+
+
+def test_a_slow_start_is_waited_for_not_dropped():
+    """The pipeline needs 0.6 s for its first frame (a seek, a warm-up), then delivers one
+    every 20 ms, faster than the source's 10 fps: every frame is shown, none dropped; the
+    clock only waited at the start."""
+    from polypviewer.ui.playback import PlaybackClock
+
+    n = 30
+    ready_at = {i: 0.6 + 0.02 * i for i in range(n)}
+    clock = PlaybackClock()
+    shown = _simulate(clock, ready_at, 10.0, n, 0.05)
+    assert shown == list(range(1, n)) and clock.dropped == 0
+    assert 0.4 <= clock.held_s <= 0.7  # the wait was the warm-up, nothing more
+    # a frame that never comes is waited for at most HOLD_S, then playback runs on past it
+    from polypviewer.ui.playback import HOLD_S
+
+    ready_at[5] = 1e9
+    clock = PlaybackClock()
+    shown = _simulate(clock, ready_at, 10.0, n, 0.05)
+    assert 5 not in shown and shown[-1] == n - 1 and clock.dropped >= 1
+    assert clock.held_s <= 0.7 + HOLD_S + 0.1
+
+
+def test_playing_a_clip_shows_every_frame_when_inference_keeps_up(make_window, qtbot):
+    """Space on the last frame plays the clip again from frame 0 with a cold pipeline (nothing
+    ahead cached, a seek back to the start): frames shown + dropped = frames played, and at
+    stride 1 (inference keeps up) none is dropped."""
+    win = make_window()
+    clip = ROOT / "resources" / "demo" / "demo_clip.mp4"
+    with qtbot.waitSignal(win.source_opened, timeout=TIMEOUT):
+        win.open_path(clip)
+    qtbot.waitUntil(lambda: win.predictions.cached(0) is not None, timeout=TIMEOUT)
+    win.predictions.request(list(range(1, 9)))  # the inference rate, measured as a user's would be
+    qtbot.waitUntil(lambda: win.predictions.meter.fps() is not None and not win.predictions.busy(),
+                    timeout=TIMEOUT)
+    n = min(win.n, 40)
+    win.source["n"] = n  # play the first 40 frames
+    # a source rate inference keeps up with on this machine (the clip's own, or slower)
+    win.source["fps"] = min(float(win.source["fps"]), 0.8 * win.predictions.meter.fps())
+    win.go_to(n - 1)
+    qtbot.waitUntil(lambda: win.predictions.cached(n - 1) is not None and not win.predictions.busy(),
+                    timeout=TIMEOUT)
+    win.predictions.cache.clear()  # nothing ahead is cached: the pipeline starts cold
+    win.set_playing(True)  # at the end: plays again from frame 0
+    clock = win.player.clock
+    assert win.index == 0
+    qtbot.waitUntil(lambda: not win.player.active(), timeout=TIMEOUT)
+    assert win.index == n - 1
+    assert clock.shown + clock.dropped == n - 1
+    assert clock.stride == 1 and clock.dropped == 0, (clock.shown, clock.dropped)
