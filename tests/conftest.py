@@ -245,3 +245,21 @@ def truncated_avi(path, frames: int = 26, keep: int = 14):
         off += 8 + size + (size & 1)
     path.write_bytes(data[:chunks[keep]])
     return path
+
+
+@pytest.fixture
+def base_ckpt(tmp_path):
+    """An untrained lite_pranet checkpoint at 64 px: a base to fine-tune from, quickly (the UI
+    dialogs, ``finetune`` on a project and on folders)."""
+    from dataclasses import replace
+
+    import torch
+
+    from polypviewer.nets import build_model, get_spec
+    from polypviewer.nets.weights import save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path / "base.safetensors"
+    prep = replace(get_spec("lite_pranet").preprocessing, input_size=64)
+    save_checkpoint(path, build_model("lite_pranet"), model_name="lite_pranet", preprocessing=prep)
+    return path

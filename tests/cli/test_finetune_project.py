@@ -4,19 +4,16 @@ clip (``kvasir_copy``)."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from polypviewer.cli import main
 from polypviewer.core.edits import ReviewState
 from polypviewer.io.sources import open_source
 from polypviewer.io.store import Project, SourceRef
-from polypviewer.nets import build_model, get_spec
-from polypviewer.nets.weights import save_checkpoint, sha256_file
+from polypviewer.nets.weights import sha256_file
 
 
 @pytest.fixture()
@@ -39,12 +36,8 @@ def project(kvasir_copy, tmp_path: Path) -> tuple[Path, list[str], str]:
 
 
 @pytest.fixture()
-def base(tmp_path: Path) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path / "base.safetensors"
-    prep = replace(get_spec("lite_pranet").preprocessing, input_size=64)
-    save_checkpoint(path, build_model("lite_pranet"), model_name="lite_pranet", preprocessing=prep)
-    return path
+def base(base_ckpt: Path) -> Path:
+    return base_ckpt  # tests/conftest.py: an untrained lite_pranet at 64 px
 
 
 def test_load_set_reads_accepted_and_corrected_frames_of_a_project(project) -> None:

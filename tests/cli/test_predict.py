@@ -13,6 +13,8 @@ import torch
 
 from polypviewer.cli import main
 
+from ..conftest import truncated_avi
+
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
@@ -157,26 +159,6 @@ def test_predict_int8_calibrates_on_the_source_and_shards_equal_one_run(clip384,
 def _write_img(path: Path, h: int, w: int, value: int = 120) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     assert cv2.imwrite(str(path), np.full((h, w, 3), value, np.uint8))
-    return path
-
-
-def truncated_avi(path: Path, frames: int = 26, keep: int = 14) -> Path:
-    """An MJPG AVI whose header says ``frames`` frames, cut after its first ``keep`` frame chunks."""
-    import struct
-
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
-    assert writer.isOpened()
-    for i in range(frames):
-        writer.write(np.full((48, 64, 3), 9 * i, np.uint8))
-    writer.release()
-    data = path.read_bytes()
-    off, chunks = data.index(b"movi") + 4, []
-    while len(chunks) <= keep:
-        cid, size = struct.unpack("<4sI", data[off:off + 8])
-        if cid == b"00dc":
-            chunks.append(off)
-        off += 8 + size + (size & 1)
-    path.write_bytes(data[:chunks[keep]])
     return path
 
 

@@ -1,4 +1,5 @@
-"""`polypviewer train` / `finetune` end to end on a few real CVC-ClinicDB frames at 64 px."""
+"""`polypviewer train` / `finetune` end to end at 64 px on a few frames of the shipped demo clip
+(`kvasir_copy`), and on real CVC-ClinicDB splits and negatives where combining sets is tested."""
 
 from __future__ import annotations
 
@@ -6,36 +7,23 @@ import json
 import os
 import shutil
 import stat
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import torch
 
 from polypviewer.cli import main
-from polypviewer.nets import build_model, get_spec
-from polypviewer.nets.weights import WeightRecord, load_checkpoint, save_checkpoint, sha256_file
+from polypviewer.nets.weights import WeightRecord, load_checkpoint, sha256_file
 
 
 @pytest.fixture()
-def corrected(cvc: Path, tmp_path: Path) -> Path:
-    """A small corrected set in Kvasir layout (copied to tmp, never into the repository)."""
-    root = tmp_path / "corrected"
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for img in sorted((cvc / "images").iterdir())[:4]:
-        shutil.copy(img, root / "images" / img.name)
-        shutil.copy(next((cvc / "masks").glob(img.stem + ".*")), root / "masks")
-    return root
+def corrected(kvasir_copy) -> Path:
+    """A small corrected set in Kvasir layout: 4 frames of the shipped demo clip (tests/conftest.py)."""
+    return kvasir_copy(4, name="corrected")[0]
 
 
 @pytest.fixture()
-def base(tmp_path: Path) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path / "base.safetensors"
-    prep = replace(get_spec("lite_pranet").preprocessing, input_size=64)
-    save_checkpoint(path, build_model("lite_pranet"), model_name="lite_pranet", preprocessing=prep)
-    return path
+def base(base_ckpt: Path) -> Path:
+    return base_ckpt  # tests/conftest.py: an untrained lite_pranet at 64 px
 
 
 @pytest.mark.slow

@@ -18,13 +18,9 @@ from polypviewer.core.overlay import (
     overlay_codes,
 )
 
+from .conftest import two_masks
 
-def _masks():
-    pred = np.zeros((40, 60), bool)
-    gt = np.zeros((40, 60), bool)
-    pred[5:25, 10:40] = True  # 20 x 30 = 600
-    gt[15:35, 20:50] = True  # 20 x 30 = 600, overlap 10 x 20 = 200
-    return pred, gt
+_masks = two_masks
 
 
 def test_codes_are_tp_fp_fn_by_hand():

@@ -13,13 +13,9 @@ from polypviewer.core.edits import EditSession
 from polypviewer.core.metrics import scores
 from polypviewer.core.review import FrameScores, ReviewModel, area_confidence, score_frame
 
+from .conftest import two_masks
 
-def _masks():
-    pred = np.zeros((40, 60), bool)
-    gt = np.zeros((40, 60), bool)
-    pred[5:25, 10:40] = True  # 20 x 30 = 600
-    gt[15:35, 20:50] = True  # 20 x 30 = 600, overlap 10 x 20 = 200
-    return pred, gt
+_masks = two_masks
 
 
 class FakePredictions:

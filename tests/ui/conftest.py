@@ -55,23 +55,6 @@ def kvasir3(kvasir_copy, tmp_path, monkeypatch):
     return kvasir_copy(3)[0]
 
 
-@pytest.fixture
-def base_ckpt(tmp_path):
-    """An untrained lite_pranet checkpoint at 64 px: a base to fine-tune from, quickly."""
-    from dataclasses import replace
-
-    import torch
-
-    from polypviewer.nets import build_model, get_spec
-    from polypviewer.nets.weights import save_checkpoint
-
-    torch.manual_seed(0)
-    path = tmp_path / "base.safetensors"
-    prep = replace(get_spec("lite_pranet").preprocessing, input_size=64)
-    save_checkpoint(path, build_model("lite_pranet"), model_name="lite_pranet", preprocessing=prep)
-    return path
-
-
 def _open(qtbot, win, root):
     """Open ``root`` in the window and wait until frame 0 is shown with its prediction."""
     with qtbot.waitSignal(win.source_opened, timeout=TIMEOUT):
