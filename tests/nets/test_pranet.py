@@ -11,8 +11,6 @@ prior, a missing ReLU in a head.
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,9 +19,9 @@ from polypviewer.nets import build_model, get_spec
 from polypviewer.nets.summary import count_parameters, gflops
 from polypviewer.nets.weights import Checkpoint, load_weights
 
-ROOT = Path(__file__).resolve().parents[2]
-_DATA = Path(os.environ.get("POLYPVIEWER_SHARED_DATA", ROOT.parent / "shared" / "data"))
-KEYS_FILE = _DATA.parent / "reference" / "pranet_official_state_dict_keys.txt"
+from ..conftest import SHARED_DATA  # where ../shared/data is (tests/conftest.py, the one place)
+
+KEYS_FILE = SHARED_DATA.parent / "reference" / "pranet_official_state_dict_keys.txt"
 
 # (mean, std) of map5, map4, map3, map2 and map2 at a few pixels, from the reference code.
 GOLDEN_MEAN = (-0.086447, 0.025543, 0.054380, -0.151655)
