@@ -1,4 +1,5 @@
-"""``polypviewer eval`` on real ground truth (CVC-ClinicDB, negatives) with written predictions."""
+"""``polypviewer eval`` with written predictions: on ``demo_set`` (the shipped clip's frames and exact
+masks) and on the real HyperKvasir negatives (skipped without ../shared)."""
 
 from __future__ import annotations
 
@@ -28,13 +29,14 @@ def _hand_dice(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def cvc_preds(cvc: Path, tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
-    """Predictions for CVC-ClinicDB: shifted real masks, a probability map, and bad items."""
-    out = tmp_path_factory.mktemp("cvc_pred")
-    stems = sorted((p.stem for p in (cvc / "masks").iterdir()), key=natural_key)
+def preds(demo_set: Path, tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
+    """Predictions for ``demo_set`` (the shipped clip's frames, every one with a polyp): shifted
+    masks, a probability map, and bad items."""
+    out = tmp_path_factory.mktemp("preds")
+    stems = sorted((p.stem for p in (demo_set / "masks").iterdir()), key=natural_key)
     written: dict[str, np.ndarray] = {}
     for i, stem in enumerate(stems):
-        gt = read_mask(next((cvc / "masks").glob(stem + ".*")))
+        gt = read_mask(next((demo_set / "masks").glob(stem + ".*")))
         if i == 0:
             continue  # missing prediction
         if i == 1:
@@ -55,22 +57,22 @@ def cvc_preds(cvc: Path, tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]
     return out, written
 
 
-def test_eval_json_on_real_masks(cvc: Path, cvc_preds, tmp_path: Path, capsys):
-    pred_dir, written = cvc_preds
+def test_eval_json_on_masks(demo_set: Path, preds, tmp_path: Path, capsys):
+    pred_dir, written = preds
     out_json, out_csv = tmp_path / "eval.json", tmp_path / "eval.csv"
-    status = main(["eval", "--pred", str(pred_dir), "--gt", str(cvc),
+    status = main(["eval", "--pred", str(pred_dir), "--gt", str(demo_set),
                    "--json", str(out_json), "--csv", str(out_csv)])
     captured = capsys.readouterr()
     assert status == 1  # three items reported
     result = json.loads(out_json.read_text())
-    stems = sorted((p.stem for p in (cvc / "masks").iterdir()), key=natural_key)
-    assert result["n"] == len(stems) == 20
+    stems = sorted((p.stem for p in (demo_set / "masks").iterdir()), key=natural_key)
+    assert result["n"] == len(stems) == 12
     assert tuple(result["mean"]) == MEAN_NAMES
     assert all(isinstance(v, float) for v in result["mean"].values())
     per = {e["name"]: e for e in result["per_image"]}
     assert list(per) == stems
 
-    # the three bad items: named, reported, scored as empty masks (CVC frames all hold a polyp)
+    # the three bad items: named, reported, scored as empty masks (every frame holds a polyp)
     for i, why in ((0, "prediction missing"), (1, "prediction is 10x10"), (2, "cannot decode")):
         entry = per[stems[i]]
         assert why in entry["error"] and "scored as an empty mask" in entry["error"]
@@ -80,7 +82,7 @@ def test_eval_json_on_real_masks(cvc: Path, cvc_preds, tmp_path: Path, capsys):
 
     # every other item: Dice computed here by hand from the files
     for stem, pred in written.items():
-        gt = read_mask(next((cvc / "masks").glob(stem + ".*")))
+        gt = read_mask(next((demo_set / "masks").glob(stem + ".*")))
         assert per[stem]["dice"] == pytest.approx(_hand_dice(pred, gt))
         assert "error" not in per[stem]
     assert per[stems[4]]["dice"] < 1.0  # shifted masks are not perfect
@@ -90,7 +92,7 @@ def test_eval_json_on_real_masks(cvc: Path, cvc_preds, tmp_path: Path, capsys):
     assert 0.0 < result["mean"]["mean_dice_256"] < 1.0
 
     # the table shows the mean row, the CSV one row per image
-    assert "mean (n=20)" in captured.out and "meanDice(256)" in captured.out
+    assert "mean (n=12)" in captured.out and "meanDice(256)" in captured.out
     rows = list(csv.DictReader(out_csv.open()))
     assert [r["name"] for r in rows] == stems
     assert set(PER_IMAGE_NAMES) <= set(rows[0])

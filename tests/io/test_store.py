@@ -248,11 +248,11 @@ def test_source_ref_detects_a_changed_source(tmp_path, source):
     assert "not found" in source.mismatch()
 
 
-def test_items_yields_name_image_and_corrected_mask_for_chosen_states(tmp_path, negatives):
+def test_items_yields_name_image_and_corrected_mask_for_chosen_states(tmp_path, demo_set):
     from polypviewer.io.sources import open_source
 
-    ref = SourceRef.from_path(negatives, kind="kvasir", n_frames=10)
-    with open_source(negatives) as src:
+    ref = SourceRef.from_path(demo_set, kind="kvasir", n_frames=12)
+    with open_source(demo_set) as src:
         shapes = [src.frame(i).shape[:2] for i in range(3)]
         names = [src.name(i) for i in range(3)]
     with Project.create(tmp_path / "neg.h5", ref) as p:
