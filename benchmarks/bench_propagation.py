@@ -9,7 +9,7 @@ non-seed frame (583) is scored against its expert mask (mean per-frame Dice, 0/0
 * ``copy-forward``: the seed mask on every frame (what carry-forward, K, gives today);
 * ``flow``: the seed mask carried by chained DIS optical flow alone;
 * ``model``: the network alone on every frame (no propagation);
-* ``hysteresis(...)`` / ``blend(...)``: flow + refinement with the network's map
+* ``hysteresis(...)`` / ``gated(...)`` / ``blend(...)``: flow + refinement with the network's map
   (:mod:`polypviewer.engine.propagation`), a small grid of each;
 * ``litemedsam-box``: LiteMedSAM prompted with the box of the warped mask, when
   ``polypviewer.nets.litemedsam`` and ``engine.prompting`` exist (else reported unmeasured).
@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     for low in (0.2, 0.3, 0.4):
         for near in (0.02, 0.05):
             grid[f"hysteresis(low={low}, near={near})"] = PropagationParams(fusion="hysteresis", low=low, near=near)
+    for conf in (0.5, 0.6, 0.7):
+        grid[f"gated(confident={conf})"] = PropagationParams(fusion="gated", confident=conf)
     for alpha in (0.6, 0.7, 0.8):
         for thr in (0.4, 0.5):
             grid[f"blend(alpha={alpha}, t={thr})"] = PropagationParams(fusion="blend", alpha=alpha, threshold=thr)

@@ -70,7 +70,8 @@ def test_backward_and_refinement_with_a_probability_map():
         p[5:15, 5:15] = 0.9
         return p
 
-    prop = Propagation(lambda i: frames[i], masks[-1], len(frames) - 1, 0, probability=prob)
+    prop = Propagation(lambda i: frames[i], masks[-1], len(frames) - 1, 0, probability=prob,
+                       params=PropagationParams(fusion="hysteresis"))
     got = list(prop)
     assert [r.index for r in got] == list(range(len(frames) - 2, -1, -1)) and calls == [r.index for r in got]
     for r in got:
@@ -78,6 +79,10 @@ def test_backward_and_refinement_with_a_probability_map():
         assert mask_dice(r.mask & ~_box(), masks[r.index]) == 1.0
         assert r.mask[5:15, 5:15].all()
         assert 0.0 < r.drift < 1.0
+    # the shipped fusion (gated): an unsure network (mean p < 0.6 in its mask) gets the flow's mask added
+    got = list(Propagation(lambda i: frames[i], masks[-1], len(frames) - 1, 0, probability=prob))
+    for r in got:
+        assert (r.mask & masks[r.index]).sum() >= 0.99 * masks[r.index].sum() and r.mask[5:15, 5:15].all()
 
 
 def _box() -> np.ndarray:
@@ -95,6 +100,11 @@ def test_refine_fusions():
     p = PropagationParams(fusion="hysteresis", low=0.3, high=0.5, near=0.05)
     m, _ = refine(warped, prob, p)
     assert m[12:32, 12:32].all() and not m[40:45, 40:45].any()
+    g, _ = refine(warped, prob, PropagationParams(fusion="gated", low=0.3, near=0.05, confident=0.6))
+    assert (g == (m | (warped >= 0.5))).all() and g[10, 10]  # unsure network (mean p 0.35): union with the flow
+    sure = np.where(prob > 0, 0.9, 0.0).astype(np.float32)
+    g, _ = refine(warped, sure, PropagationParams(fusion="gated", confident=0.6))
+    assert not g[10, 10] and g[31, 31]  # a confident network's mask alone
     m, _ = refine(warped, prob, PropagationParams(fusion="model"))
     assert (m == (warped >= 0.5)).all()  # the network finds nothing >= 0.5: the warped mask stands in
     m, soft = refine(warped, prob, PropagationParams(fusion="blend", alpha=0.5, threshold=0.6))
