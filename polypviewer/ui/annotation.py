@@ -227,6 +227,7 @@ class AnnotationController(QObject):
         self.message.connect(host.report)
         self.prompts.masked.connect(self._on_prompt_mask)
         self.prompts.failed.connect(self.message.emit)
+        self.prompts.ready.connect(lambda text: self.host.notify(text, 4000))
 
     # ---- project --------------------------------------------------------------------------
     def _on_source_opened(self, info: dict) -> None:

@@ -97,7 +97,7 @@ class PromptWorker(QObject):
                 self._load_error = f"Box tool: LiteMedSAM could not be loaded ({describe_exception(exc)})"
             else:
                 self.cache = EmbeddingCache(self._cache_bytes or DEFAULT_CACHE_BYTES)
-                self.ready.emit("LiteMedSAM ready")
+                self.ready.emit(f"Box tool: LiteMedSAM ready ({self._seg.why})")
         return self._seg
 
     def _embedding(self, frame: int) -> Any:
