@@ -1,5 +1,5 @@
 """The real main window, offscreen: a Kvasir-layout folder of frames of the shipped demo clip
-(``kvasir_copy``, exact masks) and the real colonoscopy clip (skipped without ../shared). A
+(``kvasir_copy``, exact masks) and the demo clip as a video without ground truth. A
 small real network (U-Net at 64 px, random weights, torch fp32) keeps inference fast;
 everything else is the production path (frame loader thread, PipelineRunner via the
 inference worker, cache, canvas, panels, timeline)."""
@@ -23,6 +23,17 @@ TIMEOUT = 60_000
 def kvasir4(kvasir_copy):
     """A Kvasir-layout folder linking 4 frames of the shipped demo clip and their exact masks."""
     return kvasir_copy(4, link=True)
+
+
+@pytest.fixture
+def clip(tmp_path):
+    """The shipped demo clip (60 frames, 384x384, 12 fps) copied without its masks: a video
+    with no ground truth, as a recording from the endoscope is."""
+    import shutil
+
+    from polypviewer.io.demo_asset import shipped_demo
+
+    return shutil.copy(shipped_demo(), tmp_path / "clip.mp4")
 
 
 @pytest.fixture
@@ -144,12 +155,12 @@ def test_an_edited_mask_starts_from_prediction_and_is_scored(qtbot, window, kvas
     assert win.current_mask(0) is mask and win.metrics_panel.value("dice") == "1.000"
 
 
-def test_real_clip_plays_drops_and_switches_model(qtbot, window, clip384):
+def test_a_clip_plays_drops_and_switches_model(qtbot, window, clip):
     win = window
     with qtbot.waitSignal(win.source_opened, timeout=TIMEOUT) as opened:
-        win.open_path(clip384)
+        win.open_path(clip)
     info = opened.args[0]
-    assert info["kind"] == "video" and not info["has_masks"] and info["n"] == 26
+    assert info["kind"] == "video" and not info["has_masks"] and info["n"] == 60
     _wait_shown(qtbot, win, 0)
     assert "No ground truth" in win.metrics_panel.note.text()
     # look-ahead frames come with their overlay rendered on the worker thread; shown as is,
@@ -166,15 +177,15 @@ def test_real_clip_plays_drops_and_switches_model(qtbot, window, clip384):
     assert win.player.active()
     qtbot.waitUntil(lambda: not win.player.active(), timeout=TIMEOUT)
     clock = win.player.clock
-    assert win.index == 25 and clock.shown >= 2
-    assert clock.shown + clock.dropped <= 25  # every step either shown or dropped, never both
+    assert win.index == 59 and clock.shown >= 2
+    assert clock.shown + clock.dropped <= 59  # every step either shown or dropped, never both
     area = win.timeline.values()
     assert np.isfinite(area).sum() >= clock.shown and np.nanmax(area) <= 1.0
     assert win.model_panel.info["fps"].text().endswith("frames/s")
     # Home, Shift+Right
     win.actions_["first_frame"].trigger()
     win.actions_["forward_10"].trigger()
-    assert win.index == 10 and win.nav.counter.text() == "11 / 26"
+    assert win.index == 10 and win.nav.counter.text() == "11 / 60"
 
     # switching network from the panel: no weights are shipped for it -> the list says so, the
     # panel says what still runs (nothing silently runs random weights), and only an explicit
@@ -251,13 +262,13 @@ def test_drop_opens_and_recent_files_remember(qtbot, window, kvasir4):
     assert load_settings()[0].recent_files[0] == str(root.resolve())
 
 
-def test_closing_while_a_model_loads_and_a_clip_plays_stops_every_thread(qtbot, clip384):
+def test_closing_while_a_model_loads_and_a_clip_plays_stops_every_thread(qtbot, clip):
     from polypviewer.ui.main_window import MainWindow
 
     win = MainWindow(load_default_model=False, predictor_options={"backend": "torch", "precision": "fp32"})
     qtbot.addWidget(win)
     win.show()
-    win.open_path(clip384)
+    win.open_path(clip)
     qtbot.waitUntil(lambda: win.source is not None, timeout=TIMEOUT)
     win.actions_["play"].trigger()
     win.load_model("lite_pranet", allow_random=True)  # a few seconds of building on the worker
@@ -266,10 +277,10 @@ def test_closing_while_a_model_loads_and_a_clip_plays_stops_every_thread(qtbot, 
     assert not win.player.active()
 
 
-def test_a_jump_cancels_stale_look_ahead(qtbot, window, clip384):
+def test_a_jump_cancels_stale_look_ahead(qtbot, window, clip):
     win = window
     with qtbot.waitSignal(win.source_opened, timeout=TIMEOUT):
-        win.open_path(clip384)
+        win.open_path(clip)
     win.go_to(0)
     assert win.predictions.busy() and win.predictions.running_indices()[:3] == [0, 1, 2]
     first_job = win.predictions._job.id
