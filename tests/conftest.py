@@ -263,3 +263,30 @@ def base_ckpt(tmp_path):
     prep = replace(get_spec("lite_pranet").preprocessing, input_size=64)
     save_checkpoint(path, build_model("lite_pranet"), model_name="lite_pranet", preprocessing=prep)
     return path
+
+
+@pytest.fixture
+def full_disk_for(monkeypatch):
+    """Factory: ``full_disk_for(pred)`` makes ``os.fsync`` fail with ENOSPC, as on a full disk,
+    for every open file whose path ``pred(path)`` accepts (read from /proc/self/fd; skipped
+    where there is none). ``monkeypatch.undo()`` ends it."""
+    import errno
+
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc/self/fd to tell which file an fsync is for")
+    real = os.fsync
+
+    def install(pred) -> None:
+        def fsync(fd):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                target = ""
+            if target and pred(target):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)  # the os module itself: any writer is caught
+
+    return install
+

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
-from polypviewer.core import fileio
 from polypviewer.core.errors import PolypviewerError
 from polypviewer.engine.cards import card_paths, write_card
 
@@ -52,22 +50,9 @@ def test_a_dangling_md_link_is_not_followed_and_no_half_card(tmp_path: Path) -> 
     assert not (tmp_path / "planted.md").exists() and not jpath.exists()
 
 
-def test_full_disk_on_the_md_leaves_no_json(tmp_path: Path, monkeypatch) -> None:
+def test_full_disk_on_the_md_leaves_no_json(tmp_path: Path, monkeypatch, full_disk_for) -> None:
     out = tmp_path / "m.safetensors"
-    real = os.fsync
-
-    def fsync(fd):
-        try:
-            name = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            name = ""
-        if name.endswith(".md"):  # the Markdown half of the card
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(fd)
-
-    if not os.path.isdir("/proc/self/fd"):
-        pytest.skip("needs /proc/self/fd")
-    monkeypatch.setattr(fileio.os, "fsync", fsync)
+    full_disk_for(lambda path: path.endswith(".md"))  # the Markdown half of the card
     with pytest.raises(PolypviewerError) as err:
         write_card(out, CARD)
     monkeypatch.undo()

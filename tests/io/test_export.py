@@ -277,32 +277,18 @@ def test_exported_files_follow_the_umask(tmp_path, umask):
         assert stat.S_IMODE((tmp_path / "out" / rel).stat().st_mode) == 0o666 & ~umask, rel
 
 
-def _fail_fsync_in(monkeypatch, folder_name: str):
+def _fail_fsync_in(full_disk_for, folder_name: str):
     """Make fsync of any file under a folder called ``folder_name`` fail as on a full disk."""
-    import errno
     import os
 
-    if not os.path.isdir("/proc/self/fd"):
-        pytest.skip("needs /proc/self/fd to tell which file an fsync is for")
-    real = os.fsync
-
-    def fsync(fd):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            target = ""
-        if os.path.basename(os.path.dirname(target)) == folder_name and not os.path.isdir(target):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(fd)
-
-    monkeypatch.setattr(fileio.os, "fsync", fsync)  # the os module itself: any writer is caught
+    full_disk_for(lambda t: os.path.basename(os.path.dirname(t)) == folder_name and not os.path.isdir(t))
 
 
-def test_full_disk_leaves_no_image_without_its_mask_and_names_the_file(tmp_path, monkeypatch):
+def test_full_disk_leaves_no_image_without_its_mask_and_names_the_file(tmp_path, monkeypatch, full_disk_for):
     out = tmp_path / "out"
     export_kvasir(out, [_item("a")])
     old_image = (out / "images" / "a.png").read_bytes()
-    _fail_fsync_in(monkeypatch, "masks")
+    _fail_fsync_in(full_disk_for, "masks")
     report = export_kvasir(out, [_item("new"), _item("a", boxes=((0, 0, 29, 19),))], overwrite=True)
     monkeypatch.undo()
     assert report.written == [] and len(report.errors) == 2
@@ -315,9 +301,9 @@ def test_full_disk_leaves_no_image_without_its_mask_and_names_the_file(tmp_path,
     assert [p.name for p in out.rglob(".polypviewer-tmp-*")] == []
 
 
-def test_full_disk_on_bboxes_json_is_one_line_naming_it(tmp_path, monkeypatch):
+def test_full_disk_on_bboxes_json_is_one_line_naming_it(tmp_path, monkeypatch, full_disk_for):
     out = tmp_path / "out"
-    _fail_fsync_in(monkeypatch, "out")
+    _fail_fsync_in(full_disk_for, "out")
     with pytest.raises(PolypviewerError) as err:
         export_kvasir(out, [_item("a")])
     monkeypatch.undo()
