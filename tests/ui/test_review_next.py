@@ -1,4 +1,4 @@
-"""The frame to review next, in the real window (offscreen) on 5 real EndoTect frames: the
+"""The frame to review next, in the real window (offscreen) on 5 frames of the demo clip: the
 model's per-frame uncertainty reaches the timeline (computed on the inference thread from the
 same map the window caches), J walks the unreviewed frames from the least sure down and skips
 reviewed ones, and the fine-tune dialog's "Correct first" lists the k most uncertain
@@ -6,34 +6,14 @@ unreviewed frames and goes to the first."""
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 
 import numpy as np
 import pytest
 
 from polypviewer.core.edits import ReviewState
 
-TIMEOUT = 60_000
-
-
-@pytest.fixture
-def kvasir5(endotect, tmp_path, monkeypatch):
-    monkeypatch.setenv("POLYPVIEWER_PROJECTS", str(tmp_path / "projects"))
-    stems = json.loads((endotect / "split.json").read_text())["val"][:5]
-    root = tmp_path / "kvasir5"
-    for sub in ("images", "masks"):
-        (root / sub).mkdir(parents=True)
-        for s in stems:
-            shutil.copy(next((endotect / sub).glob(s + ".*")), root / sub)
-    return root
-
-
-def _wait_shown(qtbot, win, index):
-    qtbot.waitUntil(lambda: win.index == index and win.predictions.cached(index) is not None
-                    and win._shown_frame == (win.frames.generation, index)
-                    and win.annotation.editor.frame == index, timeout=TIMEOUT)
+from .conftest import TIMEOUT, _wait_shown  # kvasir5: the demo clip's frames, a fixture there
 
 
 def test_uncertainty_on_the_timeline_the_J_key_and_correct_first(open_window, qtbot, tiny_predictor, kvasir5):
