@@ -10,8 +10,9 @@ Where playback used to drop frames it had time for (issue 16 §11, measured with
 moment (a seek, the first decode and forward pass) before the first frame ahead is ready;
 the playhead ran on at the source's rate meanwhile, and when the frames came the clock
 skipped to the newest, dropping the rest. Now, while nothing new is ready, the playhead waits
-at the next frame due (up to ``HOLD_S``) instead of running on, and the look-ahead is
-requested when playback starts, not at the first tick.
+at the next frame due (up to ``HOLD_S``, and ``HOLD_FRACTION`` of the time played beyond
+that) instead of running on, and the look-ahead is requested when playback starts, not at
+the first tick.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ import numpy as np
 from PySide6.QtCore import QObject, Qt, QTimer
 
 HOLD_S = 2.0  # the longest the playhead waits for one frame's prediction before running on
+# Waiting in all: HOLD_S (a start, a warm-up) plus this fraction of the time played. Where
+# inference cannot keep up, playback then drops frames at the source's rate instead of
+# turning into slow motion.
+HOLD_FRACTION = 0.05
 
 class PlaybackClock:
     """Where playback should be now, and which ready frame to show.
@@ -44,13 +49,14 @@ class PlaybackClock:
         self.shown = 0
         self.held_s = 0.0  # time the playhead waited for a prediction (playback ran that much slower)
         self._wait_since: float | None = None
-        self._last_now = self.t0
+        self._last_now = self._started = self.t0
         self.stride = 1 if not infer_fps else max(1, int(np.ceil(self.fps / max(infer_fps, 1e-3))))
 
     def advance(self, now: float, current: int, ready, last: int) -> int | None:
         """The frame to show at ``now`` (None: keep ``current``), the playhead held while the
         next frame due (``current + stride``) is not ready yet: it waits there, up to
-        ``HOLD_S``, instead of running on and dropping what arrives meanwhile."""
+        ``HOLD_S`` per frame and ``HOLD_S + HOLD_FRACTION`` x the time played in all, instead
+        of running on and dropping what arrives meanwhile."""
         elapsed, self._last_now = now - self._last_now, now
         target = min(self.target(now), last)
         shown = self.pick(current, target, ready) if target > current else None
@@ -61,7 +67,8 @@ class PlaybackClock:
         if nxt > current and target >= nxt:  # due, not ready: hold the playhead at it
             if self._wait_since is None:
                 self._wait_since = now
-            if now - self._wait_since <= HOLD_S:
+            budget = HOLD_S + HOLD_FRACTION * (now - self._started)
+            if now - self._wait_since <= HOLD_S and self.held_s < budget:
                 self.t0 = now - (nxt - self.i0 + 1e-6) / self.fps
                 self.held_s += max(elapsed, 0.0)
         return None

@@ -323,7 +323,7 @@ def _simulate(clock, ready_at: dict[int, float], fps: float, n: int, tick: float
     shown, current, now = [], 0, 0.0
     while current < n - 1 and now < 60:
         now += tick
-        j = clock.advance(now, current, lambda i: ready_at[i] <= now, n - 1)
+        j = clock.advance(now, current, lambda i, t=now: ready_at[i] <= t, n - 1)
         if j is not None:
             shown.append(j)
             current = j
@@ -350,6 +350,20 @@ def test_a_slow_start_is_waited_for_not_dropped():
     shown = _simulate(clock, ready_at, 10.0, n, 0.05)
     assert 5 not in shown and shown[-1] == n - 1 and clock.dropped >= 1
     assert clock.held_s <= 0.7 + HOLD_S + 0.1
+
+
+def test_where_inference_cannot_keep_up_the_clock_does_not_turn_into_slow_motion():
+    """One frame every 0.3 s at a 10 fps source (stride 1, the rate not measured yet): after
+    the start's allowance the clock waits at most HOLD_FRACTION of the time played (the
+    playhead runs on at the source's rate; the player then asks for frames ahead of it)."""
+    from polypviewer.ui.playback import HOLD_FRACTION, HOLD_S, PlaybackClock
+
+    n = 200
+    clock = PlaybackClock()
+    shown = _simulate(clock, {i: 0.3 * i for i in range(n)}, 10.0, n, 0.05)
+    played = 0.3 * (n - 1) + 0.05  # the last frame is ready, and shown, at 59.7 s
+    assert shown[-1] == n - 1
+    assert clock.held_s <= HOLD_S + HOLD_FRACTION * played + 0.1
 
 
 def test_playing_a_clip_shows_every_frame_when_inference_keeps_up(make_window, qtbot):
