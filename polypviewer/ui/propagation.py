@@ -3,7 +3,7 @@
 From an accepted or corrected frame, *Propagate forward* / *backward* runs
 :class:`~polypviewer.engine.propagation.Propagation` on a :class:`PropagationWorker` (a QObject
 on its own QThread, with its own frame source and its own predictor built from the running
-model's weights, like ``workers.FrameLoader``), up to the frame before the next reviewed one
+model's weights, through PyTorch fp32, like ``workers.FrameLoader``), up to the frame before the next reviewed one
 (accepted, corrected or flagged), the source's end, or a scene change. Each frame comes back
 through a queued signal; the GUI thread starts the frame from the network's mask if it has no
 edits yet, gives it the carried mask with ``EditSession.propagate`` (state PROPAGATED: not
@@ -214,7 +214,9 @@ class Propagator(QObject):
         self._run += 1
         self.running = self._run
         self.done_frames = []
-        options = {k: info[k] for k in ("device", "precision", "backend") if info.get(k)}
+        # PyTorch fp32 on the running model's device: a second OpenVINO model running beside the
+        # window's (its inference worker) aborted the process here ("double free or corruption").
+        options = {"device": info.get("device") or "auto", "backend": "torch", "precision": "fp32"}
         req = PropagationRequest(self._run, str(ctl.source_info["path"]), start, end, np.array(mask, dtype=bool),
                                  float(host.threshold), info.get("model"), info.get("weights"), options)
         host.set_playing(False)
