@@ -32,7 +32,7 @@ from polypviewer.core import masks as core_masks
 from polypviewer.core.errors import PolypviewerError
 
 __all__ = ["Embedding", "PromptSegmenter", "EmbeddingCache", "PromptError", "Box", "preprocess", "merge",
-           "MERGE_MODES", "scale_box", "click_box", "jitter_box", "OpenVINOEncoder", "CLICK_MODE", "CLICK_MARGIN",
+           "MERGE_MODES", "scale_box", "click_box", "jitter_box", "OpenVINOPart", "CLICK_MODE", "CLICK_MARGIN",
            "DEFAULT_CACHE_BYTES"]
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in frame pixels (inclusive corners)
@@ -104,16 +104,29 @@ def scale_box(box: Sequence[float], size: tuple[int, int]) -> Box:
     return (x0, y0, x1, y1)
 
 
-class OpenVINOEncoder:
-    """The image encoder converted to OpenVINO (fp32: the same numbers as torch, several times
-    faster on a CPU: ``benchmarks/bench_medsam.py --timing``). The converted model is cached
-    under ``cache_dir()/openvino`` keyed by the weights' sha256 and OpenVINO's version; a fresh
-    conversion is checked against torch on a fixed input and refused (a :class:`PromptError`;
-    ``auto`` then runs torch) when it differs by more than :data:`AGREEMENT` (relative L2)."""
+class _DecoderHead(torch.nn.Module):
+    """Prompt encoder + mask decoder for one box: (embedding, box (1, 4) at 256 px) -> logits."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, embedding: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(embedding, boxes=boxes)[0]  # type: ignore[no-any-return]
+
+
+class OpenVINOPart:
+    """A part of LiteMedSAM converted to OpenVINO, fp32: the same numbers as torch, several times
+    faster on a CPU (``benchmarks/bench_medsam.py --timing``). The converted model is cached
+    under ``cache_dir()/openvino`` keyed by the part, the weights' sha256 and OpenVINO's
+    version; a fresh conversion is checked against torch on fixed inputs and refused (a
+    :class:`PromptError`; ``auto`` then runs torch) when it differs by more than
+    :data:`AGREEMENT` (relative L2)."""
 
     AGREEMENT = 1e-3
 
-    def __init__(self, encoder: Any, digest: str, cache_root: Path | None = None) -> None:
+    def __init__(self, part: str, module: Any, examples: tuple[torch.Tensor, ...], digest: str,
+                 cache_root: Path | None = None) -> None:
         import openvino as ov
 
         from polypviewer.engine.backends.openvino import _save_ir, openvino_version
@@ -125,47 +138,49 @@ class OpenVINOEncoder:
             folder = cache_root / "openvino"
             folder.mkdir(parents=True, exist_ok=True)
             core.set_property({"CACHE_DIR": str(folder / "blobs")})
-            xml = folder / f"litemedsam-encoder-{digest[:16]}-{SIZE}-fp32-ov{openvino_version()}.xml"
+            xml = folder / f"litemedsam-{part}-{digest[:16]}-{SIZE}-fp32-ov{openvino_version()}.xml"
             if xml.exists() and xml.with_suffix(".bin").exists():
                 try:
                     model = core.read_model(str(xml))
                 except Exception:  # noqa: BLE001 - a damaged cache entry is converted again
                     model = None
         self.cache_hit = model is not None
-        example = torch.from_numpy(np.random.default_rng(0).random((1, 3, SIZE, SIZE), dtype=np.float32))
         if model is None:
             with torch.no_grad():
-                traced = torch.jit.trace(encoder.eval(), example, check_trace=False, strict=False)
-                model = ov.convert_model(traced, example_input=example, input=[(1, 3, SIZE, SIZE)])
+                traced = torch.jit.trace(module.eval(), examples, check_trace=False, strict=False)
+                model = ov.convert_model(traced, example_input=examples,
+                                         input=[tuple(e.shape) for e in examples])
         self.compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
                                                           "PERFORMANCE_HINT": "LATENCY"})
         self._request = self.compiled.create_infer_request()
         if not self.cache_hit:
             with torch.inference_mode():
-                ref = encoder(example).numpy()
-            got = self(example.numpy())
-            err = float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-12))
+                ref = module(*examples).numpy()
+            got = self(*(e.numpy() for e in examples))
+            err = float(np.linalg.norm(got - ref) / max(float(np.linalg.norm(ref)), 1e-12))
             if err > self.AGREEMENT:
-                raise PromptError(f"OpenVINO's LiteMedSAM encoder differs from torch's (relative error {err:.2g})")
+                raise PromptError(f"OpenVINO's LiteMedSAM {part} differs from torch's (relative error {err:.2g})")
             if xml is not None:
                 _save_ir(model, xml)
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        self._request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
+    def __call__(self, *inputs: np.ndarray) -> np.ndarray:
+        self._request.infer({i: np.ascontiguousarray(x, dtype=np.float32) for i, x in enumerate(inputs)})
         return np.array(self._request.get_output_tensor(0).data, copy=True)
 
 
 class PromptSegmenter:
     """LiteMedSAM behind two calls: :meth:`embed` (per frame) and :meth:`segment` (per prompt).
 
-    The encoder runs on OpenVINO when it is installed (``backend="auto"``; fp32, checked against
-    torch when converted) or torch (``backend="torch"``); the prompt encoder and mask decoder
-    run on torch. Thread-safe: one lock serialises the network."""
+    The image encoder and the one-box decoder run on OpenVINO when it is installed
+    (``backend="auto"``; fp32, checked against torch when converted) or on torch
+    (``backend="torch"``); point prompts run on torch. Thread-safe: one lock serialises the
+    network."""
 
-    def __init__(self, model: Any, *, device: str = "cpu", encoder: Any = None) -> None:
+    def __init__(self, model: Any, *, device: str = "cpu", encoder: Any = None, decoder: Any = None) -> None:
         self.model = model.to(device).eval()
         self.device = torch.device(device)
-        self.encoder = encoder  # an OpenVINOEncoder, or None: torch
+        self.encoder = encoder  # an OpenVINOPart, or None: torch
+        self.decoder = decoder  # an OpenVINOPart for one box, or None: torch
         self.backend = "openvino" if encoder is not None else "torch"
         self.why = ""
         self._lock = threading.Lock()
@@ -181,21 +196,29 @@ class PromptSegmenter:
         if backend not in ("auto", "torch", "openvino"):
             raise PromptError(f"unknown backend {backend!r}; choose auto, torch or openvino")
         model = load_litemedsam(weights)
-        encoder, why = None, "torch: asked for"
+        encoder, decoder, why = None, None, "torch: asked for"
         if backend != "torch" and device == "cpu":
             try:
                 from polypviewer.core.paths import cache_dir
                 from polypviewer.nets.weights import sha256_file
 
                 digest = WEIGHTS_SHA256 if weights is None else sha256_file(weights)
-                encoder = OpenVINOEncoder(model.image_encoder, digest, cache_root or cache_dir())
-                why = "openvino fp32 encoder" + (" (cached)" if encoder.cache_hit else " (converted, checked)")
+                root = cache_root or cache_dir()
+                rng = np.random.default_rng(0)
+                image = torch.from_numpy(rng.random((1, 3, SIZE, SIZE), dtype=np.float32))
+                encoder = OpenVINOPart("encoder", model.image_encoder, (image,), digest, root)
+                emb = torch.from_numpy(rng.standard_normal((1, 256, 64, 64), dtype=np.float32))
+                box = torch.tensor([[40.0, 50.0, 180.0, 200.0]])
+                decoder = OpenVINOPart("decoder", _DecoderHead(model), (emb, box), digest, root)
+                hit = encoder.cache_hit and decoder.cache_hit
+                why = "openvino fp32 encoder and decoder" + (" (cached)" if hit else " (converted, checked)")
             except Exception as exc:  # noqa: BLE001 - no or broken OpenVINO: torch runs the same network
                 if backend == "openvino":
                     raise PromptError(f"OpenVINO cannot run LiteMedSAM's encoder ({' '.join(str(exc).split())})") \
                         from None
+                encoder = decoder = None
                 why = f"torch: OpenVINO unavailable ({type(exc).__name__})"
-        seg = cls(model, device=device, encoder=encoder)
+        seg = cls(model, device=device, encoder=encoder, decoder=decoder)
         seg.why = why
         return seg
 
@@ -217,7 +240,12 @@ class PromptSegmenter:
             e = emb.tensor.to(self.device)
             if boxes is not None:
                 b = torch.tensor([scale_box(bx, emb.size) for bx in boxes], dtype=torch.float32) * s
-                low, _ = self.model.decode(e, boxes=b.to(self.device))
+                if self.decoder is not None:  # one box per call (its input is (1, 4))
+                    en = e.numpy()
+                    low = torch.from_numpy(np.concatenate([self.decoder(en, b[i:i + 1].numpy())
+                                                           for i in range(len(b))]))
+                else:
+                    low, _ = self.model.decode(e, boxes=b.to(self.device))
             elif point is not None:
                 x, y = float(point[0]), float(point[1])
                 h, w = emb.size

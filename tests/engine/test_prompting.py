@@ -129,8 +129,9 @@ def test_ground_truth_boxes_give_the_expert_masks_on_real_frames(segmenter, shar
     assert np.mean(dice) > 0.9, dice
 
 
-def test_the_openvino_encoder_gives_torch_s_embedding_on_a_real_frame(shared_data, tmp_path):
-    """The app's default path (OpenVINO fp32 for the encoder) against torch, converted into a
+def test_openvino_gives_torch_s_embedding_and_masks_on_a_real_frame(shared_data, tmp_path):
+    """The app's default path (OpenVINO fp32 for the encoder and the one-box decoder) against
+    torch, converted into a
     fresh cache (checked there), then read back from the cache."""
     pytest.importorskip("openvino")
     from polypviewer.io.images import read_image
@@ -147,7 +148,14 @@ def test_the_openvino_encoder_gives_torch_s_embedding_on_a_real_frame(shared_dat
     ref = PromptSegmenter(ov.model)  # the same weights on torch
     a, b = ov.embed(img).tensor, ref.embed(img).tensor
     assert float((a - b).norm() / b.norm()) < 1e-3
-    assert list((tmp_path / "openvino").glob("litemedsam-encoder-*.xml"))
+    cached = tmp_path / "openvino"
+    assert list(cached.glob("litemedsam-encoder-*.xml")) and list(cached.glob("litemedsam-decoder-*.xml"))
     again = PromptSegmenter.create(backend="openvino", cache_root=tmp_path)
     assert "cached" in again.why
-    assert float((again.embed(img).tensor - b).norm() / b.norm()) < 1e-3
+    emb2 = again.embed(img)
+    assert float((emb2.tensor - b).norm() / b.norm()) < 1e-3
+    box = (120.0, 80.0, 260.0, 200.0)  # the decoder on OpenVINO (one box) against torch's
+    lo, lr = again.logits(emb2, boxes=[box]), ref.logits(emb2, boxes=[box])
+    assert np.abs(lo - lr).max() < 1e-2 * max(1.0, float(np.abs(lr).max()))
+    assert np.array_equal(again.segment_boxes(emb2, [box, (10, 10, 60, 60)]),
+                          ref.segment_boxes(emb2, [box, (10, 10, 60, 60)]))
