@@ -9,7 +9,11 @@ Where playback used to drop frames it had time for (issue 16 §11, measured with
 ``benchmarks/bench_ui.py``): at every start, and after every jump, the pipeline needs a
 moment (a seek, the first decode and forward pass) before the first frame ahead is ready;
 the playhead ran on at the source's rate meanwhile, and when the frames came the clock
-skipped to the newest, dropping the rest. Now, while nothing new is ready, the playhead waits
+skipped to the newest, dropping the rest. And the look-ahead asked for 64 frames ahead
+whatever their size: at 1920x1080 that is more than the frame cache (512 MB, ~30 decoded
+frames) and the prediction cache hold, so the pipeline evicted the frames due next to make
+room for later ones, and those were dropped. Now the look-ahead is what half of each cache
+holds (``Player.depth``), and, while nothing new is ready, the playhead waits
 at the next frame due (up to ``HOLD_S``, and ``HOLD_FRACTION`` of the time played beyond
 that) instead of running on, and the look-ahead is requested when playback starts, not at
 the first tick.
@@ -27,6 +31,7 @@ HOLD_S = 2.0  # the longest the playhead waits for one frame's prediction before
 # inference cannot keep up, playback then drops frames at the source's rate instead of
 # turning into slow motion.
 HOLD_FRACTION = 0.05
+MAX_AHEAD, MIN_AHEAD = 64, 4  # frames decoded and predicted ahead of the playhead (see Player.depth)
 
 class PlaybackClock:
     """Where playback should be now, and which ready frame to show.
@@ -122,14 +127,38 @@ class Player(QObject):
             return False
         return w.predictions.info is None or w.predictions.cached(index) is not None
 
+    def depth(self) -> int:
+        """How many frames ahead of the playhead to decode and predict: at most MAX_AHEAD, and
+        no more than half of the frame cache and half of the prediction cache hold (at
+        1920x1080 a decoded frame is ~17 MB, a probability map ~8 MB). Asking for more made
+        the pipeline evict the frames due next to make room for later ones: those were then
+        never ready in time and were dropped, however fast inference ran."""
+        from polypviewer.ui.workers import LruCache
+
+        w = self.window
+        depth = MAX_AHEAD
+        data, prob = w.frames.get(w.index), w.predictions.cached(w.index)
+        if data is not None:
+            depth = min(depth, w.frames.cache.max_bytes // max(2 * LruCache._size(data), 1))
+        if prob is not None:
+            depth = min(depth, w.predictions.cache.max_bytes // max(2 * prob.nbytes, 1))
+        return max(MIN_AHEAD, int(depth))
+
     def _request(self, target: int) -> None:
         w = self.window
         n = w.n
-        ahead = list(range(target + 1, n, self.clock.stride))[:64]
-        if ahead and ahead[-1] != n - 1 and len(ahead) < 64:
-            ahead.append(n - 1)  # the last frame is always shown
+        depth = self.depth()
+        ahead = list(range(target + 1, n, self.clock.stride))[:depth]
+        if ahead and ahead[-1] != n - 1 and n - 1 - ahead[-1] < self.clock.stride:
+            ahead.append(n - 1)  # the last frame is always shown (once it is within reach: asked
+            # for earlier, it would cost every job a seek to the end and back)
         if w.predictions.info is not None:
             w.predictions.request(ahead, behind=int(2 * self.clock.fps))
+            # a frame whose prediction is cached is not predicted again, so its pixels come
+            # only from the frame loader (they may have left the frame cache since)
+            missing = [i for i in ahead[:3] if w.frames.get(i) is None and w.predictions.cached(i) is not None]
+            if missing:
+                w.frames.request(missing)
         else:
             w.frames.request(ahead[:3])
 

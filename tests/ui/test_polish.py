@@ -393,3 +393,32 @@ def test_playing_a_clip_shows_every_frame_when_inference_keeps_up(make_window, q
     assert win.index == n - 1
     assert clock.shown + clock.dropped == n - 1
     assert clock.stride == 1 and clock.dropped == 0, (clock.shown, clock.dropped)
+
+
+def test_the_look_ahead_never_evicts_the_frames_due_next(make_window, qtbot):
+    """At 1920x1080 the 512 MB frame cache holds ~30 decoded frames, and playback asked for 64
+    ahead: the frames due next were evicted before they were shown, and dropped. The same,
+    scaled to the shipped clip: a frame cache of 12 frames."""
+    from polypviewer.ui.workers import LruCache
+
+    win = make_window()
+    clip = ROOT / "resources" / "demo" / "demo_clip.mp4"
+    with qtbot.waitSignal(win.source_opened, timeout=TIMEOUT):
+        win.open_path(clip)
+    qtbot.waitUntil(lambda: win.predictions.cached(0) is not None and win.frames.get(0) is not None,
+                    timeout=TIMEOUT)
+    win.predictions.request(list(range(1, 9)))
+    qtbot.waitUntil(lambda: win.predictions.meter.fps() is not None and not win.predictions.busy(),
+                    timeout=TIMEOUT)
+    win.frames.cache.max_bytes = 12 * LruCache._size(win.frames.get(0))
+    assert win.player.depth() == 6  # half of what the frame cache holds
+    n = min(win.n, 40)
+    win.source["n"] = n
+    win.source["fps"] = min(float(win.source["fps"]), 0.8 * win.predictions.meter.fps())
+    win.go_to(0)
+    qtbot.waitUntil(lambda: not win.predictions.busy(), timeout=TIMEOUT)
+    win.set_playing(True)
+    clock = win.player.clock
+    qtbot.waitUntil(lambda: not win.player.active(), timeout=TIMEOUT)
+    assert win.index == n - 1 and clock.shown + clock.dropped == n - 1
+    assert clock.stride == 1 and clock.dropped == 0, (clock.shown, clock.dropped)
