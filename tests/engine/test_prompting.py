@@ -131,8 +131,7 @@ def test_ground_truth_boxes_give_the_expert_masks_on_real_frames(segmenter, shar
 
 def test_openvino_gives_torch_s_embedding_and_masks_on_a_real_frame(shared_data, tmp_path):
     """The app's default path (OpenVINO fp32 for the encoder and the one-box decoder) against
-    torch, converted into a
-    fresh cache (checked there), then read back from the cache."""
+    torch: converted into a fresh cache (and checked there), then read back from it."""
     pytest.importorskip("openvino")
     from polypviewer.io.images import read_image
     from polypviewer.nets.litemedsam import weights_path
