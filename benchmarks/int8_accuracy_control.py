@@ -53,7 +53,8 @@ def main() -> int:
     ap.add_argument("--max-drop", type=float, default=0.015, help="allowed Dice drop vs fp32 (default 0.015)")
     ap.add_argument("--val", type=int, default=20, help="val frames the accuracy control selects on")
     ap.add_argument("--held-out", type=int, default=40,
-                    help="the next val frames, never seen by the selection, to score the result on")
+                    help="EndoTect train frames after the calibration ones, never seen by the quantisation "
+                         "or the selection, to score the result on (the val split has only 20)")
     ap.add_argument("--calibration", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--json", type=Path)
@@ -62,8 +63,8 @@ def main() -> int:
     import openvino as ov
 
     nncf.set_log_level(logging.ERROR)
-    every = real_frames(DATA, "val", args.val + args.held_out)
-    val, held = every[:args.val], every[args.val:]
+    val = real_frames(DATA, "val", args.val)
+    held = real_frames(DATA, "train", args.calibration + args.held_out)[args.calibration:]
     cal = real_frames(DATA, "train", args.calibration)
     if not val or not cal:
         print(f"real data not found under {DATA}", file=sys.stderr)
