@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QColor, QIcon
+from PySide6.QtGui import QColor, QFont, QIcon
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -333,8 +333,13 @@ class MetricsPanel(QGroupBox):
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         self.table.verticalHeader().setDefaultSectionSize(22)
         self.table.horizontalHeader().setFixedHeight(40)
-        # six columns in a fixed width: the header's padding and type are smaller than elsewhere
-        self.table.setStyleSheet("QHeaderView::section:horizontal { padding: 1px 0px; font-size: 8pt; }")
+        # six columns in a fixed width: the header's padding and type are smaller than elsewhere.
+        # The type is the header's own font (not a style-sheet font-size), so what the header
+        # measures is what it draws, under the app's style sheet too.
+        self.table.setStyleSheet("QHeaderView::section:horizontal { padding: 1px 0px; }")
+        small = QFont(self.table.horizontalHeader().font())
+        small.setPointSize(8)
+        self.table.horizontalHeader().setFont(small)
         self.table.setFixedHeight(22 * len(SCORE_NAMES) + 44)
         self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
