@@ -15,9 +15,13 @@ is always refused, never written through.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from polypviewer.cli import UserError
@@ -111,6 +115,26 @@ def check_outputs(out: Path, *, resume: bool, overwrite: bool) -> bool:
         raise UserError(f"{existing[0]}: already exists and is not the card of {out.name}; not "
                         f"overwriting it (move it, or pass --overwrite)")
     return True
+
+
+@contextlib.contextmanager
+def stop_on_terminate() -> Iterator[None]:
+    """``kill`` (SIGTERM) stops a run as Ctrl-C does: the state is saved at the step in
+    progress and ``--resume`` continues from it. A run started in the background (``nohup ...
+    &``) ignores Ctrl-C, so SIGTERM is how it is stopped; without this the epoch in progress
+    was lost."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be installed from the main thread
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class ProgressBar:
@@ -219,13 +243,14 @@ def run(args: argparse.Namespace) -> int:
     tests = [load_spec(t) for t in args.test] + ([negatives_test] if negatives_test else [])
     callbacks = [] if args.quiet else [ProgressBar()]
     try:
-        result = training.train(
-            args.model, train_set, val_set, args.out, recipe=recipe, epochs=args.epochs,
-            pretrained=not args.no_pretrained, device=args.device, bf16=args.bf16, seed=args.seed,
-            resume=args.resume, overwrite=args.overwrite, callbacks=callbacks, half=args.fp16_weights,
-            max_steps=args.max_steps,
-            size=size,
-            meta={"data": data_meta, "command": command})
+        with stop_on_terminate():
+            result = training.train(
+                args.model, train_set, val_set, args.out, recipe=recipe, epochs=args.epochs,
+                pretrained=not args.no_pretrained, device=args.device, bf16=args.bf16, seed=args.seed,
+                resume=args.resume, overwrite=args.overwrite, callbacks=callbacks, half=args.fp16_weights,
+                max_steps=args.max_steps,
+                size=size,
+                meta={"data": data_meta, "command": command})
     except KeyboardInterrupt:
         print(f"polypviewer: interrupted; continue with the same command plus --resume "
               f"(state in {training.state_path(args.out)})", file=sys.stderr)

@@ -220,3 +220,37 @@ def test_progress_bar_shows_the_time_left() -> None:
     bar(TrainEvent("step", 0, 1, 10, 1, 3, loss=1.0, lr=1e-3, elapsed=5.0))
     bar(TrainEvent("step", 0, 2, 10, 2, 3, loss=1.0, lr=1e-3, elapsed=7.0))  # 2 s a step
     assert out.getvalue().endswith("ETA 0m56s")  # 28 steps of 30 left at 2 s each
+
+
+
+def test_kill_stops_a_run_with_its_state_saved_and_resume_finishes_it(corrected: Path, tmp_path: Path,
+                                                                    monkeypatch, capsys) -> None:
+    """SIGTERM (``kill``, the way to stop a background run) saves the state at the step in
+    progress as Ctrl-C does, and --resume continues from that step."""
+    import signal
+
+    import polypviewer.cli.train as cli_train
+    from polypviewer.engine import training
+
+    class KillAtSecondStep:  # stands in for the progress bar and kills this process after step 2
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        def __call__(self, ev) -> None:
+            if ev.kind == "step" and ev.global_step == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    out = tmp_path / "m.safetensors"
+    # 4 frames at batch 4: one step per epoch, so the kill lands in the second of three epochs.
+    args = [a for a in _train_args(corrected, out, "--epochs", "3") if a != "--quiet"]
+    previous = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(cli_train, "ProgressBar", KillAtSecondStep)
+    assert main(args) == 130
+    assert signal.getsignal(signal.SIGTERM) == previous  # installed only while training runs
+    assert "continue with the same command plus --resume" in capsys.readouterr().err
+    state = training._load_state(training.state_path(out))
+    assert int(state["global_step"]) == 2 and int(state["epoch"]) == 1
+    monkeypatch.setattr(cli_train, "ProgressBar", lambda *args, **kwargs: (lambda ev: None))
+    assert main(args + ["--resume"]) == 0, capsys.readouterr().err
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["meta"]["epochs_run"] == 3 and card["meta"]["global_steps"] == 3
