@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from polypviewer import __version__
 from polypviewer.core.errors import PolypviewerError
@@ -42,6 +43,20 @@ class UserError(Exception):
     def __init__(self, message: str, status: int = 2) -> None:
         super().__init__(message)
         self.status = status
+
+
+def refuse_existing_output(folder: Path, overwrite: bool,
+                           hint: str = "pass --overwrite to write into it anyway") -> None:
+    """Refuse an output folder that already holds files (``io.export.check_destination``)
+    unless ``--overwrite``: one :class:`UserError` line naming it, before any work starts."""
+    if overwrite:
+        return
+    from polypviewer.io.export import ExportError, check_destination
+
+    try:
+        check_destination(folder)
+    except ExportError as exc:
+        raise UserError(f"{exc} ({hint})") from None
 
 
 class Report:

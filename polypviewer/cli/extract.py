@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from polypviewer.cli import Report, UserError
+from polypviewer.cli import Report, UserError, refuse_existing_output
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -62,16 +62,12 @@ def parse_selection(args: argparse.Namespace, n: int) -> list[int]:
 def run(args: argparse.Namespace) -> int:
     from polypviewer.core.errors import PolypviewerError
     from polypviewer.core.fileio import OutputError, atomic_path, describe_exception, remove_stale_temporaries
-    from polypviewer.io.export import ExportError, check_destination
+    from polypviewer.io.export import ExportError
     from polypviewer.io.images import encode_image
     from polypviewer.io.sources import open_source
 
     out: Path = args.out
-    if not args.overwrite:
-        try:
-            check_destination(out)
-        except ExportError as exc:
-            raise UserError(f"{exc} (pass --overwrite to write into it anyway)") from None
+    refuse_existing_output(out, args.overwrite)
     report = Report("extract")
     with open_source(args.video) as src:
         report.source(src)

@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from polypviewer.cli import Report, UserError
+from polypviewer.cli import Report, UserError, refuse_existing_output
 from polypviewer.cli.predict import add_engine_options
 
 
@@ -46,16 +46,12 @@ def run(args: argparse.Namespace) -> int:
     from polypviewer.core.masks import to_mask8
     from polypviewer.core.metrics import scores
     from polypviewer.engine.propagation import Propagation, PropagationParams, propagation_end
-    from polypviewer.io.export import ExportError, check_destination
+    from polypviewer.io.export import ExportError
     from polypviewer.io.images import encode_image, read_mask
     from polypviewer.io.sources import open_source
 
     out: Path = args.out
-    if not args.overwrite:
-        try:
-            check_destination(out)
-        except ExportError as exc:
-            raise UserError(f"{exc} (pass --overwrite to write into it anyway)") from None
+    refuse_existing_output(out, args.overwrite)
     report = Report("propagate")
     with open_source(args.source) as src:
         report.source(src)

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from polypviewer.cli import Report, UserError
+from polypviewer.cli import Report, UserError, refuse_existing_output
 
 KEYS = ("xmin", "ymin", "xmax", "ymax")
 
@@ -89,17 +89,14 @@ def run(args: argparse.Namespace) -> int:
     from polypviewer.core.fileio import OutputError, atomic_path, describe_exception, remove_stale_temporaries
     from polypviewer.core.metrics import SCORE_NAMES, MetricAccumulator
     from polypviewer.engine.prompting import PromptError, PromptSegmenter, scale_box
-    from polypviewer.io.export import ExportError, check_destination
+    from polypviewer.io.export import ExportError
     from polypviewer.io.images import encode_image
     from polypviewer.io.sources import open_source
 
     entries = read_boxes(args.boxes)
     masks_dir: Path = args.out / "masks"
-    if not args.overwrite and masks_dir.exists():
-        try:
-            check_destination(masks_dir)
-        except ExportError as exc:
-            raise UserError(f"{exc} (pass --overwrite to replace masks of the same name)") from None
+    if masks_dir.exists():
+        refuse_existing_output(masks_dir, args.overwrite, "pass --overwrite to replace masks of the same name")
     report = Report("segment-boxes")
     seg = PromptSegmenter.create()
     acc = MetricAccumulator(benchmark=False)

@@ -19,6 +19,15 @@ def tiny_predictor():
 
 
 @pytest.fixture
+def config(tmp_path, monkeypatch):
+    """This test's own settings and projects folders (no keymap, layout or recent files left
+    by another test); returns the settings folder."""
+    monkeypatch.setenv("POLYPVIEWER_CONFIG", str(tmp_path / "config"))
+    monkeypatch.setenv("POLYPVIEWER_PROJECTS", str(tmp_path / "projects"))
+    return tmp_path / "config"
+
+
+@pytest.fixture
 def open_window(qtbot):
     """Factory: a shown 1200x800 main window (torch fp32, no default model) with the given
     predictor loaded."""

@@ -30,14 +30,6 @@ PRIMARY = (0, 200, 255)  # the timeline's Dice / area colour
 
 
 @pytest.fixture
-def config(tmp_path, monkeypatch):
-    """This test's own settings and projects folders (no keymap left by another test)."""
-    monkeypatch.setenv("POLYPVIEWER_CONFIG", str(tmp_path / "config"))
-    monkeypatch.setenv("POLYPVIEWER_PROJECTS", str(tmp_path / "projects"))
-    return tmp_path / "config"
-
-
-@pytest.fixture
 def make_window(open_window, tiny_predictor, config, qtbot):
     """Factory: the shown, active window (keys reach its shortcuts); shut down at the end."""
     made = []

@@ -22,13 +22,6 @@ POLYPGEN = ROOT / "resources" / "demo" / "polypgen"
 
 
 @pytest.fixture
-def config(tmp_path, monkeypatch):
-    monkeypatch.setenv("POLYPVIEWER_CONFIG", str(tmp_path / "config"))
-    monkeypatch.setenv("POLYPVIEWER_PROJECTS", str(tmp_path / "projects"))
-    return tmp_path / "config"
-
-
-@pytest.fixture
 def make_window(open_window, tiny_predictor, config, qtbot):
     made = []
 

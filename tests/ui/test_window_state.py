@@ -3,19 +3,12 @@
 
 from __future__ import annotations
 
-import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDockWidget
 
 from polypviewer.io.settings import Settings, load_settings, save_settings
 
 LEFT, RIGHT = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
-
-
-@pytest.fixture
-def config(tmp_path, monkeypatch):
-    monkeypatch.setenv("POLYPVIEWER_CONFIG", str(tmp_path / "config"))
-    monkeypatch.setenv("POLYPVIEWER_PROJECTS", str(tmp_path / "projects"))
 
 
 def _window(qtbot):
