@@ -75,7 +75,30 @@ def collect(models: list[str] | None = None, with_flops: bool = True) -> dict[st
         from polypviewer.engine.selection import auto_engine
 
         engine["auto"] = auto_engine(default, cache_dir())
-    return {"engine": engine, "models": rows, "problems": problems}
+    return {"engine": engine, "models": rows, "prompted": _prompted_rows(), "problems": problems}
+
+
+def _prompted_rows() -> list[dict[str, Any]]:
+    """The prompted models (box/point to mask; the app's Box tool): parameters counted on the
+    built network, and whether the published weights are installed and are the ones measured."""
+    from polypviewer.core.fileio import sha256_file
+    from polypviewer.nets.registry import get_prompted_spec, list_prompted_models
+
+    rows = []
+    for name in list_prompted_models():
+        spec = get_prompted_spec(name)
+        params = sum(p.numel() for p in spec.builder().parameters())
+        path = spec.weights() if spec.weights is not None else None
+        if path is None:
+            state = "not installed"
+        elif spec.weights_sha256 and sha256_file(path) != spec.weights_sha256:
+            state = f"{path}: not the published weights (sha256 differs)"
+        else:
+            state = f"{path.name} (sha256 {spec.weights_sha256[:12]})" if spec.weights_sha256 else path.name
+        rows.append({"model": name, "input_size": spec.input_size, "params": params,
+                     "prompts": list(spec.prompts), "weights": state, "file": str(path) if path else None,
+                     "license": spec.license})
+    return rows
 
 
 def _ov_version() -> str:
@@ -108,6 +131,11 @@ def run(args: argparse.Namespace) -> int:
         weights = ", ".join(f"{w['version']}{' (default)' if w['default'] else ''}" for w in r["weights"])
         print(f"{r['model']:<22} {r['input_size']:>5} {r['params']:>12,} {r['keras_total_params']:>12,} "
               f"{flops:>7}  {r['recipe']:<15} {weights or 'none shipped'}")
+    if report["prompted"]:
+        print("\nprompted model (the Box tool, segment-boxes)  input       params  prompts     weights")
+        for r in report["prompted"]:
+            print(f"{r['model']:<46} {r['input_size']:>5} {r['params']:>12,}  {'/'.join(r['prompts']):<11} "
+                  f"{r['weights']}")
     for p in report["problems"]:
         print(f"polypviewer: warning: {p}", file=sys.stderr)
     return 0

