@@ -223,31 +223,45 @@ def test_progress_bar_shows_the_time_left() -> None:
 
 
 
+_KILL_AT_STEP_2 = """
+import os, signal, sys
+import polypviewer.cli.train as cli_train
+class KillAtSecondStep:  # stands in for the progress bar; kills this process after step 2
+    def __init__(self, *args, **kwargs):
+        pass
+    def __call__(self, ev):
+        if ev.kind == "step" and ev.global_step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+cli_train.ProgressBar = KillAtSecondStep
+from polypviewer.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_kill_stops_a_run_with_its_state_saved_and_resume_finishes_it(corrected: Path, tmp_path: Path,
                                                                     monkeypatch, capsys) -> None:
     """SIGTERM (``kill``, the way to stop a background run) saves the state at the step in
-    progress as Ctrl-C does, and --resume continues from that step."""
+    progress as Ctrl-C does, and --resume continues from that step. The kill goes to a child
+    process, as a user's would: never to the test runner, which other tests' threads share."""
     import signal
+    import subprocess
+    import sys
 
     import polypviewer.cli.train as cli_train
     from polypviewer.engine import training
 
-    class KillAtSecondStep:  # stands in for the progress bar and kills this process after step 2
-        def __init__(self, *args, **kwargs) -> None:
-            pass
-
-        def __call__(self, ev) -> None:
-            if ev.kind == "step" and ev.global_step == 2:
-                os.kill(os.getpid(), signal.SIGTERM)
+    previous = signal.getsignal(signal.SIGTERM)
+    with cli_train.stop_on_terminate():
+        assert signal.getsignal(signal.SIGTERM) is not previous
+    assert signal.getsignal(signal.SIGTERM) == previous  # installed only while training runs
 
     out = tmp_path / "m.safetensors"
     # 4 frames at batch 4: one step per epoch, so the kill lands in the second of three epochs.
     args = [a for a in _train_args(corrected, out, "--epochs", "3") if a != "--quiet"]
-    previous = signal.getsignal(signal.SIGTERM)
-    monkeypatch.setattr(cli_train, "ProgressBar", KillAtSecondStep)
-    assert main(args) == 130
-    assert signal.getsignal(signal.SIGTERM) == previous  # installed only while training runs
-    assert "continue with the same command plus --resume" in capsys.readouterr().err
+    run = subprocess.run([sys.executable, "-c", _KILL_AT_STEP_2, *args], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 130, run.stderr
+    assert "continue with the same command plus --resume" in run.stderr
     state = training._load_state(training.state_path(out))
     assert int(state["global_step"]) == 2 and int(state["epoch"]) == 1
     monkeypatch.setattr(cli_train, "ProgressBar", lambda *args, **kwargs: (lambda ev: None))
