@@ -1,13 +1,16 @@
 """Make every screenshot of ``docs/guide.md`` by driving the real review window offscreen.
 
     .venv/bin/python docs/screenshots.py                 # all shots into docs/images/
+    .venv/bin/python docs/screenshots.py --only 09-box-tool.png   # just these shots (and the steps they need)
     .venv/bin/python docs/screenshots.py --keymap        # print the keyboard map (Markdown)
     .venv/bin/python docs/screenshots.py --check-guide   # exit 1 if the guide's keymap is stale
 
 It opens the shipped synthetic demo clip (``resources/demo/demo_clip.mp4``, never the licensed
 data), steps through it, jumps to the worst frame, paints a correction with real mouse events
-on the canvas, sets review states, runs the export dialog and the fine-tune dialog, and grabs
-the window or dialog with ``QWidget.grab()`` after each step. The model is the shipped default
+on the canvas, sets review states, runs the export dialog and the fine-tune dialog, jumps to the
+most uncertain unreviewed frame (J), drags a box with the Box tool (LiteMedSAM, on PyTorch here),
+propagates that frame's mask forward and stops the run after a few frames, and grabs the window
+or dialog with ``QWidget.grab()`` after each step. The model is the shipped default
 (``models/default.json``) when it exists, else ``--weights``, else the newest
 ``models/*.safetensors`` checkpoint. User folders (settings, projects, cache) are redirected to
 a temporary folder, so the run never touches the user's own projects or recent files.
@@ -42,13 +45,24 @@ SHOTS: dict[str, str] = {
     "05-review-states.png": "frames accepted / corrected / flagged, markers on the timeline",
     "06-export-dialog.png": "the export dialog after a finished export",
     "07-finetune-dialog.png": "the fine-tune dialog after a finished run (loss and before/after)",
+    "08-uncertainty.png": "the uncertainty curve on the timeline, J jumped to the most uncertain unreviewed frame",
+    "09-box-tool.png": "a box dragged around the polyp with the Box tool (S), LiteMedSAM's mask in it",
+    "10-propagate.png": "Propagate forward (Ctrl+Shift+Right) from the boxed frame, stopped after a few frames; "
+                        "propagated frames and their drift on the timeline, Shift+J at the worst drift",
 }
+# Shots 01..07 are one chain (each step uses what the previous ones did); 08 needs only the
+# open window, 10 the frame 09 made with the Box tool.
+CHAIN = ["01-window.png", "02-outline-threshold.png", "03-worst-disagreement.png", "04-correct-brush.png",
+         "05-review-states.png", "06-export-dialog.png", "07-finetune-dialog.png"]
 
 
 @dataclass
 class Result:
     written: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    boxed: int | None = None  # the frame the Box tool segmented
+    box_pixels: int = 0  # its mask's size after the box
+    propagated: list[int] = field(default_factory=list)  # frames still PROPAGATED after the run
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -152,18 +166,24 @@ class Tour:
     def __init__(self, out: Path, work: Path, *, frames: int, timeout: float, max_kb: int,
                  predictor: Any = None, weights: str | None = None, finetune_steps: int = 6,
                  finetune_size: int | None = None, full_timeline: bool = True,
-                 finetune_base: str | None = None, accept: int = 6) -> None:
+                 finetune_base: str | None = None, accept: int = 6, only: set[str] | None = None,
+                 propagate_frames: int = 8) -> None:
         self.out, self.work, self.frames, self.timeout, self.max_kb = out, work, frames, timeout, max_kb
         self.predictor, self.weights = predictor, weights
         self.finetune_steps, self.finetune_size, self.full_timeline = finetune_steps, finetune_size, full_timeline
         self.finetune_base, self.accept = finetune_base, accept
+        self.only = set(SHOTS) if only is None else set(only)
+        self.propagate_frames = propagate_frames
         self.result = Result()
         self.win: Any = None
         self.worst = 0  # the frame W jumped to
         self.corrected = 0  # the frame painted on
+        self.boxed = 0  # the frame the Box tool made
 
     # -- plumbing --
     def shot(self, name: str, widget: Any = None) -> None:
+        if name not in self.only:
+            return
         _pump(60)  # let queued repaints land
         self.result.written[name] = save_png(widget or self.win, self.out / name, self.max_kb)
 
@@ -370,18 +390,100 @@ class Tour:
         self.shot("07-finetune-dialog.png", dlg)
         dlg.close()
 
+    def uncertainty(self) -> None:
+        from PySide6.QtCore import Qt
+
+        w = self.win
+        w.activateWindow()  # a dialog closed just before (fine-tune): the window-wide shortcuts need it active
+        _pump(60)
+        last = w.n if self.full_timeline else min(self.frames, w.n)
+        if self.full_timeline and not all(w.predictions.cached(i) is not None for i in range(last)):
+            self.key(Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier)  # rank the whole source
+        _wait(lambda: all(w.predictions.cached(i) is not None for i in range(last))
+              and all(i in w.uncertainties() for i in range(last)), self.timeout,
+              f"the uncertainty of frames 0..{last - 1}")
+        self.key(Qt.Key.Key_Home)
+        self.wait_shown(0)
+        self.key(Qt.Key.Key_J)  # the most uncertain unreviewed frame
+        _wait(lambda: w.predictions.cached(w.index) is not None and w._shown_frame == (w.frames.generation, w.index),
+              self.timeout, "the most uncertain frame")
+        if self.full_timeline and w._uncertain_target is None:
+            raise RuntimeError("J found no unreviewed frame to go to")
+        self.shot("08-uncertainty.png")
+
+    def box_tool(self) -> None:
+        import numpy as np
+        from PySide6.QtCore import Qt
+
+        from polypviewer.core.edits import ReviewState
+
+        w, ed = self.win, self.win.annotation
+        # The screenshot's LiteMedSAM runs on PyTorch: the app's default (OpenVINO when it agrees)
+        # converts the encoder on first use, minutes on a loaded CPU, into the temporary cache.
+        ed.prompts.worker.backend = "torch"
+        start = w.index
+        target = None
+        for f in list(range(start, w.n)) + list(range(start)):  # from the shown frame on
+            if ed.session.get(f) is not None or ed.session.state(f) != ReviewState.UNREVIEWED:
+                continue
+            self.go(f)
+            gt = w.frames.get(f).gt
+            if gt is not None and gt.any():
+                target = f
+                break
+        if target is None:
+            raise RuntimeError("Box tool: no unreviewed frame with a polyp in its ground truth")
+        self.key(Qt.Key.Key_S)  # the Box tool: embeds the shown frame (and the next) in the background
+        _wait(lambda: target in ed.prompts.embedded_frames, self.timeout * 3, "LiteMedSAM's embedding")
+        # A box a reviewer would drag: the polyp's extent in the ground truth and a 6 % margin.
+        ys, xs = np.nonzero(w.frames.get(target).gt)
+        mx, my = 0.06 * (np.ptp(xs) + 1), 0.06 * (np.ptp(ys) + 1)
+        x0, y0, x1, y1 = xs.min() - mx, ys.min() - my, xs.max() + 1 + mx, ys.max() + 1 + my
+        self.drag([(x0, y0), ((x0 + x1) / 2, (y0 + y1) / 2), (x1, y1)])
+        _wait(lambda: ed.session.state(target) == ReviewState.CORRECTED, self.timeout, "the box's mask")
+        self.boxed = self.result.boxed = target
+        self.result.box_pixels = int(ed.session.mask(target).sum())
+        _pump(400)  # the window re-scores the edited frame and the panel follows on a short timer
+        self.shot("09-box-tool.png")
+        self.key(Qt.Key.Key_Escape)  # back to Navigate
+
+    def propagate(self) -> None:
+        from PySide6.QtCore import Qt
+
+        w, prop = self.win, self.win.annotation.propagation
+        self.go(self.boxed)
+        ctrl_shift = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+        self.key(Qt.Key.Key_Right, ctrl_shift)  # Propagate forward from this frame
+        if prop.running is None and not prop.done_frames:
+            raise RuntimeError(f"propagation did not start: {w.errors[-1] if w.errors else 'no reason given'}")
+        _wait(lambda: prop.running is None or len(prop.done_frames) >= self.propagate_frames, self.timeout * 3,
+              f"{self.propagate_frames} propagated frames")
+        self.key(Qt.Key.Key_Down, ctrl_shift)  # Stop propagation
+        _wait(lambda: prop.running is None, self.timeout, "the propagation to stop")
+        self.result.propagated = sorted(prop.propagated_drift())
+        if not self.result.propagated:
+            raise RuntimeError(f"propagation made no frame ({prop.last_stop})")
+        self.key(Qt.Key.Key_J, Qt.KeyboardModifier.ShiftModifier)  # the worst drift
+        _wait(lambda: w.index in prop.done_frames and w._shown_frame == (w.frames.generation, w.index)
+              and w.annotation.editor.frame == w.index, self.timeout, "the frame with the worst drift")
+        self.shot("10-propagate.png")
+
     def run(self, keymap_only: bool = False) -> Result:
         try:
             self.open()
             if keymap_only:
                 return self.result
-            self.step_through()
-            self.outline_threshold()
-            self.worst_frame()
-            self.correct()
-            self.review_states()
-            self.export()
-            self.finetune()
+            steps = [self.step_through, self.outline_threshold, self.worst_frame, self.correct,
+                     self.review_states, self.export, self.finetune]
+            wanted = [i for i, name in enumerate(CHAIN) if name in self.only]
+            for step in steps[: max(wanted) + 1 if wanted else 0]:
+                step()
+            if "08-uncertainty.png" in self.only:
+                self.uncertainty()
+            if self.only & {"09-box-tool.png", "10-propagate.png"}:
+                self.box_tool()
+            if "10-propagate.png" in self.only:
+                self.propagate()
             return self.result
         finally:
             if self.win is not None and not keymap_only:
@@ -392,18 +494,24 @@ class Tour:
 def make_screenshots(out: Path, *, frames: int = 6, predictor: Any = None, weights: str | None = None,
                      timeout: float = 120.0, max_kb: int = 290, finetune_steps: int = 6,
                      finetune_size: int | None = None, full_timeline: bool = True,
-                     finetune_base: str | None = None, accept: int = 6, work: Path | None = None) -> Result:
+                     finetune_base: str | None = None, accept: int = 6, work: Path | None = None,
+                     only: list[str] | None = None, propagate_frames: int = 8) -> Result:
     """Run the whole tour; returns the written files. ``predictor`` (an engine Predictor)
     replaces the shipped model (tests use a tiny one); ``finetune_base`` the fine-tune dialog's
     base checkpoint (default: the weights the window runs); ``accept`` how many frames are
-    marked accepted; ``full_timeline`` predicts the whole clip (Ctrl+R) and flags its last frame."""
+    marked accepted; ``full_timeline`` predicts the whole clip (Ctrl+R) and flags its last frame;
+    ``only`` the shots to write (default: all; the steps they need still run);
+    ``propagate_frames`` after how many propagated frames the propagation shot stops the run."""
+    if only is not None and (unknown := sorted(set(only) - set(SHOTS))):
+        raise ValueError(f"unknown screenshot(s) {', '.join(unknown)}; known: {', '.join(SHOTS)}")
     work = Path(work or tempfile.mkdtemp(prefix="pv-docs-"))
     _isolate_user_dirs(work)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     weights = None if predictor is not None else _pick_weights(weights)
     tour = Tour(Path(out), work, frames=frames, timeout=timeout, max_kb=max_kb, predictor=predictor,
                 weights=weights, finetune_steps=finetune_steps, finetune_size=finetune_size,
-                full_timeline=full_timeline, finetune_base=finetune_base, accept=accept)
+                full_timeline=full_timeline, finetune_base=finetune_base, accept=accept,
+                only=None if only is None else set(only), propagate_frames=propagate_frames)
     return tour.run()
 
 
@@ -437,6 +545,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--finetune-steps", type=int, default=6, help="optimiser steps of the fine-tune shot")
     p.add_argument("--timeout", type=float, default=180.0, help="seconds per waited step")
     p.add_argument("--max-kb", type=int, default=200, help="largest PNG size")
+    p.add_argument("--only", nargs="+", metavar="NAME", choices=list(SHOTS),
+                   help="write only these shots (default: all); the steps they depend on still run")
     p.add_argument("--keymap", action="store_true", help="print the keyboard map and exit")
     p.add_argument("--check-guide", action="store_true", help="exit 1 when docs/guide.md's keymap is stale")
     p.add_argument("--update-guide", action="store_true", help="rewrite the keymap table in docs/guide.md")
@@ -456,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     t0 = time.monotonic()
     res = make_screenshots(args.out, frames=args.frames, weights=args.weights, timeout=args.timeout,
-                           max_kb=args.max_kb, finetune_steps=args.finetune_steps)
+                           max_kb=args.max_kb, finetune_steps=args.finetune_steps, only=args.only)
     for name, path in res.written.items():
         print(f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}: "
               f"{path.stat().st_size / 1024:.0f} KB — {SHOTS.get(name, '')}")

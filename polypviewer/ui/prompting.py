@@ -57,6 +57,7 @@ class PromptWorker(QObject):
         self._load_error: str | None = None
         self._load_reported = False
         self._cache_bytes = cache_bytes
+        self.backend = "auto"  # PromptSegmenter.create's; set before the first prompt (docs/screenshots.py: torch)
         self.cache: Any = None
         self._wake.connect(self._work)
 
@@ -90,7 +91,7 @@ class PromptWorker(QObject):
             from polypviewer.engine.prompting import DEFAULT_CACHE_BYTES, EmbeddingCache, PromptSegmenter
 
             try:
-                self._seg = PromptSegmenter.create()
+                self._seg = PromptSegmenter.create(backend=self.backend)
             except PolypviewerError as exc:
                 self._load_error = f"Box tool: {exc}"
             except Exception as exc:  # noqa: BLE001 - a broken install is reported, the app goes on

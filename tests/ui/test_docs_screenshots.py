@@ -37,24 +37,24 @@ def user_dirs(tmp_path, monkeypatch):
 def test_the_tour_runs_and_writes_every_screenshot(qapp, user_dirs):
     import torch
 
-    from polypviewer.engine.inference import Predictor
     from polypviewer.nets.registry import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, build_model, get_spec
     from polypviewer.nets.weights import save_checkpoint
 
     tmp = user_dirs
     torch.manual_seed(0)
-    predictor = Predictor.from_module(build_model("unet"), name="unet",
-                                      preprocessing=Preprocessing(64, "RGB", IMAGENET_MEAN, IMAGENET_STD),
-                                      select=get_spec("unet").select, device="cpu", precision="fp32",
-                                      backend="torch", version="test-unet64", cache=False)
+    # The window runs a weights file (not an in-memory predictor): Propagate loads a second copy
+    # of the running model from it. A tiny unet at 64 px; the fine-tune's base a lite_pranet.
+    shown = tmp / "unet64.safetensors"
+    save_checkpoint(shown, build_model("unet"), model_name="unet",
+                    preprocessing=Preprocessing(64, "RGB", IMAGENET_MEAN, IMAGENET_STD))
     base = tmp / "base.safetensors"
     save_checkpoint(base, build_model("lite_pranet"), model_name="lite_pranet",
                     preprocessing=replace(get_spec("lite_pranet").preprocessing, input_size=64))
     docs = _script()
     out = tmp / "images"
-    res = docs.make_screenshots(out, frames=2, predictor=predictor, timeout=60, finetune_steps=1,
+    res = docs.make_screenshots(out, frames=2, weights=str(shown), timeout=120, finetune_steps=1,
                                 finetune_size=64, finetune_base=str(base), accept=2,
-                                full_timeline=False, work=tmp / "work")
+                                full_timeline=False, work=tmp / "work", propagate_frames=1)
     assert sorted(res.written) == sorted(docs.SHOTS)
     for name, path in res.written.items():
         assert path.parent == out and path.stat().st_size <= 290 * 1024, name
@@ -72,6 +72,9 @@ def test_the_tour_runs_and_writes_every_screenshot(qapp, user_dirs):
     assert int(corrected["strokes"]) >= 2  # brush + polygon (+ eraser where the model had a false positive)
     assert (tmp / "work" / "finetuned.safetensors").is_file()
     assert list((tmp / "work" / "projects").glob("demo_clip.mp4-*.pvproj.h5"))
+    # the Box tool made a mask on a frame no earlier step touched; propagation went on from it
+    assert res.boxed is not None and res.boxed not in (0, 1, 2) and res.box_pixels > 0
+    assert res.propagated and all(f > res.boxed for f in res.propagated)
     # the guide refers to every screenshot the script makes
     guide = (ROOT / "docs" / "guide.md").read_text(encoding="utf-8")
     for name in docs.SHOTS:
