@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 def _child(args: argparse.Namespace) -> int:
     t_start = float(args.t0)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from heartbeat import Heartbeat  # benchmarks/heartbeat.py, beside this script
     from PySide6.QtCore import QTimer
 
     from polypviewer.ui.app import make_app
@@ -77,29 +78,17 @@ def _child(args: argparse.Namespace) -> int:
     if not wait(lambda: "first_overlay_s" in out, 600):
         out["error"] = "no overlay within 600 s"
     out["model"] = dict((win.predictions.info or {}), path=None)
-    gaps: list[float] = []
-    last = [time.perf_counter()]
-
-    def beat() -> None:
-        now = time.perf_counter()
-        gaps.append((now - last[0]) * 1e3)
-        last[0] = now
-
-    heartbeat = QTimer()
-    heartbeat.setInterval(2)
-    heartbeat.timeout.connect(beat)
+    heartbeat = Heartbeat()
 
     def measure(run, seconds: float) -> list[float]:
-        gaps.clear()
-        last[0] = time.perf_counter()
-        heartbeat.start()
+        heartbeat.restart()
         run()
         end = time.perf_counter() + seconds
         while time.perf_counter() < end:
             app.processEvents()
             time.sleep(0.001)
         heartbeat.stop()
-        return gaps[1:]
+        return heartbeat.gaps[1:]
 
     out["stall_idle_ms"] = max(measure(lambda: None, 2.0))
     win.go_to(0)

@@ -170,7 +170,7 @@ def bench_cached_frame(app, repeats: int, clip1080: Path, predictor_args: dict, 
 
 
 def bench_stall(app, seconds: float, clip1080: Path, predictor_args: dict, qt_wait) -> None:
-    from PySide6.QtCore import QTimer
+    from heartbeat import Heartbeat  # benchmarks/heartbeat.py, beside this script
 
     from polypviewer.engine.inference import Predictor
     from polypviewer.ui.main_window import MainWindow
@@ -185,29 +185,18 @@ def bench_stall(app, seconds: float, clip1080: Path, predictor_args: dict, qt_wa
     # measure the inference rate first so playback picks its stride as a user's would
     win.predictions.request(list(range(1, 9)))
     qt_wait(lambda: win.predictions.meter.fps() is not None and not win.predictions.busy(), 300)
-    gaps: list[float] = []
-    last = [time.perf_counter()]
-
-    def beat() -> None:
-        now = time.perf_counter()
-        gaps.append((now - last[0]) * 1e3)
-        last[0] = now
-
-    heartbeat = QTimer()
-    heartbeat.setInterval(2)
-    heartbeat.timeout.connect(beat)
+    heartbeat = Heartbeat()
     # Baseline in the same run: the same heartbeat with the window idle (no playback, no
     # inference): what the machine's scheduler alone costs the GUI thread.
-    heartbeat.start()
-    last[0] = time.perf_counter()
+    heartbeat.restart()
     t_end = time.perf_counter() + min(seconds, 5.0)
     while time.perf_counter() < t_end:
         app.processEvents()
         time.sleep(0.001)
-    idle = gaps[:]
-    gaps.clear()
+    idle = heartbeat.gaps[:]
     win.go_to(0)
-    last[0] = time.perf_counter()
+    heartbeat.restart()
+    gaps = heartbeat.gaps
     t_end = time.perf_counter() + seconds
     shown = dropped = 0
     held = 0.0
