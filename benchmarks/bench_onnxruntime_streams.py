@@ -28,7 +28,7 @@ from polypviewer.engine.backends.onnxruntime import OnnxRuntimeBackend, onnxrunt
 from polypviewer.engine.policy import describe_cpu
 from polypviewer.engine.timing import interleaved, latency_step, stream_step
 from polypviewer.nets import build_model, get_spec
-from polypviewer.nets.weights import load_weights, shipped_weights
+from polypviewer.nets.weights import load_weights, shipped_for
 
 
 def main() -> int:
@@ -41,7 +41,7 @@ def main() -> int:
     spec = get_spec(args.model)
     torch.manual_seed(0)
     net = build_model(args.model).eval()
-    records = [r for r in shipped_weights() if r.model == args.model]
+    records = shipped_for(args.model)
     if records:
         load_weights(net, records[0].file, args.model)
     size = spec.preprocessing.input_size

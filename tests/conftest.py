@@ -34,6 +34,16 @@ def endotect(shared_data: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def endotect_only_weights() -> Path:
+    """The first shipped lite_pranet (``models/lite_pranet.safetensors``, trained on 140 EndoTect
+    images only): the model that never saw Kvasir-SEG or CVC-ClinicDB, for tests whose premise
+    is a network meeting those frames for the first time (the default may have trained on them)."""
+    from polypviewer.core.paths import models_dir
+
+    return _need(models_dir() / "lite_pranet.safetensors")
+
+
+@pytest.fixture(scope="session")
 def cvc(shared_data: Path) -> Path:
     return _need(shared_data / "cvc-clinicdb")
 

@@ -139,10 +139,10 @@ def network(name: str, data: Path | None, quick: bool, size: int | None = None,
     from polypviewer.engine.calibration import calibrate_batchnorm
     from polypviewer.engine.inference import prepare_input
     from polypviewer.nets import build_model
-    from polypviewer.nets.weights import CheckpointError, load_weights, shipped_weights
+    from polypviewer.nets.weights import CheckpointError, load_weights, shipped_for
 
     try:
-        records = [r for r in shipped_weights() if r.model == name]
+        records = shipped_for(name)
     except CheckpointError:
         records = []
     torch.manual_seed(0)

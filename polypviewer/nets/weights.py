@@ -38,7 +38,7 @@ from polypviewer.nets.registry import Preprocessing
 __all__ = [
     "CheckpointError", "UnsafeCheckpointError", "CheckpointMismatchError", "Checkpoint",
     "WeightRecord", "load_checkpoint", "load_weights", "save_checkpoint", "sha256_file",
-    "shipped_weights", "default_weights", "convert_checkpoint", "checked_preprocessing",
+    "shipped_weights", "shipped_for", "default_weights", "convert_checkpoint", "checked_preprocessing",
     "META_MODEL", "META_PREPROCESSING", "META_META",
 ]
 
@@ -655,6 +655,22 @@ def shipped_weights(problems: list[str] | None = None) -> list[WeightRecord]:
                 raise
             problems.append(str(exc))
     return records
+
+
+def shipped_for(model: str, problems: list[str] | None = None) -> list[WeightRecord]:
+    """The shipped weights for ``model``, the default (``models/default.json``) first when it is
+    one of them, the rest in card order: what "the shipped weights of this network" means where
+    one file must be picked (``bench``). ``problems`` as in :func:`shipped_weights`; a broken
+    default.json is then one more problem, not an error."""
+    records = [r for r in shipped_weights(problems) if r.model == model]
+    try:
+        default = default_weights()
+    except CheckpointError as exc:
+        if problems is None:
+            raise
+        problems.append(str(exc))
+        default = None
+    return sorted(records, key=lambda r: r.file != default)
 
 
 def default_weights() -> Path | None:

@@ -83,8 +83,8 @@ def test_next_to_review_walks_the_ranking_and_skips_reviewed() -> None:
 
 
 @pytest.mark.skipif(not (DATA / "cvc-clinicdb-612").is_dir(), reason="../shared/data/cvc-clinicdb-612 not found")
-def test_ranks_bad_frames_on_real_unseen_frames() -> None:
-    """The default model never trained on CVC-ClinicDB: on 40 of its train frames (never used
+def test_ranks_bad_frames_on_real_unseen_frames(endotect_only_weights) -> None:
+    """The EndoTect-only model never trained on CVC-ClinicDB: on 40 of its train frames (never used
     to choose the score's threshold constants), the app's score ranks 1 - Dice positively."""
     from scipy.stats import spearmanr
 
@@ -95,7 +95,7 @@ def test_ranks_bad_frames_on_real_unseen_frames() -> None:
     root = DATA / "cvc-clinicdb-612"
     names = [str(s) for s in json.loads((root / "split.json").read_text())["train"]][::14]
     data = load_set(root, names)
-    predictor = Predictor.create(backend="torch", precision="fp32")
+    predictor = Predictor.create(weights=endotect_only_weights, backend="torch", precision="fp32")
     unc, bad = [], []
     for img, gt in zip(data.images, data.masks, strict=True):
         prob = predictor.predict([img])[0]

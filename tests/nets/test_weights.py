@@ -26,6 +26,7 @@ from polypviewer.nets.weights import (
     load_weights,
     save_checkpoint,
     sha256_file,
+    shipped_for,
     shipped_weights,
 )
 
@@ -262,6 +263,19 @@ def test_shipped_and_default_weights(models_folder):
     problems: list[str] = []
     assert shipped_weights(problems) == [rec_a, rec_b]
     assert len(problems) == 1 and problems[0].startswith(str(models_folder / "c.json"))
+
+
+def test_shipped_for_puts_the_default_first(models_folder):
+    """Two shipped versions of one network: the one default.json names is the one to pick."""
+    rec_a, rec_b = _record(models_folder, "a"), _record(models_folder, "b")
+    assert shipped_for("tiny") == [rec_a, rec_b] and shipped_for("unet") == []
+    (models_folder / "default.json").write_text(json.dumps({"weights": "b.safetensors"}))
+    assert shipped_for("tiny") == [rec_b, rec_a]
+    (models_folder / "default.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="bad default.json"):
+        shipped_for("tiny")
+    problems: list[str] = []
+    assert shipped_for("tiny", problems) == [rec_a, rec_b] and "bad default.json" in problems[0]
 
 
 @pytest.mark.parametrize("text, reason", [
