@@ -96,6 +96,7 @@ class AnnotationController(QObject):
         self._build_actions()
         self._build_ui()
         self._wire()
+        self.versions.list_shipped()
         self.versions.list_finetuned()
         from polypviewer.ui.propagation import Propagator
 

@@ -1,4 +1,5 @@
-"""Annotate > Model versions: every checkpoint fine-tuned here (and its base) stays selectable.
+"""Annotate > Model versions: every shipped model version, and every checkpoint fine-tuned
+here (and its base), stays selectable.
 
 Fine-tuned checkpoints are written under ``<projects dir>/models`` (see
 ``finetune_dialog.default_output``), so those of earlier sessions are listed again at start.
@@ -31,6 +32,20 @@ class ModelVersions:
         self.load = load
         self.versions: dict[str, str] = {}
         self.menu.setEnabled(False)
+
+    def list_shipped(self) -> None:
+        """The versions shipped in ``models/`` (each card's weights: several versions of one
+        network, e.g. the default and an earlier one), the default marked. A broken card is
+        left out here (``polypviewer info`` names it)."""
+        from polypviewer.nets.weights import CheckpointError, default_weights, shipped_weights
+
+        try:
+            default = default_weights()
+        except CheckpointError:
+            default = None
+        for rec in shipped_weights([]):
+            role = "shipped, default" if rec.file == default else "shipped"
+            self.add(f"{rec.file.stem}: {rec.model} {rec.version} ({role})", str(rec.file))
 
     def list_finetuned(self) -> None:
         """The fine-tuned checkpoints of earlier sessions."""
