@@ -11,7 +11,8 @@ load hits both alike), and the ratio best / baseline. Paths:
 - ``onnxruntime-latency`` / ``onnxruntime-pipeline``: ONNX Runtime's CPU provider on the same
   export, one frame at a time / several runs in flight (when ``onnxruntime`` is installed);
 - ``int8-latency`` / ``int8-pipeline``: the same, quantised to int8 by NNCF on 32 real training
-  frames (opt-in ``--precision int8``; only when NNCF is installed and the real data is there).
+  frames with the stem in fp32, as the engine's int8 is (``engine/backends/quantise.py``; only
+  when NNCF is installed and the real data is there).
 
 Before each timed slice the machine idles for a moment (the same for every path), so one
 path's leftovers (PyTorch's OpenMP threads spinning, OpenVINO's workers) do not slow the next.

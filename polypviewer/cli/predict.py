@@ -29,8 +29,10 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="where to run (auto: CUDA if present, else CPU)")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16", "int8"),
-                        help="arithmetic (auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32; "
-                             "int8: CPU/OpenVINO, quantised on frames of the source, faster, less exact)")
+                        help="arithmetic (auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32, or int8 "
+                             "where measured to agree with fp32 and to be the fastest (--backend auto); "
+                             "int8: CPU/OpenVINO, quantised on frames of the source with the stem in fp32, faster, "
+                             "close to fp32 but not measured against it here)")
     parser.add_argument("--backend", default="auto", choices=("auto", "torch", "openvino", "onnxruntime"),
                         help="inference backend (auto: the fastest path that agrees with fp32, measured once "
                              "per network and weights on this machine and cached; on a GPU, PyTorch)")

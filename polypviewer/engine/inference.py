@@ -179,7 +179,7 @@ class Predictor:
         if backend != "auto":
             engine = "asked"
             why = f"{kind} as asked; {why}"
-        elif root is not None and selection.exact_paths(dev, precision):
+        elif root is not None and selection.candidate_paths(dev, precision):
             digest = state_digest(head)
             choice = selection.cached_choice(root, name, digest, size, precision)
             if choice is None and measure == "now":
@@ -193,6 +193,15 @@ class Predictor:
                     pending = (head, digest, precision, root)
         else:
             why += f"; {kind} by the static rule (OpenVINO on a CPU where installed, else torch)"
+        if choice is not None and prec == "int8":  # measured int8: calibrated as it was measured
+            prepared = None
+            calibrated = next((m.calibration_frames for m in choice.measured
+                               if (m.backend, m.precision) == selection.INT8), None)
+            if choice.built is None:
+                prepared = [prepare_input(f, preprocessing)[None] for f in selection.calibration_frames()]
+                calibrated = len(prepared)
+        else:
+            calibrated = len(prepared) if prepared is not None else None
         if choice is not None and choice.built is not None:
             be = choice.built
         else:
@@ -206,8 +215,8 @@ class Predictor:
         if choice is not None:
             info["measured"] = {m.label(): m.fps for m in choice.measured}
             info["measured_when"] = choice.when
-        if prepared is not None:
-            info["calibration_frames"] = len(prepared)
+        if calibrated is not None:
+            info["calibration_frames"] = calibrated
         predictor = cls(be, preprocessing, info, tta=tta, threshold=threshold)
         predictor._pending = pending
         return predictor

@@ -2,9 +2,10 @@
 
 The processor decides what is fast *and* exact. ``auto`` picks bf16 only where the CPU
 computes it natively (AMX-BF16 or AVX-512 BF16); elsewhere (an AVX2-only AMD EPYC, say)
-bf16 would be emulated, slower than fp32 and no more exact, so ``auto`` runs fp32. int8 is
-never picked by ``auto``. Every choice comes with a one-line reason that ``info``, the
-predictor's ``info`` and the model panel show.
+bf16 would be emulated, slower than fp32 and no more exact, so ``auto`` runs fp32. This
+static rule never picks int8; ``engine/selection.py`` may, once it has measured on this machine
+that the int8 path agrees with fp32 on held-out frames and is the fastest. Every choice comes
+with a one-line reason that ``info``, the predictor's ``info`` and the model panel show.
 
 The CPU's flags are read from ``/proc/cpuinfo`` and capped by ``ONEDNN_MAX_CPU_ISA`` when it
 is set: oneDNN (inside torch and inside OpenVINO's CPU plugin) then refuses the instructions

@@ -1,4 +1,4 @@
-"""``auto`` by measurement: the fastest exact inference path on this machine, timed once.
+"""``auto`` by measurement: the fastest inference path that agrees with fp32 here, timed once.
 
 The static rule (``policy.choose_backend``: OpenVINO on a CPU) is right on some CPUs and not
 on others (on an AVX2-only EPYC ONNX Runtime is level with it; on AMX OpenVINO's bf16 is far
@@ -10,18 +10,27 @@ scored against torch fp32 on real frames (the PolypGen frames shipped in
 ``resources/demo/polypgen``; ``agreement.AGREEMENT``: mean |dp| < 0.01, Dice > 0.98). The
 fastest path that agrees is the choice; a path that does not agree is never chosen.
 
+int8 is a candidate too, where NNCF is installed and ``auto`` was asked for: OpenVINO int8
+with the stem kept in float (``backends/quantise.py``), calibrated on 16 of the 24 shipped
+PolypGen frames (``calibration_frames``) and scored on the other 8 (``reference_frames``,
+the frames every path is scored on), so the agreement that lets ``auto`` pick it is measured
+on frames its quantisation never saw (``measure`` refuses overlapping sets). Like any path it
+is chosen only when it agrees (mean |dp| < 0.01, Dice > 0.98) and is the fastest that does.
+
 The choice is cached as JSON under ``cache_dir()/engine-choice``, one file per (network,
 weights sha256, input size, precision asked for), holding the machine it was measured on:
-CPU model, ISA flags (as capped by ``ONEDNN_MAX_CPU_ISA``), cores, and the torch, OpenVINO
-and ONNX Runtime versions. Another machine, an engine upgrade or new weights (another file)
-means measuring again. ``Predictor`` reads the cache for ``backend="auto"``; ``predict``
-measures when nothing is cached; the GUI measures in a background thread and switches to
-the choice when it is ready.
+CPU model, ISA flags (as capped by ``ONEDNN_MAX_CPU_ISA``), cores, and the torch, OpenVINO,
+ONNX Runtime and NNCF versions and int8's quantisation rule (``quantise.RECIPE``); an int8
+choice also holds the digest of the frames it was calibrated on. Another machine, an engine
+upgrade, another calibration set or new weights (another file) means measuring again.
+``Predictor`` reads the cache for ``backend="auto"``; ``predict`` measures when nothing is
+cached; the GUI measures in a background thread and switches to the choice when it is ready.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import logging
 import os
@@ -41,27 +50,31 @@ from polypviewer.engine.agreement import agrees, compare
 from polypviewer.engine.backends import Backend, InferenceHead, make_backend, safe_stem
 from polypviewer.engine.backends.onnxruntime import onnxruntime_version
 from polypviewer.engine.backends.openvino import openvino_version
+from polypviewer.engine.backends.quantise import RECIPE
 from polypviewer.engine.policy import (
     ISA_FLAGS,
     cpu_flags,
     cpu_has_native_bf16,
     cpu_isa_cap,
     cpu_name,
+    nncf_available,
     onnxruntime_available,
     openvino_available,
 )
 from polypviewer.engine.processing import prepare_input, probabilities
 from polypviewer.engine.timing import interleaved, one_thread, stream_step
 
-__all__ = ["SECONDS", "Choice", "Measurement", "auto_engine", "cached_choice", "choice_path", "exact_paths",
-           "machine", "measure", "measure_in_background", "reference_frames"]
+__all__ = ["INT8", "SECONDS", "Choice", "Measurement", "auto_engine", "cached_choice", "calibration_frames",
+           "candidate_paths", "choice_path", "exact_paths", "frames_digest", "machine", "measure",
+           "measure_in_background", "reference_frames"]
 
 log = logging.getLogger(__name__)
 
 SECONDS = 1.5  # timed per path, in 3 interleaved rounds (after one warm-up step each)
 ROUNDS = 3
 FOLDER = "engine-choice"
-REFERENCE_FRAMES = 4  # of the 24 shipped PolypGen frames, evenly spaced
+HELD_OUT_EVERY = 3  # every 3rd shipped PolypGen frame is held out for agreement (8 of 24), the rest calibrate int8
+INT8 = ("openvino", "int8")  # the int8 candidate (NNCF, stem in float)
 CONTENDER = 3.0  # timed only when one frame takes at most this many times the fastest path's
 
 
@@ -75,6 +88,8 @@ class Measurement:
     agreement: dict[str, float] | None = None
     agrees: bool = False
     error: str | None = None
+    #: int8: how many frames it was calibrated on (none of them among the agreement's)
+    calibration_frames: int | None = None
 
     def label(self) -> str:
         return f"{self.backend} {self.precision}"
@@ -90,17 +105,21 @@ class Choice:
     measured: list[Measurement] = field(default_factory=list)
     when: str = ""
     machine: dict[str, Any] = field(default_factory=dict)
+    #: int8: ``frames_digest`` of the RGB frames it was calibrated on ("" otherwise)
+    calibration: str = ""
     #: the chosen backend as built while measuring (not cached on disk); None when read from the cache
     built: Backend | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"backend": self.backend, "precision": self.precision, "why": self.why, "when": self.when,
-                "machine": self.machine, "measured": [vars(m) for m in self.measured]}
+                "machine": self.machine, "calibration": self.calibration,
+                "measured": [vars(m) for m in self.measured]}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Choice:
         return cls(backend=str(data["backend"]), precision=str(data["precision"]), why=str(data["why"]),
                    when=str(data.get("when", "")), machine=dict(data.get("machine", {})),
+                   calibration=str(data.get("calibration", "")),
                    measured=[Measurement(**m) for m in data.get("measured", [])])
 
 
@@ -112,7 +131,15 @@ def machine() -> dict[str, Any]:
         cores = os.cpu_count() or 1
     return {"cpu": cpu_name(), "isa": [f for f in ISA_FLAGS if f in cpu_flags()], "isa_cap": cpu_isa_cap(),
             "cores": cores, "torch": torch.__version__, "openvino": openvino_version(),
-            "onnxruntime": onnxruntime_version()}
+            "onnxruntime": onnxruntime_version(), "nncf": _nncf_version(), "int8_recipe": RECIPE}
+
+
+def _nncf_version() -> str:
+    if not nncf_available():
+        return "none"
+    import nncf
+
+    return str(nncf.__version__)
 
 
 def exact_paths(device: str, requested_precision: str = "auto",
@@ -138,6 +165,16 @@ def exact_paths(device: str, requested_precision: str = "auto",
     return paths
 
 
+def candidate_paths(device: str, requested_precision: str = "auto",
+                    flags: Sequence[str] | frozenset[str] | None = None) -> list[tuple[str, str]]:
+    """``exact_paths`` plus the int8 candidate (``INT8``) where ``auto`` was asked for on a CPU
+    with OpenVINO and NNCF: what ``measure`` times and scores."""
+    paths = exact_paths(device, requested_precision, flags)
+    if paths and requested_precision == "auto" and openvino_available() and nncf_available():
+        paths.append(INT8)
+    return paths
+
+
 def choice_path(root: Path, model_name: str, digest: str, input_size: int, requested_precision: str) -> Path:
     return root / FOLDER / f"{safe_stem(model_name)}-{digest[:16]}-{input_size}-{requested_precision}.json"
 
@@ -156,11 +193,12 @@ def cached_choice(root: Path, model_name: str, digest: str, input_size: int,
         return None
     if choice.machine != machine():
         return None  # measured on another CPU or with other engine versions
+    if (choice.backend, choice.precision) == INT8 and choice.calibration != frames_digest(calibration_frames()):
+        return None  # int8 calibrated on other frames than it would be built on now
     return choice
 
 
-def reference_frames(n: int = REFERENCE_FRAMES) -> list[np.ndarray]:
-    """``n`` of the real PolypGen frames shipped in ``resources/demo/polypgen`` (RGB)."""
+def _shipped_frames(held_out: bool) -> list[np.ndarray]:
     from polypviewer.core.paths import resources_dir
     from polypviewer.io.sources import open_source
 
@@ -168,32 +206,66 @@ def reference_frames(n: int = REFERENCE_FRAMES) -> list[np.ndarray]:
     if not folder.is_dir():
         return []
     with open_source(folder) as src:
-        picks = np.linspace(0, len(src) - 1, min(n, len(src))).round().astype(int) if len(src) else []
-        return [src.frame(int(i)) for i in picks]
+        return [src.frame(i) for i in range(len(src)) if (i % HELD_OUT_EVERY == HELD_OUT_EVERY - 1) == held_out]
+
+
+def reference_frames() -> list[np.ndarray]:
+    """The agreement frames: every third of the real PolypGen frames shipped in
+    ``resources/demo/polypgen`` (RGB; 8 of 24, from all six centres), never calibrated on."""
+    return _shipped_frames(held_out=True)
+
+
+def calibration_frames() -> list[np.ndarray]:
+    """int8's calibration frames: the shipped PolypGen frames ``reference_frames`` leaves (16)."""
+    return _shipped_frames(held_out=False)
+
+
+def frames_digest(frames: Sequence[np.ndarray]) -> str:
+    """sha256 over RGB frames (shape and bytes), in order."""
+    return hashlib.sha256(b"".join(_frame_digest(f).encode() for f in frames)).hexdigest()
+
+
+def _frame_digest(frame: np.ndarray) -> str:
+    a = np.ascontiguousarray(frame)
+    return hashlib.sha256(f"{a.shape}{a.dtype};".encode() + a.tobytes()).hexdigest()
 
 
 def measure(head: InferenceHead, *, model_name: str, digest: str, preprocessing: Any,
             requested_precision: str = "auto", cache_root: Path | None = None,
-            frames: Sequence[np.ndarray] | None = None, seconds: float | None = None,
-            paths: Sequence[tuple[str, str]] | None = None, keep_built: bool = True) -> Choice | None:
-    """Build and time each exact path, score it against torch fp32, cache and return the
+            frames: Sequence[np.ndarray] | None = None, calibration: Sequence[np.ndarray] | None = None,
+            seconds: float | None = None, paths: Sequence[tuple[str, str]] | None = None,
+            keep_built: bool = True) -> Choice | None:
+    """Build and time each candidate path, score it against torch fp32, cache and return the
     choice (None when there is nothing to choose between). ``frames``: RGB frames for the
-    agreement (default: ``reference_frames()``); ``paths``: override ``exact_paths`` (tests);
-    ``seconds``: timed per path (default ``SECONDS``)."""
+    agreement (default: ``reference_frames()``); ``calibration``: RGB frames int8 is
+    calibrated on (default: ``calibration_frames()``), none of which may be among ``frames``
+    (``ValueError``); ``paths``: override ``candidate_paths`` (tests); ``seconds``: timed per
+    path (default ``SECONDS``)."""
     seconds = SECONDS if seconds is None else seconds
     size = int(preprocessing.input_size)
-    todo = list(paths) if paths is not None else exact_paths("cpu", requested_precision)
+    todo = list(paths) if paths is not None else candidate_paths("cpu", requested_precision)
     if not todo:
         return None
     frames = list(frames) if frames is not None else reference_frames()
+    cal_frames: list[np.ndarray] = []
+    if INT8 in todo:
+        cal_frames = list(calibration) if calibration is not None else calibration_frames()
+        shared = {_frame_digest(f) for f in frames} & {_frame_digest(f) for f in cal_frames}
+        if shared:
+            raise ValueError(f"{len(shared)} of the agreement frames are among int8's calibration frames: "
+                             "its agreement must be measured on frames it was not calibrated on")
     xs = [prepare_input(f, preprocessing)[None] for f in frames]
     x = xs[0] if xs else np.random.RandomState(0).randn(1, 3, size, size).astype(np.float32)
     built: dict[tuple[str, str], Backend] = {}
     results = {p: Measurement(*p) for p in todo}
     for p in todo:
         try:
+            cal = None
+            if p[1] == "int8":
+                cal = [prepare_input(f, preprocessing)[None] for f in cal_frames]
+                results[p].calibration_frames = len(cal)
             built[p] = make_backend(p[0], head, size, device="cpu", precision=p[1], model_name=model_name,
-                                    cache_root=cache_root)
+                                    cache_root=cache_root, calibration=cal)
         except Exception as exc:  # noqa: BLE001 - a path that cannot be built is not a candidate
             results[p].error = f"{type(exc).__name__}: {exc}"
             log.warning("engine choice: %s cannot be built here: %s", "/".join(p), exc)
@@ -246,11 +318,17 @@ def measure(head: InferenceHead, *, model_name: str, digest: str, preprocessing:
     others = ", ".join(f"{m.label()} {m.fps:.1f}" + (" (disagrees)" if m.agreement and not m.agrees else
                                                       " (one frame)" if m.error else "")
                        for m in results.values() if m is not best and m.fps is not None)
-    why = (f"{best.label()}: the fastest agreeing path measured on this CPU "
+    label = best.label()
+    if (best.backend, best.precision) == INT8 and best.agreement:  # say what int8 is and why it may run
+        label += (f" (NNCF, stem in fp32, calibrated on {best.calibration_frames} shipped frames; agrees with "
+                  f"fp32 on {best.agreement['images']} others: mean |dp| {best.agreement['mean_abs_diff']:.4f}, "
+                  f"Dice {best.agreement['dice']:.3f})")
+    why = (f"{label}: the fastest agreeing path measured on this CPU "
            f"({best.fps:.1f} frames/s{'; ' + others if others else ''})")
     choice = Choice(best.backend, best.precision, why, list(results.values()),
                     when=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                    machine=machine(), built=built[(best.backend, best.precision)] if keep_built else None)
+                    machine=machine(), calibration=frames_digest(cal_frames) if best.precision == "int8" else "",
+                    built=built[(best.backend, best.precision)] if keep_built else None)
     if cache_root is not None:
         path = choice_path(cache_root, model_name, digest, size, requested_precision)
         try:
@@ -308,7 +386,7 @@ def auto_engine(weights: Path, cache_root: Path) -> dict[str, Any]:
     device = choose_device("auto")
     precision = choose_precision(device, "auto")
     out: dict[str, Any] = {"model": name, "weights": str(weights), "input_size": size,
-                           "candidates": ["/".join(p) for p in exact_paths(device, "auto")]}
+                           "candidates": ["/".join(p) for p in candidate_paths(device, "auto")]}
     choice = cached_choice(cache_root, name, state_digest(head), size) if out["candidates"] else None
     if choice is not None:
         out.update(backend=choice.backend, precision=choice.precision, how="measured", why=choice.why,

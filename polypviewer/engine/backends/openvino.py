@@ -8,7 +8,8 @@ compiled blobs under ``cache_dir()/openvino/blobs``, so a second start is fast. 
 model serves single frames; a throughput model's async queue keeps several requests in
 flight for the pipeline. In bf16 the convolutions reading the input image stay in fp32
 (``engine/input_precision.py``: the ``precise`` attribute is written into the IR, since
-``save_model`` drops it). int8 quantises the converted model (``quantise.py``).
+``save_model`` drops it). int8 quantises the converted model (``quantise.py``: the stem stays
+in float) and runs what it leaves in float in f32.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ import numpy as np
 import torch
 
 from polypviewer.engine.backends.base import Backend, InferenceHead, ResultCallback, Stream, safe_stem
-from polypviewer.engine.backends.quantise import calibration_digest, quantise_int8
+from polypviewer.engine.backends.quantise import RECIPE, calibration_digest, float_layers, quantise_int8
 from polypviewer.engine.input_precision import mark_ir, marked_nodes, openvino_input_convolutions
-from polypviewer.engine.policy import EngineError, cpu_has_native_bf16
+from polypviewer.engine.policy import EngineError
 
 __all__ = ["OpenVINOBackend", "cache_key", "openvino_version"]
 
@@ -68,15 +69,17 @@ class OpenVINOBackend(Backend):
             if not calibration:  # (constructed directly, without make_backend)
                 raise EngineError("int8 needs calibration frames (a few frames like those to segment)")
             frames = calibration
-            if cache_key is not None:  # another calibration set or NNCF release: another int8 model
+            if cache_key is not None:  # another rule, calibration set or NNCF release: another int8 model
                 import nncf
 
-                cache_key += f"-cal{calibration_digest(frames)[:12]}-nncf{nncf.__version__}"
+                cache_key += f"-{RECIPE}-cal{calibration_digest(frames)[:12]}-nncf{nncf.__version__}"
             self.model = self._converted(head, input_size, cache_key, cache_root,
                                          quantise=lambda m: quantise_int8(m, frames))
         else:
             self.model = self._converted(head, input_size, cache_key, cache_root)
         self.fp32_convolutions = marked_nodes(self.model)
+        #: int8: the nodes NNCF left in floating point (no FakeQuantize feeds them)
+        self.float_layers = _unquantised_convolutions(self.model) if precision == "int8" else []
         self._compiled: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.requests_in_flight = 0  # set when the throughput model is compiled
@@ -133,9 +136,9 @@ class OpenVINOBackend(Backend):
         """The model compiled for ``LATENCY`` (one frame fast) or ``THROUGHPUT`` (streams)."""
         with self._lock:
             if mode not in self._compiled:
-                # int8: what NNCF leaves in floating point runs in bf16 where it is native
-                floating = "bf16" if self.precision == "bf16" or (
-                    self.precision == "int8" and cpu_has_native_bf16()) else "f32"
+                # int8: what NNCF leaves in floating point is left there to be exact (quantise.py),
+                # so it runs in f32, not in bf16 even where bf16 is native
+                floating = "bf16" if self.precision == "bf16" else "f32"
                 config = {"PERFORMANCE_HINT": mode, "INFERENCE_PRECISION_HINT": floating}
                 cm = self.core.compile_model(self.model, "CPU", config)
                 self._compiled[mode] = cm
@@ -176,6 +179,9 @@ class OpenVINOBackend(Backend):
 
     def describe(self) -> str:
         n = len(self.fp32_convolutions)
+        if self.precision == "int8":
+            k = len(self.float_layers)
+            return f"openvino int8 cpu (NNCF; {k} convolution{'s' if k != 1 else ''} kept in fp32)"
         return f"openvino {self.precision} cpu" + (f" ({n} input conv fp32)" if n else "")
 
 
@@ -207,6 +213,14 @@ class _OpenVINOStream(Stream):
         self.queue.wait_all()
         if self.errors:
             raise self.errors.pop(0)
+
+
+def _unquantised_convolutions(model: Any) -> list[str]:
+    """``quantise.float_layers`` of a quantised model that really are not quantised: no
+    FakeQuantize feeds their data input."""
+    by_name = {op.get_friendly_name(): op for op in model.get_ordered_ops()}
+    return [name for name in float_layers(model)
+            if by_name[name].input(0).get_source_output().get_node().get_type_name() != "FakeQuantize"]
 
 
 def _save_ir(model: Any, xml: Path, edit: Callable[[str], str] | None = None) -> None:

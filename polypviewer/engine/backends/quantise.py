@@ -1,11 +1,28 @@
-"""int8 by NNCF post-training quantisation (opt-in, CPU, OpenVINO only).
+"""int8 by NNCF post-training quantisation (CPU, OpenVINO only), with the stem kept in float.
 
 The converted OpenVINO model is quantised by ``nncf.quantize`` with its default
 "performance" preset (8-bit weights per channel, 8-bit activations per tensor) on
-statistics from calibration frames the caller passes (``predict`` samples them evenly from
-the source). The result is cached like the fp32 model, keyed also by the calibration frames
-(``calibration_digest``) and NNCF's version. It trades accuracy for speed: ``polypviewer
-bench`` measures it against fp32, and ``auto`` never picks it.
+statistics from calibration frames the caller passes, except for the layers ``float_layers``
+names, which NNCF leaves in floating point (its ``IgnoredScope``):
+
+- the convolutions that read the input image (as bf16 keeps them in fp32,
+  ``engine/input_precision.py``), and
+- a depthwise (grouped) convolution those feed next, through BatchNorm / activation only.
+
+Those two are what NNCF's accuracy-controlled quantisation (``nncf.quantize_with_accuracy_control``,
+which ranks every quantised layer by what it costs the Dice against fp32 and returns the
+worst to float until the drop is small) returned to float for the shipped ``lite_pranet``,
+three runs out of three (``benchmarks/int8_accuracy_control.py``, README): the
+EfficientNet-Lite stem convolution and block 0's depthwise convolution, 2 of 146
+quantisation points. Found by structure, not by name, they are found again for any weights of
+the network, at the cost of one plain quantisation (tens of seconds) instead of the accuracy
+control's 10-17 minutes. Whether the result agrees with fp32 is measured, not assumed:
+``engine/selection.py`` offers this int8 to ``auto`` only when it agrees on frames that were
+not used to calibrate it. ``RECIPE`` names the rule in the cache keys: another rule, another
+model.
+
+The result is cached like the fp32 model, keyed also by the calibration frames
+(``calibration_digest``), ``RECIPE`` and NNCF's version.
 """
 
 from __future__ import annotations
@@ -19,9 +36,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["calibration_digest", "quantise_int8"]
+__all__ = ["RECIPE", "calibration_digest", "float_layers", "quantise_int8"]
 
 log = logging.getLogger(__name__)
+
+#: the quantisation rule, part of every int8 cache key (bump it when ``float_layers`` changes)
+RECIPE = "stemfloat1"
+
+# what may sit between the input convolution and the depthwise one: BatchNorm (an Add or a
+# Multiply + Add once converted), the activation, a Convert
+_PASS_THROUGH = ("Add", "Multiply", "Clamp", "Relu", "Swish", "HSwish", "Sigmoid", "Convert", "PRelu")
 
 
 def calibration_digest(batches: Sequence[np.ndarray]) -> str:
@@ -34,18 +58,50 @@ def calibration_digest(batches: Sequence[np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def quantise_int8(model: Any, calibration: Sequence[np.ndarray]) -> Any:
+def float_layers(model: Any) -> list[str]:
+    """Friendly names of the nodes int8 leaves in floating point (module docstring): the
+    convolutions whose data input is a model input, and each depthwise convolution they feed
+    through pass-through operations only (a few steps at most)."""
+    from polypviewer.engine.input_precision import openvino_input_convolutions
+
+    stem = openvino_input_convolutions(model)
+    names = list(stem)
+    stem_set = set(stem)
+    for op in model.get_ordered_ops():
+        if op.get_friendly_name() not in stem_set:
+            continue
+        frontier, seen = [op], 0
+        while frontier and seen < 16:
+            node = frontier.pop(0)
+            seen += 1
+            for target in node.output(0).get_target_inputs():
+                nxt = target.get_node()
+                kind = nxt.get_type_name()
+                if kind == "GroupConvolution" and target.get_index() == 0:
+                    if nxt.get_friendly_name() not in names:
+                        names.append(nxt.get_friendly_name())
+                elif kind in _PASS_THROUGH:
+                    frontier.append(nxt)
+    return names
+
+
+def quantise_int8(model: Any, calibration: Sequence[np.ndarray], keep_float: Sequence[str] | None = None) -> Any:
     """Post-training 8-bit quantisation of an OpenVINO model by NNCF.
 
-    ``calibration``: preprocessed inputs, each (1, 3, S, S) or (3, S, S) float32. NNCF's
-    defaults otherwise (performance preset, min/max statistics, fast bias correction)."""
+    ``calibration``: preprocessed inputs, each (1, 3, S, S) or (3, S, S) float32;
+    ``keep_float``: the nodes to leave in floating point (default ``float_layers(model)``;
+    ``[]`` quantises everything, NNCF's plain default). NNCF's defaults otherwise
+    (performance preset, min/max statistics, fast bias correction)."""
     import nncf
 
     # NNCF logs each step at INFO and draws rich progress bars on stdout (where `predict`
     # prints its metrics); the caller reports the step itself.
     nncf.set_log_level(logging.ERROR)
     items = [np.ascontiguousarray(b, dtype=np.float32).reshape((1,) + np.shape(b)[-3:]) for b in calibration]
-    log.info("quantising to int8 on %d calibration frames", len(items))
+    names = list(float_layers(model) if keep_float is None else keep_float)
+    log.info("quantising to int8 on %d calibration frames, %d layers kept in float", len(items), len(names))
+    scope = nncf.IgnoredScope(names=names) if names else None
     with contextlib.redirect_stdout(io.StringIO()):
-        return nncf.quantize(model, nncf.Dataset(items), subset_size=len(items))
-
+        if scope is None:
+            return nncf.quantize(model, nncf.Dataset(items), subset_size=len(items))
+        return nncf.quantize(model, nncf.Dataset(items), subset_size=len(items), ignored_scope=scope)
