@@ -1,0 +1,53 @@
+"""When ``auto`` runs the measured int8 path, the model panel and the message log say so:
+the precision and engine under *Runs on*, what int8 is and its held-out agreement under *Why*."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from polypviewer.engine import selection as S
+from polypviewer.engine.backends import InferenceHead, state_digest
+from polypviewer.engine.policy import nncf_available, openvino_available
+from polypviewer.nets.registry import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+
+pytestmark = pytest.mark.skipif(not (openvino_available() and nncf_available()),
+                                reason="openvino and nncf needed: pip install 'polypviewer[int8]'")
+
+
+def test_a_measured_int8_engine_shows_in_the_model_panel(qtbot, tmp_path, monkeypatch):
+    from polypviewer.engine.inference import Predictor
+    from polypviewer.ui.main_window import _model_line
+    from polypviewer.ui.panels import ModelPanel
+
+    monkeypatch.setenv("POLYPVIEWER_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU6(), nn.Conv2d(8, 8, 3, padding=1, groups=8),
+                        nn.ReLU(), nn.Conv2d(8, 1, 1)).eval()
+    pre = Preprocessing(64, "RGB", IMAGENET_MEAN, IMAGENET_STD)
+    rs = np.random.RandomState(0)
+    cal = [rs.randint(0, 256, (48, 56, 3), dtype=np.uint8) for _ in range(4)]
+    monkeypatch.setattr(S, "calibration_frames", lambda: cal)
+    digest = state_digest(InferenceHead(net, lambda y: y))
+    why = ("openvino int8 (NNCF, stem in fp32, calibrated on 4 shipped frames; agrees with fp32 on 3 others: "
+           "mean |dp| 0.0040, Dice 0.990): the fastest agreeing path measured on this CPU (9.0 frames/s)")
+    choice = S.Choice("openvino", "int8", why, [S.Measurement("openvino", "int8", fps=9.0, agrees=True,
+                                                              calibration_frames=4)],
+                      machine=S.machine(), calibration=S.frames_digest(cal))
+    path = S.choice_path(tmp_path / "cache", "tiny", digest, 64, "auto")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(choice.to_json()))
+    info = Predictor.from_module(net, name="tiny", preprocessing=pre, measure="background").info
+    assert (info["precision"], info["backend"], info["engine_choice"]) == ("int8", "openvino", "measured")
+    panel = ModelPanel(["tiny"])
+    qtbot.addWidget(panel)
+    panel.set_info(info)
+    assert panel.info["runs_on"].text() == "cpu · int8 · openvino"
+    assert "kept in fp32" in panel.info["runs_on"].toolTip()
+    assert panel.info["why"].text() == why
+    line = _model_line(info)
+    assert "on openvino int8 cpu" in line and "agrees with fp32 on 3 others" in line
