@@ -10,6 +10,13 @@ resized image, zero-padded bottom/right to 256x256; prompts are scaled by the sa
 thresholded at probability 0.5. :class:`EmbeddingCache` keeps embeddings per key (a frame)
 within a byte bound, thread-safe, so a prompt on a cached frame runs only the decoder.
 
+On OpenVINO each part (the image encoder, the one-box decoder) runs in fp32 or, on a CPU that
+computes bf16 natively, bf16, chosen by ``backend="auto"`` only when it **agrees with fp32**
+(:data:`PRECISION_AGREEMENT`: on jittered ground-truth boxes of the shipped PolypGen frames,
+mean Dice against the fp32 masks > 0.98 and the ground-truth Dice lower by less than 0.005;
+:func:`check_precision`, :func:`choose_precisions`). The choice is measured once per machine,
+engine version and weights and cached under ``cache_dir()/engine-choice``.
+
 A click becomes a prompt in one of two ways (:func:`click_box` and ``point=``); which one the
 app uses is :data:`CLICK_MODE`, chosen by ``benchmarks/bench_medsam.py --select-click`` on
 training frames (never the test splits).
@@ -32,8 +39,9 @@ from polypviewer.core import masks as core_masks
 from polypviewer.core.errors import PolypviewerError
 
 __all__ = ["Embedding", "PromptSegmenter", "EmbeddingCache", "PromptError", "Box", "preprocess", "merge",
-           "MERGE_MODES", "scale_box", "click_box", "jitter_box", "OpenVINOPart", "CLICK_MODE", "CLICK_MARGIN",
-           "DEFAULT_CACHE_BYTES"]
+           "MERGE_MODES", "scale_box", "click_box", "jitter_box", "region_boxes", "OpenVINOPart", "CLICK_MODE",
+           "CLICK_MARGIN", "DEFAULT_CACHE_BYTES", "PRECISION_AGREEMENT", "PrecisionCheck", "check_precision",
+           "choose_precisions", "CANDIDATES", "upsample_logits"]
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in frame pixels (inclusive corners)
 SIZE = 256
@@ -43,6 +51,14 @@ DEFAULT_CACHE_BYTES = 256 << 20  # 64 embeddings of 4 MiB
 # Chosen on Kvasir-SEG / CVC-ClinicDB train frames by benchmarks/bench_medsam.py --select-click.
 CLICK_MODE = "box"
 CLICK_MARGIN = 0.1
+MIN_REGION = 16  # px: a ground-truth region smaller than this gets no box (Kvasir's stray corner pixel)
+# The bar a lower precision must meet against fp32 to be chosen by ``auto`` (the same rule the
+# benchmark applies on Kvasir-SEG TRAIN frames): mean per-frame Dice of its masks against the
+# fp32 masks above ``dice_vs_fp32``, and the mean ground-truth Dice lower by less than ``gt_dice_drop``.
+PRECISION_AGREEMENT = {"dice_vs_fp32": 0.98, "gt_dice_drop": 0.005}
+# (encoder, decoder) precisions ``auto`` may run, fastest first; fp32/fp32 is the reference.
+CANDIDATES: tuple[tuple[str, str], ...] = (("bf16", "bf16"), ("bf16", "fp32"), ("fp32", "bf16"))
+CHOICE_FOLDER = "engine-choice"
 
 
 class PromptError(PolypviewerError):
@@ -116,21 +132,24 @@ class _DecoderHead(torch.nn.Module):
 
 
 class OpenVINOPart:
-    """A part of LiteMedSAM converted to OpenVINO, fp32: the same numbers as torch, several times
-    faster on a CPU (``benchmarks/bench_medsam.py --timing``). The converted model is cached
-    under ``cache_dir()/openvino`` keyed by the part, the weights' sha256 and OpenVINO's
-    version; a fresh conversion is checked against torch on fixed inputs and refused (a
-    :class:`PromptError`; ``auto`` then runs torch) when it differs by more than
-    :data:`AGREEMENT` (relative L2)."""
+    """A part of LiteMedSAM converted to OpenVINO, compiled in fp32 (the same numbers as torch)
+    or bf16 (``precision``; judged by :func:`check_precision`, not here). The converted model
+    (fp32 IR) is cached under ``cache_dir()/openvino`` keyed by the part, the weights' sha256 and
+    OpenVINO's version; a fresh conversion is checked in fp32 against torch on fixed inputs and
+    refused (a :class:`PromptError`; ``auto`` then runs torch) when it differs by more than
+    :data:`AGREEMENT` (relative L2). Inputs are fixed-shape, so nothing recompiles per prompt."""
 
     AGREEMENT = 1e-3
 
     def __init__(self, part: str, module: Any, examples: tuple[torch.Tensor, ...], digest: str,
-                 cache_root: Path | None = None) -> None:
+                 cache_root: Path | None = None, precision: str = "fp32") -> None:
         import openvino as ov
 
         from polypviewer.engine.backends.openvino import _save_ir, openvino_version
 
+        if precision not in ("fp32", "bf16"):
+            raise PromptError(f"unknown OpenVINO precision {precision!r}; choose fp32 or bf16")
+        self.part = part
         core = ov.Core()
         xml = None
         model = None
@@ -150,9 +169,9 @@ class OpenVINOPart:
                 traced = torch.jit.trace(module.eval(), examples, check_trace=False, strict=False)
                 model = ov.convert_model(traced, example_input=examples,
                                          input=[tuple(e.shape) for e in examples])
-        self.compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
-                                                          "PERFORMANCE_HINT": "LATENCY"})
-        self._request = self.compiled.create_infer_request()
+        self._core, self._model = core, model
+        self.precision = "fp32"
+        self._compile("fp32" if not self.cache_hit else precision)
         if not self.cache_hit:
             with torch.inference_mode():
                 ref = module(*examples).numpy()
@@ -162,19 +181,51 @@ class OpenVINOPart:
                 raise PromptError(f"OpenVINO's LiteMedSAM {part} differs from torch's (relative error {err:.2g})")
             if xml is not None:
                 _save_ir(model, xml)
+            if precision != "fp32":
+                self._compile(precision)
+
+    def _compile(self, precision: str) -> None:
+        hint = {"fp32": "f32", "bf16": "bf16"}[precision]
+        self.compiled = self._core.compile_model(self._model, "CPU", {"INFERENCE_PRECISION_HINT": hint,
+                                                                      "PERFORMANCE_HINT": "LATENCY"})
+        self._request = self.compiled.create_infer_request()
+        self.precision = precision
+
+    def with_precision(self, precision: str) -> OpenVINOPart:
+        """The same converted part compiled in ``precision`` (self when it already is)."""
+        if precision == self.precision:
+            return self
+        other = object.__new__(OpenVINOPart)
+        other.part, other.cache_hit = self.part, self.cache_hit
+        other._core, other._model = self._core, self._model
+        other._compile(precision)
+        return other
 
     def __call__(self, *inputs: np.ndarray) -> np.ndarray:
         self._request.infer({i: np.ascontiguousarray(x, dtype=np.float32) for i, x in enumerate(inputs)})
         return np.array(self._request.get_output_tensor(0).data, copy=True)
 
 
+def upsample_logits(low: np.ndarray, new_size: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """``(N, 256, 256)`` low-resolution logits -> ``(N, H, W)`` float32 at the frame's size: the
+    unpadded ``new_size`` part resized bilinearly (half-pixel centres, as torch's
+    ``interpolate(align_corners=False)``) with OpenCV, one map at a time."""
+    nh, nw = new_size
+    h, w = size
+    out = np.empty((low.shape[0], h, w), np.float32)
+    for i in range(low.shape[0]):
+        out[i] = cv2.resize(np.ascontiguousarray(low[i, :nh, :nw], dtype=np.float32), (w, h),
+                            interpolation=cv2.INTER_LINEAR)
+    return out
+
+
 class PromptSegmenter:
     """LiteMedSAM behind two calls: :meth:`embed` (per frame) and :meth:`segment` (per prompt).
 
     The image encoder and the one-box decoder run on OpenVINO when it is installed
-    (``backend="auto"``; fp32, checked against torch when converted) or on torch
-    (``backend="torch"``); point prompts run on torch. Thread-safe: one lock serialises the
-    network."""
+    (``backend="auto"``: fp32, or bf16 for a part where it agrees with fp32, see
+    :func:`choose_precisions`) or on torch (``backend="torch"``); point prompts run on torch.
+    Thread-safe: one lock serialises the network."""
 
     def __init__(self, model: Any, *, device: str = "cpu", encoder: Any = None, decoder: Any = None) -> None:
         self.model = model.to(device).eval()
@@ -182,21 +233,29 @@ class PromptSegmenter:
         self.encoder = encoder  # an OpenVINOPart, or None: torch
         self.decoder = decoder  # an OpenVINOPart for one box, or None: torch
         self.backend = "openvino" if encoder is not None else "torch"
+        self.precision = (getattr(encoder, "precision", "fp32"), getattr(decoder, "precision", "fp32"))
         self.why = ""
+        self.check: dict[str, Any] | None = None  # the agreement measured for a lower precision
         self._lock = threading.Lock()
 
     @classmethod
     def create(cls, weights: str | None = None, *, device: str = "cpu", backend: str = "auto",
-               cache_root: Path | None = None) -> PromptSegmenter:
+               precision: str = "auto", cache_root: Path | None = None,
+               check_frames: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> PromptSegmenter:
         """The published LiteMedSAM weights (``nets.litemedsam.load_litemedsam``). ``backend``:
-        ``auto`` (OpenVINO for the encoder when it is installed and agrees, else torch),
-        ``openvino`` (an error when it cannot) or ``torch``."""
+        ``auto`` (OpenVINO when it is installed and agrees, else torch), ``openvino`` (an error
+        when it cannot) or ``torch``. ``precision`` (OpenVINO only): ``auto`` (bf16 for a part
+        only where it agrees with fp32 on ``check_frames``, default the shipped PolypGen frames
+        with their masks; measured once and cached), ``fp32`` or ``bf16`` (both parts, unchecked)."""
         from polypviewer.nets.litemedsam import WEIGHTS_SHA256, load_litemedsam
 
         if backend not in ("auto", "torch", "openvino"):
             raise PromptError(f"unknown backend {backend!r}; choose auto, torch or openvino")
+        if precision not in ("auto", "fp32", "bf16"):
+            raise PromptError(f"unknown precision {precision!r}; choose auto, fp32 or bf16")
         model = load_litemedsam(weights)
         encoder, decoder, why = None, None, "torch: asked for"
+        check = None
         if backend != "torch" and device == "cpu":
             try:
                 from polypviewer.core.paths import cache_dir
@@ -211,15 +270,24 @@ class PromptSegmenter:
                 box = torch.tensor([[40.0, 50.0, 180.0, 200.0]])
                 decoder = OpenVINOPart("decoder", _DecoderHead(model), (emb, box), digest, root)
                 hit = encoder.cache_hit and decoder.cache_hit
-                why = "openvino fp32 encoder and decoder" + (" (cached)" if hit else " (converted, checked)")
+                how = "cached" if hit else "converted, checked"
             except Exception as exc:  # noqa: BLE001 - no or broken OpenVINO: torch runs the same network
                 if backend == "openvino":
                     raise PromptError(f"OpenVINO cannot run LiteMedSAM's encoder ({' '.join(str(exc).split())})") \
                         from None
                 encoder = decoder = None
                 why = f"torch: OpenVINO unavailable ({type(exc).__name__})"
+            else:
+                pair, reason = ("fp32", "fp32"), "fp32 asked for"
+                if precision == "bf16":
+                    pair, reason = ("bf16", "bf16"), "bf16 asked for (not checked)"
+                elif precision == "auto":
+                    pair, reason, check = _auto_precisions(model, encoder, decoder, digest, root, check_frames)
+                encoder, decoder = encoder.with_precision(pair[0]), decoder.with_precision(pair[1])
+                why = f"openvino: encoder {pair[0]}, decoder {pair[1]} ({how}; {reason})"
         seg = cls(model, device=device, encoder=encoder, decoder=decoder)
         seg.why = why
+        seg.check = check
         return seg
 
     def embed(self, image: np.ndarray) -> Embedding:
@@ -232,20 +300,19 @@ class PromptSegmenter:
                 t = self.model.embed(torch.from_numpy(x)[None].to(self.device))
         return Embedding(t.float().cpu(), (int(h), int(w)), new_size)
 
-    def logits(self, emb: Embedding, boxes: Sequence[Sequence[float]] | None = None,
-               point: tuple[float, float] | None = None) -> np.ndarray:
-        """``(N, H, W)`` float32 logits at frame size: one per box, or one for the point."""
+    def low_logits(self, emb: Embedding, boxes: Sequence[Sequence[float]] | None = None,
+                   point: tuple[float, float] | None = None) -> np.ndarray:
+        """``(N, 256, 256)`` float32 logits at the network's resolution: one per box, or one for the point."""
         s = emb.scale
         with self._lock, torch.inference_mode():
             e = emb.tensor.to(self.device)
             if boxes is not None:
-                b = torch.tensor([scale_box(bx, emb.size) for bx in boxes], dtype=torch.float32) * s
+                b = np.asarray([scale_box(bx, emb.size) for bx in boxes], dtype=np.float32).reshape(-1, 4) * s
                 if self.decoder is not None:  # one box per call (its input is (1, 4))
                     en = e.numpy()
-                    low = torch.from_numpy(np.concatenate([self.decoder(en, b[i:i + 1].numpy())
-                                                           for i in range(len(b))]))
-                else:
-                    low, _ = self.model.decode(e, boxes=b.to(self.device))
+                    return np.asarray(np.concatenate([self.decoder(en, b[i:i + 1]) for i in range(len(b))])[:, 0],
+                                      dtype=np.float32)
+                low, _ = self.model.decode(e, boxes=torch.from_numpy(b).to(self.device))
             elif point is not None:
                 x, y = float(point[0]), float(point[1])
                 h, w = emb.size
@@ -256,10 +323,12 @@ class PromptSegmenter:
                 low, _ = self.model.decode(e, points=(coords, labels))
             else:
                 raise PromptError("a prompt needs a box or a point")
-            nh, nw = emb.new_size
-            up = torch.nn.functional.interpolate(low[:, :, :nh, :nw].float(), size=emb.size, mode="bilinear",
-                                                 align_corners=False)
-        return up[:, 0].cpu().numpy()
+            return np.asarray(low[:, 0].float().cpu().numpy(), dtype=np.float32)
+
+    def logits(self, emb: Embedding, boxes: Sequence[Sequence[float]] | None = None,
+               point: tuple[float, float] | None = None) -> np.ndarray:
+        """``(N, H, W)`` float32 logits at frame size: one per box, or one for the point."""
+        return upsample_logits(self.low_logits(emb, boxes=boxes, point=point), emb.new_size, emb.size)
 
     def segment(self, emb: Embedding, box: Sequence[float] | None = None,
                 point: tuple[float, float] | None = None) -> np.ndarray:
@@ -268,10 +337,167 @@ class PromptSegmenter:
         return np.asarray(lg[0] > 0)
 
     def segment_boxes(self, emb: Embedding, boxes: Sequence[Sequence[float]]) -> np.ndarray:
-        """The union of the masks of several boxes on one frame (one decoder batch)."""
+        """The union of the masks of several boxes on one frame."""
         if not boxes:
             return np.zeros(emb.size, bool)
         return np.asarray((self.logits(emb, boxes=boxes) > 0).any(axis=0))
+
+
+# ---------------------------------------------------------------- lower precision, only where it agrees
+@dataclass(frozen=True)
+class PrecisionCheck:
+    """How a (encoder, decoder) precision pair's masks compare with fp32's on the same prompts."""
+
+    frames: int
+    dice_vs_fp32: float  # mean per-frame Dice of its masks against the fp32 masks
+    dice_vs_fp32_min: float
+    gt_dice_fp32: float  # mean per-frame Dice against the ground truth, fp32
+    gt_dice: float  # the same for this pair
+
+    @property
+    def gt_dice_drop(self) -> float:
+        return self.gt_dice_fp32 - self.gt_dice
+
+    @property
+    def agrees(self) -> bool:
+        """:data:`PRECISION_AGREEMENT`: Dice vs fp32 > 0.98 and ground-truth Dice drop < 0.005."""
+        return (self.frames > 0 and self.dice_vs_fp32 > PRECISION_AGREEMENT["dice_vs_fp32"]
+                and self.gt_dice_drop < PRECISION_AGREEMENT["gt_dice_drop"])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"frames": self.frames, "dice_vs_fp32": round(self.dice_vs_fp32, 5),
+                "dice_vs_fp32_min": round(self.dice_vs_fp32_min, 5), "gt_dice_fp32": round(self.gt_dice_fp32, 5),
+                "gt_dice": round(self.gt_dice, 5), "gt_dice_drop": round(self.gt_dice_drop, 5),
+                "agrees": self.agrees}
+
+    @classmethod
+    def from_masks(cls, ref: Sequence[np.ndarray], got: Sequence[np.ndarray],
+                   gts: Sequence[np.ndarray]) -> PrecisionCheck:
+        from polypviewer.core.metrics import scores
+
+        vs = [float(scores(g, r)["dice"]) for g, r in zip(got, ref, strict=True)]
+        gr = [float(scores(r, t)["dice"]) for r, t in zip(ref, gts, strict=True)]
+        gg = [float(scores(g, t)["dice"]) for g, t in zip(got, gts, strict=True)]
+        if not vs:
+            return cls(0, 0.0, 0.0, 0.0, 0.0)
+        return cls(len(vs), float(np.mean(vs)), float(np.min(vs)), float(np.mean(gr)), float(np.mean(gg)))
+
+
+def region_boxes(mask: np.ndarray, min_area: int = MIN_REGION) -> list[tuple[int, int, int, int]]:
+    """One box (inclusive x0, y0, x1, y1) per 8-connected region of at least ``min_area`` px."""
+    comp = core_masks.components(np.asarray(mask, dtype=bool))
+    return [tuple(int(v) for v in b) for b, a in zip(comp.boxes, comp.areas, strict=True)  # type: ignore[misc]
+            if a >= min_area]
+
+
+def check_precision(parts: dict[str, tuple[Any, Any]], frames: Sequence[tuple[np.ndarray, np.ndarray]],
+                    *, jitter: float = 0.1, seed: int = 0) -> dict[tuple[str, str], PrecisionCheck]:
+    """Score precision pairs against fp32 on real frames with their masks: every ground-truth
+    region's box, jittered by ±``jitter`` of its size (numpy ``default_rng(seed)``, the same boxes
+    for every pair), the union of its masks. ``parts``: precision -> (encoder, decoder)
+    :class:`OpenVINOPart` (``"fp32"`` required); returns a check per pair of :data:`CANDIDATES`
+    whose precisions are in ``parts``."""
+    pairs = [c for c in CANDIDATES if c[0] in parts and c[1] in parts]
+    rng = np.random.default_rng(seed)
+    ref: list[np.ndarray] = []
+    got: dict[tuple[str, str], list[np.ndarray]] = {c: [] for c in pairs}
+    gts: list[np.ndarray] = []
+    for image, gt in frames:
+        gt = np.asarray(gt, dtype=bool)
+        boxes = [jitter_box(b, jitter, rng, gt.shape) for b in region_boxes(gt)]
+        if not boxes:
+            continue
+        x, new_size = preprocess(image)
+        embs = {p: Embedding(torch.from_numpy(parts[p][0](x[None])), gt.shape, new_size)
+                for p in {p for c in [("fp32", "fp32"), *pairs] for p in c[:1]}}
+
+        def masks(enc: str, dec: str, embs: dict[str, Embedding] = embs, boxes: list[Box] = boxes) -> np.ndarray:
+            seg = PromptSegmenter.__new__(PromptSegmenter)
+            seg.decoder, seg._lock, seg.device = parts[dec][1], threading.Lock(), torch.device("cpu")
+            return seg.segment_boxes(embs[enc], boxes)
+
+        ref.append(masks("fp32", "fp32"))
+        for c in pairs:
+            got[c].append(masks(*c))
+        gts.append(gt)
+    return {c: PrecisionCheck.from_masks(ref, got[c], gts) for c in pairs}
+
+
+def choose_precisions(checks: dict[tuple[str, str], PrecisionCheck]) -> tuple[tuple[str, str], str]:
+    """The first of :data:`CANDIDATES` (fastest first) whose check agrees with fp32, else fp32
+    for both; with the reason in words."""
+    for c in CANDIDATES:
+        chk = checks.get(c)
+        if chk is not None and chk.agrees:
+            return c, (f"agrees with fp32 on {chk.frames} frames: Dice {chk.dice_vs_fp32:.3f} vs fp32, "
+                       f"ground-truth Dice {chk.gt_dice_drop:+.4f} lower")
+    if not checks:
+        return ("fp32", "fp32"), "no lower precision to check"
+    return ("fp32", "fp32"), "no lower precision agrees with fp32 (" + "; ".join(
+        f"{e}/{d}: Dice {k.dice_vs_fp32:.3f} vs fp32, ground truth {k.gt_dice_drop:+.4f} lower"
+        for (e, d), k in checks.items()) + ")"
+
+
+def shipped_check_frames() -> list[tuple[np.ndarray, np.ndarray]]:
+    """The agreement frames: the PolypGen frames ``engine.selection.reference_frames`` scores
+    (every third of the 24 shipped in ``resources/demo/polypgen``) with their expert masks."""
+    from polypviewer.core.paths import resources_dir
+    from polypviewer.io.sources import open_source
+
+    folder = resources_dir() / "demo" / "polypgen"
+    if not folder.is_dir():
+        return []
+    with open_source(folder) as src:
+        return [(src.frame(i), np.asarray(src.mask(i), dtype=bool)) for i in range(len(src)) if i % 3 == 2]
+
+
+def _auto_precisions(model: Any, encoder: OpenVINOPart, decoder: OpenVINOPart, digest: str, root: Path,
+                     frames: Sequence[tuple[np.ndarray, np.ndarray]] | None
+                     ) -> tuple[tuple[str, str], str, dict[str, Any] | None]:
+    """``precision="auto"``: fp32 unless the CPU computes bf16 natively and a bf16 pair agrees
+    with fp32 (:func:`choose_precisions`); measured once per machine, engine version and weights
+    and cached as JSON under ``root/engine-choice``."""
+    import datetime
+    import json
+
+    from polypviewer.core.fileio import atomic_write
+    from polypviewer.engine.policy import cpu_has_native_bf16
+    from polypviewer.engine.selection import machine
+
+    if not cpu_has_native_bf16():
+        return ("fp32", "fp32"), "this CPU has no native bf16", None
+    here = machine()
+    path = root / CHOICE_FOLDER / f"litemedsam-{digest[:16]}-{SIZE}-prompt.json"
+    if frames is None:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("machine") == here:
+                pair = (str(data["encoder"]), str(data["decoder"]))
+                if pair in CANDIDATES or pair == ("fp32", "fp32"):
+                    return pair, str(data["why"]) + " (measured " + str(data.get("when", "")) + ")", data.get("checks")
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # an unreadable choice is measured again
+        frames = shipped_check_frames()
+        save = True
+    else:
+        save = False  # the caller's own frames: not the cached measurement
+    if not frames:
+        return ("fp32", "fp32"), "no frames to check a lower precision on", None
+    parts = {"fp32": (encoder, decoder), "bf16": (encoder.with_precision("bf16"), decoder.with_precision("bf16"))}
+    checks = check_precision(parts, frames)
+    pair, why = choose_precisions(checks)
+    report = {f"{e}/{d}": k.as_dict() for (e, d), k in checks.items()}
+    if save:
+        try:
+            atomic_write(path, json.dumps({"encoder": pair[0], "decoder": pair[1], "why": why, "checks": report,
+                                           "machine": here, "when": datetime.datetime.now(
+                                               datetime.timezone.utc).isoformat(timespec="seconds")},
+                                          indent=1) + "\n")
+        except Exception:  # noqa: BLE001 - an unwritable cache only means measuring again next time
+            pass
+    return pair, why, report
 
 
 class EmbeddingCache:

@@ -130,8 +130,9 @@ def test_ground_truth_boxes_give_the_expert_masks_on_real_frames(segmenter, shar
 
 
 def test_openvino_gives_torch_s_embedding_and_masks_on_a_real_frame(shared_data, tmp_path):
-    """The app's default path (OpenVINO fp32 for the encoder and the one-box decoder) against
-    torch: converted into a fresh cache (and checked there), then read back from it."""
+    """OpenVINO fp32 for the encoder and the one-box decoder against torch: converted into a
+    fresh cache (and checked there), then read back from it. (bf16, which ``auto`` may pick, is
+    judged by the Dice rule instead: ``test_auto_runs_bf16_only_when_the_check_agrees``.)"""
     pytest.importorskip("openvino")
     from polypviewer.io.images import read_image
     from polypviewer.nets.litemedsam import weights_path
@@ -142,14 +143,14 @@ def test_openvino_gives_torch_s_embedding_and_masks_on_a_real_frame(shared_data,
     if not root.is_dir():
         pytest.skip(f"{root} not found")
     img = read_image(root / "images" / "100.png")
-    ov = PromptSegmenter.create(backend="openvino", cache_root=tmp_path)
+    ov = PromptSegmenter.create(backend="openvino", precision="fp32", cache_root=tmp_path)
     assert ov.backend == "openvino" and "converted" in ov.why
     ref = PromptSegmenter(ov.model)  # the same weights on torch
     a, b = ov.embed(img).tensor, ref.embed(img).tensor
     assert float((a - b).norm() / b.norm()) < 1e-3
     cached = tmp_path / "openvino"
     assert list(cached.glob("litemedsam-encoder-*.xml")) and list(cached.glob("litemedsam-decoder-*.xml"))
-    again = PromptSegmenter.create(backend="openvino", cache_root=tmp_path)
+    again = PromptSegmenter.create(backend="openvino", precision="fp32", cache_root=tmp_path)
     assert "cached" in again.why
     emb2 = again.embed(img)
     assert float((emb2.tensor - b).norm() / b.norm()) < 1e-3
@@ -158,3 +159,67 @@ def test_openvino_gives_torch_s_embedding_and_masks_on_a_real_frame(shared_data,
     assert np.abs(lo - lr).max() < 1e-2 * max(1.0, float(np.abs(lr).max()))
     assert np.array_equal(again.segment_boxes(emb2, [box, (10, 10, 60, 60)]),
                           ref.segment_boxes(emb2, [box, (10, 10, 60, 60)]))
+
+
+# ---------------------------------------------------------------- a lower precision only where it agrees
+def test_a_lower_precision_agrees_only_within_the_bar():
+    from polypviewer.engine.prompting import PRECISION_AGREEMENT, PrecisionCheck, choose_precisions
+
+    assert PRECISION_AGREEMENT == {"dice_vs_fp32": 0.98, "gt_dice_drop": 0.005}
+    ok = PrecisionCheck(8, 0.99, 0.95, 0.90, 0.899)
+    assert ok.agrees
+    assert not PrecisionCheck(8, 0.98, 0.95, 0.90, 0.90).agrees  # Dice vs fp32 must exceed 0.98
+    assert not PrecisionCheck(8, 0.995, 0.99, 0.90, 0.895).agrees  # ground truth 0.005 lower: refused
+    assert PrecisionCheck(8, 0.995, 0.99, 0.90, 0.91).agrees  # better than fp32 on the ground truth is fine
+    assert not PrecisionCheck(0, 0.0, 0.0, 0.0, 0.0).agrees  # nothing measured: nothing agrees
+    bad = PrecisionCheck(8, 0.97, 0.9, 0.90, 0.90)
+    assert choose_precisions({("bf16", "bf16"): ok, ("bf16", "fp32"): ok})[0] == ("bf16", "bf16")  # fastest
+    assert choose_precisions({("bf16", "bf16"): bad, ("bf16", "fp32"): ok})[0] == ("bf16", "fp32")
+    pair, why = choose_precisions({("bf16", "bf16"): bad, ("bf16", "fp32"): bad, ("fp32", "bf16"): bad})
+    assert pair == ("fp32", "fp32") and "no lower precision agrees" in why
+    assert choose_precisions({})[0] == ("fp32", "fp32")
+
+
+def test_precision_checks_score_masks_against_fp32_and_the_ground_truth():
+    from polypviewer.engine.prompting import PrecisionCheck
+
+    gt = np.zeros((40, 40), bool)
+    gt[10:30, 10:30] = True  # 400 px
+    ref = gt.copy()
+    same = PrecisionCheck.from_masks([ref], [ref.copy()], [gt])
+    assert same.dice_vs_fp32 == 1.0 and same.gt_dice_drop == 0.0 and same.agrees
+    worse = gt.copy()
+    worse[10:14] = False  # 80 px lost: Dice 2*320/720 = 0.889 vs fp32 and vs the truth
+    chk = PrecisionCheck.from_masks([ref], [worse], [gt])
+    assert chk.dice_vs_fp32 == pytest.approx(640 / 720) and chk.gt_dice_drop == pytest.approx(1 - 640 / 720)
+    assert not chk.agrees
+
+
+def test_auto_runs_bf16_only_when_the_check_agrees(monkeypatch):
+    """``create(precision="auto")`` applies the rule to what the check measured: a check that
+    violates it leaves both parts in fp32, one that meets it runs them in bf16."""
+    pytest.importorskip("openvino")
+    import polypviewer.engine.policy as policy
+    import polypviewer.engine.prompting as prompting
+    from polypviewer.nets.litemedsam import weights_path
+
+    if weights_path() is None:
+        pytest.skip("LiteMedSAM weights not installed")
+    monkeypatch.setattr(policy, "cpu_has_native_bf16", lambda flags=None: True)
+    frames = [(np.zeros((64, 64, 3), np.uint8), np.ones((64, 64), bool))]  # given: the choice is not cached
+    seen: list[set[str]] = []
+
+    def fake(result):
+        def check(parts, frames, **kw):
+            seen.append({f"{k}:{p.precision}" for k, (e, d) in parts.items() for p in (e, d)})
+            return {c: result for c in prompting.CANDIDATES}
+        return check
+
+    monkeypatch.setattr(prompting, "check_precision", fake(prompting.PrecisionCheck(1, 0.97, 0.97, 0.9, 0.9)))
+    seg = PromptSegmenter.create(precision="auto", check_frames=frames)
+    assert seg.precision == ("fp32", "fp32") and "no lower precision agrees" in seg.why
+    assert seen[-1] == {"fp32:fp32", "bf16:bf16"}  # the check compared bf16 parts with fp32 ones
+    monkeypatch.setattr(prompting, "check_precision", fake(prompting.PrecisionCheck(1, 0.99, 0.99, 0.9, 0.9)))
+    seg = PromptSegmenter.create(precision="auto", check_frames=frames)
+    assert seg.precision == ("bf16", "bf16") and seg.encoder.precision == "bf16" and "agrees" in seg.why
+    assert PromptSegmenter.create(precision="fp32").precision == ("fp32", "fp32")
