@@ -728,7 +728,10 @@ class MainWindow(QMainWindow):
     def fit_docks(self) -> None:
         """On a short window (below COMPACT_HEIGHT) the Review and Annotation docks share the
         side as tabs, each at full height, so no panel is clipped or half scrolled away; on a
-        taller one they stand one above the other. The user's own arrangement is kept after."""
+        taller one they stand one above the other, the Annotation dock as tall as its rows
+        need and the Review dock the rest, so neither scrolls (at 1440x900 a split by size
+        hints left the Review dock short of its Overlay group). The user's own arrangement is
+        kept after."""
         review = self.findChild(QDockWidget, "reviewDock")
         annotation = self.findChild(QDockWidget, "annotationDock")
         if review is None or annotation is None or review.isFloating() or annotation.isFloating():
@@ -736,6 +739,16 @@ class MainWindow(QMainWindow):
         if self.height() < COMPACT_HEIGHT:
             self.tabifyDockWidget(review, annotation)
             review.raise_()
+            return
+        if self.dockWidgetArea(review) != self.dockWidgetArea(annotation) or self.tabifiedDockWidgets(review):
+            return
+        layout = self.layout()
+        if layout is not None:
+            layout.activate()  # the docks' sizes for this window size, before measuring them
+        total = review.height() + annotation.height()
+        low = min(_dock_need(annotation), total - _dock_need(review))
+        if low > 0:
+            self.resizeDocks([review, annotation], [total - low, low], Qt.Orientation.Vertical)
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
@@ -777,6 +790,20 @@ class MainWindow(QMainWindow):
         self.predictions.shutdown()
         self.frames.shutdown()
         self.save_settings_now()
+
+
+def _dock_need(dock: QDockWidget) -> int:
+    """The height ``dock`` needs to show its scroll area's panel without scrolling, at its
+    current width (the panel's wrapped labels are as tall as that width makes them)."""
+    scroll = dock.widget()
+    inner = scroll.widget() if isinstance(scroll, QScrollArea) else None
+    if not isinstance(scroll, QScrollArea) or inner is None:
+        return dock.sizeHint().height()
+    width = scroll.viewport().width()
+    content = inner.heightForWidth(width) if inner.hasHeightForWidth() else -1
+    if content < 0:
+        content = inner.sizeHint().height()
+    return content + dock.height() - scroll.viewport().height()
 
 
 def _model_line(info: dict) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QColor, QFont, QIcon
+from PySide6.QtGui import QColor, QFont, QIcon, QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -21,8 +21,11 @@ from PySide6.QtWidgets import (
     QLabel,
     QPushButton,
     QRadioButton,
+    QSizePolicy,
     QSlider,
     QStyle,
+    QStyleOptionComboBox,
+    QStylePainter,
     QTableWidget,
     QTableWidgetItem,
     QToolButton,
@@ -32,8 +35,14 @@ from PySide6.QtWidgets import (
 
 from polypviewer.core.metrics import SCORE_NAMES
 from polypviewer.core.overlay import OverlayStyle
-from polypviewer.ui.elided import ElidedLabel
+from polypviewer.ui.elided import ElidedLabel, WrappedLabel
 
+# The model panel's wrapped lines: "Why" always has room for WHY_LINES (a longer reason ends in
+# "…", whole in its tooltip and in the message log), the message for up to MESSAGE_LINES; the
+# panel's height is therefore known before any model runs, and the side docks are fitted to it.
+WHY_LINES = 4
+MESSAGE_LINES = 4
+COMBO_CHARS = 6  # a side-panel combo box asks for this many characters' width, never its longest item's
 SCORE_LABELS = {"dice": "Dice", "iou": "IoU", "precision": "Precision", "recall": "Recall",
                 "accuracy": "Accuracy", "f2": "F2"}
 
@@ -58,11 +67,12 @@ class ModelPanel(QGroupBox):
 
     def __init__(self, models: list[str], parent=None) -> None:
         super().__init__("Model", parent)
-        self.combo = QComboBox()
+        self.combo = NarrowCombo()
         for name in models:  # the item's data is the registry name; its text says if it is ready
             self.combo.addItem(name, name)
         self.combo.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.combo.activated.connect(lambda _i: self.model_chosen.emit(self.current_model()))
+        self.combo.currentIndexChanged.connect(lambda _i: self._combo_tip())
         self._ready: set[str] | None = None  # None: not told (every network offered as is)
         self.load_button = QPushButton("Load weights…")
         self.load_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
@@ -73,7 +83,7 @@ class ModelPanel(QGroupBox):
         self.random_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.random_button.clicked.connect(lambda: self.random_requested.emit(self.current_model()))
         self.random_button.hide()
-        self.backend_combo = QComboBox()
+        self.backend_combo = NarrowCombo()
         for key, text in self.BACKENDS:
             self.backend_combo.addItem(text, key)
         self.backend_combo.setToolTip("Which inference engine runs the network. auto: the fastest path that "
@@ -81,30 +91,33 @@ class ModelPanel(QGroupBox):
                                       "background (PyTorch on a GPU)")
         self.backend_combo.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.backend_combo.activated.connect(lambda _i: self.backend_chosen.emit(self.current_backend()))
-        self.message = QLabel("")
-        self.message.setWordWrap(True)
+        # the panel's texts fit the dock's width, never widen it: a long weights file, version
+        # or engine path is elided (full text in the tooltip); "Why" and the message wrap, inside
+        # a word too where one word is wider than the panel
+        self.message = WrappedLabel("", max_lines=MESSAGE_LINES)
         self.message.setObjectName("message")
         self.info: dict[str, QLabel] = {}
         form = QFormLayout()
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.DontWrapRows)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         for key, label in (("weights", "Weights"), ("version", "Version"), ("runs_on", "Runs on"),
                            ("why", "Why"), ("fps", "Speed")):
-            # a long weights file or version name is elided (full text in the tooltip), never a scroll bar
-            self.info[key] = ElidedLabel("–") if key in ("weights", "version") else QLabel("–")
+            self.info[key] = (WrappedLabel("–", max_lines=WHY_LINES, reserve_lines=WHY_LINES) if key == "why"
+                              else ElidedLabel("–"))
             self.info[key].setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             form.addRow(label, self.info[key])
-        self.info["why"].setWordWrap(True)
         for key in ("device", "precision", "backend"):  # shown together in "Runs on"
             self.info[key] = QLabel("–")
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.load_button)
-        buttons.addWidget(self.random_button)
+        top = QHBoxLayout()  # the network and its weights on one row: the panel fits a 900 px screen
+        top.addWidget(self.combo, 1)
+        top.addWidget(self.load_button)
         layout = QVBoxLayout(self)
-        layout.addWidget(self.combo)
+        layout.addLayout(top)
         layout.addWidget(self.backend_combo)
-        layout.addLayout(buttons)
         layout.addLayout(form)
         layout.addWidget(self.message)
+        layout.addWidget(self.random_button, 0, Qt.AlignmentFlag.AlignLeft)  # shown with the message that offers it
 
     NO_WEIGHTS = "no trained weights"
 
@@ -136,6 +149,13 @@ class ModelPanel(QGroupBox):
             self.combo.setItemData(i, "" if ok else f"{name} has {self.NO_WEIGHTS} here: choose it, then "
                                    "Load weights… (Ctrl+L) with a checkpoint for it",
                                    Qt.ItemDataRole.ToolTipRole)
+        self._combo_tip()
+
+    def _combo_tip(self) -> None:
+        """The model combo's tooltip: the chosen network's full entry (the box may elide it)."""
+        i = self.combo.currentIndex()
+        tip = self.combo.itemData(i, Qt.ItemDataRole.ToolTipRole) if i >= 0 else ""
+        self.combo.setToolTip(tip or self.combo.currentText())
 
     def ready_models(self) -> set[str]:
         return set(self._ready or ())
@@ -152,8 +172,9 @@ class ModelPanel(QGroupBox):
         self.info["weights"].setToolTip(str(weights or ""))
         for key in ("version", "device", "precision", "backend"):
             self.info[key].setText(str(info.get(key, "–")))
-        self.info["runs_on"].setText(" · ".join(str(info.get(k, "–")) for k in ("device", "precision", "backend")))
-        self.info["runs_on"].setToolTip(str(info.get("path", "")))
+        runs_on = " · ".join(str(info.get(k, "–")) for k in ("device", "precision", "backend"))
+        self.info["runs_on"].setText(runs_on)
+        self.info["runs_on"].setToolTip("\n".join(t for t in (runs_on, str(info.get("path") or "")) if t))
         self.info["why"].setText(str(info.get("why", "–")))
 
     def set_fps(self, fps: float | None) -> None:
@@ -302,6 +323,41 @@ class OverlayPanel(QGroupBox):
             outline=self.outline.isChecked(), disagreement=self.disagree.isChecked(),
             pred_opacity=self.pred_opacity.value() / 100, gt_opacity=self.gt_opacity.value() / 100))
         self.style_changed.emit(self._style)
+
+
+class NarrowCombo(QComboBox):
+    """A combo box that asks for ``COMBO_CHARS`` characters' width instead of its longest
+    item's ("resunetpp_daspp_relu — no trained weights" would widen the side dock), and
+    elides the chosen item's text to the box (a plain QComboBox cuts it mid-letter); the
+    open list shows every item in full."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(COMBO_CHARS)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+
+    def shown_text(self) -> str:
+        """The chosen item's text as drawn in the box at its current width."""
+        opt = QStyleOptionComboBox()
+        self.initStyleOption(opt)
+        return self._elided(opt)
+
+    def _elided(self, opt: QStyleOptionComboBox) -> str:
+        field = self.style().subControlRect(QStyle.ComplexControl.CC_ComboBox, opt,
+                                            QStyle.SubControl.SC_ComboBoxEditField, self)
+        icon = opt.iconSize.width() + 4 if not opt.currentIcon.isNull() else 0
+        return self.fontMetrics().elidedText(opt.currentText, Qt.TextElideMode.ElideRight,
+                                             max(field.width() - icon - 4, 1))
+
+    def paintEvent(self, event) -> None:  # QComboBox::paintEvent, with the label elided
+        painter = QStylePainter(self)
+        painter.setPen(self.palette().color(QPalette.ColorRole.Text))
+        opt = QStyleOptionComboBox()
+        self.initStyleOption(opt)
+        painter.drawComplexControl(QStyle.ComplexControl.CC_ComboBox, opt)
+        opt.currentText = self._elided(opt)
+        painter.drawControl(QStyle.ControlElement.CE_ComboBoxLabel, opt)
 
 
 def _swatch(rgb, text: str) -> str:
