@@ -90,14 +90,14 @@ class AnnotationController(QObject):
         from polypviewer.ui.prompting import PromptService
 
         self.prompts = PromptService(self)
+        self._awaiting: set[int] = set()  # look-ahead frames whose pixels the window has not decoded yet
         self.editor.prompter = self._prompt
         self.panel = EditPanel()
         self.markers = ReviewMarkers()
         self._build_actions()
         self._build_ui()
         self._wire()
-        self.versions.list_shipped()
-        self.versions.list_finetuned()
+        self.versions.list_finetuned()  # the shipped ones when the window's catalog is read (off this thread)
         from polypviewer.ui.propagation import Propagator
 
         self.propagation = Propagator(self)  # Propagate forward/backward, drift, worst drift
@@ -220,6 +220,7 @@ class AnnotationController(QObject):
         ed, host = self.editor, self.host
         host.source_opened.connect(self._on_source_opened)
         host.displayed.connect(self._on_displayed)
+        host.frame_ready.connect(self._on_frame_ready)
         ed.toolChanged.connect(self._on_tool)
         ed.frameStarted.connect(self._on_frame_started)
         ed.maskChanged.connect(self._on_mask_changed)
@@ -239,7 +240,7 @@ class AnnotationController(QObject):
         self.editor.history.clear()
         self.editor.frame = None
         self.host.use_session(session)
-        self.prompts.open(str(info["path"]))
+        self.prompts.new_source()
         self.markers.show_states(session)
         self._update_panel()
 
@@ -322,15 +323,25 @@ class AnnotationController(QObject):
     # ---- the Box tool (LiteMedSAM) ----------------------------------------------------------------
     def _look_ahead(self) -> None:
         """Embed the shown frame and the next one in the background, only while the Box tool is
-        selected (an embedding costs about as much CPU as many predictions)."""
+        selected (an embedding costs about as much CPU as many predictions), from the window's
+        own decoded frames; one not decoded yet is embedded when it arrives (``frame_ready``)."""
         if self.editor.tool.name == "box" and self.source_info is not None and self.host.n:
-            self.prompts.look_ahead(self.host.index, self.host.n)
+            self._awaiting = set(self.prompts.look_ahead(self.host.index, self.host.n, self._pixels))
+
+    def _pixels(self, index: int) -> np.ndarray | None:
+        """Frame ``index``'s RGB pixels in the window's frame cache (the array the canvas shows)."""
+        cached = self.host.frame(index)
+        return None if cached is None else cached.frame
+
+    def _on_frame_ready(self, index: int) -> None:
+        if index in self._awaiting:
+            self._look_ahead()
 
     def _prompt(self, frame: int, *, box=None, point=None, mode: str = "replace", region=None) -> None:
         if point is not None and region is None:  # the shown mask: the prediction until the frame is edited
             prob = self.host.prediction(frame)
             region = prob >= self.host.threshold if prob is not None else None
-        self.prompts.prompt(frame, box=box, point=point, mode=mode, region=region)
+        self.prompts.prompt(frame, box=box, point=point, mode=mode, region=region, pixels=self._pixels(frame))
         ready = frame in self.prompts.embedded_frames
         self.host.notify("Box: segmenting…" if ready else "Box: computing this frame's embedding…", 3000)
 

@@ -30,7 +30,8 @@ What it offers, by job:
   status bar, kept in the message log too) and ``model_message(text)`` (the model panel's line).
 
 Signals (Qt, so not part of the typed protocol's methods): ``source_opened(info)``,
-``displayed(index, has_prediction)`` and ``message(str)``.
+``displayed(index, has_prediction)``, ``frame_ready(index)`` (a decoded frame entered the
+window's frame cache: ``frame(index)`` has it now) and ``message(str)``.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class ReviewHost(Protocol):
 
     source_opened: SignalInstance  # (info: dict) a source was opened; info has path, n, kind, ...
     displayed: SignalInstance  # (index: int, has_prediction: bool) a frame is on screen
+    frame_ready: SignalInstance  # (index: int) frame(index) is decoded and cached now
     message: SignalInstance  # (text: str) every reported problem
     keymap: dict[str, tuple[str, ...]]
 

@@ -72,6 +72,7 @@ class MainWindow(QMainWindow):
                  weights: str | None = None, allow_random: bool = False,
                  predictor_options: dict | None = None) -> None:
         """``predictor_options`` go to ``Predictor.create`` (device, precision, backend)."""
+    frame_ready = Signal(int)  # a decoded frame entered the frame cache (ReviewHost.frame has it now)
         from polypviewer.ui import qtfix
 
         qtfix.apply()  # (make_app does it first; here for callers that made their own QApplication)
@@ -525,6 +526,7 @@ class MainWindow(QMainWindow):
         if cached is None:
             return
         gt = cached.gt
+        self.frame_ready.emit(index)
         key = (self.frames.generation, self.index)
         if self._shown_frame != key:
             self.canvas.set_frame(cached.display)
@@ -532,6 +534,7 @@ class MainWindow(QMainWindow):
         mask = self.current_mask()
         rendered = None
         if mask is not None and not self.review.is_edited(self.index):
+            self.frame_ready.emit(index)
             rendered = self.predictions.cached_overlay(self.index, self.threshold, self.canvas.style())
         self.canvas.set_layers(mask, gt, rendered)
         if mask is not None:

@@ -1,19 +1,22 @@
 """LiteMedSAM in the window: embeddings and prompt masks computed off the GUI thread.
 
-:class:`PromptWorker` (a QObject on its own QThread, with its own frame source, like
-``workers.FrameLoader``) loads :class:`~polypviewer.engine.prompting.PromptSegmenter` on first
-use, keeps an :class:`~polypviewer.engine.prompting.EmbeddingCache` (byte-bounded, per frame)
-and serves two kinds of request: *prompts* first (a box, or a click turned into the box of the
-shown mask's region under it), then *embeddings* to compute ahead (the current frame and the
-next ones; a newer request replaces the older one). :class:`PromptService` is its GUI-side
-face; results come back only through queued signals, and the GUI thread never waits on the
-worker except at shutdown.
+:class:`PromptWorker` (a QObject on its own QThread) loads
+:class:`~polypviewer.engine.prompting.PromptSegmenter` on first use, keeps an
+:class:`~polypviewer.engine.prompting.EmbeddingCache` (byte-bounded, per frame) and serves two
+kinds of request: *prompts* first (a box, or a click turned into the box of the shown mask's
+region under it), then *embeddings* to compute ahead (the current frame and the next ones; a
+newer request replaces the older one). It opens no source and decodes nothing: every request
+carries the frame's pixels from the window's frame cache (``ReviewHost.frame(i).frame``, the
+array the canvas shows), so what is segmented is what is on screen and a frame is decoded once.
+:class:`PromptService` is its GUI-side face; results come back only through queued signals,
+and the GUI thread never waits on the worker except at shutdown.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +39,7 @@ class PromptRequest:
     mode: str  # engine.prompting.MERGE_MODES
     region: np.ndarray | None = None  # the shown mask, for a click (its region under the click)
     request_id: int = 0
+    pixels: np.ndarray | None = None  # the frame's RGB pixels as the window holds them (not a copy)
 
 
 class PromptWorker(QObject):
@@ -49,10 +53,9 @@ class PromptWorker(QObject):
         super().__init__()
         self._lock = threading.Lock()
         self._prompts: deque[PromptRequest] = deque()
-        self._embeds: deque[int] = deque()
-        self._open: tuple[int, str] | None = None
+        self._embeds: deque[tuple[int, np.ndarray]] = deque()
+        self._reset: int | None = None
         self._gen = 0
-        self._source: Any = None
         self._seg: Any = None
         self._load_error: str | None = None
         self._load_reported = False
@@ -62,22 +65,24 @@ class PromptWorker(QObject):
         self._wake.connect(self._work)
 
     # -- any thread
-    def open(self, generation: int, path: str) -> None:
+    def reset(self, generation: int) -> None:
+        """A new source is open: drop what was asked of the old one, and its embeddings."""
         with self._lock:
-            self._open = (generation, path)
+            self._reset = generation
             self._prompts.clear()
             self._embeds.clear()
         self._wake.emit()
 
-    def want_embeddings(self, generation: int, frames: list[int]) -> None:
+    def want_embeddings(self, generation: int, frames: list[tuple[int, np.ndarray]]) -> None:
+        """Embed these (frame, pixels) next, after any prompt (replaces the previous list)."""
         with self._lock:
-            if generation == self._gen or self._open is not None:
+            if generation == self._gen or self._reset == generation:
                 self._embeds = deque(frames)
         self._wake.emit()
 
     def prompt(self, generation: int, request: PromptRequest) -> None:
         with self._lock:
-            if generation == self._gen or self._open is not None:
+            if generation == self._gen or self._reset == generation:
                 self._prompts.append(request)
         self._wake.emit()
 
@@ -101,14 +106,14 @@ class PromptWorker(QObject):
                 self.ready.emit(f"Box tool: LiteMedSAM ready ({self._seg.why})")
         return self._seg
 
-    def _embedding(self, frame: int) -> Any:
+    def _embedding(self, frame: int, pixels: np.ndarray | None) -> Any:
         seg = self._segmenter()
         if seg is None:
             raise PolypviewerError(self._load_error or "Box tool: LiteMedSAM is not loaded")
-        if self._source is None:
-            raise PolypviewerError("Box tool: no source is open")
         key = (self._gen, frame)
-        return self.cache.get_or_compute(key, lambda: seg.embed(self._source.frame(frame)))
+        if pixels is None and key not in self.cache:
+            raise PolypviewerError(f"Box tool: frame {frame} is not decoded yet; try again in a moment")
+        return self.cache.get_or_compute(key, lambda: seg.embed(pixels))
 
     @Slot()
     def _work(self) -> None:
@@ -116,18 +121,20 @@ class PromptWorker(QObject):
 
         while True:
             with self._lock:
-                to_open, self._open = self._open, None
-                req = self._prompts.popleft() if to_open is None and self._prompts else None
-                emb_frame = self._embeds.popleft() if to_open is None and req is None and self._embeds else None
+                reset, self._reset = self._reset, None
+                if reset is not None:
+                    self._gen = reset
+                req = self._prompts.popleft() if self._prompts else None
+                ahead = self._embeds.popleft() if req is None and self._embeds else None
                 gen = self._gen
-            if to_open is not None:
-                self._do_open(*to_open)
-                continue
-            if req is None and emb_frame is None:
+            if reset is not None and self.cache is not None:
+                self.cache.clear()
+            if req is None and ahead is None:
                 return
+            emb_frame = ahead[0] if ahead is not None else None
             try:
                 if req is not None:
-                    emb = self._embedding(req.frame)
+                    emb = self._embedding(req.frame, req.pixels)
                     box = req.box
                     if box is None:
                         assert req.point is not None
@@ -135,9 +142,9 @@ class PromptWorker(QObject):
                         box = click_box(region, *req.point)
                     mask = self._seg.segment(emb, box=box)
                     self.masked.emit(gen, req, mask, tuple(float(v) for v in box))
-                else:
+                elif ahead is not None and emb_frame is not None:
                     if self.cache is None or (gen, emb_frame) not in self.cache:
-                        self._embedding(emb_frame)
+                        self._embedding(emb_frame, ahead[1])
                     self.embedded.emit(gen, emb_frame)
             except Exception as exc:  # noqa: BLE001 - one failed prompt or frame is reported, the worker goes on
                 text = str(exc) if isinstance(exc, PolypviewerError) else describe_exception(exc, with_type=True)
@@ -148,27 +155,6 @@ class PromptWorker(QObject):
                         continue
                     self._load_reported = True
                 self.failed.emit(gen, text)
-
-    def _do_open(self, generation: int, path: str) -> None:
-        from polypviewer.io.sources import open_source
-
-        self.close_source()
-        if self.cache is not None:
-            self.cache.clear()
-        try:
-            src = open_source(path)
-        except Exception as exc:  # noqa: BLE001 - the window reports the source's problems itself
-            self.failed.emit(generation, describe_exception(exc, with_type=True))
-            src = None
-        with self._lock:
-            self._source, self._gen = src, generation
-
-    def close_source(self) -> None:
-        if self._source is not None:
-            try:
-                self._source.close()
-            finally:
-                self._source = None
 
 
 class PromptService(QObject):
@@ -196,25 +182,39 @@ class PromptService(QObject):
         self.embedded_frames: set[int] = set()
         self._thread.start()
 
-    def open(self, path: str) -> None:
+    def new_source(self) -> None:
+        """A source was opened: what was asked of (and embedded for) the previous one is dropped."""
         self._gen += 1
         self.embedded_frames.clear()
-        self.worker.open(self._gen, path)
+        self.worker.reset(self._gen)
 
-    def look_ahead(self, index: int, n: int, ahead: int = LOOK_AHEAD) -> None:
-        """Embed ``index`` and the ``ahead`` frames after it (what is cached is not redone)."""
-        frames = [i for i in range(index, min(n, index + ahead + 1)) if i not in self.embedded_frames]
-        self.worker.want_embeddings(self._gen, frames)
+    def look_ahead(self, index: int, n: int, frames: Callable[[int], np.ndarray | None],
+                   ahead: int = LOOK_AHEAD) -> list[int]:
+        """Embed ``index`` and the ``ahead`` frames after it (what is embedded is not redone), with
+        the pixels ``frames(i)`` gives (the window's cache; None: not decoded yet, skipped).
+        Returns the wanted frames that had no pixels yet."""
+        wanted = [i for i in range(index, min(n, index + ahead + 1)) if i not in self.embedded_frames]
+        have = [(i, px) for i in wanted if (px := frames(i)) is not None]
+        self.worker.want_embeddings(self._gen, have)
+        return [i for i in wanted if i not in {j for j, _ in have}]
 
-    def prompt(self, frame: int, *, box=None, point=None, mode: str = "replace", region=None) -> PromptRequest:
+    def prompt(self, frame: int, *, box: Sequence[float] | None = None, point: Sequence[float] | None = None,
+               mode: str = "replace", region: np.ndarray | None = None,
+               pixels: np.ndarray | None = None) -> PromptRequest:
+        """Segment ``box`` (or the click ``point``) on ``frame``; ``pixels``: the frame as the window
+        shows it (needed unless its embedding is cached)."""
         self._next_id += 1
-        req = PromptRequest(frame, None if box is None else tuple(float(v) for v in box),
+        xyxy = None
+        if box is not None:
+            x0, y0, x1, y1 = (float(v) for v in box)  # (a box is 4 numbers)
+            xyxy = (x0, y0, x1, y1)
+        req = PromptRequest(frame, xyxy,
                             None if point is None else (float(point[0]), float(point[1])), mode,
-                            None if region is None else np.array(region, dtype=bool), self._next_id)
+                            None if region is None else np.array(region, dtype=bool), self._next_id, pixels)
         self.worker.prompt(self._gen, req)
         return req
 
-    def _on_masked(self, gen: int, req, mask, box) -> None:
+    def _on_masked(self, gen: int, req: PromptRequest, mask: np.ndarray, box: tuple[float, ...]) -> None:
         if gen == self._gen:
             self.masked.emit(req, mask, box)
 
@@ -232,7 +232,4 @@ class PromptService(QObject):
             self.worker._prompts.clear()
             self.worker._embeds.clear()
         self._thread.quit()
-        ok = self._thread.wait(timeout_ms)
-        if ok:
-            self.worker.close_source()
-        return bool(ok)
+        return bool(self._thread.wait(timeout_ms))

@@ -144,3 +144,72 @@ def _box(shape, x0, y0, x1, y1):
     m = np.zeros(shape, bool)
     m[y0:y1 + 1, x0:x1 + 1] = True
     return m
+
+
+# ---------------------------------------------------------------- the pixels the canvas shows
+class _RecordingSegmenter:
+    """Stands in for ``engine.prompting.PromptSegmenter`` at its two calls (no weights needed):
+    records the array every embedding was computed on; a box's mask is the box itself."""
+
+    why = "recording stand-in"
+
+    def __init__(self) -> None:
+        self.embedded: list[np.ndarray] = []
+
+    def embed(self, image):
+        import torch
+
+        from polypviewer.engine.prompting import Embedding
+
+        self.embedded.append(image)
+        return Embedding(torch.zeros(1, 256, 64, 64), image.shape[:2], (64, 64))
+
+    def segment(self, emb, box=None, point=None):
+        m = np.zeros(emb.size, bool)
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        m[y0:y1 + 1, x0:x1 + 1] = True
+        return m
+
+
+def test_the_box_tool_segments_the_frames_the_window_decoded(open_window, qtbot, tiny_predictor, kvasir5,
+                                                             monkeypatch):
+    """The prompt worker opens no source of its own: every embedding is computed on the very
+    array the window's frame cache holds (the pixels the canvas shows), the frame shown and
+    the next one (which the window's look-ahead decoded), and no decoder is opened on the
+    prompt worker's thread."""
+    from PySide6.QtCore import QThread
+
+    import polypviewer.io.sources as sources
+    from polypviewer.engine.prompting import PromptSegmenter
+
+    from .conftest import _drag, _key, _open
+
+    rec = _RecordingSegmenter()
+    monkeypatch.setattr(PromptSegmenter, "create", classmethod(lambda cls, **kw: rec))
+    opened_on: list[str] = []
+    real_open = sources.open_source
+
+    def recording_open(*args, **kwargs):
+        opened_on.append(QThread.currentThread().objectName())
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(sources, "open_source", recording_open)
+    win = open_window(tiny_predictor)
+    c = win.annotation
+    _open(qtbot, win, kvasir5)
+    _key(qtbot, win, Qt.Key.Key_S)
+    assert c.editor.tool.name == "box"
+    qtbot.waitUntil(lambda: {0, 1} <= c.prompts.embedded_frames, timeout=60_000)
+    shown = win.frame(0)
+    assert shown is not None and win._shown_frame == (win.frames.generation, 0)
+    assert len(rec.embedded) == 2
+    assert rec.embedded[0] is shown.frame  # the cache's own array: what the canvas shows
+    nxt = win.frame(1)
+    assert nxt is not None and rec.embedded[1] is nxt.frame
+    with qtbot.waitSignal(c.prompts.masked, timeout=60_000):
+        _drag(qtbot, win, [(5, 6), (20, 20), (30, 25)])
+    assert len(rec.embedded) == 2  # the prompt answered from the cached embedding
+    mask = c.session.mask(0)
+    assert mask is not None and mask[6:25, 5:30].all()  # the box (5, 6, 29, 24): the drag's pixels
+    assert "prompt-worker" not in opened_on and opened_on  # the window opened its source; the worker none
+    assert not hasattr(c.prompts.worker, "_source")

@@ -21,6 +21,7 @@ class StubHost(QMainWindow):
 
     source_opened = Signal(object)
     displayed = Signal(int, bool)
+    frame_ready = Signal(int)
     message = Signal(str)
 
     def __init__(self, projects: Any) -> None:
