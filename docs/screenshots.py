@@ -378,7 +378,7 @@ class Tour:
         dlg.epochs.setValue(max(1, self.finetune_steps))
         dlg.max_steps.setValue(self.finetune_steps)
         if self.finetune_size:
-            dlg.size.setValue(self.finetune_size)
+            dlg.input_size.setValue(self.finetune_size)
         done: list[Any] = []
         dlg.finished_run.connect(done.append)
         dlg.run_failed.connect(lambda m: done.append(RuntimeError(m)))

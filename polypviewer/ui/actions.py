@@ -77,7 +77,8 @@ MODIFIER_KEYS = frozenset({Qt.Key.Key_Shift, Qt.Key.Key_Control, Qt.Key.Key_Alt,
 def shortcut_problem(text: str) -> str | None:
     """Why ``text`` cannot be a shortcut (one phrase), or None when Qt reads it as keys."""
     seq = QKeySequence(text)
-    keys = [seq[i].key() for i in range(seq.count())]
+    # QKeySequence[i] (a QKeyCombination) exists at runtime; PySide6 6.11's stubs omit __getitem__
+    keys = [seq[i].key() for i in range(seq.count())]  # type: ignore[index]
     if seq.isEmpty() or not seq.toString() or Qt.Key.Key_unknown in keys:
         return f"cannot read shortcut {text!r}"
     if any(k in MODIFIER_KEYS for k in keys):

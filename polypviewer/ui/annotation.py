@@ -97,8 +97,7 @@ class AnnotationController(QObject):
         self._build_actions()
         self._build_ui()
         self._wire()
-        self.versions.list_shipped()
-        self.versions.list_finetuned()
+        self.versions.list_finetuned()  # the shipped ones when the window's catalog is read (off this thread)
         from polypviewer.ui.propagation import Propagator
 
         self.propagation = Propagator(self)  # Propagate forward/backward, drift, worst drift

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from PySide6.QtCore import QTimer
 from PySide6.QtGui import QColor, QIcon, QPalette
@@ -13,15 +14,20 @@ from PySide6.QtWidgets import QApplication
 
 from polypviewer.core.paths import resources_dir
 
+if TYPE_CHECKING:
+    from PySide6.QtCore import SignalInstance
+
 
 def make_app(argv: list[str] | None = None) -> QApplication:
     """The QApplication, created once, with the Fusion style, a dark palette and style.qss."""
     from polypviewer.ui import qtfix
 
     qtfix.apply()  # before any signal is emitted from Python (the PySide6 6.12.0 bug)
-    app = QApplication.instance()
-    if app is None:
-        app = QApplication(argv or [sys.argv[0]])
+    existing = QApplication.instance()
+    if existing is not None and not isinstance(existing, QApplication):
+        # (a QCoreApplication or QGuiApplication made elsewhere cannot show widgets)
+        raise RuntimeError(f"a {type(existing).__name__} exists already; the window needs a QApplication")
+    app = existing if existing is not None else QApplication(argv or [sys.argv[0]])
     app.setApplicationName("polypviewer")
     app.setOrganizationName("polypviewer")
     app.setStyle("Fusion")
@@ -47,6 +53,29 @@ def make_app(argv: list[str] | None = None) -> QApplication:
     return app
 
 
+class SmokeHost(Protocol):
+    """What :class:`SmokeRun` uses of the window (``MainWindow`` implements it), so the window's
+    insides can change without breaking the demo; ``tests/ui/test_smoke_run.py`` runs a smoke
+    run on a real window seen through exactly these members.
+
+    Signals: ``displayed(index, has_prediction)`` (a frame is on screen, with its mask when
+    ``has_prediction``), ``open_failed(message)`` (the source could not be opened) and
+    ``model_failed(message)`` (the model could not be loaded)."""
+
+    displayed: SignalInstance
+    open_failed: SignalInstance
+    model_failed: SignalInstance
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def n(self) -> int: ...
+    def go_to(self, index: int) -> None: ...
+    def model_info(self) -> dict[str, Any] | None: ...
+    def model_loading(self) -> bool: ...
+    def save_screenshot(self, path: Path) -> bool: ...
+
+
 class SmokeRun:
     """Open a source, show frames 0..N-1 one after another, each once its prediction is on
     screen, then save a screenshot of the window.
@@ -54,24 +83,25 @@ class SmokeRun:
     ``result`` ends as 0 (saved), or 1 with ``error`` set (timeout, open failure, or the
     model could not be loaded: a smoke run without the real pipeline proves nothing)."""
 
-    def __init__(self, window, out: Path, frames: int, timeout_s: float = 300.0) -> None:
+    def __init__(self, window: SmokeHost, out: Path, frames: int, timeout_s: float = 300.0) -> None:
         self.window, self.out, self.frames = window, Path(out), max(1, int(frames))
         self.deadline = time.monotonic() + timeout_s
         self.result: int | None = None
         self.error = ""
         self.shown: list[int] = []
         self._want: int | None = None
+        self._displayed: tuple[int, bool] | None = None  # the last displayed(index, has_prediction)
         self._timer = QTimer()
         self._timer.timeout.connect(self._poll)
-        window.frames.open_failed.connect(lambda msg: self._finish(1, msg))
-        window.predictions.model_failed.connect(lambda msg, _offer: self._finish(1, f"model: {msg}"))
+        window.displayed.connect(self._on_displayed)
+        window.open_failed.connect(lambda msg: self._finish(1, msg))
+        window.model_failed.connect(lambda msg: self._finish(1, f"model: {msg}"))
 
     def start(self) -> None:
         self._timer.start(20)
 
-    def _model_settled(self) -> bool:
-        p = self.window.predictions
-        return not p.loading_model
+    def _on_displayed(self, index: int, has_prediction: bool) -> None:
+        self._displayed = (int(index), bool(has_prediction))
 
     def _poll(self) -> None:
         w = self.window
@@ -80,7 +110,7 @@ class SmokeRun:
         if time.monotonic() > self.deadline:
             self._finish(1, f"smoke run timed out after showing {len(self.shown)} frame(s)")
             return
-        if w.source is None or not self._model_settled():
+        if w.n == 0 or w.model_loading():  # no source open yet, or the model still loading
             return
         if self._want is None:
             self._want = 0
@@ -96,27 +126,25 @@ class SmokeRun:
         w.go_to(self._want)
 
     def _is_shown(self, index: int) -> bool:
-        w = self.window
-        if w.index != index or w.frames.get(index) is None or w._shown_frame != (w.frames.generation, index):
+        """Frame ``index`` is on screen with its prediction (or no model runs)."""
+        if self.window.index != index or self._displayed is None or self._displayed[0] != index:
             return False
-        return w.predictions.info is None or w.current_mask(index) is not None
+        return self._displayed[1] or self.window.model_info() is None
 
     def _finish(self, code: int, error: str = "") -> None:
         if self.result is not None:
             return
         self._timer.stop()
         if code == 0:
-            self.window.timeline.flush()
-            QApplication.processEvents()
             self.out.parent.mkdir(parents=True, exist_ok=True)
-            if not self.window.grab().save(str(self.out)):
+            if not self.window.save_screenshot(self.out):
                 code, error = 1, f"{self.out}: could not write the screenshot"
         self.result, self.error = code, error
         QApplication.quit()
 
 
 def run_window(path: str | None = None, *, model: str | None = None, weights: str | None = None,
-               allow_random: bool = False, options: dict | None = None, screenshot: str | None = None,
+               allow_random: bool = False, options: dict[str, Any] | None = None, screenshot: str | None = None,
                frames: int = 10, size: tuple[int, int] = (1440, 900), timeout_s: float = 300.0) -> int:
     """Start the app. With ``screenshot`` it runs the smoke mode and returns its exit code."""
     from polypviewer.ui.main_window import MainWindow
@@ -145,5 +173,5 @@ def run_window(path: str | None = None, *, model: str | None = None, weights: st
             print(f"polypviewer: error: {smoke.error or 'smoke run ended early'}", file=sys.stderr)
             return 1
         print(f"screenshot: {screenshot} ({len(smoke.shown)} frames shown; model "
-              f"{(window.predictions.info or {}).get('model', 'none')})")
+              f"{(window.model_info() or {}).get('model', 'none')})")
     return 0

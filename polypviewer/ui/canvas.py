@@ -20,14 +20,26 @@ Mouse contract (for the annotation tools of ``polypviewer.ui.tools``):
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QImage, QPainter, QPixmap, qRgba
-from PySide6.QtWidgets import QGraphicsItem, QGraphicsScene, QGraphicsView
+from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPixmap, QResizeEvent, QWheelEvent, qRgba
+from PySide6.QtWidgets import QGraphicsItem, QGraphicsScene, QGraphicsView, QStyleOptionGraphicsItem, QWidget
 
 from polypviewer.core.overlay import OverlayStyle, Rect, color_table, overlay_codes
 
 MIN_ZOOM, MAX_ZOOM = 0.05, 64.0
+
+
+class CanvasTool(Protocol):
+    """What :meth:`Canvas.set_tool` installs (the mouse contract above; ``ui.tools.Tool`` is
+    one). The optional ``wheel(steps, event) -> bool`` and ``cancel()`` are looked up by name."""
+
+    def press(self, x: float, y: float, event: Any = None) -> None: ...
+    def move(self, x: float, y: float, event: Any = None) -> None: ...
+    def release(self, x: float, y: float, event: Any = None) -> None: ...
+    def hover(self, x: float, y: float) -> None: ...
 
 
 def rgb_to_qimage(frame: np.ndarray) -> QImage:
@@ -61,7 +73,8 @@ def compose_codes(pred: np.ndarray | None, gt_codes: np.ndarray | None, style: O
     if pred is not None and fill and (style.show_pred or style.disagreement) and pred.dtype == np.bool_:
         # the common case in one pass: prediction bits OR the ground-truth codes
         bits = pred[y0:y1, x0:x1].view(np.uint8)
-        return bits | gt_codes[y0:y1, x0:x1] if gt_codes is not None else bits.copy()
+        out: np.ndarray = bits | gt_codes[y0:y1, x0:x1] if gt_codes is not None else bits.copy()
+        return out
     if pred is not None:
         codes = overlay_codes(pred, None, style, rect)
     else:
@@ -107,7 +120,7 @@ class PixmapLayer(QGraphicsItem):
     def boundingRect(self) -> QRectF:
         return QRectF(0, 0, self._pm.width(), self._pm.height())
 
-    def paint(self, painter: QPainter, option, widget=None) -> None:
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
         if self._pm.isNull():
             return
         exposed = option.exposedRect.toAlignedRect().intersected(self._pm.rect())
@@ -145,7 +158,7 @@ class Canvas(QGraphicsView):
     hovered = Signal(float, float)
     zoom_changed = Signal(float)
 
-    def __init__(self, parent=None) -> None:
+    def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setScene(QGraphicsScene(self))
         self.setBackgroundBrush(QColor(18, 18, 20))
@@ -167,7 +180,7 @@ class Canvas(QGraphicsView):
         self._codes: np.ndarray | None = None
         self._style = OverlayStyle()
         self._table: list[int] = []
-        self._tool = None
+        self._tool: CanvasTool | None = None
         self._tool_down = False
         self._tool_button = Qt.MouseButton.NoButton  # the button of the drag in progress
         self._pan_from: QPointF | None = None
@@ -230,7 +243,8 @@ class Canvas(QGraphicsView):
             self._update_table()
             self._repaint_from_codes()
 
-    def style(self) -> OverlayStyle:
+    def overlay_style(self) -> OverlayStyle:
+        """The overlay's style (not ``style()``: that is the widget's QStyle)."""
         return self._style
 
     def set_overlay_visible(self, visible: bool) -> None:
@@ -266,9 +280,9 @@ class Canvas(QGraphicsView):
         style = self._style
         if self._gt is not None and self._gt_codes is None:
             self._gt_codes = overlay_codes(None, self._gt, style)
-        full = rect is None or self._codes is None or self._codes.shape != ref.shape[:2]
-        if full:
-            rect = (0, 0, ref.shape[1], ref.shape[0])
+        current = self._codes  # None: the whole overlay is made again
+        if rect is None or current is None or current.shape != ref.shape[:2]:
+            rect, current = (0, 0, ref.shape[1], ref.shape[0]), None
         elif style.outline and not style.disagreement:
             # A changed pixel moves the outline up to outline_px pixels around it.
             m = style.outline_px + 1
@@ -278,11 +292,11 @@ class Canvas(QGraphicsView):
         if x1 <= x0 or y1 <= y0:
             return
         codes = compose_codes(self._pred, self._gt_codes, style, (x0, y0, x1, y1))
-        if full:
+        if current is None:
             self._codes = codes
             self._overlay_layer.set_image(self._indexed(codes))
         else:
-            self._codes[y0:y1, x0:x1] = codes
+            current[y0:y1, x0:x1] = codes
             self._overlay_layer.paint_region(x0, y0, self._indexed(codes))
 
     def _update_table(self) -> None:
@@ -338,12 +352,12 @@ class Canvas(QGraphicsView):
             vs.setValue(vs.value() - round(moved.y() * self.zoom()))
         self.zoom_changed.emit(self.zoom())
 
-    def resizeEvent(self, event) -> None:
+    def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)
         if self._auto_fit:
             self.fit()
 
-    def wheelEvent(self, event) -> None:
+    def wheelEvent(self, event: QWheelEvent) -> None:
         steps = event.angleDelta().y() / 120.0
         if event.modifiers() & Qt.KeyboardModifier.ShiftModifier and self._tool is not None:
             wheel = getattr(self._tool, "wheel", None)
@@ -355,16 +369,17 @@ class Canvas(QGraphicsView):
         event.accept()
 
     # ---- tools -------------------------------------------------------------------------
-    def set_tool(self, handler) -> None:
+    def set_tool(self, handler: CanvasTool | None) -> None:
         """Install (or remove with None) the tool that receives left-button events."""
-        if self._tool is not None and self._tool_down and hasattr(self._tool, "cancel"):
-            self._tool.cancel()  # a drag in progress never ends half-applied in another tool
+        cancel = getattr(self._tool, "cancel", None)
+        if self._tool_down and cancel is not None:
+            cancel()  # a drag in progress never ends half-applied in another tool
         self._tool = handler
         self._tool_down = False
         self._tool_button = Qt.MouseButton.NoButton
         self.viewport().setCursor(Qt.CursorShape.CrossCursor if handler else Qt.CursorShape.ArrowCursor)
 
-    def tool(self):
+    def tool(self) -> CanvasTool | None:
         return self._tool
 
     def image_pos(self, view_pos: QPointF) -> tuple[float, float]:
@@ -372,7 +387,7 @@ class Canvas(QGraphicsView):
         p = self.mapToScene(view_pos.toPoint())
         return float(p.x()), float(p.y())
 
-    def mousePressEvent(self, event) -> None:
+    def mousePressEvent(self, event: QMouseEvent) -> None:
         button = event.button()
         if button == Qt.MouseButton.MiddleButton or (button == Qt.MouseButton.LeftButton and self._tool is None):
             if self._pan_from is None:
@@ -391,7 +406,7 @@ class Canvas(QGraphicsView):
             return
         super().mousePressEvent(event)
 
-    def mouseMoveEvent(self, event) -> None:
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
         x, y = self.image_pos(event.position())
         if self._pan_from is not None:
             delta = event.position() - self._pan_from
@@ -408,11 +423,11 @@ class Canvas(QGraphicsView):
         self.hovered.emit(x, y)
         event.accept()
 
-    def mouseReleaseEvent(self, event) -> None:
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
         if self._pan_from is not None and event.button() == self._pan_button:
             self._pan_from, self._pan_button = None, Qt.MouseButton.NoButton
             self.viewport().setCursor(Qt.CursorShape.CrossCursor if self._tool else Qt.CursorShape.ArrowCursor)
-        elif self._tool_down and event.button() == self._tool_button:
+        elif self._tool is not None and self._tool_down and event.button() == self._tool_button:
             self._tool_down, self._tool_button = False, Qt.MouseButton.NoButton
             self._tool.release(*self.image_pos(event.position()), event)
         event.accept()

@@ -9,11 +9,12 @@ line, and can be cancelled (the pairs already written stay valid).
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QObject, Signal, Slot
+import numpy as np
+from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -27,11 +28,16 @@ from PySide6.QtWidgets import (
     QPushButton,
     QRadioButton,
     QVBoxLayout,
+    QWidget,
 )
 
 from polypviewer.core.edits import ReviewState
 from polypviewer.core.errors import PolypviewerError, describe_exception
-from polypviewer.ui.worker_dialog import WorkerDialog
+from polypviewer.ui.worker_dialog import JobWorker, MaskRow, WorkerDialog
+
+if TYPE_CHECKING:
+    from polypviewer.io.export import ExportReport
+    from polypviewer.io.sources import FrameSource
 
 __all__ = ["ExportDialog", "ExportWorker", "REVIEWED", "ALL_STATES"]
 
@@ -43,18 +49,18 @@ class _Cancelled(Exception):
     pass
 
 
-class ExportWorker(QObject):
+class ExportWorker(JobWorker):
     """Runs one export on its thread. ``rows`` = ``(frame, name, mask, stats)`` snapshots."""
 
     progress = Signal(int, str)
     done = Signal(object)  # ExportReport
     failed = Signal(str)
 
-    def __init__(self, source_path: str, rows: list, out_dir: str, mask_format: str, overwrite: bool) -> None:
+    def __init__(self, source_path: str, rows: list[MaskRow], out_dir: str, mask_format: str,
+                 overwrite: bool) -> None:
         super().__init__()
         self.source_path, self.rows, self.out_dir = source_path, rows, out_dir
         self.mask_format, self.overwrite = mask_format, overwrite
-        self.stop = threading.Event()
 
     @Slot()
     def run(self) -> None:
@@ -63,7 +69,7 @@ class ExportWorker(QObject):
 
         skipped: list[str] = []
 
-        def items(src):
+        def items(src: FrameSource) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
             for frame, name, mask, _ in self.rows:
                 try:
                     image = src.frame(frame)
@@ -101,11 +107,11 @@ class ExportDialog(WorkerDialog):
     exported = Signal(object)
     export_failed = Signal(str)
 
-    def __init__(self, controller: Any, parent=None) -> None:
+    def __init__(self, controller: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Export corrected masks (Kvasir-SEG layout)")
         self.controller = controller
-        self.report = None
+        self.report: ExportReport | None = None
         info = controller.source_info or {}
         src = Path(str(info.get("path", "export")))
         self.out_edit = QLineEdit(str(Path.home() / "polypviewer-exports" / f"{src.stem}-kvasir"))
@@ -185,7 +191,7 @@ class ExportDialog(WorkerDialog):
         self.progress.setValue(k)
         self.status.setText(f"Exported {k} / {self.progress.maximum()}: {name}")
 
-    def _on_done(self, report) -> None:
+    def _on_done(self, report: ExportReport) -> None:
         self._finish()
         self.report = report
         self.progress.setValue(len(report.written))

@@ -20,13 +20,12 @@ measured by ``benchmarks/bench_active.py`` (README's table), not assumed.
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyqtgraph as pg
-from PySide6.QtCore import QObject, Qt, Signal, Slot
+from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -38,11 +37,16 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSpinBox,
     QVBoxLayout,
+    QWidget,
 )
 
 from polypviewer.core.errors import PolypviewerError, describe_exception
 from polypviewer.ui.export_dialog import REVIEWED
-from polypviewer.ui.worker_dialog import WorkerDialog
+from polypviewer.ui.worker_dialog import JobWorker, MaskRow, WorkerDialog
+
+if TYPE_CHECKING:
+    from polypviewer.engine.finetune import FinetuneResult
+    from polypviewer.engine.training import TrainEvent
 
 __all__ = ["FinetuneDialog", "FinetuneWorker", "default_output"]
 
@@ -56,22 +60,21 @@ def default_output(base: str | Path) -> Path:
     return finetuned_dir() / f"{stem}-ft-{stamp}.safetensors"
 
 
-class FinetuneWorker(QObject):
+class FinetuneWorker(JobWorker):
     """One fine-tune run on its thread; ``rows`` are mask snapshots ``(frame, name, mask, stats)``."""
 
-    event = Signal(object)  # dict: kind, global_step, loss, epoch, epochs
+    progress = Signal(object)  # dict: kind, global_step, loss, epoch, epochs, held_out_dice
     stage = Signal(str)
     done = Signal(object)  # FinetuneResult
     failed = Signal(str)
 
-    def __init__(self, source_path: str, project_path: str, rows: list, base: str, out: str, *,
+    def __init__(self, source_path: str, project_path: str, rows: list[MaskRow], base: str, out: str, *,
                  holdout: float, epochs: int | None, size: int | None, max_steps: int | None,
                  device: str) -> None:
         super().__init__()
         self.source_path, self.project_path, self.rows = source_path, project_path, rows
         self.base, self.out = base, out
         self.holdout, self.epochs, self.size, self.max_steps, self.device = holdout, epochs, size, max_steps, device
-        self.stop = threading.Event()
 
     @Slot()
     def run(self) -> None:
@@ -82,17 +85,17 @@ class FinetuneWorker(QObject):
         except Exception as exc:  # noqa: BLE001 - one line in the dialog, never ends the app
             self.failed.emit(f"{self.out}: fine-tune failed ({describe_exception(exc, with_type=True)})")
 
-    def _run(self):
+    def _run(self) -> FinetuneResult | None:
         from polypviewer.engine.data import samples_from_items
         from polypviewer.engine.finetune import check_output, finetune, resolve_base
         from polypviewer.io.sources import open_source
-        from polypviewer.nets.registry import get_spec
         from polypviewer.nets.weights import load_checkpoint
 
         base = resolve_base(self.base or None)
         check_output(Path(self.out), base)  # refuse before reading any frame
-        ckpt = load_checkpoint(base)
-        size = self.size or (ckpt.preprocessing or get_spec(ckpt.model_name).preprocessing).input_size
+        ckpt = load_checkpoint(base)  # a bad base is refused before any frame is read, too
+        # None: finetune() takes the network's own input size (it resolves a checkpoint that names no network)
+        size = self.size or (ckpt.preprocessing.input_size if ckpt.preprocessing else None)
         self.stage.emit(f"Reading {len(self.rows)} corrected frame(s)…")
         items, problems = [], []
         with open_source(self.source_path) as src:
@@ -107,8 +110,8 @@ class FinetuneWorker(QObject):
         data.problems = problems
         self.stage.emit(f"Fine-tuning on {len(data)} frame(s) (base scored on the held-out ones first)…")
 
-        def callback(ev) -> None:
-            self.event.emit({"kind": ev.kind, "global_step": ev.global_step, "loss": ev.loss,
+        def callback(ev: TrainEvent) -> None:
+            self.progress.emit({"kind": ev.kind, "global_step": ev.global_step, "loss": ev.loss,
                              "epoch": ev.epoch, "epochs": ev.epochs,
                              "held_out_dice": (ev.monitor or {}).get("dice")})
 
@@ -125,13 +128,15 @@ class FinetuneDialog(WorkerDialog):
     finished_run = Signal(object)
     run_failed = Signal(str)
 
-    def __init__(self, controller: Any, parent=None) -> None:
+    def __init__(self, controller: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Fine-tune on the corrected frames")
         self.controller = controller
-        self.result = None
+        self.outcome: Any = None  # the last run's engine.finetune.FinetuneResult (None: none, or stopped)
         self._steps: list[float] = []
         self._losses: list[float] = []
+        self._epochs: list[float] = []
+        self._held_dice: list[float] = []
         self.base_edit = QLineEdit(self._current_weights())
         self.base_edit.setPlaceholderText("checkpoint file (empty: the shipped default model)")
         browse = QPushButton("Browse…")
@@ -164,10 +169,10 @@ class FinetuneDialog(WorkerDialog):
         self.max_steps = QSpinBox()
         self.max_steps.setRange(0, 1_000_000)
         self.max_steps.setSpecialValueText("no limit")
-        self.size = QSpinBox()
-        self.size.setRange(0, 1024)
-        self.size.setSingleStep(32)
-        self.size.setSpecialValueText("the checkpoint's")
+        self.input_size = QSpinBox()  # (not `size`: that is QWidget.size())
+        self.input_size.setRange(0, 1024)
+        self.input_size.setSingleStep(32)
+        self.input_size.setSpecialValueText("the checkpoint's")
         self.device = QComboBox()
         self.device.addItems(self._devices())
         self.loss_plot = pg.PlotWidget(background=(24, 24, 27))
@@ -216,7 +221,7 @@ class FinetuneDialog(WorkerDialog):
         form.addRow("Held out", self.holdout)
         form.addRow("Epochs", self.epochs)
         form.addRow("Stop after steps", self.max_steps)
-        form.addRow("Input size", self.size)
+        form.addRow("Input size", self.input_size)
         form.addRow("Device", self.device)
         buttons = QHBoxLayout()
         buttons.addWidget(self.use_button)
@@ -300,19 +305,19 @@ class FinetuneDialog(WorkerDialog):
         self.loss_curve.setData([], [])
         self.val_curve.setData([], [])
         self.dice_bars.setOpts(x=[], height=[])
-        self.result = None
+        self.outcome = None
         self.use_button.setEnabled(False)
         worker = FinetuneWorker(
             str(c.source_info["path"]), project_path, rows, self.base_edit.text().strip(),
             self.out_edit.text().strip(), holdout=self.holdout.value(), epochs=self.epochs.value(),
-            size=self.size.value() or None, max_steps=self.max_steps.value() or None,
+            size=self.input_size.value() or None, max_steps=self.max_steps.value() or None,
             device=self.device.currentText())
         self._run(worker, "polypviewer-finetune",
-                  {"event": self._on_event, "stage": self.status.setText, "done": self._on_done,
+                  {"progress": self._on_event, "stage": self.status.setText, "done": self._on_done,
                    "failed": self._on_failed})
         return True
 
-    def _on_event(self, ev: dict) -> None:
+    def _on_event(self, ev: dict[str, Any]) -> None:
         if ev["kind"] == "step" and ev["loss"] is not None:
             self._steps.append(float(ev["global_step"]))
             self._losses.append(float(ev["loss"]))
@@ -324,10 +329,10 @@ class FinetuneDialog(WorkerDialog):
             self._held_dice.append(float(ev["held_out_dice"]))
             self.val_curve.setData(self._epochs, self._held_dice)
 
-    def _on_done(self, res) -> None:
+    def _on_done(self, res: FinetuneResult | None) -> None:
         self._finish()
-        self.result = res
-        if res is None or res.interrupted or res.out is None:
+        self.outcome = res
+        if res is None or res.interrupted or res.out is None or res.after is None or res.sha256 is None:
             self.status.setText("Stopped before the end; nothing was written.")
             self.finished_run.emit(None)
             return
@@ -353,5 +358,5 @@ class FinetuneDialog(WorkerDialog):
 
     def use_new_model(self) -> None:
         """Switch the window to the fine-tuned checkpoint; unedited frames are re-predicted."""
-        if self.result is not None and self.result.out is not None:
-            self.controller.host.load_model(None, str(self.result.out))
+        if self.outcome is not None and self.outcome.out is not None:
+            self.controller.host.load_model(None, str(self.outcome.out))

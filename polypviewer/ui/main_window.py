@@ -9,12 +9,14 @@ current frame from whatever of these is ready; workers only ever deliver through
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
+    QApplication,
     QDockWidget,
     QFileDialog,
     QGraphicsItem,
@@ -42,6 +44,9 @@ from polypviewer.ui.prediction import PredictionService
 from polypviewer.ui.timeline import Timeline
 from polypviewer.ui.workers import FrameData, FrameService
 
+if TYPE_CHECKING:
+    from polypviewer.ui.keys_dialog import KeysDialog
+
 LOOKAHEAD = 8  # frames predicted ahead of the one shown
 SETTINGS_DELAY_MS = 400  # a change is written this long after the last one
 METRICS_WIDTH = 450  # the metrics panel's fixed width: six score columns, never resized by content
@@ -59,20 +64,24 @@ VIDEO_FILTER = ("Videos and images (*.mp4 *.avi *.mov *.mkv *.m4v *.webm *.png *
 
 
 class MainWindow(QMainWindow):
-    """Signals: ``source_opened(info)``, ``displayed(index, has_prediction)``, ``message(str)``.
+    """Signals: ``source_opened(info)``, ``displayed(index, has_prediction)``, ``message(str)``,
+    ``open_failed(str)``, ``model_failed(str)``.
 
     Implements :class:`polypviewer.ui.host.ReviewHost`, the only part of it the annotation
-    controller, its tools and its dialogs use."""
+    controller, its tools and its dialogs use, and :class:`polypviewer.ui.app.SmokeHost`, the
+    part the smoke run uses."""
 
     source_opened = Signal(object)
+    frame_ready = Signal(int)  # a decoded frame entered the frame cache (ReviewHost.frame has it now)
     displayed = Signal(int, bool)
     message = Signal(str)
+    open_failed = Signal(str)  # a source could not be opened (also reported)
+    model_failed = Signal(str)  # a model could not be loaded (also reported)
 
     def __init__(self, *, load_default_model: bool = True, model: str | None = None,
                  weights: str | None = None, allow_random: bool = False,
                  predictor_options: dict | None = None) -> None:
         """``predictor_options`` go to ``Predictor.create`` (device, precision, backend)."""
-    frame_ready = Signal(int)  # a decoded frame entered the frame cache (ReviewHost.frame has it now)
         from polypviewer.ui import qtfix
 
         qtfix.apply()  # (make_app does it first; here for callers that made their own QApplication)
@@ -99,13 +108,14 @@ class MainWindow(QMainWindow):
         self.predictions = PredictionService(parent=self)
         self.review = ReviewModel(self.predictions)  # what each frame shows, and its scores
         self._uncertain_target: int | None = None  # where J last went (pressing it again walks on)
-        self.predictions.style = self.canvas.style()
+        self.predictions.style = self.canvas.overlay_style()
         self.player = Player(self)
-        self._rescore_timer = QTimer(self, singleShot=True, interval=150, timeout=self._rescore_all)
+        self._rescore_timer = QTimer(self, singleShot=True, interval=150)
+        self._rescore_timer.timeout.connect(self._rescore_all)
         # Settings are written when they change (debounced), not only on a clean quit: a killed
         # app keeps its recent files, layout, brush size and default model.
-        self._settings_timer = QTimer(self, singleShot=True, interval=SETTINGS_DELAY_MS,
-                                      timeout=self.save_settings_now)
+        self._settings_timer = QTimer(self, singleShot=True, interval=SETTINGS_DELAY_MS)
+        self._settings_timer.timeout.connect(self.save_settings_now)
         self._settings_failed = False
         self._default_request: str | None = None  # what load_model asked for, remembered once it runs
         self._layout()
@@ -115,7 +125,7 @@ class MainWindow(QMainWindow):
         self.keymap = keymap  # the annotation controller applies its part
         self.keymap_problems = problems  # also listed in Help > Keys
         self.actions_ = build_actions(self, self._handlers(), keymap)
-        self._keys_dialog = None
+        self._keys_dialog: KeysDialog | None = None
         self._menus()
         self._wire()
         from polypviewer.ui.annotation import AnnotationController  # editing, review, export, fine-tune
@@ -242,12 +252,13 @@ class MainWindow(QMainWindow):
     def _fill_recent(self) -> None:
         self.recent_menu.clear()
         for path in self.settings.recent_files:
-            self.recent_menu.addAction(path, lambda p=path: self.open_path(p))
+            self.recent_menu.addAction(path, partial(self.open_path, path))
         self.recent_menu.setEnabled(bool(self.settings.recent_files))
 
     def _wire(self) -> None:
         self.frames.opened.connect(self._on_opened)
         self.frames.open_failed.connect(self.report)
+        self.frames.open_failed.connect(self.open_failed)
         self.frames.frame.connect(self._on_frame)
         self.frames.failed.connect(lambda i, msg: self.report(msg))
         self.predictions.prediction.connect(self._on_prediction)
@@ -399,6 +410,7 @@ class MainWindow(QMainWindow):
         self._default_request = None
         self.model_panel.set_message(message, offer_random=offer_random, error=True)
         self.report(message)
+        self.model_failed.emit(message)
 
     def predict_all(self) -> None:
         if self.source and self.predictions.info:
@@ -434,7 +446,9 @@ class MainWindow(QMainWindow):
         if names:
             return names[index]
         cached = self.frames.get(index)
-        return cached.name if cached else f"{Path(self.source['path']).stem}_{index:06d}"
+        if cached is not None:
+            return cached.name
+        return f"{Path(self.source['path']).stem if self.source else 'frame'}_{index:06d}"
 
     def jump_worst(self, step: int) -> None:
         target = self.timeline.next_worst(self.index, step)
@@ -512,6 +526,7 @@ class MainWindow(QMainWindow):
             self._show_metrics()
 
     @property
+        self.frame_ready.emit(index)
     def threshold(self) -> float:
         """The probability a pixel needs to be shown as polyp (unedited frames)."""
         return self.review.threshold
@@ -519,6 +534,7 @@ class MainWindow(QMainWindow):
     def current_mask(self, index: int | None = None) -> np.ndarray | None:
         """The mask shown for a frame: the annotation session's if it has one, else the
         thresholded prediction (None when there is no prediction yet)."""
+            self.frame_ready.emit(index)
         return self.review.shown_mask(self.index if index is None else index)
 
     def _display(self) -> None:
@@ -526,7 +542,6 @@ class MainWindow(QMainWindow):
         if cached is None:
             return
         gt = cached.gt
-        self.frame_ready.emit(index)
         key = (self.frames.generation, self.index)
         if self._shown_frame != key:
             self.canvas.set_frame(cached.display)
@@ -534,8 +549,7 @@ class MainWindow(QMainWindow):
         mask = self.current_mask()
         rendered = None
         if mask is not None and not self.review.is_edited(self.index):
-            self.frame_ready.emit(index)
-            rendered = self.predictions.cached_overlay(self.index, self.threshold, self.canvas.style())
+            rendered = self.predictions.cached_overlay(self.index, self.threshold, self.canvas.overlay_style())
         self.canvas.set_layers(mask, gt, rendered)
         if mask is not None:
             self.review.mark_seen(self.index)
@@ -572,7 +586,7 @@ class MainWindow(QMainWindow):
 
     # ---- overlay controls --------------------------------------------------------------
     def set_style(self, **changes) -> None:
-        style = self.canvas.style().with_(**changes)
+        style = self.canvas.overlay_style().with_(**changes)
         self.overlay_panel.set_style(style)
         self._on_style(style)
 
@@ -590,7 +604,7 @@ class MainWindow(QMainWindow):
         """Ground-truth views only where there is ground truth: without it, D (disagreement)
         is disabled, switched off if it was on, and its tooltip says why."""
         act = self.actions_["toggle_disagreement"]
-        if not has_gt and self.canvas.style().disagreement:
+        if not has_gt and self.canvas.overlay_style().disagreement:
             self.set_style(disagreement=False)
         act.setEnabled(has_gt)
         spec = SPECS["toggle_disagreement"]
@@ -621,7 +635,7 @@ class MainWindow(QMainWindow):
         self._show_metrics()
 
     # ---- help ----------------------------------------------------------------------------
-    def show_keys(self):
+    def show_keys(self) -> KeysDialog:
         """Help > Keys: the current keymap (and its problems), from the guide's table."""
         from polypviewer.io.settings import settings_path
         from polypviewer.ui.keys_dialog import KeysDialog
@@ -696,6 +710,18 @@ class MainWindow(QMainWindow):
         """The model panel's line (what runs, what is ready)."""
         self.model_panel.set_message(text)
 
+    # ---- SmokeHost (ui/app.py): what the smoke run (demo, screenshots) uses ---------------
+    def model_loading(self) -> bool:
+        """A model is being built (``model_info()`` is the previous one, or None, until it runs)."""
+        return self.predictions.loading_model
+
+    def save_screenshot(self, path: str | Path) -> bool:
+        """Draw what waits for a deferred redraw (the timeline), then save the window as an
+        image at ``path``. False when it could not be written."""
+        self.timeline.flush()
+        QApplication.processEvents()
+        return self.grab().save(str(path))
+
     # ---- messages and shutdown ---------------------------------------------------------
     def report(self, message: str, level: str = "error") -> None:
         """Show a one-line problem (status bar, message log); the app carries on."""
@@ -765,8 +791,8 @@ class MainWindow(QMainWindow):
         """Write the settings with the window's current geometry and layout; a failure is
         reported once (then kept in ``errors`` only). True when written."""
         self._settings_timer.stop()
-        self.settings.window_geometry = bytes(self.saveGeometry().toBase64()).decode()
-        self.settings.window_state = bytes(self.saveState(WINDOW_STATE_VERSION).toBase64()).decode()
+        self.settings.window_geometry = bytes(self.saveGeometry().toBase64().data()).decode()
+        self.settings.window_state = bytes(self.saveState(WINDOW_STATE_VERSION).toBase64().data()).decode()
         try:
             save_settings(self.settings)
         except (OSError, PolypviewerError) as exc:  # e.g. a link at settings.json: refused

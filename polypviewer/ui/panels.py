@@ -292,7 +292,8 @@ class OverlayPanel(QGroupBox):
                                  if has_gt else reason)
         self.gt_box.setToolTip("" if has_gt else reason)
 
-    def style(self) -> OverlayStyle:
+    def overlay_style(self) -> OverlayStyle:
+        """The overlay's style (not ``style()``: that is the widget's QStyle)."""
         return self._style
 
     def set_style(self, style: OverlayStyle) -> None:
@@ -377,10 +378,13 @@ class MetricsPanel(QGroupBox):
     def __init__(self, parent=None) -> None:
         super().__init__("Metrics vs ground truth", parent)
         self.table = QTableWidget(len(SCORE_NAMES), len(self.COLUMNS))
-        self.table.setHorizontalHeaderLabels(["Model\nframe", "Model\nseen", "Model\nall",
-                                              "Corrected\nframe", "Corrected\nseen", "Corrected\nall"])
-        for c in range(len(self.COLUMNS)):
-            self.table.horizontalHeaderItem(c).setToolTip(self.TIPS[c // 3])
+        self._heads: list[QTableWidgetItem] = []  # the header's items, by column
+        for c, label in enumerate(("Model\nframe", "Model\nseen", "Model\nall",
+                                   "Corrected\nframe", "Corrected\nseen", "Corrected\nall")):
+            head = QTableWidgetItem(label)
+            head.setToolTip(self.TIPS[c // 3])
+            self.table.setHorizontalHeaderItem(c, head)
+            self._heads.append(head)
         self.table.setVerticalHeaderLabels([SCORE_LABELS[n] for n in SCORE_NAMES])
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setFocusPolicy(Qt.FocusPolicy.NoFocus)
@@ -399,11 +403,14 @@ class MetricsPanel(QGroupBox):
         self.table.setFixedHeight(22 * len(SCORE_NAMES) + 44)
         self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self._cells: list[list[QTableWidgetItem]] = []  # [row][column]
         for r in range(len(SCORE_NAMES)):
+            self._cells.append([])
             for c in range(len(self.COLUMNS)):
                 item = QTableWidgetItem("–")
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(r, c, item)
+                self._cells[r].append(item)
         self.note = QLabel("")
         self.note.setWordWrap(True)
         self.note.setObjectName("note")
@@ -413,7 +420,7 @@ class MetricsPanel(QGroupBox):
 
     def _set_column(self, col: int, values: Mapping[str, float] | None) -> None:
         for r, name in enumerate(SCORE_NAMES):
-            self.table.item(r, col).setText(_fmt(None if values is None else values.get(name)))
+            self._cells[r][col].setText(_fmt(None if values is None else values.get(name)))
 
     def set_current(self, values: Mapping[str, float] | None, model: Mapping[str, float] | None = None) -> None:
         """This frame: the shown (corrected) mask's scores, and the model's own."""
@@ -430,17 +437,17 @@ class MetricsPanel(QGroupBox):
             self._set_column(first, s)
             self._set_column(first + 1, w)
             who = "Model" if first == 1 else "Corrected"
-            self.table.horizontalHeaderItem(first).setText(f"{who}\nseen {k_seen}")
-            self.table.horizontalHeaderItem(first + 1).setText(
+            self._heads[first].setText(f"{who}\nseen {k_seen}")
+            self._heads[first + 1].setText(
                 f"{who}\nall {n_total}" if w is not None else f"{who}\nall {k_scored}/{n_total}")
 
     def value(self, name: str, column: str = "frame") -> str:
         """The text shown for score ``name`` in ``column``: "frame", "seen", "all" (the shown,
         corrected masks) or "model", "model_seen", "model_all" (the model's own)."""
-        return self.table.item(SCORE_NAMES.index(name), self.COLUMNS.index(column)).text()
+        return self._cells[SCORE_NAMES.index(name)][self.COLUMNS.index(column)].text()
 
     def header(self, column: str) -> str:
-        return self.table.horizontalHeaderItem(self.COLUMNS.index(column)).text()
+        return self._heads[self.COLUMNS.index(column)].text()
 
     def set_note(self, text: str) -> None:
         self.note.setText(text)

@@ -22,9 +22,14 @@ the first tick.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PySide6.QtCore import QObject, Qt, QTimer
+
+if TYPE_CHECKING:
+    from polypviewer.ui.main_window import MainWindow
 
 HOLD_S = 2.0  # the longest the playhead waits for one frame's prediction before running on
 # Waiting in all: HOLD_S (a start, a warm-up) plus this fraction of the time played. Where
@@ -57,7 +62,7 @@ class PlaybackClock:
         self._last_now = self._started = self.t0
         self.stride = 1 if not infer_fps else max(1, int(np.ceil(self.fps / max(infer_fps, 1e-3))))
 
-    def advance(self, now: float, current: int, ready, last: int) -> int | None:
+    def advance(self, now: float, current: int, ready: Callable[[int], bool], last: int) -> int | None:
         """The frame to show at ``now`` (None: keep ``current``), the playhead held while the
         next frame due (``current + stride``) is not ready yet: it waits there, up to
         ``HOLD_S`` per frame and ``HOLD_S + HOLD_FRACTION`` x the time played in all, instead
@@ -81,7 +86,7 @@ class PlaybackClock:
     def target(self, now: float) -> int:
         return self.i0 + int((now - self.t0) * self.fps)
 
-    def pick(self, current: int, target: int, ready) -> int | None:
+    def pick(self, current: int, target: int, ready: Callable[[int], bool]) -> int | None:
         """The newest ``j`` in (current, target] with ``ready(j)``; counts the frames dropped."""
         for j in range(target, current, -1):
             if ready(j):
@@ -94,7 +99,7 @@ class PlaybackClock:
 class Player(QObject):
     """Plays ``window`` (a MainWindow): ``start()``, ``stop()``, ``active()``."""
 
-    def __init__(self, window) -> None:
+    def __init__(self, window: MainWindow) -> None:
         super().__init__(window)
         self.window = window
         self.clock = PlaybackClock()

@@ -17,13 +17,23 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from polypviewer.core.errors import describe_exception
 from polypviewer.ui.workers import FrameData, LruCache, frame_data, lower_thread_priority
+
+if TYPE_CHECKING:
+    from polypviewer.core.overlay import OverlayStyle
+    from polypviewer.engine.inference import PipelineRunner, Predictor
+    from polypviewer.engine.selection import Choice
+    from polypviewer.io.sources import FrameSource
+
+
+# The caches' key for a frame: (source id, frame index, model version), None where not known yet.
+CacheKey = tuple[int | None, int, str | None]
 
 
 class Prediction(NamedTuple):
@@ -44,7 +54,7 @@ class Job:
     source_path: str
     source_id: int
     indices: list[int]
-    pending: deque = field(default_factory=deque)
+    pending: deque[int] = field(default_factory=deque)
     threshold: float = 0.5  # the worker scores each frame at this threshold
     style: Any = None  # and renders its overlay in this OverlayStyle (None: no overlay)
 
@@ -64,11 +74,12 @@ class InferenceWorker(QObject):
         super().__init__()
         self.batch_size = batch_size
         self.max_queue = max_queue
-        self.predictor = None
+        self.predictor: Predictor | None = None
         self._lock = threading.Lock()
-        self._runner = None
+        self._runner: PipelineRunner | None = None
+        self._runner_job = 0  # the id of the job self._runner runs
         self._cancel_below = 0  # jobs with a smaller id are stale
-        self._source = None
+        self._source: FrameSource | None = None
         self._source_key: tuple[int, str] | None = None
 
     @Slot()
@@ -79,12 +90,12 @@ class InferenceWorker(QObject):
         """Called from the GUI thread: drop every job older than ``job_id``, stop the running one."""
         with self._lock:
             self._cancel_below = max(self._cancel_below, job_id)
-            runner = self._runner
-        if runner is not None and getattr(runner, "_job_id", job_id) < job_id:
+            runner, running = self._runner, self._runner_job
+        if runner is not None and running < job_id:
             runner.cancel()
 
     @Slot(object)
-    def load_model(self, request: dict) -> None:
+    def load_model(self, request: dict[str, Any]) -> None:
         from polypviewer.engine.inference import NoWeightsError, Predictor
 
         try:
@@ -131,9 +142,8 @@ class InferenceWorker(QObject):
         except Exception as exc:  # noqa: BLE001
             self.job_failed.emit(job.id, describe_exception(exc, with_type=True))
             return
-        runner._job_id = job.id  # type: ignore[attr-defined]
         with self._lock:
-            self._runner = runner
+            self._runner, self._runner_job = runner, job.id
             if job.id < self._cancel_below:
                 runner.cancel()
         t0, done = time.perf_counter(), 0
@@ -219,7 +229,7 @@ class PredictionService(QObject):
     _start_job = Signal(object)
     _load = Signal(object)
 
-    def __init__(self, cache_bytes: int = 512 << 20, batch_size: int = 1, parent=None) -> None:
+    def __init__(self, cache_bytes: int = 512 << 20, batch_size: int = 1, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.cache = LruCache(cache_bytes)
         # Thresholded masks (made on the worker thread, or once on the GUI thread), keyed by
@@ -227,7 +237,7 @@ class PredictionService(QObject):
         self.mask_cache = LruCache(cache_bytes // 4)
         # Overlays rendered by the worker, keyed by (source, frame, version, threshold, style).
         self.overlay_cache = LruCache(cache_bytes // 2)
-        self.style = None  # OverlayStyle the worker renders overlays in (the window sets it)
+        self.style: OverlayStyle | None = None  # the worker renders overlays in it (the window sets it)
         self.info: dict[str, Any] | None = None
         self._thread = QThread()
         self._thread.setObjectName("polypviewer-inference")
@@ -252,23 +262,24 @@ class PredictionService(QObject):
         self.threshold = 0.5  # jobs score their frames at this threshold (the window sets it)
         self.meter = FpsMeter()
         self.slack = 2 * max(1, batch_size) + 2
-        self._job_keys: dict[int, tuple] = {}  # job id -> (source id, model version) it ran for
+        self._job_keys: dict[int, tuple[int, str | None]] = {}  # job id -> (source id, model version) it ran for
         self._job_styles: dict[int, Any] = {}
         # Per-frame uncertainty, keyed like the cache (source, frame, model version): a float
         # per predicted frame, kept for as long as the window (a few bytes a frame).
-        self._uncertainty: dict[tuple, float] = {}
+        self._uncertainty: dict[CacheKey, float] = {}
 
     # -- state
     @property
     def version(self) -> str | None:
         return None if self.info is None else f"{self.info.get('model')}:{self.info.get('version')}"
 
-    def key(self, index: int) -> tuple:
+    def key(self, index: int) -> CacheKey:
         return (self._source[0] if self._source else None, index, self.version)
 
     def cached(self, index: int) -> np.ndarray | None:
         """The cached probability map of frame ``index`` for the current model, or None."""
-        return self.cache.get(self.key(index))
+        prob: np.ndarray | None = self.cache.get(self.key(index))
+        return prob
 
     def uncertainty(self, index: int) -> float:
         """The current model's uncertainty of frame ``index`` (NaN when not predicted yet)."""
@@ -279,14 +290,14 @@ class PredictionService(QObject):
         src, version = self.key(0)[0], self.version
         return {k[1]: v for k, v in self._uncertainty.items() if k[0] == src and k[2] == version}
 
-    def cached_overlay(self, index: int, threshold: float, style) -> Any:
+    def cached_overlay(self, index: int, threshold: float, style: OverlayStyle) -> Any:
         """The overlay QImage the worker rendered for this frame, threshold and style, or None."""
         return self.overlay_cache.get((*self.key(index), float(threshold), style))
 
     def cached_mask(self, index: int, threshold: float) -> np.ndarray | None:
         """``prob >= threshold`` for frame ``index`` (computed once, then cached), or None."""
         key = (*self.key(index), float(threshold))
-        mask = self.mask_cache.get(key)
+        mask: np.ndarray | None = self.mask_cache.get(key)
         if mask is None:
             prob = self.cache.get(self.key(index))
             if prob is None:
@@ -309,7 +320,8 @@ class PredictionService(QObject):
         self._last_wanted = []
 
     def load_model(self, model: str | None = None, weights: str | None = None, *,
-                   allow_random: bool = False, options: dict | None = None, predictor=None,
+                   allow_random: bool = False, options: dict[str, Any] | None = None,
+                   predictor: Predictor | None = None,
                    fallback_model: str | None = None) -> None:
         """Build a predictor on the worker thread (``Predictor.create(model, weights,
         allow_random, **options)``), or install a ready ``predictor`` (e.g. a fine-tuned
@@ -318,11 +330,11 @@ class PredictionService(QObject):
         self.cancel()
         self._model_request += 1
         self.loading_model = True
-        self._last_load = {"model": model, "weights": weights, "allow_random": allow_random,
+        self._last_load: dict[str, Any] = {"model": model, "weights": weights, "allow_random": allow_random,
                            "options": dict(options or {}), "predictor": predictor, "fallback_model": fallback_model}
         self._load.emit({"id": self._model_request, **self._last_load})
 
-    def reload(self, options: dict) -> bool:
+    def reload(self, options: dict[str, Any]) -> bool:
         """Build the current network again with other ``options`` (the model panel's engine
         choice). False when there is nothing to rebuild: no model yet, or an in-memory one
         (a fine-tuned network) that cannot be loaded again by name."""
@@ -366,11 +378,13 @@ class PredictionService(QObject):
             self.busy_changed.emit(False)
 
     def _launch(self, indices: list[int]) -> None:
-        job = Job(self._next_id, self._source[1], self._source[0], list(indices), deque(indices),
-                  self.threshold, self.style)
+        if self._source is None:  # (request() launches only with a source open)
+            return
+        source_id, path = self._source
+        job = Job(self._next_id, path, source_id, list(indices), deque(indices), self.threshold, self.style)
         self._next_id += 1
         self._job = job
-        self._job_keys[job.id] = (self._source[0], self.version)
+        self._job_keys[job.id] = (source_id, self.version)
         self._job_styles[job.id] = job.style
         self.busy_changed.emit(True)
         self._start_job.emit(job)
@@ -424,7 +438,7 @@ class PredictionService(QObject):
         self._end_job(job_id)
         self.error.emit(message)
 
-    def _on_model_ready(self, request_id, info) -> None:
+    def _on_model_ready(self, request_id: int, info: dict[str, Any]) -> None:
         if request_id != self._model_request:
             return
         self.loading_model = False
@@ -432,7 +446,7 @@ class PredictionService(QObject):
         self.meter.reset()
         self.model_ready.emit(self.info)
 
-    def _on_engine_measured(self, request_id, choice) -> None:
+    def _on_engine_measured(self, request_id: int, choice: Choice | None) -> None:
         """The background measurement is done and cached: rebuild the model (it reads the
         cached choice) when another engine won, else only tell why this one runs."""
         if request_id != self._model_request or choice is None or self.info is None:
@@ -443,7 +457,7 @@ class PredictionService(QObject):
         self.info.update(why=choice.why, engine_choice="measured")
         self.model_ready.emit(self.info)
 
-    def _on_model_failed(self, request_id, message: str, offer_random: bool) -> None:
+    def _on_model_failed(self, request_id: int, message: str, offer_random: bool) -> None:
         if request_id != self._model_request:
             return
         self.loading_model = False

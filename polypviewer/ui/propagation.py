@@ -292,7 +292,7 @@ class Propagator(QObject):
         self.host.set_playing(False)
         self.host.go_to(worst)
 
-    def _on_source_opened(self, _info: dict) -> None:
+    def _on_source_opened(self, _info: dict[str, Any]) -> None:
         self.cancel()
         self.running = None
         self.drift.clear()

@@ -7,6 +7,7 @@ uncertainty (``engine.uncertainty``, 0..1 on the left axis), drawn in both modes
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
@@ -42,7 +43,7 @@ class Timeline(QWidget):
 
     frame_clicked = Signal(int)
 
-    def __init__(self, parent=None) -> None:
+    def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._n = 0
         self._primary = np.zeros(0, np.float64)
@@ -51,7 +52,8 @@ class Timeline(QWidget):
         self._area_top = float(AREA_TOPS[-1])
         # Values arrive with every prediction; redraw at most every 100 ms so a playing
         # video does not repaint the plot on the GUI thread for each frame.
-        self._redraw_timer = QTimer(self, singleShot=True, interval=100, timeout=self._redraw)
+        self._redraw_timer = QTimer(self, singleShot=True, interval=100)
+        self._redraw_timer.timeout.connect(self._redraw)
         self._plot = pg.PlotWidget(background=(24, 24, 27))
         self._plot.setObjectName("timeline")
         self._plot.setMenuEnabled(False)
@@ -179,7 +181,8 @@ class Timeline(QWidget):
         self._redraw()
 
     def uncertainty(self) -> np.ndarray:
-        return self._uncertainty.copy()
+        out: np.ndarray = self._uncertainty.copy()
+        return out
 
     def flush(self) -> None:
         """Draw pending values now (they are otherwise drawn at most every 100 ms)."""
@@ -187,7 +190,8 @@ class Timeline(QWidget):
         self._redraw()
 
     def values(self) -> np.ndarray:
-        return self._primary.copy()
+        out: np.ndarray = self._primary.copy()
+        return out
 
     def set_current(self, index: int) -> None:
         self._cursor.setValue(index)
@@ -255,7 +259,7 @@ class Timeline(QWidget):
         self._worst.setData(worst.astype(float), self._primary[worst] if self._mode == "dice"
                             else self._secondary[worst])
 
-    def _clicked(self, event) -> None:
+    def _clicked(self, event: Any) -> None:  # a pyqtgraph MouseClickEvent (pyqtgraph is untyped)
         if self._n == 0 or event.button() != Qt.MouseButton.LeftButton:
             return
         pos = self._plot.getPlotItem().vb.mapSceneToView(event.scenePos())

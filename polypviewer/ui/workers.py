@@ -14,13 +14,16 @@ import sys
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Hashable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import cv2
 import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from polypviewer.core.errors import PolypviewerError, describe_exception
+
+if TYPE_CHECKING:
+    from polypviewer.io.sources import FrameSource
 
 
 class LruCache:
@@ -119,7 +122,7 @@ class FrameLoader(QObject):
         self._want: deque[int] = deque()
         self._open: tuple[int, str] | None = None
         self._gen = 0
-        self._source = None
+        self._source: FrameSource | None = None
         self._wake.connect(self._work)  # queued: the slot runs on the loader's thread
 
     # -- called from the GUI thread
@@ -150,14 +153,16 @@ class FrameLoader(QObject):
                 if to_open is None:
                     if not self._want:
                         return
-                    index, gen = self._want.popleft(), self._gen
+                    index, gen, src = self._want.popleft(), self._gen, self._source
             if to_open is not None:
                 self._do_open(*to_open)
                 continue
+            if src is None:  # no source open (its open failed): nothing to decode
+                continue
             try:
-                frame = self._source.frame(index)
-                gt = self._source.mask(index) if self._source.has_masks else None
-                data = frame_data(frame, gt, self._source.name(index))
+                frame = src.frame(index)
+                gt = src.mask(index) if src.has_masks else None
+                data = frame_data(frame, gt, src.name(index))
             except Exception as exc:  # noqa: BLE001 - report and keep serving
                 self.failed.emit(gen, index, describe_exception(exc, with_type=True))
                 continue
@@ -198,7 +203,7 @@ class FrameService(QObject):
     frame = Signal(int, object)  # index, FrameData
     failed = Signal(int, str)
 
-    def __init__(self, cache_bytes: int = 512 << 20, parent=None) -> None:
+    def __init__(self, cache_bytes: int = 512 << 20, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.cache = LruCache(cache_bytes)
         self.generation = 0
@@ -226,12 +231,13 @@ class FrameService(QObject):
 
     def get(self, index: int) -> FrameData | None:
         """The decoded frame if cached, else None."""
-        return self.cache.get((self.generation, index))
+        data: FrameData | None = self.cache.get((self.generation, index))
+        return data
 
     def put(self, index: int, data: FrameData) -> None:
         self.cache.put((self.generation, index), data)
 
-    def _on_opened(self, gen: int, info) -> None:
+    def _on_opened(self, gen: int, info: dict[str, Any]) -> None:
         if gen == self.generation:
             self.opened.emit(info)
 

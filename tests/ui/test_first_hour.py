@@ -114,11 +114,11 @@ def test_d_is_disabled_without_ground_truth_and_never_paints_a_polyp_magenta(qtb
     _open(qtbot, win, _folder(tmp_path / "a", masks=True))
     assert act.isEnabled() and win.overlay_panel.disagree.isEnabled()
     _key(qtbot, win, Qt.Key.Key_D)
-    assert win.canvas.style().disagreement
+    assert win.canvas.overlay_style().disagreement
 
     _open(qtbot, win, _folder(tmp_path / "b", masks=False))
     assert not win.source["has_masks"]
-    assert not win.canvas.style().disagreement  # switched off, not carried into a source without masks
+    assert not win.canvas.overlay_style().disagreement  # switched off, not carried into a source without masks
     assert not act.isEnabled()
     for tip in (act.toolTip(), win.overlay_panel.disagree.toolTip()):
         assert "needs ground truth" in tip and "false positive" in tip and "frames" in tip
@@ -127,11 +127,11 @@ def test_d_is_disabled_without_ground_truth_and_never_paints_a_polyp_magenta(qtb
     win.overlay_panel.set_threshold(math.floor(float(np.median(prob)) * 100) / 100)  # half the frame or more
     assert win.current_mask().any()
     _key(qtbot, win, Qt.Key.Key_D)
-    assert not win.canvas.style().disagreement
+    assert not win.canvas.overlay_style().disagreement
     drawn = _rgba(win.canvas.overlay_pixmap().toImage())
     on = drawn[..., 3] > 0
     np.testing.assert_array_equal(on, win.current_mask())  # what is drawn is the mask...
-    style = win.canvas.style()
+    style = win.canvas.overlay_style()
     assert np.abs(drawn[on][:, :3].astype(int) - style.pred_color).max() <= 4  # ...in the prediction's colour
     assert not (np.abs(drawn[on][:, :3].astype(int) - style.fp_color).max(axis=-1) <= 30).any()  # no magenta
 
@@ -242,7 +242,7 @@ def test_polygon_preview_is_not_the_ground_truths_colour_and_the_threshold_has_a
     qtbot.mouseMove(vp, win.canvas.mapFromScene(QPointF(100, 140)))
     assert not editor.preview.path().isEmpty() and editor.preview.isVisible()
     line = editor.preview.pen().color()
-    gt = QColor(*win.canvas.style().gt_color)
+    gt = QColor(*win.canvas.overlay_style().gt_color)
     hue_gap = abs(line.hsvHue() - gt.hsvHue())
     hue_gap = min(hue_gap, 360 - hue_gap)
     assert line.hsvSaturation() < 40 or hue_gap >= 40, f"preview {line.name()} looks like the ground truth {gt.name()}"
@@ -309,9 +309,9 @@ def test_every_keymap_mistake_is_one_line_in_the_window_and_the_users_key_wins(q
     assert win.actions_["fit"].shortcuts() == [QKeySequence("Ctrl+F")]
     assert win.annotation.actions["brush"].shortcuts() == [QKeySequence("B")]
     assert win.actions_["toggle_overlay"].shortcuts() == []
-    assert not win.canvas.style().outline
+    assert not win.canvas.overlay_style().outline
     _key(qtbot, win, Qt.Key.Key_V)  # Qt fires neither of two actions that share a key
-    assert win.canvas.style().outline and win.canvas.overlay_visible()
+    assert win.canvas.overlay_style().outline and win.canvas.overlay_visible()
     dialog = win.show_keys()
     assert all(e in dialog.problems.text() for e in lines) and dialog.problems.isVisible()
 

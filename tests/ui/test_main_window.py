@@ -99,11 +99,11 @@ def test_kvasir_step_threshold_overlays_and_metrics_match_eval(qtbot, window, kv
     filled = win.canvas.overlay_codes().copy()
     win.actions_["toggle_outline"].trigger()
     outlined = win.canvas.overlay_codes()
-    assert win.canvas.style().outline and win.overlay_panel.outline.isChecked()
+    assert win.canvas.overlay_style().outline and win.overlay_panel.outline.isChecked()
     assert (outlined & 2).sum() < (filled & 2).sum()  # a ring, not the filled polyp
     win.actions_["toggle_outline"].trigger()
     win.actions_["toggle_disagreement"].trigger()
-    assert win.canvas.style().disagreement
+    assert win.canvas.overlay_style().disagreement
     np.testing.assert_array_equal(win.canvas.overlay_codes(), filled)  # codes read as FP / FN / TP
     win.actions_["toggle_disagreement"].trigger()
 
@@ -165,7 +165,7 @@ def test_a_clip_plays_drops_and_switches_model(qtbot, window, clip):
     assert "No ground truth" in win.metrics_panel.note.text()
     # look-ahead frames come with their overlay rendered on the worker thread; shown as is,
     # it is exactly what the canvas renders itself
-    style = win.canvas.style()
+    style = win.canvas.overlay_style()
     qtbot.waitUntil(lambda: win.predictions.cached_overlay(1, win.threshold, style) is not None, timeout=TIMEOUT)
     win.go_to(1)
     shown = win.canvas.overlay_pixmap().toImage()
