@@ -507,6 +507,7 @@ class MainWindow(QMainWindow):
 
     # ---- display -----------------------------------------------------------------------
     def _on_frame(self, index: int, data) -> None:
+        self.frame_ready.emit(index)
         if index == self.index:
             self._display()
 
@@ -514,6 +515,7 @@ class MainWindow(QMainWindow):
         res = pred.result
         if pred.data is not None and self.frames.get(index) is None:
             self.frames.put(index, pred.data)
+            self.frame_ready.emit(index)
         self.timeline.set_uncertainty(index, pred.uncertainty)
         if not self.review.take_scored(index, pred.scored):  # (scored on the worker at this threshold)
             cached = self.frames.get(index)
@@ -526,7 +528,6 @@ class MainWindow(QMainWindow):
             self._show_metrics()
 
     @property
-        self.frame_ready.emit(index)
     def threshold(self) -> float:
         """The probability a pixel needs to be shown as polyp (unedited frames)."""
         return self.review.threshold
@@ -534,7 +535,6 @@ class MainWindow(QMainWindow):
     def current_mask(self, index: int | None = None) -> np.ndarray | None:
         """The mask shown for a frame: the annotation session's if it has one, else the
         thresholded prediction (None when there is no prediction yet)."""
-            self.frame_ready.emit(index)
         return self.review.shown_mask(self.index if index is None else index)
 
     def _display(self) -> None:
