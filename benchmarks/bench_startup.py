@@ -15,7 +15,8 @@ process and reports, from the moment the process was started:
   inference running (and the frames shown / dropped);
 * ``stall brushing``: the same while a brush stroke is drawn, one move every 8 ms (each move
   paints, redraws its dirty rectangle, and the frame is re-scored 80 ms after);
-* ``quit``: from ``close()`` until the process has exited (threads stopped, project folded).
+* ``quit``: from ``close()`` until the process has exited (threads stopped, project folded;
+  then ``cli.gui.end_process``, as ``polypviewer gui`` does); the exit status is kept.
 
 Run 1 starts with an empty cache folder (cold: OpenVINO converts and compiles, the engine
 choice is measured); later runs share it (warm: what a user sees every day). Targets: first
@@ -134,7 +135,9 @@ def _child(args: argparse.Namespace) -> int:
     app.exec()
     win.shutdown()
     win.deleteLater()
-    return 0
+    from polypviewer.cli.gui import end_process
+
+    return end_process(0)  # as `polypviewer gui` ends once its window has shut down
 
 
 def _bare_qt() -> float:

@@ -4,8 +4,10 @@ play ``--frames`` frames through the real pipeline, save a screenshot of the win
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+import threading
 from pathlib import Path
 
 from polypviewer.cli import UserError
@@ -51,6 +53,33 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def background_threads() -> list[threading.Thread]:
+    """Daemon threads of this process still running (not the main thread, nor the stand-ins
+    Python keeps for threads it did not start, such as Qt's)."""
+    dummy = getattr(threading, "_DummyThread", ())
+    return [t for t in threading.enumerate()
+            if t is not threading.main_thread() and t.daemon and t.is_alive() and not isinstance(t, dummy)]
+
+
+def end_process(code: int) -> int:
+    """Called once the window has shut down (every project folded into its file, the settings
+    written, the window's worker threads stopped): when daemon threads are still running, their
+    work is one nobody will read (the engine measurement of ``--backend auto``, inside OpenVINO,
+    which is cached only when it completes), so the process ends now with ``code``, its output
+    flushed. Left to the interpreter, the exit waited for that work (quit 289 s in
+    ``benchmarks/bench_startup.py`` on the loaded 2-core machine) or aborted while it ran
+    (SIGABRT, exit status -6, in 2 of 3 runs). Returns ``code`` when nothing is running."""
+    if not background_threads():
+        return code
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def launch(path: Path | None, args: argparse.Namespace) -> int:
     if path is not None and not path.exists():
         raise UserError(f"{path}: no such file or folder")
@@ -64,7 +93,7 @@ def launch(path: Path | None, args: argparse.Namespace) -> int:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from polypviewer.ui.app import run_window
 
-    return run_window(str(path) if path else None, model=args.model,
+    code = run_window(str(path) if path else None, model=args.model,
                       weights=str(args.weights) if args.weights else None,
                       allow_random=args.random_weights,
                       options={"device": args.device, "backend": args.backend, "precision": args.precision,
@@ -73,6 +102,7 @@ def launch(path: Path | None, args: argparse.Namespace) -> int:
                                "measure": "cached" if args.screenshot is not None else "background"},
                       screenshot=str(args.screenshot) if args.screenshot else None,
                       frames=args.frames, size=_size(args.size), timeout_s=args.timeout)
+    return end_process(code)  # after the window's shutdown: nothing a user made is still unwritten
 
 
 def run(args: argparse.Namespace) -> int:

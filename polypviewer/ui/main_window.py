@@ -37,6 +37,7 @@ from polypviewer.core.review import ReviewModel
 from polypviewer.io.settings import load_settings, save_settings
 from polypviewer.ui.actions import MENUS, SPECS, build_actions, resolve_keymap
 from polypviewer.ui.canvas import Canvas
+from polypviewer.ui.catalog import Catalog, ModelCatalog
 from polypviewer.ui.message_log import LogBridge, MessageLog
 from polypviewer.ui.panels import MetricsPanel, ModelPanel, NavigationBar, OverlayPanel
 from polypviewer.ui.playback import Player
@@ -95,13 +96,12 @@ class MainWindow(QMainWindow):
         self._shown_frame: tuple[int, int] | None = None  # (generation, index) on the canvas
         self._closed = False
         self._options = dict(predictor_options or {})
-        from polypviewer.nets.registry import list_models
-
         self.canvas = Canvas()
         self.nav = NavigationBar()
         self.timeline = Timeline()
-        self.model_panel = ModelPanel(list_models())
-        self.model_panel.set_ready(_models_with_weights())
+        # the networks are listed once the catalog is read off this thread (it imports torch,
+        # which the first frame does not need): see _on_catalog
+        self.model_panel = ModelPanel([])
         self.overlay_panel = OverlayPanel(OverlayStyle(), 0.5)
         self.metrics_panel = MetricsPanel()
         self.frames = FrameService(parent=self)
@@ -165,6 +165,10 @@ class MainWindow(QMainWindow):
             self.load_model(model, weights, allow_random=allow_random)
         else:
             self.model_panel.set_message("No model loaded.")
+        self.catalog: Catalog | None = None
+        self._catalog = ModelCatalog(self)
+        self._catalog.ready.connect(self._on_catalog)
+        self._catalog.start()
 
     # ---- composition -------------------------------------------------------------------
     def _layout(self) -> None:
@@ -394,6 +398,21 @@ class MainWindow(QMainWindow):
         self._display()
         # the frames already seen too, after the look-ahead, so "seen" is about the new model
         self._request_ahead(also=self.review.scores.seen)
+
+    def _on_catalog(self, catalog: Catalog) -> None:
+        """The networks, those with trained weights, and the shipped versions, read off the GUI
+        thread: fill the model panel (selecting the network running by then) and Annotate >
+        Model versions."""
+        if self._closed:
+            return
+        self.catalog = catalog
+        if catalog.error:
+            self.report(catalog.error, level="warning")
+        running = (self.predictions.info or {}).get("model")
+        self.model_panel.set_models(catalog.models, catalog.ready | self.model_panel.ready_models())
+        if running:
+            self.model_panel.select_model(str(running))
+        self.annotation.versions.list_shipped(catalog)
 
     def _remembered_model(self, default: str) -> tuple[str | None, str | None]:
         """``(model, weights)`` for the settings' default model: a weights file (one that is
@@ -841,11 +860,3 @@ def _model_line(info: dict) -> str:
     how = " ".join(str(info[k]) for k in ("backend", "precision", "device") if info.get(k))
     why = info.get("why")
     return f"Model ready: {what}" + (f" on {how}" if how else "") + (f"; {why}" if why else "")
-
-
-def _models_with_weights() -> set[str]:
-    """Networks with shipped trained weights (a broken card is reported by ``info``, not
-    here); a network the user loads a checkpoint for becomes ready when it loads."""
-    from polypviewer.nets.weights import shipped_weights
-
-    return {r.model for r in shipped_weights([])}

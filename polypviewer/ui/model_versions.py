@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtWidgets import QMenu
 
@@ -33,17 +34,17 @@ class ModelVersions:
         self.versions: dict[str, str] = {}
         self.menu.setEnabled(False)
 
-    def list_shipped(self) -> None:
+    def list_shipped(self, catalog: Any = None) -> None:
         """The versions shipped in ``models/`` (each card's weights: several versions of one
         network, e.g. the default and an earlier one), the default marked. A broken card is
-        left out here (``polypviewer info`` names it)."""
-        from polypviewer.nets.weights import CheckpointError, default_weights, shipped_weights
+        left out here (``polypviewer info`` names it). ``catalog``: a ``ui.catalog.Catalog``
+        already read (the window reads it off the GUI thread), else it is read here."""
+        if catalog is None:
+            from polypviewer.ui.catalog import read_catalog
 
-        try:
-            default = default_weights()
-        except CheckpointError:
-            default = None
-        for rec in shipped_weights([]):
+            catalog = read_catalog()
+        default = catalog.default
+        for rec in catalog.shipped:
             role = "shipped, default" if rec.file == default else "shipped"
             self.add(f"{rec.file.stem}: {rec.model} {rec.version} ({role})", str(rec.file))
 

@@ -138,6 +138,18 @@ class ModelPanel(QGroupBox):
         if i >= 0:
             self.combo.setCurrentIndex(i)
 
+    def set_models(self, models: list[str], ready: set[str]) -> None:
+        """List ``models`` (registry names), keeping the selected one where it is listed, and
+        mark which are ``ready`` (see :meth:`set_ready`)."""
+        current = self.current_model()
+        self.combo.blockSignals(True)
+        self.combo.clear()
+        for name in models:
+            self.combo.addItem(name, name)
+        self.combo.blockSignals(False)
+        self.select_model(current)
+        self.set_ready(ready)
+
     def set_ready(self, ready: set[str]) -> None:
         """Mark which networks have trained weights here (shipped or fine-tuned); the others
         read "NAME — no trained weights" and their tooltip says how to give them some."""

@@ -52,6 +52,7 @@ def window(qtbot, config):
         win.resize(width, height)
         win.show()
         qtbot.waitExposed(win)
+        qtbot.waitUntil(lambda: win.catalog is not None, timeout=60_000)  # the networks, read off the GUI thread
         panel = win.model_panel
         panel.set_ready(set())  # every network reads "NAME — no trained weights" (the longest items)
         panel.set_info(LONG_INFO)
