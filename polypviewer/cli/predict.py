@@ -66,6 +66,12 @@ CALIBRATION_FRAMES = 32
 MEASURE_FROM = 100
 
 
+def _say_measuring() -> None:
+    print("engine: measuring the engines on this machine before a long run (once per network, weights "
+          "and machine, then cached; a minute or more where int8 is quantised; --backend NAME skips it)",
+          file=sys.stderr)
+
+
 def calibration_frames(src: Any, n: int = CALIBRATION_FRAMES) -> list[Any]:
     """Up to ``n`` frames spread evenly over the whole source (every shard picks the same
     ones, so shards stay equal to one run), for int8 calibration. Unreadable ones are skipped."""
@@ -154,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
         predictor = Predictor.create(args.model, args.weights, device=args.device, precision=args.precision,
                                      backend=args.backend, tta=args.tta, allow_random=args.allow_random,
                                      threshold=args.threshold, calibration=calibration,
-                                     measure="now" if len(indices) >= MEASURE_FROM else "cached")
+                                     measure="now" if len(indices) >= MEASURE_FROM else "cached",
+                                     on_measure=None if args.quiet else _say_measuring)
         info = predictor.info
         if not args.quiet:
             shard = f", shard {shard_i}/{shard_n}" if shard_n > 1 else ""

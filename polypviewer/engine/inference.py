@@ -82,7 +82,8 @@ class Predictor:
                precision: str = "auto", backend: str = "auto", tta: bool = False, *,
                allow_random: bool = False, threshold: float = DEFAULT_THRESHOLD,
                cache: bool = True, fallback_model: str | None = None,
-               calibration: Sequence[np.ndarray] | None = None, measure: str = "cached") -> Predictor:
+               calibration: Sequence[np.ndarray] | None = None, measure: str = "cached",
+               on_measure: Callable[[], None] | None = None) -> Predictor:
         """Load a network for inference.
 
         - ``weights`` given: the model name comes from the checkpoint's metadata unless
@@ -98,6 +99,8 @@ class Predictor:
           runs the choice measured before on this machine, else the static rule;
           ``"now"`` measures first when nothing is cached (seconds); ``"background"`` runs
           as ``"cached"`` and leaves ``measure_in_background`` to the caller.
+          ``on_measure`` is called just before a ``"now"`` measurement starts (the CLI says
+          that it may take a while, once).
         """
         from polypviewer.nets.registry import build_model, get_spec
 
@@ -142,7 +145,7 @@ class Predictor:
                                device=device, precision=precision, backend=backend, tta=tta,
                                threshold=threshold, version=version,
                                weights=str(weights_path) if weights_path else None, cache=cache,
-                               calibration=calibration, measure=measure)
+                               calibration=calibration, measure=measure, on_measure=on_measure)
 
     @classmethod
     def from_module(cls, net: Any, *, name: str, preprocessing: Any,
@@ -150,7 +153,8 @@ class Predictor:
                     device: str = "auto", precision: str = "auto", backend: str = "auto",
                     tta: bool = False, threshold: float = DEFAULT_THRESHOLD, version: str = "random-init",
                     weights: str | None = None, cache: bool = True,
-                    calibration: Sequence[np.ndarray] | None = None, measure: str = "cached") -> Predictor:
+                    calibration: Sequence[np.ndarray] | None = None, measure: str = "cached",
+                    on_measure: Callable[[], None] | None = None) -> Predictor:
         """Wrap an in-memory torch network (its weights are copied; later training does not leak in).
         ``calibration``: RGB frames for int8 quantisation (required for ``precision="int8"``);
         ``measure``: as in ``create`` (a measured choice is cached only with ``cache``)."""
@@ -183,6 +187,8 @@ class Predictor:
             digest = state_digest(head)
             choice = selection.cached_choice(root, name, digest, size, precision)
             if choice is None and measure == "now":
+                if on_measure is not None:
+                    on_measure()
                 choice = selection.measure(head, model_name=name, digest=digest, preprocessing=preprocessing,
                                            requested_precision=precision, cache_root=root)
             if choice is not None:

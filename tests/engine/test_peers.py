@@ -169,8 +169,10 @@ def test_exact_paths_follow_the_cpu_and_the_request(monkeypatch):
 
 def test_measured_choice_is_cached_then_reused_without_measuring(cache, monkeypatch):
     net = tiny_net()
-    first = Predictor.from_module(net, name="tiny", preprocessing=PRE64, measure="now")
-    assert first.info["engine_choice"] == "measured"
+    said: list[str] = []
+    first = Predictor.from_module(net, name="tiny", preprocessing=PRE64, measure="now",
+                                  on_measure=lambda: said.append("measuring"))
+    assert first.info["engine_choice"] == "measured" and said == ["measuring"]  # told before it measured
     assert "fastest agreeing path measured" in first.info["why"]
     files = list((cache / "engine-choice").glob("tiny-*-64-auto.json"))
     assert len(files) == 1
@@ -185,8 +187,9 @@ def test_measured_choice_is_cached_then_reused_without_measuring(cache, monkeypa
         raise AssertionError("measured again although the choice is cached")
 
     monkeypatch.setattr(S, "measure", no_measuring)
-    second = Predictor.from_module(net, name="tiny", preprocessing=PRE64, measure="now")
-    assert second.info["engine_choice"] == "measured"
+    second = Predictor.from_module(net, name="tiny", preprocessing=PRE64, measure="now",
+                                   on_measure=lambda: said.append("again"))
+    assert second.info["engine_choice"] == "measured" and said == ["measuring"]  # cached: nothing said
     assert (second.info["backend"], second.info["precision"]) == (saved["backend"], saved["precision"])
     np.testing.assert_allclose(second.predict(frames(1))[0],
                                Predictor.from_module(net, name="tiny", preprocessing=PRE64, backend="torch",
