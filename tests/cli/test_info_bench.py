@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -30,9 +31,12 @@ def test_info_lists_the_shipped_default_weights(capsys):
 
     assert main(["info", "--json", "--no-flops", "--model", "lite_pranet"]) == 0
     (row,) = json.loads(capsys.readouterr().out)["models"]
-    (shipped,) = row["weights"]  # models/lite_pranet.safetensors, the default
-    assert shipped["default"] is True and shipped["file"] == str(default_weights())
-    assert len(shipped["version"]) == 12 and row["gflops"] is None
+    # two shipped versions: the default (named by models/default.json) and the EndoTect-only one
+    by_file = {Path(w["file"]).name: w for w in row["weights"]}
+    assert set(by_file) == {"lite_pranet_kc288.safetensors", "lite_pranet.safetensors"}
+    assert [w["file"] for w in row["weights"] if w["default"]] == [str(default_weights())]
+    assert by_file["lite_pranet_kc288.safetensors"]["default"] and not by_file["lite_pranet.safetensors"]["default"]
+    assert all(len(w["version"]) == 12 for w in row["weights"]) and row["gflops"] is None
     assert (row["recipe"], row["pretrained_encoder"]) == ("lite", True)
 
 
