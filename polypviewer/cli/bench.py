@@ -130,8 +130,9 @@ def preprocessing(name: str, size: int | None) -> Any:
 
 
 def network(name: str, data: Path | None, quick: bool, size: int | None = None,
-            weights: Path | None = None) -> tuple[Any, str]:
-    """The network to time: ``weights`` when given, else shipped weights when there are
+            weights: Path | None = None) -> tuple[Any, str, Any]:
+    """The network to time and the checkpoint's preprocessing (None for random weights):
+    ``weights`` when given, else shipped weights when there are
     some, else random weights (seed 0) with BatchNorm statistics calibrated on real
     training frames."""
     import numpy as np
@@ -148,22 +149,21 @@ def network(name: str, data: Path | None, quick: bool, size: int | None = None,
         records = []
     torch.manual_seed(0)
     net = build_model(name).eval()
-    if weights is not None:
+    if weights is not None or records:
         from polypviewer.nets.weights import load_checkpoint
 
-        ckpt = load_checkpoint(weights)
+        ckpt = load_checkpoint(weights if weights is not None else records[0].file)
         load_weights(net, ckpt, name)
-        return net.eval(), f"weights {weights.name} ({(ckpt.sha256 or '')[:12]})"
-    if records:
-        load_weights(net, records[0].file, name)
-        return net.eval(), f"shipped weights {records[0].version}"
+        what = (f"weights {weights.name} ({(ckpt.sha256 or '')[:12]})" if weights is not None
+                else f"shipped weights {records[0].version}")
+        return net.eval(), what, ckpt.preprocessing
     calib = real_frames(data, "train", 2 if quick else 8)
     if not calib:
-        return net, "random init (BN statistics not calibrated: no real data)"
+        return net, "random init (BN statistics not calibrated: no real data)", None
     pre = preprocessing(name, size)
     calibrate_batchnorm(net, [np.stack([prepare_input(f, pre) for f in calib[i:i + 4]])
                               for i in range(0, len(calib), 4)])
-    return net, f"random init, BN statistics calibrated on {len(calib)} real frames"
+    return net, f"random init, BN statistics calibrated on {len(calib)} real frames", None
 
 
 def bench_model(name: str, data: Path | None, seconds: float, rounds: int, quick: bool,
@@ -178,9 +178,10 @@ def bench_model(name: str, data: Path | None, seconds: float, rounds: int, quick
     from polypviewer.nets import get_spec
 
     spec = get_spec(name)
-    pre = preprocessing(name, size)
+    net, described_weights, trained_pre = network(name, data, quick, size, weights)
+    # the checkpoint's own input size and normalisation (the app's), unless --size overrides it
+    pre = trained_pre if trained_pre is not None and not size else preprocessing(name, size)
     size = pre.input_size
-    net, described_weights = network(name, data, quick, size, weights)
     val = real_frames(data, "val", 2 if quick else 20)
     x = (np.stack([prepare_input(val[0], pre)]) if val
          else np.random.RandomState(0).randn(1, 3, size, size).astype(np.float32))

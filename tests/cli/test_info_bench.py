@@ -138,6 +138,28 @@ def test_bench_takes_weights_per_model_and_refuses_bad_ones(shared_data, tmp_pat
     assert len(err) == 2 and "NAME=FILE" in err[0] and "nope: no such weights file" in err[1]
 
 
+def test_bench_runs_trained_weights_at_their_own_input_size(shared_data, tmp_path):
+    """A checkpoint trained at another size (the shipped default: lite_pranet at 288, the
+    registry's 256) is timed at its own size, as the app runs it; --size still overrides."""
+    import dataclasses
+
+    import torch
+
+    from polypviewer.nets import build_model, get_spec
+    from polypviewer.nets.weights import save_checkpoint
+
+    torch.manual_seed(3)
+    ckpt = tmp_path / "unet96.safetensors"
+    prep = dataclasses.replace(get_spec("unet").preprocessing, input_size=96)
+    save_checkpoint(ckpt, build_model("unet"), model_name="unet", preprocessing=prep)
+    for extra, want in (([], 96), (["--size", "64"], 64)):
+        out = tmp_path / f"b{want}.json"
+        assert main(["bench", "--quick", "--model", "unet", "--no-int8", "--no-end-to-end", *extra,
+                     "--weights", f"unet={ckpt}", "--json", str(out), "--data", str(shared_data)]) == 0
+        (row,) = json.loads(out.read_text())["models"]
+        assert row["input"] == want, row
+
+
 def test_noise_floor_is_zero_for_a_network_that_ignores_noise_and_not_for_one_that_does_not():
     import numpy as np
     import torch
