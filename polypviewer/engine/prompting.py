@@ -206,6 +206,14 @@ class OpenVINOPart:
         return np.array(self._request.get_output_tensor(0).data, copy=True)
 
 
+def _last_line(exc: BaseException) -> str:
+    """OpenVINO's errors nest "Exception from <source file>" lines; the last line says why."""
+    from polypviewer.core.errors import describe_exception
+
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return describe_exception(type(exc)(lines[-1]) if lines else exc, limit=160)
+
+
 def upsample_logits(low: np.ndarray, new_size: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
     """``(N, 256, 256)`` low-resolution logits -> ``(N, H, W)`` float32 at the frame's size: the
     unpadded ``new_size`` part resized bilinearly (half-pixel centres, as torch's
@@ -283,7 +291,11 @@ class PromptSegmenter:
                     pair, reason = ("bf16", "bf16"), "bf16 asked for (not checked)"
                 elif precision == "auto":
                     pair, reason, check = _auto_precisions(model, encoder, decoder, digest, root, check_frames)
-                encoder, decoder = encoder.with_precision(pair[0]), decoder.with_precision(pair[1])
+                try:
+                    encoder, decoder = encoder.with_precision(pair[0]), decoder.with_precision(pair[1])
+                except Exception as exc:  # noqa: BLE001 - asked for a precision this CPU's OpenVINO cannot run
+                    raise PromptError(f"OpenVINO cannot run LiteMedSAM in {pair[0]} here "
+                                      f"({_last_line(exc)})") from None
                 why = f"openvino: encoder {pair[0]}, decoder {pair[1]} ({how}; {reason})"
         seg = cls(model, device=device, encoder=encoder, decoder=decoder)
         seg.why = why
@@ -485,7 +497,11 @@ def _auto_precisions(model: Any, encoder: OpenVINOPart, decoder: OpenVINOPart, d
         save = False  # the caller's own frames: not the cached measurement
     if not frames:
         return ("fp32", "fp32"), "no frames to check a lower precision on", None
-    parts = {"fp32": (encoder, decoder), "bf16": (encoder.with_precision("bf16"), decoder.with_precision("bf16"))}
+    try:
+        low = (encoder.with_precision("bf16"), decoder.with_precision("bf16"))
+    except Exception as exc:  # noqa: BLE001 - e.g. oneDNN capped below bf16: fp32 still runs
+        return ("fp32", "fp32"), f"OpenVINO cannot compile bf16 here ({_last_line(exc)})", None
+    parts = {"fp32": (encoder, decoder), "bf16": low}
     checks = check_precision(parts, frames)
     pair, why = choose_precisions(checks)
     report = {f"{e}/{d}": k.as_dict() for (e, d), k in checks.items()}

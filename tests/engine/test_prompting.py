@@ -206,6 +206,15 @@ def test_auto_runs_bf16_only_when_the_check_agrees(monkeypatch):
     if weights_path() is None:
         pytest.skip("LiteMedSAM weights not installed")
     monkeypatch.setattr(policy, "cpu_has_native_bf16", lambda flags=None: True)
+    # The rule, not OpenVINO's bf16 kernels, is under test: on a CPU (or a oneDNN capped at AVX2)
+    # without them a bf16 compile fails, so "bf16" parts are fp32-compiled ones labelled bf16.
+    real_compile = prompting.OpenVINOPart._compile
+
+    def compile_labelled(self, precision):
+        real_compile(self, "fp32")
+        self.precision = precision
+
+    monkeypatch.setattr(prompting.OpenVINOPart, "_compile", compile_labelled)
     frames = [(np.zeros((64, 64, 3), np.uint8), np.ones((64, 64), bool))]  # given: the choice is not cached
     seen: list[set[str]] = []
 
@@ -223,3 +232,31 @@ def test_auto_runs_bf16_only_when_the_check_agrees(monkeypatch):
     seg = PromptSegmenter.create(precision="auto", check_frames=frames)
     assert seg.precision == ("bf16", "bf16") and seg.encoder.precision == "bf16" and "agrees" in seg.why
     assert PromptSegmenter.create(precision="fp32").precision == ("fp32", "fp32")
+
+
+def test_auto_keeps_fp32_when_openvino_cannot_compile_bf16(monkeypatch):
+    """A CPU that reports bf16 but whose OpenVINO cannot compile it (oneDNN capped at AVX2, as
+    `make test-portable` runs) keeps fp32 and says why; asking for bf16 there is a PromptError."""
+    pytest.importorskip("openvino")
+    import polypviewer.engine.policy as policy
+    import polypviewer.engine.prompting as prompting
+    from polypviewer.nets.litemedsam import weights_path
+
+    if weights_path() is None:
+        pytest.skip("LiteMedSAM weights not installed")
+    monkeypatch.setattr(policy, "cpu_has_native_bf16", lambda flags=None: True)
+    real_compile = prompting.OpenVINOPart._compile
+
+    def no_bf16(self, precision):
+        if precision == "bf16":
+            raise RuntimeError("Exception from src/inference/src/cpp/core.cpp:117:\n"
+                               "Supported primitive descriptors list is empty for node: Softmax_1 type: Softmax")
+        real_compile(self, precision)
+
+    monkeypatch.setattr(prompting.OpenVINOPart, "_compile", no_bf16)
+    frames = [(np.zeros((64, 64, 3), np.uint8), np.ones((64, 64), bool))]
+    seg = PromptSegmenter.create(precision="auto", check_frames=frames)
+    assert seg.precision == ("fp32", "fp32")
+    assert "cannot compile bf16" in seg.why and "Softmax" in seg.why and "core.cpp" not in seg.why
+    with pytest.raises(prompting.PromptError, match="cannot run LiteMedSAM in bf16.*Softmax"):
+        PromptSegmenter.create(precision="bf16")
