@@ -27,9 +27,7 @@ The result is cached like the fp32 model, keyed also by the calibration frames
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -93,15 +91,19 @@ def quantise_int8(model: Any, calibration: Sequence[np.ndarray], keep_float: Seq
     ``[]`` quantises everything, NNCF's plain default). NNCF's defaults otherwise
     (performance preset, min/max statistics, fast bias correction)."""
     import nncf
+    import rich
 
     # NNCF logs each step at INFO and draws rich progress bars on stdout (where `predict`
-    # prints its metrics); the caller reports the step itself.
+    # prints its metrics); the caller reports the step itself. The bars go to rich's global
+    # console, made quiet here. Not contextlib.redirect_stdout: it swaps sys.stdout for the
+    # whole process, and this runs on a worker thread (the auto engine's measurement), so it
+    # swallowed what every other thread printed meanwhile (the GUI's, a command's results).
     nncf.set_log_level(logging.ERROR)
+    rich.reconfigure(quiet=True)
     items = [np.ascontiguousarray(b, dtype=np.float32).reshape((1,) + np.shape(b)[-3:]) for b in calibration]
     names = list(float_layers(model) if keep_float is None else keep_float)
     log.info("quantising to int8 on %d calibration frames, %d layers kept in float", len(items), len(names))
     scope = nncf.IgnoredScope(names=names) if names else None
-    with contextlib.redirect_stdout(io.StringIO()):
-        if scope is None:
-            return nncf.quantize(model, nncf.Dataset(items), subset_size=len(items))
-        return nncf.quantize(model, nncf.Dataset(items), subset_size=len(items), ignored_scope=scope)
+    if scope is None:
+        return nncf.quantize(model, nncf.Dataset(items), subset_size=len(items))
+    return nncf.quantize(model, nncf.Dataset(items), subset_size=len(items), ignored_scope=scope)
