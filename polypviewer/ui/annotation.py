@@ -26,15 +26,15 @@ A new action: its default key in ``annotation_keys.EXTRA_KEYS``, then :meth:`add
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QDockWidget, QScrollArea, QToolBar
 
-from polypviewer.core.edits import EditSession, FrameEdits, ReviewState
+from polypviewer.core.edits import EditSession, FrameEdits, Rect, ReviewState
 from polypviewer.core.errors import PolypviewerError
 from polypviewer.io.projects import SourceProject
 from polypviewer.io.store import Project
@@ -44,6 +44,12 @@ from polypviewer.ui.host import ReviewHost
 from polypviewer.ui.model_versions import ModelVersions
 from polypviewer.ui.review_markers import ReviewMarkers
 from polypviewer.ui.tools import REVIEW_KEYS, TOOL_KEYS, Editor
+
+if TYPE_CHECKING:
+    from polypviewer.ui.export_dialog import ExportDialog
+    from polypviewer.ui.finetune_dialog import FinetuneDialog
+    from polypviewer.ui.prompting import PromptRequest
+    from polypviewer.ui.worker_dialog import WorkerDialog
 
 __all__ = ["AnnotationController", "MENU_GROUPS"]
 
@@ -79,7 +85,7 @@ class AnnotationController(QObject):
         super().__init__(host.main_window())
         self.host = host
         self.projects = SourceProject(self.message.emit, self._on_project)
-        self.source_info: dict | None = None
+        self.source_info: dict[str, Any] | None = None
         self.editor = Editor(self.projects.session, self, start_frame=self._start_frame)
         self._dialogs: list[Any] = []
         self._dirty: set[int] = set()
@@ -232,7 +238,7 @@ class AnnotationController(QObject):
         self.prompts.ready.connect(lambda text: self.host.notify(text, 4000))
 
     # ---- project --------------------------------------------------------------------------
-    def _on_source_opened(self, info: dict) -> None:
+    def _on_source_opened(self, info: dict[str, Any]) -> None:
         self.source_info = dict(info)
         session = self.projects.open(info["path"], int(info["n"]), str(info.get("kind", "")))
         self.editor.session = session
@@ -292,7 +298,7 @@ class AnnotationController(QObject):
     def _on_frame_started(self, index: int) -> None:
         self.host.show_mask(index)
 
-    def _on_mask_changed(self, frame: int, rect) -> None:
+    def _on_mask_changed(self, frame: int, rect: Rect | None) -> None:
         self.host.refresh_mask(frame, rect)
         self._dirty.add(frame)
         if not self._rescore.isActive():
@@ -337,7 +343,8 @@ class AnnotationController(QObject):
         if index in self._awaiting:
             self._look_ahead()
 
-    def _prompt(self, frame: int, *, box=None, point=None, mode: str = "replace", region=None) -> None:
+    def _prompt(self, frame: int, *, box: Sequence[float] | None = None, point: Sequence[float] | None = None,
+                mode: str = "replace", region: np.ndarray | None = None) -> None:
         if point is not None and region is None:  # the shown mask: the prediction until the frame is edited
             prob = self.host.prediction(frame)
             region = prob >= self.host.threshold if prob is not None else None
@@ -345,7 +352,8 @@ class AnnotationController(QObject):
         ready = frame in self.prompts.embedded_frames
         self.host.notify("Box: segmenting…" if ready else "Box: computing this frame's embedding…", 3000)
 
-    def _on_prompt_mask(self, req, mask, box) -> None:
+    def _on_prompt_mask(self, req: PromptRequest, mask: np.ndarray,
+                        box: tuple[float, float, float, float]) -> None:
         stroke = self.editor.apply_prompt(req.frame, mask, box, req.mode)
         if stroke is None and self.session.get(req.frame) is None:
             self.message.emit(f"{self.host.frame_name(req.frame)}: the box's mask could not be applied "
@@ -418,7 +426,7 @@ class AnnotationController(QObject):
         return self.versions.versions
 
     # ---- dialogs ---------------------------------------------------------------------------------
-    def open_export_dialog(self):
+    def open_export_dialog(self) -> ExportDialog | None:
         from polypviewer.ui.export_dialog import ExportDialog
 
         if self.source_info is None:
@@ -429,7 +437,7 @@ class AnnotationController(QObject):
         dlg.show()
         return dlg
 
-    def open_finetune_dialog(self):
+    def open_finetune_dialog(self) -> FinetuneDialog | None:
         from polypviewer.ui.finetune_dialog import FinetuneDialog
 
         if self.source_info is None:
@@ -440,7 +448,7 @@ class AnnotationController(QObject):
         dlg.show()
         return dlg
 
-    def _track(self, dlg) -> None:
+    def _track(self, dlg: WorkerDialog) -> None:
         self._dialogs = [d for d in self._dialogs if d.isVisible() or d.busy()]
         self._dialogs.append(dlg)
 
@@ -449,7 +457,7 @@ class AnnotationController(QObject):
         """Frames with a mask whose review state is one of ``states`` (ascending)."""
         return [f for f in self.session.with_state(*states) if f in self.session.frames]
 
-    def snapshot(self, states: tuple[ReviewState, ...]) -> list[tuple[int, str, np.ndarray, dict]]:
+    def snapshot(self, states: tuple[ReviewState, ...]) -> list[tuple[int, str, np.ndarray, dict[str, Any]]]:
         """``(frame, name, mask copy, statistics row)`` of started frames in ``states``, taken on
         the GUI thread so a worker never reads a mask while it is being painted."""
         rows = []

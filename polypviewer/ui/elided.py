@@ -11,7 +11,7 @@ width, take what the layout gives, and fit their text into it.
 from __future__ import annotations
 
 from PySide6.QtCore import QSize, Qt
-from PySide6.QtGui import QTextLayout, QTextOption
+from PySide6.QtGui import QResizeEvent, QTextLayout, QTextOption
 from PySide6.QtWidgets import QLabel, QSizePolicy, QWidget
 
 __all__ = ["ElidedLabel", "WrappedLabel"]
@@ -45,7 +45,7 @@ class ElidedLabel(QLabel):
     def sizeHint(self) -> QSize:
         return QSize(self._min_width, super().sizeHint().height())
 
-    def resizeEvent(self, event) -> None:
+    def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)
         self._elide()
 
@@ -115,7 +115,7 @@ class WrappedLabel(QLabel):
         option.setWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
         layout.setTextOption(option)
         layout.beginLayout()
-        lines = []
+        lines: list[str] = []
         while True:
             line = layout.createLine()
             if not line.isValid():
@@ -160,6 +160,6 @@ class WrappedLabel(QLabel):
         width = max(self._min_width, min(natural, 4 * self._min_width))
         return QSize(width, self.heightForWidth(width))
 
-    def resizeEvent(self, event) -> None:
+    def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)
         self._wrap()

@@ -9,12 +9,14 @@ current frame from whatever of these is ready; workers only ever deliver through
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QMoveEvent, QResizeEvent, QShowEvent
 from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
@@ -46,7 +48,9 @@ from polypviewer.ui.timeline import Timeline
 from polypviewer.ui.workers import FrameData, FrameService
 
 if TYPE_CHECKING:
+    from polypviewer.engine.inference import Predictor
     from polypviewer.ui.keys_dialog import KeysDialog
+    from polypviewer.ui.prediction import Prediction
 
 LOOKAHEAD = 8  # frames predicted ahead of the one shown
 SETTINGS_DELAY_MS = 400  # a change is written this long after the last one
@@ -81,7 +85,7 @@ class MainWindow(QMainWindow):
 
     def __init__(self, *, load_default_model: bool = True, model: str | None = None,
                  weights: str | None = None, allow_random: bool = False,
-                 predictor_options: dict | None = None) -> None:
+                 predictor_options: dict[str, Any] | None = None) -> None:
         """``predictor_options`` go to ``Predictor.create`` (device, precision, backend)."""
         from polypviewer.ui import qtfix
 
@@ -220,7 +224,7 @@ class MainWindow(QMainWindow):
         self._log_bridge = LogBridge(self)  # the engine's logging warnings, from any thread
         self._log_bridge.record.connect(self.message_log.add)
 
-    def _handlers(self) -> dict:
+    def _handlers(self) -> dict[str, Callable[..., object]]:
         c = self.canvas
         return {
             "open": self.open_dialog, "open_folder": self.open_folder_dialog, "quit": self.close,
@@ -296,7 +300,7 @@ class MainWindow(QMainWindow):
         gen = self.frames.open(str(path))
         self.predictions.set_source(gen, str(path))
 
-    def _on_opened(self, info: dict) -> None:
+    def _on_opened(self, info: dict[str, Any]) -> None:
         self.source = info
         self.statusBar().clearMessage()
         self.index = 0
@@ -326,11 +330,11 @@ class MainWindow(QMainWindow):
         if path:
             self.open_path(path)
 
-    def dragEnterEvent(self, event) -> None:
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         if event.mimeData().hasUrls():
             event.acceptProposedAction()
 
-    def dropEvent(self, event) -> None:
+    def dropEvent(self, event: QDropEvent) -> None:
         paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
         if paths:
             self.open_path(paths[0])
@@ -338,7 +342,8 @@ class MainWindow(QMainWindow):
 
     # ---- model -------------------------------------------------------------------------
     def load_model(self, model: str | None = None, weights: str | None = None, *,
-                   allow_random: bool = False, predictor=None, fallback_model: str | None = None) -> None:
+                   allow_random: bool = False, predictor: Predictor | None = None,
+                   fallback_model: str | None = None) -> None:
         """Switch the network (built off the GUI thread), or install a ready ``predictor``."""
         what = Path(weights).name if weights else (model or "the shipped default model")
         self.model_panel.set_message(f"Loading {what}…")
@@ -379,7 +384,7 @@ class MainWindow(QMainWindow):
             # the network selected in the model panel.
             self.load_model(None, path, fallback_model=self.model_panel.current_model())
 
-    def _on_model_ready(self, info: dict) -> None:
+    def _on_model_ready(self, info: dict[str, Any]) -> None:
         if info.get("weights") and info.get("model") and not self.model_panel.is_ready(str(info["model"])):
             self.model_panel.set_ready(self.model_panel.ready_models() | {str(info["model"])})
         self.model_panel.set_info(info)
@@ -453,7 +458,7 @@ class MainWindow(QMainWindow):
         if not playing:
             self._request_ahead()
 
-    def _request_ahead(self, start: int | None = None, stride: int = 1, also=()) -> None:
+    def _request_ahead(self, start: int | None = None, stride: int = 1, also: Iterable[int] = ()) -> None:
         if self.source:
             start = self.index if start is None else start
             ahead = list(range(start, self.n, stride))[:LOOKAHEAD + 1]
@@ -463,7 +468,7 @@ class MainWindow(QMainWindow):
         """The frame's name (its file stem, or ``<video stem>_<index>``)."""
         names = self.source.get("names") if self.source else None
         if names:
-            return names[index]
+            return str(names[index])
         cached = self.frames.get(index)
         if cached is not None:
             return cached.name
@@ -525,12 +530,12 @@ class MainWindow(QMainWindow):
             act.setChecked(False)
 
     # ---- display -----------------------------------------------------------------------
-    def _on_frame(self, index: int, data) -> None:
+    def _on_frame(self, index: int, data: FrameData) -> None:
         self.frame_ready.emit(index)
         if index == self.index:
             self._display()
 
-    def _on_prediction(self, index: int, pred) -> None:
+    def _on_prediction(self, index: int, pred: Prediction) -> None:
         res = pred.result
         if pred.data is not None and self.frames.get(index) is None:
             self.frames.put(index, pred.data)
@@ -578,7 +583,7 @@ class MainWindow(QMainWindow):
         self.refresh_status()
         self.displayed.emit(self.index, mask is not None)
 
-    def _score(self, index: int, prob, gt) -> None:
+    def _score(self, index: int, prob: np.ndarray | None, gt: np.ndarray | None) -> None:
         if self.review.score(index, gt, prob):
             self._show_score(index)
 
@@ -604,7 +609,7 @@ class MainWindow(QMainWindow):
         self.status_label.setText("   ".join(parts))
 
     # ---- overlay controls --------------------------------------------------------------
-    def set_style(self, **changes) -> None:
+    def set_style(self, **changes: Any) -> None:
         style = self.canvas.overlay_style().with_(**changes)
         self.overlay_panel.set_style(style)
         self._on_style(style)
@@ -758,7 +763,7 @@ class MainWindow(QMainWindow):
                                    f"{warn} warnings (View > Message log)")
 
     # ---- settings: written when they change ----------------------------------------------
-    def settings_changed(self, *_args) -> None:
+    def settings_changed(self, *_args: object) -> None:
         """Something the settings keep changed: write them shortly (many changes, one write)."""
         if not self._closed:
             self._settings_timer.start()
@@ -767,7 +772,7 @@ class MainWindow(QMainWindow):
         self.settings.brush_radius = int(radius)
         self.settings_changed()
 
-    def showEvent(self, event) -> None:
+    def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
         if not self._layout_restored:  # the first start's layout, for the size the window has
             self._layout_restored = True
@@ -798,11 +803,11 @@ class MainWindow(QMainWindow):
         if low > 0:
             self.resizeDocks([review, annotation], [total - low, low], Qt.Orientation.Vertical)
 
-    def resizeEvent(self, event) -> None:
+    def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)
         self.settings_changed()
 
-    def moveEvent(self, event) -> None:
+    def moveEvent(self, event: QMoveEvent) -> None:
         super().moveEvent(event)
         self.settings_changed()
 
@@ -822,7 +827,7 @@ class MainWindow(QMainWindow):
             return False
         return True
 
-    def closeEvent(self, event) -> None:
+    def closeEvent(self, event: QCloseEvent) -> None:
         self.shutdown()
         super().closeEvent(event)
 
@@ -854,7 +859,7 @@ def _dock_need(dock: QDockWidget) -> int:
     return content + dock.height() - scroll.viewport().height()
 
 
-def _model_line(info: dict) -> str:
+def _model_line(info: dict[str, Any]) -> str:
     """The message log's line for a model that is now running: what, on which engine, and why."""
     what = f"{info.get('model', '?')} ({info.get('version', '?')})"
     how = " ".join(str(info[k]) for k in ("backend", "precision", "device") if info.get(k))

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QColor, QFont, QIcon, QPalette
+from PySide6.QtGui import QColor, QFont, QIcon, QPaintEvent, QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 )
 
 from polypviewer.core.metrics import SCORE_NAMES
-from polypviewer.core.overlay import OverlayStyle
+from polypviewer.core.overlay import RGB, OverlayStyle
 from polypviewer.ui.elided import ElidedLabel, WrappedLabel
 
 # The model panel's wrapped lines: "Why" always has room for WHY_LINES (a longer reason ends in
@@ -48,6 +48,10 @@ SCORE_LABELS = {"dice": "Dice", "iou": "IoU", "precision": "Precision", "recall"
 
 
 NAME_WIDTH = 170  # the frame name's fixed width in the navigation bar
+
+# A column pair of means for MetricsPanel.set_means: (seen means, frames seen, whole-source
+# means, frames scored), as core.review's seen_means() + whole_means() give them.
+Means = tuple[Mapping[str, float] | None, int, Mapping[str, float] | None, int]
 
 
 def _fmt(value: float | None) -> str:
@@ -65,7 +69,7 @@ class ModelPanel(QGroupBox):
     BACKENDS = (("auto", "Engine: auto (fastest exact, measured)"), ("torch", "Engine: PyTorch"),
                 ("openvino", "Engine: OpenVINO"), ("onnxruntime", "Engine: ONNX Runtime"))
 
-    def __init__(self, models: list[str], parent=None) -> None:
+    def __init__(self, models: list[str], parent: QWidget | None = None) -> None:
         super().__init__("Model", parent)
         self.combo = NarrowCombo()
         for name in models:  # the item's data is the registry name; its text says if it is ready
@@ -206,7 +210,7 @@ class OverlayPanel(QGroupBox):
     style_changed = Signal(object)  # OverlayStyle
     threshold_changed = Signal(float)
 
-    def __init__(self, style: OverlayStyle, threshold: float = 0.5, parent=None) -> None:
+    def __init__(self, style: OverlayStyle, threshold: float = 0.5, parent: QWidget | None = None) -> None:
         super().__init__("Overlay", parent)
         self._style = style
         self.threshold = QSlider(Qt.Orientation.Horizontal)
@@ -268,7 +272,7 @@ class OverlayPanel(QGroupBox):
         return s
 
     @staticmethod
-    def _color_button(rgb) -> QToolButton:
+    def _color_button(rgb: RGB) -> QToolButton:
         b = QToolButton()
         b.setFixedSize(22, 18)
         b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
@@ -363,7 +367,7 @@ class NarrowCombo(QComboBox):
         return self.fontMetrics().elidedText(opt.currentText, Qt.TextElideMode.ElideRight,
                                              max(field.width() - icon - 4, 1))
 
-    def paintEvent(self, event) -> None:  # QComboBox::paintEvent, with the label elided
+    def paintEvent(self, event: QPaintEvent) -> None:  # QComboBox::paintEvent, with the label elided
         painter = QStylePainter(self)
         painter.setPen(self.palette().color(QPalette.ColorRole.Text))
         opt = QStyleOptionComboBox()
@@ -373,7 +377,7 @@ class NarrowCombo(QComboBox):
         painter.drawControl(QStyle.ControlElement.CE_ComboBoxLabel, opt)
 
 
-def _swatch(rgb, text: str) -> str:
+def _swatch(rgb: RGB, text: str) -> str:
     return f'<span style="color: rgb{tuple(rgb)}">■</span> {text}&nbsp;&nbsp;'
 
 
@@ -387,7 +391,7 @@ class MetricsPanel(QGroupBox):
     TIPS = ("The model's own prediction, even where it was corrected",
             "Corrected: the masks as they are now (edited frames: the reviewer's mask; others: the model's)")
 
-    def __init__(self, parent=None) -> None:
+    def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Metrics vs ground truth", parent)
         self.table = QTableWidget(len(SCORE_NAMES), len(self.COLUMNS))
         self._heads: list[QTableWidgetItem] = []  # the header's items, by column
@@ -441,7 +445,7 @@ class MetricsPanel(QGroupBox):
 
     def set_means(self, seen: Mapping[str, float] | None, n_seen: int,
                   whole: Mapping[str, float] | None, n_scored: int, n_total: int, *,
-                  model: tuple | None = None) -> None:
+                  model: Means | None = None) -> None:
         """The means over seen / all frames of the shown masks, and (``model``: the same four
         values for the model's own predictions) of the model's."""
         for first, (s, k_seen, w, k_scored) in ((4, (seen, n_seen, whole, n_scored)),
@@ -470,7 +474,7 @@ class NavigationBar(QWidget):
 
     frame_requested = Signal(int)
 
-    def __init__(self, parent=None) -> None:
+    def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.play_button = QToolButton()
         # Qt's own media icons: a "⏸" glyph draws as an empty box in fonts that lack it.
