@@ -21,10 +21,14 @@ import argparse
 import csv
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from polypviewer.cli import Report, UserError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -62,7 +66,7 @@ def index_by_stem(folder: Path) -> tuple[dict[str, Path], dict[str, list[Path]]]
     return unique, clashes
 
 
-def read_prediction(path: Path):
+def read_prediction(path: Path) -> np.ndarray:
     """(H, W) uint8 map from a prediction file; raises ItemError naming the file."""
     import numpy as np
 
@@ -71,7 +75,8 @@ def read_prediction(path: Path):
 
     raw = to_gray(decode_file(path))
     if raw.dtype == np.uint8 and raw.max() == 1:
-        return raw * np.uint8(255)  # a 0/1 label image, as read_mask reads it
+        labels: np.ndarray = raw * np.uint8(255)  # a 0/1 label image, as read_mask reads it
+        return labels
     return to_uint8(raw)
 
 
@@ -132,7 +137,8 @@ def format_table(summary: dict[str, Any], *, per_image: bool) -> str:
 
 
 def evaluate(pred_root: Path, gt_root: Path, *, benchmark: bool = True,
-             report=None, note=None) -> tuple[dict[str, Any], list[str]]:
+             report: Callable[[str], None] | None = None,
+             note: Callable[[str], None] | None = None) -> tuple[dict[str, Any], list[str]]:
     """Score every ground-truth stem; return the summary and the one-line problem reports.
 
     ``report(line)`` is called for each problem, ``note(line)`` (default: ``report``) for

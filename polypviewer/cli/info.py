@@ -104,7 +104,8 @@ def _prompted_rows() -> list[dict[str, Any]]:
 def _ov_version() -> str:
     import openvino
 
-    return openvino.__version__
+    version: str = openvino.__version__
+    return version
 
 
 def run(args: argparse.Namespace) -> int:

@@ -253,7 +253,7 @@ def write_predictions(runner: Any, folders: dict[str, Path], *, acc: Any = None,
             prob8 = np.rint(prob * 255.0).astype(np.uint8)
             write_atomic(folders["probs"] / f"{name}.png", encode_image(prob8, ".png"))
 
-    def collect(name: str, fut: Future) -> int:
+    def collect(name: str, fut: Future[None]) -> int:
         exc = fut.exception()
         if exc is None:
             return 0
@@ -261,7 +261,7 @@ def write_predictions(runner: Any, folders: dict[str, Path], *, acc: Any = None,
         return 1
 
     failed = 0
-    pending: deque[tuple[str, Future]] = deque()
+    pending: deque[tuple[str, Future[None]]] = deque()
     try:
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="polypviewer-write") as pool:
             for r in runner:

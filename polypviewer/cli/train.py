@@ -23,8 +23,13 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
 from polypviewer.cli import UserError
+
+if TYPE_CHECKING:
+    from polypviewer.engine.data import SampleSet
+    from polypviewer.engine.training import TrainEvent
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -73,7 +78,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def load_spec(spec: str, *, negatives: bool = False):
+def load_spec(spec: str, *, negatives: bool = False) -> tuple[str, SampleSet]:
     """``DIR`` or ``DIR,FILE:KEY`` -> (label, SampleSet)."""
     from polypviewer.engine.data import load_set, read_split
 
@@ -140,12 +145,12 @@ def stop_on_terminate() -> Iterator[None]:
 class ProgressBar:
     """One self-rewriting line on stderr per epoch; a full line when an epoch ends."""
 
-    def __init__(self, stream=sys.stderr, width: int = 24) -> None:
+    def __init__(self, stream: TextIO = sys.stderr, width: int = 24) -> None:
         self.stream, self.width = stream, width
 
     _start: tuple[float, int] | None = None
 
-    def eta(self, ev) -> str:
+    def eta(self, ev: TrainEvent) -> str:
         """Time left for the whole run at this process's pace so far (validation included)."""
         if self._start is None:
             self._start = (ev.elapsed, ev.global_step)
@@ -158,7 +163,7 @@ class ProgressBar:
         h, m = divmod(int(left) // 60, 60)
         return f"ETA {h}h{m:02d}m" if h else f"ETA {m}m{int(left) % 60:02d}s"
 
-    def __call__(self, ev) -> None:
+    def __call__(self, ev: TrainEvent) -> None:
         if ev.kind == "step":
             filled = int(self.width * ev.step / ev.steps_per_epoch)
             self.stream.write(f"\repoch {ev.epoch + 1}/{ev.epochs} [{'#' * filled}{'.' * (self.width - filled)}] "
@@ -204,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
             root, _, split = sp.partition(",")
             val_parts.append((f"{root},{split.rpartition(':')[0]}:{args.val_split}",
                               load_set(root, read_split(f"{split.rpartition(':')[0]}:{args.val_split}"))))
-    data_meta: dict = {"train": [f"{label} ({len(s)} images)" for label, s in parts]}
+    data_meta: dict[str, Any] = {"train": [f"{label} ({len(s)} images)" for label, s in parts]}
     if args.val_fraction:
         rest, held = holdout_split(train_set.names, args.val_fraction, args.seed)
         carved = train_set.subset(held)

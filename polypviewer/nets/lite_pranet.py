@@ -70,7 +70,8 @@ class MBConv(nn.Module):
             y = F.relu6(self._bn0(self._expand_conv(y)))
         y = F.relu6(self._bn1(self._depthwise_conv(y)))
         y = self._bn2(self._project_conv(y))
-        return y + x if self.residual else y
+        out: torch.Tensor = y + x if self.residual else y
+        return out
 
 
 class EfficientNetLite0(nn.Module):
@@ -155,7 +156,8 @@ class PartialDecoder(nn.Module):
         x3_1 = self.conv_upsample2(x1_up3) * self.conv_upsample3(_up(x2, x3, True)) * x3
         x2_2 = self.conv_concat2(torch.cat([x2_1, self.conv_upsample4(x1_up2)], 1))
         x3_2 = self.conv_concat3(torch.cat([x3_1, self.conv_upsample5(_up(x2_2, x3, True))], 1))
-        return self.conv5(self.conv4(x3_2))
+        y: torch.Tensor = self.conv5(self.conv4(x3_2))
+        return y
 
 
 class ReverseAttention(nn.Module):
@@ -172,7 +174,8 @@ class ReverseAttention(nn.Module):
         x = self.conv1(feat * (1.0 - torch.sigmoid(prev)))
         for conv in self.convs:
             x = F.relu(conv(x))
-        return self.out(x) + prev
+        y: torch.Tensor = self.out(x) + prev
+        return y
 
 
 class LitePraNet(nn.Module):

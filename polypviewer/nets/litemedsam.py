@@ -24,6 +24,7 @@ import importlib.util
 import itertools
 import math
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -60,8 +61,9 @@ class PatchEmbed(nn.Module):
         n = embed_dim
         self.seq = nn.Sequential(Conv2d_BN(in_chans, n // 2), nn.GELU(), Conv2d_BN(n // 2, n))
 
-    def forward(self, x):
-        return self.seq(x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y: torch.Tensor = self.seq(x)
+        return y
 
 
 class MBConv(nn.Module):
@@ -75,10 +77,11 @@ class MBConv(nn.Module):
         self.conv3 = Conv2d_BN(hidden, dim)
         self.act3 = nn.GELU()
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.act1(self.conv1(x))
         y = self.act2(self.conv2(y))
-        return self.act3(self.conv3(y) + x)
+        out: torch.Tensor = self.act3(self.conv3(y) + x)
+        return out
 
 
 class PatchMerging(nn.Module):
@@ -93,13 +96,14 @@ class PatchMerging(nn.Module):
         self.conv2 = Conv2d_BN(out_dim, out_dim, 3, stride, 1, groups=out_dim)
         self.conv3 = Conv2d_BN(out_dim, out_dim)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == 3:
             h, w = self.resolution
             x = x.view(x.shape[0], h, w, -1).permute(0, 3, 1, 2)
         x = self.act(self.conv1(x))
         x = self.act(self.conv2(x))
-        return self.conv3(x).flatten(2).transpose(1, 2)
+        y: torch.Tensor = self.conv3(x).flatten(2).transpose(1, 2)
+        return y
 
 
 class ConvLayer(nn.Module):
@@ -108,10 +112,11 @@ class ConvLayer(nn.Module):
         self.blocks = nn.ModuleList(MBConv(dim, expand_ratio) for _ in range(depth))
         self.downsample = PatchMerging(resolution, dim, out_dim)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         for blk in self.blocks:
             x = blk(x)
-        return self.downsample(x)
+        y: torch.Tensor = self.downsample(x)
+        return y
 
 
 class Mlp(nn.Module):
@@ -122,8 +127,9 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
         self.act = nn.GELU()
 
-    def forward(self, x):
-        return self.fc2(self.act(self.fc1(self.norm(x))))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y: torch.Tensor = self.fc2(self.act(self.fc1(self.norm(x))))
+        return y
 
 
 class Attention(nn.Module):
@@ -150,14 +156,15 @@ class Attention(nn.Module):
         self.register_buffer("attention_bias_idxs", torch.tensor(idxs, dtype=torch.long).view(
             len(points), len(points)), persistent=False)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
         q, k, v = self.qkv(self.norm(x)).view(b, n, self.num_heads, -1).split(
             [self.key_dim, self.key_dim, self.d], dim=3)
         bias = self.attention_biases[:, self.attention_bias_idxs].to(q.dtype)
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                              attn_mask=bias)
-        return self.proj(out.transpose(1, 2).reshape(b, n, self.dh))
+        y: torch.Tensor = self.proj(out.transpose(1, 2).reshape(b, n, self.dh))
+        return y
 
 
 class TinyViTBlock(nn.Module):
@@ -170,7 +177,7 @@ class TinyViTBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.local_conv = Conv2d_BN(dim, dim, local_conv_size, 1, local_conv_size // 2, groups=dim)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = self.resolution
         b, n, c = x.shape
         ws = self.window_size
@@ -189,7 +196,8 @@ class TinyViTBlock(nn.Module):
             a = t[:, :h, :w].reshape(b, n, c)
         x = x + a
         x = self.local_conv(x.transpose(1, 2).reshape(b, c, h, w)).view(b, c, n).transpose(1, 2)
-        return x + self.mlp(x)
+        y: torch.Tensor = x + self.mlp(x)
+        return y
 
 
 class BasicLayer(nn.Module):
@@ -201,10 +209,11 @@ class BasicLayer(nn.Module):
             for _ in range(depth))
         self.downsample = PatchMerging(resolution, dim, out_dim) if out_dim is not None else None
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         for blk in self.blocks:
             x = blk(x)
-        return self.downsample(x) if self.downsample is not None else x
+        y: torch.Tensor = self.downsample(x) if self.downsample is not None else x
+        return y
 
 
 class LayerNorm2d(nn.Module):
@@ -214,7 +223,7 @@ class LayerNorm2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
         self.eps = eps
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         u = x.mean(1, keepdim=True)
         s = (x - u).pow(2).mean(1, keepdim=True)
         return self.weight[:, None, None] * ((x - u) / torch.sqrt(s + self.eps)) + self.bias[:, None, None]
@@ -243,12 +252,13 @@ class TinyViT(nn.Module):
             nn.Conv2d(embed_dims[-1], 256, kernel_size=1, bias=False), LayerNorm2d(256),
             nn.Conv2d(256, 256, kernel_size=3, padding=1, bias=False), LayerNorm2d(256))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)
         for layer in self.layers:
             x = layer(x)
         b, _, c = x.shape
-        return self.neck(x.view(b, EMBED_SIZE, EMBED_SIZE, c).permute(0, 3, 1, 2))
+        y: torch.Tensor = self.neck(x.view(b, EMBED_SIZE, EMBED_SIZE, c).permute(0, 3, 1, 2))
+        return y
 
 
 # ---------------------------------------------------------------- SAM prompt encoder
@@ -258,19 +268,19 @@ class PositionEmbeddingRandom(nn.Module):
         self.positional_encoding_gaussian_matrix: torch.Tensor
         self.register_buffer("positional_encoding_gaussian_matrix", torch.randn((2, num_pos_feats)))
 
-    def _pe_encoding(self, coords):
+    def _pe_encoding(self, coords: torch.Tensor) -> torch.Tensor:
         coords = (2 * coords - 1) @ self.positional_encoding_gaussian_matrix
         coords = 2 * math.pi * coords
         return torch.cat([torch.sin(coords), torch.cos(coords)], dim=-1)
 
-    def forward(self, size: tuple[int, int]):
+    def forward(self, size: tuple[int, int]) -> torch.Tensor:
         h, w = size
         grid = torch.ones((h, w), device=self.positional_encoding_gaussian_matrix.device)
         y = (grid.cumsum(dim=0) - 0.5) / h
         x = (grid.cumsum(dim=1) - 0.5) / w
         return self._pe_encoding(torch.stack([x, y], dim=-1)).permute(2, 0, 1)
 
-    def forward_with_coords(self, coords, image_size: tuple[int, int]):
+    def forward_with_coords(self, coords: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
         coords = coords.clone().float()
         coords[:, :, 0] = coords[:, :, 0] / image_size[1]
         coords[:, :, 1] = coords[:, :, 1] / image_size[0]
@@ -294,10 +304,11 @@ class PromptEncoder(nn.Module):
             nn.GELU(), nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1))
         self.no_mask_embed = nn.Embedding(1, embed_dim)
 
-    def get_dense_pe(self):
-        return self.pe_layer(self.image_embedding_size).unsqueeze(0)
+    def get_dense_pe(self) -> torch.Tensor:
+        pe: torch.Tensor = self.pe_layer(self.image_embedding_size).unsqueeze(0)
+        return pe
 
-    def _embed_points(self, points, labels, pad: bool):
+    def _embed_points(self, points: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
         points = points + 0.5  # pixel centres
         if pad:
             points = torch.cat([points, torch.zeros((points.shape[0], 1, 2), device=points.device)], dim=1)
@@ -305,17 +316,18 @@ class PromptEncoder(nn.Module):
         emb = self.pe_layer.forward_with_coords(points, self.input_image_size)
         emb[labels == -1] = 0.0
         emb[labels == -1] += self.not_a_point_embed.weight
-        emb[labels == 0] += self.point_embeddings[0].weight
-        emb[labels == 1] += self.point_embeddings[1].weight
+        emb[labels == 0] += cast(nn.Embedding, self.point_embeddings[0]).weight
+        emb[labels == 1] += cast(nn.Embedding, self.point_embeddings[1]).weight
         return emb
 
-    def _embed_boxes(self, boxes):
+    def _embed_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
         emb = self.pe_layer.forward_with_coords((boxes + 0.5).reshape(-1, 2, 2), self.input_image_size)
-        emb[:, 0, :] += self.point_embeddings[2].weight
-        emb[:, 1, :] += self.point_embeddings[3].weight
+        emb[:, 0, :] += cast(nn.Embedding, self.point_embeddings[2]).weight
+        emb[:, 1, :] += cast(nn.Embedding, self.point_embeddings[3]).weight
         return emb
 
-    def forward(self, points=None, boxes=None, masks=None):
+    def forward(self, points: tuple[torch.Tensor, torch.Tensor] | None = None, boxes: torch.Tensor | None = None,
+                masks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         bs = points[0].shape[0] if points is not None else boxes.shape[0] if boxes is not None else \
             masks.shape[0] if masks is not None else 1
         device = self.no_mask_embed.weight.device
@@ -339,8 +351,9 @@ class MLPBlock(nn.Module):
         self.lin2 = nn.Linear(mlp_dim, dim)
         self.act = nn.ReLU()
 
-    def forward(self, x):
-        return self.lin2(self.act(self.lin1(x)))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y: torch.Tensor = self.lin2(self.act(self.lin1(x)))
+        return y
 
 
 class SAMAttention(nn.Module):
@@ -355,15 +368,16 @@ class SAMAttention(nn.Module):
         self.v_proj = nn.Linear(dim, internal)
         self.out_proj = nn.Linear(internal, dim)
 
-    def _heads(self, x):
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
-    def forward(self, q, k, v):
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         out = F.scaled_dot_product_attention(self._heads(self.q_proj(q)), self._heads(self.k_proj(k)),
                                              self._heads(self.v_proj(v)))
         b, h, n, c = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(b, n, h * c))
+        y: torch.Tensor = self.out_proj(out.transpose(1, 2).reshape(b, n, h * c))
+        return y
 
 
 class TwoWayAttentionBlock(nn.Module):
@@ -379,7 +393,8 @@ class TwoWayAttentionBlock(nn.Module):
         self.cross_attn_image_to_token = SAMAttention(dim, num_heads, 2)
         self.skip_first_layer_pe = skip_first_layer_pe
 
-    def forward(self, queries, keys, query_pe, key_pe):
+    def forward(self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor,
+                key_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.skip_first_layer_pe:
             queries = self.self_attn(queries, queries, queries)
         else:
@@ -402,14 +417,16 @@ class TwoWayTransformer(nn.Module):
         self.final_attn_token_to_image = SAMAttention(embedding_dim, num_heads, 2)
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
 
-    def forward(self, image_embedding, image_pe, point_embedding):
+    def forward(self, image_embedding: torch.Tensor, image_pe: torch.Tensor,
+                point_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         keys = image_embedding.flatten(2).permute(0, 2, 1)
         image_pe = image_pe.flatten(2).permute(0, 2, 1)
         queries = point_embedding
         for layer in self.layers:
             queries, keys = layer(queries, keys, point_embedding, image_pe)
         queries = queries + self.final_attn_token_to_image(queries + point_embedding, keys + image_pe, keys)
-        return self.norm_final_attn(queries), keys
+        out: torch.Tensor = self.norm_final_attn(queries)
+        return out, keys
 
 
 class MLP(nn.Module):
@@ -418,7 +435,7 @@ class MLP(nn.Module):
         h = [hidden_dim] * (num_layers - 1)
         self.layers = nn.ModuleList(nn.Linear(n, k) for n, k in zip([input_dim, *h], [*h, output_dim], strict=True))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, layer in enumerate(self.layers):
             x = F.relu(layer(x)) if i < len(self.layers) - 1 else layer(x)
         return x
@@ -440,8 +457,9 @@ class MaskDecoder(nn.Module):
             MLP(transformer_dim, transformer_dim, transformer_dim // 8, 3) for _ in range(self.num_mask_tokens))
         self.iou_prediction_head = MLP(transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth)
 
-    def forward(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
-                multimask_output: bool = False):
+    def forward(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse_prompt_embeddings: torch.Tensor,
+                dense_prompt_embeddings: torch.Tensor,
+                multimask_output: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 1 or 3, 256, 256) mask logits and (N, 1 or 3) predicted IoUs; N = prompts."""
         tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = tokens.unsqueeze(0).expand(sparse_prompt_embeddings.size(0), -1, -1)
@@ -468,7 +486,7 @@ class MaskDecoder(nn.Module):
 class LiteMedSAM(nn.Module):
     """``image_encoder`` once per frame; ``prompt_encoder`` + ``mask_decoder`` per prompt."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.image_encoder = TinyViT()
         self.prompt_encoder = PromptEncoder()
@@ -476,7 +494,8 @@ class LiteMedSAM(nn.Module):
 
     def embed(self, image: torch.Tensor) -> torch.Tensor:
         """(N, 3, 256, 256) preprocessed images -> (N, 256, 64, 64) embeddings."""
-        return self.image_encoder(image)
+        emb: torch.Tensor = self.image_encoder(image)
+        return emb
 
     def decode(self, embedding: torch.Tensor, boxes: torch.Tensor | None = None,
                points: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -485,7 +504,9 @@ class LiteMedSAM(nn.Module):
         ``points`` = (coords (N, P, 2) as x, y; labels (N, P): 1 foreground, 0 background)."""
         sparse, dense = self.prompt_encoder(
             points=points, boxes=boxes[:, None, :] if boxes is not None else None, masks=None)
-        return self.mask_decoder(embedding, self.prompt_encoder.get_dense_pe(), sparse, dense, False)
+        out: tuple[torch.Tensor, torch.Tensor] = self.mask_decoder(
+            embedding, self.prompt_encoder.get_dense_pe(), sparse, dense, False)
+        return out
 
     def forward(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         return self.decode(self.embed(image), boxes=boxes)[0]

@@ -35,7 +35,8 @@ class BasicConv2d(nn.Module):
         self.relu = nn.ReLU(inplace=True)  # unused in forward; kept for layout parity
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.conv(x))
+        y: torch.Tensor = self.bn(self.conv(x))
+        return y
 
 
 def _rfb_branch(cin: int, cout: int, n: int) -> nn.Sequential:
@@ -65,7 +66,8 @@ class RFB(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x_cat = self.conv_cat(torch.cat(
             (self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)), 1))
-        return self.relu(x_cat + self.conv_res(x))
+        y: torch.Tensor = self.relu(x_cat + self.conv_res(x))
+        return y
 
 
 class PartialDecoder(nn.Module):
@@ -93,7 +95,8 @@ class PartialDecoder(nn.Module):
         x3_1 = self.conv_upsample2(up(up(x1))) * self.conv_upsample3(up(x2)) * x3
         x2_2 = self.conv_concat2(torch.cat((x2_1, self.conv_upsample4(up(x1))), 1))
         x3_2 = self.conv_concat3(torch.cat((x3_1, self.conv_upsample5(up(x2_2))), 1))
-        return self.conv5(self.conv4(x3_2))
+        y: torch.Tensor = self.conv5(self.conv4(x3_2))
+        return y
 
 
 def _resize(x: torch.Tensor, scale: float) -> torch.Tensor:
@@ -134,7 +137,8 @@ class PraNet(nn.Module):
         x = convs[0](x)
         for conv in convs[1:-1]:
             x = F.relu(conv(x))
-        return convs[-1](x) + prior
+        out: torch.Tensor = convs[-1](x) + prior
+        return out
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``x`` (N, 3, H, W), H and W multiples of 32 -> (map5, map4, map3, map2) logits,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -45,7 +45,8 @@ class Preprocessing:
 
 
 def _last(out: Any) -> torch.Tensor:
-    return out[-1] if isinstance(out, (tuple, list)) else out
+    t: torch.Tensor = out[-1] if isinstance(out, (tuple, list)) else out
+    return t
 
 
 @dataclass(frozen=True)
@@ -69,13 +70,15 @@ class UnknownModelError(PolypviewerError):
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
+_Builder = TypeVar("_Builder", bound=Callable[..., nn.Module])
+
 
 def register_model(name: str, *, preprocessing: Preprocessing, description: str = "",
                    reference: str = "", select: Callable[[Any], torch.Tensor] = _last,
-                   recipe: str = "pranet", pretrained_encoder: bool = False):
+                   recipe: str = "pranet", pretrained_encoder: bool = False) -> Callable[[_Builder], _Builder]:
     """Decorator for a builder ``fn(**cfg) -> nn.Module``; registers it under ``name``."""
 
-    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    def deco(fn: _Builder) -> _Builder:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
         _REGISTRY[name] = ModelSpec(name, fn, preprocessing, description, select, reference,

@@ -13,6 +13,7 @@ unused ImageNet classifier ``fc`` exists: the PraNet checkpoint contains it.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -68,7 +69,8 @@ class Bottle2neck(nn.Module):
             last = spx[self.nums]
             outs.append(self.pool(last) if self.stype == "stage" else last)
         out = self.bn3(self.conv3(torch.cat(outs, 1)))
-        return self.relu(out + residual)
+        y: torch.Tensor = self.relu(out + residual)
+        return y
 
 
 class Res2Net(nn.Module):
@@ -131,7 +133,8 @@ class Res2Net(nn.Module):
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         """Stride-4 features (64 channels) after the stem and max-pool."""
-        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        y: torch.Tensor = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return y
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """``[stem, layer1, layer2, layer3, layer4]`` at strides 4, 4, 8, 16, 32."""
@@ -145,9 +148,10 @@ class Res2Net(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet class logits (N, num_classes)."""
         x = self.forward_features(x)[-1]
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        logits: torch.Tensor = self.fc(torch.flatten(self.avgpool(x), 1))
+        return logits
 
 
-def res2net50_v1b_26w_4s(**kwargs) -> Res2Net:
+def res2net50_v1b_26w_4s(**kwargs: Any) -> Res2Net:
     """Res2Net-50 v1b, base width 26, scale 4 (randomly initialised; no download)."""
     return Res2Net((3, 4, 6, 3), base_width=26, scale=4, **kwargs)

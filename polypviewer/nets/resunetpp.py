@@ -27,6 +27,7 @@ Registered names and what their ASPP is (bridge at 256 channels and head at 16):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.fx
@@ -131,7 +132,8 @@ class SeparableConv2d(nn.Module):
         self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pointwise(self.depthwise(x))
+        y: torch.Tensor = self.pointwise(self.depthwise(x))
+        return y
 
 
 class SqueezeExcite(nn.Module):
@@ -162,7 +164,8 @@ class StemBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv2(F.relu(self.bn1(self.conv1(x))))
-        return self.se(y + self.shortcut_bn(self.shortcut(x)))
+        out: torch.Tensor = self.se(y + self.shortcut_bn(self.shortcut(x)))
+        return out
 
 
 class ResidualBlock(nn.Module):
@@ -182,7 +185,8 @@ class ResidualBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv1(F.relu(self.bn1(x)))
         y = self.conv2(F.relu(self.bn2(y)))
-        return self.se(y + self.shortcut_bn(self.shortcut(x)))
+        out: torch.Tensor = self.se(y + self.shortcut_bn(self.shortcut(x)))
+        return out
 
 
 class ASPP(nn.Module):
@@ -201,7 +205,8 @@ class ASPP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = sum(bn(conv(x)) for conv, bn in zip(self.convs, self.bns, strict=True))
-        return self.project(y)
+        out: torch.Tensor = self.project(y)
+        return out
 
 
 class DASPPBranch(nn.Module):
@@ -218,7 +223,8 @@ class DASPPBranch(nn.Module):
         y = self.sep(x)
         if self.relu:  # a constructor flag, not data: traces to a fixed graph
             y = F.relu(y)
-        return self.conv(self.bn(y))
+        out: torch.Tensor = self.conv(self.bn(y))
+        return out
 
 
 class DASPP(nn.Module):
@@ -245,7 +251,8 @@ class DASPP(nn.Module):
         pooled = self.pool_conv(F.avg_pool2d(x, 2))
         pooled = F.interpolate(pooled, scale_factor=2.0, mode="nearest")
         parts = [x, self.bn0(self.sep0(x)), *(b(x) for b in self.branches), pooled]
-        return self.project(torch.cat(parts, dim=1))
+        out: torch.Tensor = self.project(torch.cat(parts, dim=1))
+        return out
 
 
 class AttentionBlock(nn.Module):
@@ -268,7 +275,8 @@ class AttentionBlock(nn.Module):
         g_pool = F.max_pool2d(self.g_conv(F.relu(self.g_bn(g))), 2)
         x_conv = self.x_conv(F.relu(self.x_bn(x)))
         gc = self.gc_conv(F.relu(self.gc_bn(g_pool + x_conv)))
-        return gc * x
+        out: torch.Tensor = gc * x
+        return out
 
 
 ASPP_KINDS = ("aspp4", "aspp5", "sepconv", "daspp", "daspp_relu")
@@ -328,7 +336,8 @@ class ResUNetPlusPlus(nn.Module):
         d = self.dec1(torch.cat([self._up(self.att1(c3, b)), c3], dim=1))
         d = self.dec2(torch.cat([self._up(self.att2(c2, d)), c2], dim=1))
         d = self.dec3(torch.cat([self._up(self.att3(c1, d)), c1], dim=1))
-        return self.head(self.head_aspp(d))
+        logits: torch.Tensor = self.head(self.head_aspp(d))
+        return logits
 
 
 _VARIANTS = {
@@ -351,7 +360,7 @@ def _register(name: str, aspp: str, description: str, reference: str) -> None:
     # Every variant trains by default as the MediaEval 2020 paper trained them (Nadam, mIoU).
     @register_model(name, preprocessing=KERAS_PREPROCESSING, description=description,
                     reference=reference, recipe="resunetpp_seed")
-    def build(**cfg) -> ResUNetPlusPlus:
+    def build(**cfg: Any) -> ResUNetPlusPlus:
         return ResUNetPlusPlus(aspp, name=name, **cfg)
 
     build.__name__ = build.__qualname__ = name

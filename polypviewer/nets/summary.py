@@ -46,7 +46,8 @@ def _count_flops(model: nn.Module, x: torch.Tensor) -> int:
 
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x)
-    return counter.get_total_flops()
+    flops: int = counter.get_total_flops()
+    return flops
 
 
 def gflops(model: nn.Module, input_size: int | tuple[int, int], in_channels: int = 3) -> float:

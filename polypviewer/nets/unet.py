@@ -10,6 +10,7 @@ logits (N, 1, H, W); the Keras sigmoid is left to inference and the losses.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -100,7 +101,8 @@ class UNet(nn.Module):
         d = self.dec2(torch.cat([self.up2(d), c3], dim=1))
         d = self.dec3(torch.cat([self.up3(d), c2], dim=1))
         d = self.dec4(torch.cat([self.up4(d), c1], dim=1))
-        return self.head_bn(self.head(d))
+        logits: torch.Tensor = self.head_bn(self.head(d))
+        return logits
 
 
 @register_model("unet", preprocessing=KERAS_PREPROCESSING,
@@ -109,5 +111,5 @@ class UNet(nn.Module):
                 reference="Ali et al., MediaEval 2020; Ronneberger et al., MICCAI 2015; "
                           "github.com/DebeshJha/ResUNetPlusPlus (unet.py)",
                 recipe="resunetpp_seed")  # the baseline is trained like the paper's ResUNet++
-def unet(**cfg) -> UNet:
+def unet(**cfg: Any) -> UNet:
     return UNet(**cfg)

@@ -390,7 +390,7 @@ def _unwrap(obj: Any, path: Path | None) -> dict[str, torch.Tensor]:
     return sd
 
 
-def _all_tensors(d: Mapping) -> bool:
+def _all_tensors(d: Mapping[Any, Any]) -> bool:
     return all(isinstance(v, torch.Tensor) for v in d.values())
 
 
@@ -560,7 +560,7 @@ def save_checkpoint(path: str | Path, model: nn.Module | Mapping[str, torch.Tens
     return hashlib.sha256(data).hexdigest()
 
 
-def _count_params(model: nn.Module | Mapping, state: Mapping[str, torch.Tensor]) -> int:
+def _count_params(model: nn.Module | Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> int:
     if isinstance(model, nn.Module):
         return sum(int(p.numel()) for p in model.parameters())
     # A bare state_dict: everything but BN statistics is a parameter.
