@@ -19,8 +19,12 @@ process and reports, from the moment the process was started:
   then ``cli.gui.end_process``, as ``polypviewer gui`` does); the exit status is kept.
 
 Run 1 starts with an empty cache folder (cold: OpenVINO converts and compiles, the engine
-choice is measured); later runs share it (warm: what a user sees every day). Targets: first
-frame < 2 s, first overlay < 4 s warm on a quiet 2-core machine, quit < 1 s, no stall > 50 ms.
+choice is measured in the background, in a low-priority child process, while the stalls are
+measured); a run whose measurement is still going after the stalls keeps the window open until
+it has finished (``engine measured``: seconds from the start), as a user's first session would,
+so later runs, which share the cache, are warm in every sense: what a user sees every day.
+Targets: first frame < 2 s, first overlay < 4 s warm on a quiet 2-core machine, quit < 1 s, no
+stall > 50 ms.
 
 Baseline in the same run, for a loaded machine: ``bare Qt``, a process that imports PySide6,
 shows an empty QMainWindow and exits; the results give each time as a ratio of it too.
@@ -127,6 +131,12 @@ def _child(args: argparse.Namespace) -> int:
 
     brush = measure(stroke, 121 * 0.008 + 0.5)
     out["stall_brushing_ms"] = max(brush)
+    from polypviewer.engine.selection import running_measurements
+
+    if (win.predictions.info or {}).get("engine_choice") == "rule" and running_measurements():
+        measured = wait(lambda: (win.predictions.info or {}).get("engine_choice") == "measured", 900)
+        out["engine_measured_s"] = time.time() - t_start if measured else None
+        out["model_measured"] = dict((win.predictions.info or {}), path=None)
     print("RESULT " + json.dumps(out, default=str), flush=True)
     # quit as ``polypviewer gui`` does: the window closes, the event loop ends, the window
     # shuts its threads down; the parent times this until the process has exited
@@ -202,7 +212,10 @@ def main() -> int:
                   f"stall playing {r['stall_playing_ms']:.1f} ms, brushing {r['stall_brushing_ms']:.1f} ms, "
                   f"idle {r['stall_idle_ms']:.1f} ms; bare Qt {bare:.2f} s; playing {r['playing']}; "
                   f"model {r['model'].get('model')} {r['model'].get('backend')} {r['model'].get('precision')}; "
-                  f"load {r['load_1min']:.1f}")
+                  f"load {r['load_1min']:.1f}"
+                  + (f"; engine measured at {r['engine_measured_s']:.1f} s: "
+                     f"{r['model_measured'].get('backend')} {r['model_measured'].get('precision')}"
+                     if r.get("engine_measured_s") else ""))
     result = {"machine": machine, "command": command, "source": source, "date": time.strftime("%Y-%m-%d"),
               "targets": {"first_frame_s": 2.0, "first_overlay_s": 4.0, "quit_s": 1.0, "stall_ms": 50.0},
               "runs": runs}

@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("finetune", "fine-tune on corrected masks and prove it on held-out frames"),
     "info": ("info", "list the registered networks and available weights"),
     "bench": ("bench", "measure inference speed (baseline vs best path) and end-to-end"),
+    "engines": ("engines", "measure the engines here and cache what --backend auto runs"),
     "demo": ("demo", "open the app on the built-in demo clip with the default model"),
     "gui": ("gui", "open the review app (the default with no sub-command)"),
 }

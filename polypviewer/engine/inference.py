@@ -183,7 +183,7 @@ class Predictor:
         if backend != "auto":
             engine = "asked"
             why = f"{kind} as asked; {why}"
-        elif root is not None and selection.candidate_paths(dev, precision):
+        elif root is not None and selection.should_measure(dev, precision):
             digest = state_digest(head)
             choice = selection.cached_choice(root, name, digest, size, precision)
             if choice is None and measure == "now":
@@ -234,10 +234,13 @@ class Predictor:
         return self._pending is not None
 
     def measure_in_background(self, on_done: Callable[[Any, str | None], None]) -> Any:
-        """Measure the engines for this network on a daemon thread (``engine.selection``),
-        cache the choice, then call ``on_done(choice, error)`` from that thread. A caller that
-        wants the choice builds the predictor again (it reads the cache). Returns the thread,
-        or None when there is nothing to measure."""
+        """Measure the engines for this network (``engine.selection``) and cache the choice,
+        then call ``on_done(choice, error)`` from a daemon thread. Weights from a file are
+        measured in a child process at the lowest CPU priority (``polypviewer engines
+        --background``: nothing it runs competes with this process for the interpreter);
+        an in-memory network on a thread here. A caller that wants the choice builds the
+        predictor again (it reads the cache). Returns the waiting thread, or None when there
+        is nothing to measure."""
         from polypviewer.engine import selection
 
         if self._pending is None:
@@ -245,6 +248,15 @@ class Predictor:
         head, digest, requested, root = self._pending
         self._pending = None
         name = self._info["model"]
+        weights = self._info.get("weights")
+        if weights and Path(weights).is_file():
+            size = int(self.preprocessing.input_size)
+            command = [*selection.own_command(), "engines", "--weights", str(weights), "--model", name,
+                       "--precision", requested, "--device", "cpu", "--seconds", repr(selection.SECONDS),
+                       "--background"]
+            return selection.measure_in_child(
+                command, cache_root=root, on_done=on_done,
+                read=lambda: selection.cached_choice(root, name, digest, size, requested))
         return selection.measure_in_background(
             lambda: selection.measure(head, model_name=name, digest=digest, preprocessing=self.preprocessing,
                                       requested_precision=requested, cache_root=root, keep_built=False),

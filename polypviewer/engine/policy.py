@@ -17,6 +17,8 @@ the cap OpenVINO's plugin still believes in bf16 and fails to build its bf16 con
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -29,7 +31,7 @@ from polypviewer.core.errors import PolypviewerError
 __all__ = [
     "BACKENDS", "DEVICES", "PRECISIONS", "EngineError", "check_combination", "choose_backend",
     "choose_device", "choose_precision", "cpu_flags", "cpu_has_native_bf16", "cpu_isa_cap", "cpu_name",
-    "describe_cpu", "nncf_available", "onnxruntime_available", "openvino_available", "precision_reason",
+    "describe_cpu", "nncf_available", "nncf_version", "onnxruntime_available", "openvino_available", "precision_reason",
     "raw_cpu_flags",
 ]
 
@@ -202,12 +204,21 @@ def check_combination(backend: str, precision: str, calibration: Sequence[Any] |
         raise EngineError("int8 needs calibration frames (a few frames like those to segment)")
 
 
-def nncf_available() -> bool:
+def nncf_version() -> str:
+    """NNCF's release from its installed metadata, "none" when it is not installed; found, not
+    imported (its import takes half a second, and is needed only when a network is quantised)."""
+    if importlib.util.find_spec("nncf") is None:
+        return "none"
     try:
-        import nncf  # noqa: F401
-    except Exception:  # noqa: BLE001 - a broken install (any error on import) is as good as none
-        return False
-    return True
+        return importlib.metadata.version("nncf")
+    except importlib.metadata.PackageNotFoundError:  # on the path without package metadata
+        return "unknown"
+
+
+def nncf_available() -> bool:
+    """NNCF is installed (``nncf_version``; a broken install fails when it quantises, with its
+    own error, which the int8 path reports: ``selection.measure`` then skips the candidate)."""
+    return nncf_version() != "none"
 
 
 def onnxruntime_available() -> bool:

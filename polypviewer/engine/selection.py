@@ -24,7 +24,9 @@ ONNX Runtime and NNCF versions and int8's quantisation rule (``quantise.RECIPE``
 choice also holds the digest of the frames it was calibrated on. Another machine, an engine
 upgrade, another calibration set or new weights (another file) means measuring again.
 ``Predictor`` reads the cache for ``backend="auto"``; ``predict`` measures when nothing is
-cached; the GUI measures in a background thread and switches to the choice when it is ready.
+cached; the GUI measures in a child process at the lowest CPU priority (``polypviewer engines
+--background``; a thread for a network with no weights file) and switches to the choice when
+it is ready.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ import hashlib
 import json
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -58,6 +62,7 @@ from polypviewer.engine.policy import (
     cpu_isa_cap,
     cpu_name,
     nncf_available,
+    nncf_version,
     onnxruntime_available,
     openvino_available,
 )
@@ -66,7 +71,8 @@ from polypviewer.engine.timing import interleaved, one_thread, stream_step
 
 __all__ = ["INT8", "SECONDS", "Choice", "Measurement", "auto_engine", "cached_choice", "calibration_frames",
            "candidate_paths", "choice_path", "exact_paths", "frames_digest", "machine", "measure",
-           "measure_in_background", "reference_frames"]
+           "measure_in_background", "measure_in_child", "own_command", "reference_frames", "running_measurements",
+           "should_measure", "stop_measurements"]
 
 log = logging.getLogger(__name__)
 
@@ -131,15 +137,16 @@ def machine() -> dict[str, Any]:
         cores = os.cpu_count() or 1
     return {"cpu": cpu_name(), "isa": [f for f in ISA_FLAGS if f in cpu_flags()], "isa_cap": cpu_isa_cap(),
             "cores": cores, "torch": torch.__version__, "openvino": openvino_version(),
-            "onnxruntime": onnxruntime_version(), "nncf": _nncf_version(), "int8_recipe": RECIPE}
+            "onnxruntime": onnxruntime_version(), "nncf": nncf_version(), "int8_recipe": RECIPE}
 
 
-def _nncf_version() -> str:
-    if not nncf_available():
-        return "none"
-    import nncf
-
-    return str(nncf.__version__)
+def should_measure(device: str, requested_precision: str = "auto",
+                   flags: Sequence[str] | frozenset[str] | None = None) -> bool:
+    """Whether ``auto`` has paths to time here (``exact_paths`` is not empty: torch is always
+    one), decided without importing any engine (ONNX, NNCF: over a second at start-up)."""
+    if device != "cpu" or requested_precision in ("int8", "fp16"):
+        return False
+    return not (requested_precision == "bf16" and not cpu_has_native_bf16(flags))
 
 
 def exact_paths(device: str, requested_precision: str = "auto",
@@ -337,6 +344,86 @@ def measure(head: InferenceHead, *, model_name: str, digest: str, preprocessing:
         except (OSError, PolypviewerError) as exc:  # a read-only cache: measured again next time
             log.warning("%s: cannot save the engine choice: %s", path, exc)
     return choice
+
+
+def own_command() -> list[str]:
+    """The ``polypviewer`` command as this process can run it: the desktop bundle's executable
+    when frozen (PyInstaller; its entry point is the command line), else this interpreter on
+    the package."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable]
+    return [sys.executable, "-m", "polypviewer"]
+
+
+_children: dict[int, subprocess.Popen[bytes]] = {}  # measurements running in a child process, by pid
+_children_lock = threading.Lock()
+
+
+def measure_in_child(command: Sequence[str], *, cache_root: Path, read: Callable[[], Choice | None],
+                     on_done: Callable[[Choice | None, str | None], None]) -> threading.Thread:
+    """Run ``command`` (``polypviewer engines ... --background``: it measures, at the lowest
+    CPU priority, and caches the choice under ``cache_root``) as a child process; when it has
+    exited, ``read()`` the cached choice and call ``on_done(choice, error)`` from a daemon
+    thread. A measurement in another process shares no interpreter lock with this one: built
+    and timed in a thread here (NNCF's quantisation, OpenVINO's conversion, the timing loops
+    are Python), it held up the window's thread for 370-470 ms at a time while a clip played
+    (``benchmarks/bench_startup.py``). ``stop_measurements`` ends it without ``on_done``."""
+    env = dict(os.environ, POLYPVIEWER_CACHE=str(cache_root))
+    if not getattr(sys, "frozen", False):  # the package as this process imported it
+        root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    flags = getattr(subprocess, "IDLE_PRIORITY_CLASS", 0)  # Windows; elsewhere the child lowers itself
+    proc = subprocess.Popen(list(command), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=env, creationflags=flags)
+    with _children_lock:
+        _children[proc.pid] = proc
+
+    def body() -> None:
+        t0 = time.perf_counter()
+        _, err = proc.communicate()
+        with _children_lock:
+            stopped = _children.pop(proc.pid, None) is None
+        if stopped:
+            return
+        lines = [ln for ln in err.decode("utf-8", "replace").splitlines() if ln.strip()]
+        if proc.returncode != 0:
+            error = lines[-1] if lines else f"the measurement exited with status {proc.returncode}"
+            log.warning("engine choice: the measurement failed (the static rule stays): %s", error)
+            on_done(None, error)
+            return
+        log.info("engine choice measured in a child process in %.1f s", time.perf_counter() - t0)
+        choice = read()
+        on_done(choice, None if choice is not None else "the measurement cached no choice")
+
+    thread = threading.Thread(target=body, name="polypviewer-engine-choice", daemon=True)
+    thread.start()
+    return thread
+
+
+def running_measurements() -> list[int]:
+    """Process ids of the measurements running in child processes."""
+    with _children_lock:
+        return sorted(_children)
+
+
+def stop_measurements(wait: float = 0.0) -> None:
+    """End every measurement child (the window is closing: nobody will read the result; the
+    next start measures again), without calling their ``on_done``. The quit does not wait for
+    them to exit (at the idle priority that can take a second while this process is busy)
+    unless ``wait`` > 0 seconds, after which one still running is killed."""
+    with _children_lock:
+        procs = list(_children.values())
+        _children.clear()
+    for proc in procs:
+        proc.terminate()
+    if wait <= 0:
+        return
+    for proc in procs:
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def measure_in_background(run: Callable[[], Choice | None],

@@ -13,6 +13,7 @@ Results arrive only through queued signals.
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 from collections import deque
@@ -118,8 +119,9 @@ class InferenceWorker(QObject):
         self.predictor = predictor
         self.model_ready.emit(request.get("id"), dict(predictor.info))
         if getattr(predictor, "needs_measurement", False):
-            # backend auto, never measured here: time the engines on a thread of their own
-            # (this one keeps predicting), then the service switches to the fastest exact one.
+            # backend auto, never measured here: time the engines in a low-priority child
+            # process (this thread keeps predicting), then the service switches to the fastest
+            # exact one.
             rid = request.get("id")
             predictor.measure_in_background(lambda choice, _error: self.engine_measured.emit(rid, choice))
 
@@ -471,6 +473,9 @@ class PredictionService(QObject):
         tens of seconds on a small CPU) cannot be interrupted, hence the long timeout."""
         self._worker.cancel_below(1 << 60)
         self._job = None
+        selection = sys.modules.get("polypviewer.engine.selection")  # (imported once a model was built)
+        if selection is not None:
+            selection.stop_measurements()  # the engine measurement's child: nobody will read it now
         self._thread.quit()
         ok = bool(self._thread.wait(timeout_ms))
         if ok:  # the thread is gone: release its source and network from here

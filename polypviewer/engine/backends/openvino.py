@@ -27,7 +27,7 @@ import torch
 from polypviewer.engine.backends.base import Backend, InferenceHead, ResultCallback, Stream, safe_stem
 from polypviewer.engine.backends.quantise import RECIPE, calibration_digest, float_layers, quantise_int8
 from polypviewer.engine.input_precision import mark_ir, marked_nodes, openvino_input_convolutions
-from polypviewer.engine.policy import EngineError
+from polypviewer.engine.policy import EngineError, nncf_version
 
 __all__ = ["OpenVINOBackend", "cache_key", "openvino_version"]
 
@@ -70,9 +70,7 @@ class OpenVINOBackend(Backend):
                 raise EngineError("int8 needs calibration frames (a few frames like those to segment)")
             frames = calibration
             if cache_key is not None:  # another rule, calibration set or NNCF release: another int8 model
-                import nncf
-
-                cache_key += f"-{RECIPE}-cal{calibration_digest(frames)[:12]}-nncf{nncf.__version__}"
+                cache_key += f"-{RECIPE}-cal{calibration_digest(frames)[:12]}-nncf{nncf_version()}"
             self.model = self._converted(head, input_size, cache_key, cache_root,
                                          quantise=lambda m: quantise_int8(m, frames))
         else:
@@ -83,10 +81,10 @@ class OpenVINOBackend(Backend):
         self._compiled: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.requests_in_flight = 0  # set when the throughput model is compiled
-        # Compile both now (seconds; from OpenVINO's blob cache on later starts) so neither
-        # the first look-ahead batch nor the first single-frame prediction stalls on it.
+        # The streams' model now (seconds; from OpenVINO's blob cache on later starts: the
+        # look-ahead's first frames run on it); the single-frame one when a caller first needs
+        # it (a quarter of a second from the cache at start-up that the app does not spend).
         self.compiled("THROUGHPUT")
-        self.compiled("LATENCY")
 
     def _converted(self, head: InferenceHead, size: int, key: str | None, root: Path | None,
                    quantise: Callable[[Any], Any] | None = None) -> Any:
