@@ -257,6 +257,22 @@ def truncated_avi(path, frames: int = 26, keep: int = 14):
     return path
 
 
+@pytest.fixture(scope="module")
+def unet64(tmp_path_factory):
+    """An untrained U-Net checkpoint at 64 px: every build and engine measurement of it takes
+    seconds (the engine choice, the background measurement, start-up cost)."""
+    import torch
+
+    from polypviewer.nets.registry import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, build_model
+    from polypviewer.nets.weights import save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "unet64.safetensors"
+    save_checkpoint(path, build_model("unet"), model_name="unet",
+                    preprocessing=Preprocessing(64, "RGB", IMAGENET_MEAN, IMAGENET_STD))
+    return path
+
+
 @pytest.fixture
 def base_ckpt(tmp_path):
     """An untrained lite_pranet checkpoint at 64 px: a base to fine-tune from, quickly (the UI

@@ -24,20 +24,6 @@ CHILD = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(scope="module")
-def unet64(tmp_path_factory):
-    import torch
-
-    from polypviewer.nets.registry import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, build_model
-    from polypviewer.nets.weights import save_checkpoint
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "unet64.safetensors"
-    save_checkpoint(path, build_model("unet"), model_name="unet",
-                    preprocessing=Preprocessing(64, "RGB", IMAGENET_MEAN, IMAGENET_STD))
-    return path
-
-
 @pytest.mark.skipif(not (onnxruntime_available() or nncf_available()), reason="neither ONNX nor NNCF installed")
 def test_an_auto_build_waiting_for_its_measurement_imports_neither_onnx_nor_nncf(unet64, tmp_path):
     env = {**__import__("os").environ, "POLYPVIEWER_CACHE": str(tmp_path / "cache")}

@@ -12,20 +12,6 @@ from polypviewer.engine.policy import onnxruntime_available
 TIMEOUT = 180_000
 
 
-@pytest.fixture(scope="module")
-def unet64(tmp_path_factory):
-    import torch
-
-    from polypviewer.nets.registry import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, build_model
-    from polypviewer.nets.weights import save_checkpoint
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "unet64.safetensors"
-    save_checkpoint(path, build_model("unet"), model_name="unet",
-                    preprocessing=Preprocessing(64, "RGB", IMAGENET_MEAN, IMAGENET_STD))
-    return path
-
-
 def _window(qtbot, options):
     from polypviewer.ui.main_window import MainWindow
 
