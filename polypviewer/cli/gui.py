@@ -54,12 +54,17 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def background_threads() -> list[threading.Thread]:
-    """Daemon threads of this process still running (not the main thread, nor the stand-ins
+def _threads(daemon: bool) -> list[threading.Thread]:
+    """This process's running threads of that kind (not the main thread, nor the stand-ins
     Python keeps for threads it did not start, such as Qt's)."""
     dummy = getattr(threading, "_DummyThread", ())
     return [t for t in threading.enumerate()
-            if t is not threading.main_thread() and t.daemon and t.is_alive() and not isinstance(t, dummy)]
+            if t is not threading.main_thread() and t.daemon == daemon and t.is_alive() and not isinstance(t, dummy)]
+
+
+def background_threads() -> list[threading.Thread]:
+    """Daemon threads of this process still running."""
+    return _threads(daemon=True)
 
 
 def end_process(code: int) -> int:
@@ -75,10 +80,8 @@ def end_process(code: int) -> int:
     that work (quit 289 s on the loaded 2-core machine) or aborted while it ran (SIGABRT, exit
     status -6, in 2 of 3 runs)."""
     if not background_threads():
-        dummy = getattr(threading, "_DummyThread", ())
-        for t in threading.enumerate():
-            if t is not threading.main_thread() and not t.daemon and not isinstance(t, dummy):
-                t.join()
+        for t in _threads(daemon=False):
+            t.join()
         atexit._run_exitfuncs()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):

@@ -152,14 +152,11 @@ def should_measure(device: str, requested_precision: str = "auto",
 def exact_paths(device: str, requested_precision: str = "auto",
                 flags: Sequence[str] | frozenset[str] | None = None) -> list[tuple[str, str]]:
     """The (backend, precision) pairs worth timing here; empty when there is no choice to
-    make (CUDA, int8, or bf16 asked for on a CPU that only emulates it)."""
-    if device != "cpu" or requested_precision in ("int8", "fp16"):
+    make (CUDA, int8, or bf16 asked for on a CPU that only emulates it: ``should_measure``)."""
+    if not should_measure(device, requested_precision, flags):
         return []
-    native = cpu_has_native_bf16(flags)
     if requested_precision == "auto":
-        precisions = ["fp32", "bf16"] if native else ["fp32"]
-    elif requested_precision == "bf16" and not native:
-        return []
+        precisions = ["fp32", "bf16"] if cpu_has_native_bf16(flags) else ["fp32"]
     else:
         precisions = [requested_precision]
     paths: list[tuple[str, str]] = []
