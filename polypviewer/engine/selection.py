@@ -20,7 +20,7 @@ is chosen only when it agrees (mean |dp| < 0.01, Dice > 0.98) and is the fastest
 The choice is cached as JSON under ``cache_dir()/engine-choice``, one file per (network,
 weights sha256, input size, precision asked for), holding the machine it was measured on:
 CPU model, ISA flags (as capped by ``ONEDNN_MAX_CPU_ISA``), cores, and the torch, OpenVINO,
-ONNX Runtime and NNCF versions and int8's quantisation rule (``quantise.RECIPE``); an int8
+ONNX Runtime and NNCF versions and int8's quantisation rule (``quantise.int8_recipe()``, which depends on VNNI); an int8
 choice also holds the digest of the frames it was calibrated on. Another machine, an engine
 upgrade, another calibration set or new weights (another file) means measuring again.
 ``Predictor`` reads the cache for ``backend="auto"``; ``predict`` measures when nothing is
@@ -54,7 +54,7 @@ from polypviewer.engine.agreement import agrees, compare
 from polypviewer.engine.backends import Backend, InferenceHead, make_backend, safe_stem
 from polypviewer.engine.backends.onnxruntime import onnxruntime_version
 from polypviewer.engine.backends.openvino import openvino_version
-from polypviewer.engine.backends.quantise import RECIPE
+from polypviewer.engine.backends.quantise import int8_recipe
 from polypviewer.engine.policy import (
     ISA_FLAGS,
     cpu_flags,
@@ -137,7 +137,7 @@ def machine() -> dict[str, Any]:
         cores = os.cpu_count() or 1
     return {"cpu": cpu_name(), "isa": [f for f in ISA_FLAGS if f in cpu_flags()], "isa_cap": cpu_isa_cap(),
             "cores": cores, "torch": torch.__version__, "openvino": openvino_version(),
-            "onnxruntime": onnxruntime_version(), "nncf": nncf_version(), "int8_recipe": RECIPE}
+            "onnxruntime": onnxruntime_version(), "nncf": nncf_version(), "int8_recipe": int8_recipe()}
 
 
 def should_measure(device: str, requested_precision: str = "auto",

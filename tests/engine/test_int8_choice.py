@@ -18,7 +18,7 @@ from polypviewer.engine import policy as P
 from polypviewer.engine import selection as S
 from polypviewer.engine.agreement import compare
 from polypviewer.engine.backends import Backend, InferenceHead, make_backend, state_digest
-from polypviewer.engine.backends.quantise import RECIPE, float_layers, quantise_int8
+from polypviewer.engine.backends.quantise import RECIPE, float_layers, int8_recipe, overflow_fix, quantise_int8
 from polypviewer.engine.inference import Predictor
 from polypviewer.nets.registry import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
@@ -198,7 +198,7 @@ def test_float_layers_are_the_stem_and_its_depthwise_and_stay_unquantised(cache)
     import nncf
 
     stems = [p.stem for p in (cache / "openvino").glob("tiny-*-int8-*.xml")]
-    assert len(stems) == 1 and f"-{RECIPE}-cal" in stems[0] and stems[0].endswith(f"-nncf{nncf.__version__}")
+    assert len(stems) == 1 and f"-{int8_recipe()}-cal" in stems[0] and stems[0].endswith(f"-nncf{nncf.__version__}")
 
 
 @needs_int8
@@ -228,3 +228,44 @@ def test_a_measured_int8_choice_is_rebuilt_on_the_frames_it_was_calibrated_on(ca
     again = Predictor.from_module(net, name="tiny", preprocessing=PRE64, backend="openvino", precision="int8",
                                   calibration=cal)
     assert again.backend.cache_hit  # the same int8 model: the same calibration frames
+
+
+def test_without_vnni_int8_quantises_weights_to_7_bits_and_says_so_in_its_keys(monkeypatch):
+    """AVX2 only (AMD Zen 3, or any CPU under ONEDNN_MAX_CPU_ISA=AVX2): u8 x s8 pairs summed in 16
+    bits saturate, so every layer gets NNCF's overflow fix; with VNNI or AMX, NNCF's default."""
+    assert overflow_fix({"avx2", "avx512f"}) == "enable"
+    for vnni in ("avx512_vnni", "avx_vnni", "amx_int8"):
+        assert overflow_fix({"avx2", vnni}) == "first_layer_only", vnni
+    assert int8_recipe({"avx2"}) != int8_recipe({"avx2", "avx512_vnni"}) == RECIPE  # no model reused across
+    # the cap counts, not what the CPU could do: AVX-512 VNNI capped at AVX2 has no VNNI
+    monkeypatch.setattr(P, "raw_cpu_flags", lambda *a: frozenset({"avx2", "avx512f", "avx512_vnni"}))
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert overflow_fix() == "enable" and S.machine()["int8_recipe"] == int8_recipe({"avx2"})
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")
+    assert overflow_fix() == "first_layer_only" and S.machine()["int8_recipe"] == RECIPE
+
+
+@needs_int8
+def test_the_overflow_fix_keeps_every_later_dense_convolution_to_7_bit_weights():
+    head = InferenceHead(stem_net(), lambda y: y)
+    xs = [np.random.RandomState(i).randn(1, 3, 64, 64).astype(np.float32) for i in range(4)]
+    fp32 = make_backend("openvino", head, 64, device="cpu", precision="fp32", model_name="tiny")
+
+    def dense_weight_ranges(model):  # the int8 weights of each quantised dense convolution, in order
+        out = []
+        for op in model.get_ordered_ops():
+            if op.get_type_name() != "Convolution":
+                continue
+            node = op.input(1).get_source_output().get_node()
+            while node.get_type_name() != "Constant" and node.get_input_size():
+                node = node.input(0).get_source_output().get_node()
+            data = node.get_data()
+            if data.dtype == np.int8:
+                out.append((int(data.min()), int(data.max())))
+        return out
+
+    default = dense_weight_ranges(quantise_int8(fp32.model, xs, fix="first_layer_only"))
+    fixed = dense_weight_ranges(quantise_int8(fp32.model, xs, fix="enable"))
+    assert len(default) == len(fixed) == 2  # the 1x1 convolutions (the stem stays float; depthwise is grouped)
+    assert all(-64 <= lo and hi <= 64 for lo, hi in fixed)
+    assert max(max(-lo, hi) for lo, hi in default[1:]) > 64  # NNCF's default: only the first layer is fixed

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from polypviewer.engine.backends.base import Backend, InferenceHead, ResultCallback, Stream, safe_stem
-from polypviewer.engine.backends.quantise import RECIPE, calibration_digest, float_layers, quantise_int8
+from polypviewer.engine.backends.quantise import calibration_digest, float_layers, int8_recipe, quantise_int8
 from polypviewer.engine.input_precision import mark_ir, marked_nodes, openvino_input_convolutions
 from polypviewer.engine.policy import EngineError, nncf_version
 
@@ -70,7 +70,7 @@ class OpenVINOBackend(Backend):
                 raise EngineError("int8 needs calibration frames (a few frames like those to segment)")
             frames = calibration
             if cache_key is not None:  # another rule, calibration set or NNCF release: another int8 model
-                cache_key += f"-{RECIPE}-cal{calibration_digest(frames)[:12]}-nncf{nncf_version()}"
+                cache_key += f"-{int8_recipe()}-cal{calibration_digest(frames)[:12]}-nncf{nncf_version()}"
             self.model = self._converted(head, input_size, cache_key, cache_root,
                                          quantise=lambda m: quantise_int8(m, frames))
         else:
