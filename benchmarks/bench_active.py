@@ -57,9 +57,9 @@ def pools(root: Path, design: str = "sequences") -> tuple[list[str], list[str]]:
 
 def write(path: Path | None, report: dict) -> None:
     if path is not None:
-        from polypviewer.core.fileio import atomic_write
+        from polypviewer.core.fileio import write_json
 
-        atomic_write(path, (json.dumps(report, indent=2) + "\n").encode())
+        write_json(path, report)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from polypviewer.core.fileio import atomic_write
+from polypviewer.core.fileio import write_json
 from polypviewer.engine.backends import InferenceHead
 from polypviewer.engine.backends.onnxruntime import OnnxRuntimeBackend, onnxruntime_version
 from polypviewer.engine.policy import describe_cpu
@@ -65,8 +64,7 @@ def main() -> int:
     for k, v in fps.items():
         print(f"  {k:<44} {v:7.2f} frames/s  {v / base:4.2f}x  rounds {per_round[k]}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(args.json, json.dumps(report, indent=2) + "\n")
+        write_json(args.json, report)
     return 0
 
 

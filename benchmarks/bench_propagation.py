@@ -39,6 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from polypviewer.core.fileio import write_json  # noqa: E402
 from polypviewer.engine.propagation import (  # noqa: E402
     DISFlow,
     Propagation,
@@ -236,8 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": cpu_flags(), "date": datetime.date.today().isoformat(),
         "note": "timings are per frame on a shared, loaded 2-core machine: compare them with each other only",
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_json(args.json, report)
     print(f"wrote {args.json}")
     return 0
 

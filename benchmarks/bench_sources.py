@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -31,8 +30,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from polypviewer.core.fileio import write_json  # noqa: E402
 from polypviewer.engine.policy import describe_cpu  # noqa: E402
 from polypviewer.io.sources import open_source  # noqa: E402
+from polypviewer.io.video import decode_sequential  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -44,20 +45,8 @@ def rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def sequential_reference(path: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(f, cv2.COLOR_BGR2RGB))
-    cap.release()
-    return frames
-
-
 def bench_access(clip: Path, repeats: int) -> dict:
-    ref = sequential_reference(clip)
+    ref = decode_sequential(clip)
     n = len(ref)
     rng = random.Random(0)
     order = [rng.randrange(n) for _ in range(repeats * n)]
@@ -122,7 +111,7 @@ def bench_access(clip: Path, repeats: int) -> dict:
 
 def bench_vfr(repeats: int) -> dict:
     """A variable-frame-rate MP4 (made by the tests' helper): OpenCV's seek vs ours."""
-    from tests.io.conftest import frame_number, make_vfr_mp4, write_video
+    from tests.conftest import frame_number, make_vfr_mp4, write_video
 
     with tempfile.TemporaryDirectory() as tmp:
         path = make_vfr_mp4(write_video(Path(tmp) / "cfr.mp4", 60), Path(tmp) / "vfr.mp4")
@@ -222,7 +211,7 @@ def main() -> int:
           f"(one decoded frame is {mem['decoded_frame_mb']} MB; the whole video would be "
           f"{mem['decoded_frame_mb'] * mem['frames']:.0f} MB)")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
+        write_json(args.json, result, indent=1)
     return 0
 
 

@@ -174,9 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{set_name}: uncertainty {t['median_uncertainty_ms']} ms vs predict {t['median_predict_ms']} ms "
               f"per frame (median ratio {t['median_ratio']}, {t['median_megapixels']} MP maps)")
     if args.json:
-        from polypviewer.core.fileio import atomic_write
+        from polypviewer.core.fileio import write_json
 
-        atomic_write(args.json, (json.dumps(report, indent=2) + "\n").encode())
+        write_json(args.json, report)
     return 0
 
 

@@ -10,7 +10,6 @@ the wall time (the goal: a clear rise, >= +0.05 Dice, within 5 minutes on a 2-co
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from polypviewer.core.fileio import write_json
     from polypviewer.engine.data import load_set
     from polypviewer.engine.finetune import finetune, resolve_base
     from polypviewer.engine.training import load_trained
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
           f"iou {res.before['iou']:.4f} -> {res.after['iou']:.4f}; fine-tune {res.wall_time:.0f} s, "
           f"total {wall:.0f} s with {args.threads} thread(s)")
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, report)
     return 0
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from polypviewer.cli.bench import real_frames
-from polypviewer.core.fileio import atomic_write
+from polypviewer.core.fileio import write_json
 from polypviewer.core.masks import THRESHOLD
 from polypviewer.engine.agreement import agrees, compare
 from polypviewer.engine.backends import OpenVINOBackend
@@ -178,8 +178,7 @@ def main() -> int:
               "pipeline_fps": {k: round(v, 2) for k, v in fps.items()}}
     print(json.dumps(report, indent=2))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(args.json, json.dumps(report, indent=2) + "\n")
+        write_json(args.json, report)
     return 0
 
 

@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from polypviewer.core.fileio import write_json
     from polypviewer.engine.backends import cpu_name
     from polypviewer.engine.training import evaluate_model, load_trained
     from polypviewer.nets.weights import default_weights, sha256_file, shipped_for
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                 cells.append(f"alarms {sc['false_alarm_rate']:.2f} any {sc['false_positive_rate']:.2f}")
         print(f"{label:<42}" + "".join(f"{c:>32}" for c in cells))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
     return 0
 
 

@@ -15,7 +15,6 @@ These are the ``metrics_product_path`` numbers of the model card (models/*.json)
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -59,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="also write the result here")
     args = p.parse_args(argv)
 
+    from polypviewer.core.fileio import write_json
     from polypviewer.engine.backends import cpu_name
     from polypviewer.engine.data import read_split
     from polypviewer.engine.inference import Predictor
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<13} {fast.info['path']}: {result['product_path'][name]}")
         print(f"{'':<13} {exact.info['path']}: {result['fp32'][name]}")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
     return 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -30,6 +31,7 @@ __all__ = [
     "OutputError",
     "atomic_write",
     "atomic_write_all",
+    "write_json",
     "atomic_path",
     "describe_exception",
     "ensure_free_space",
@@ -178,6 +180,17 @@ def atomic_write(path: str | Path, data: bytes | str, *, overwrite: bool = True)
         raise
     except OSError as exc:
         raise OutputError(f"could not write: {describe_exception(exc)}", path) from exc
+
+
+def write_json(path: str | Path, obj: object, *, indent: int = 2, overwrite: bool = True) -> None:
+    """``obj`` as indented JSON (one trailing newline) through :func:`atomic_write`; a
+    missing parent folder is created first. Raises :class:`OutputError` naming ``path``."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"could not create its folder: {describe_exception(exc)}", path) from exc
+    atomic_write(path, json.dumps(obj, indent=indent) + "\n", overwrite=overwrite)
 
 
 def _new_temp(path: Path) -> str:

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from polypviewer.core.errors import PolypviewerError
-from polypviewer.core.fileio import atomic_write
+from polypviewer.core.fileio import write_json
 from polypviewer.engine.agreement import agrees, compare
 from polypviewer.engine.backends import Backend, InferenceHead, make_backend, safe_stem
 from polypviewer.engine.backends.onnxruntime import onnxruntime_version
@@ -336,8 +336,7 @@ def measure(head: InferenceHead, *, model_name: str, digest: str, preprocessing:
     if cache_root is not None:
         path = choice_path(cache_root, model_name, digest, size, requested_precision)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, json.dumps(choice.to_json(), indent=2) + "\n")
+            write_json(path, choice.to_json())
         except (OSError, PolypviewerError) as exc:  # a read-only cache: measured again next time
             log.warning("%s: cannot save the engine choice: %s", path, exc)
     return choice

@@ -34,7 +34,8 @@ from polypviewer.core.fileio import OutputError, atomic_write
 from polypviewer.core.paths import cache_dir
 from polypviewer.io.images import ItemError, SourceError
 
-__all__ = ["VIDEO_EXTENSIONS", "VideoIndex", "VideoReader", "build_index", "load_index", "quiet_ffmpeg"]
+__all__ = ["VIDEO_EXTENSIONS", "VideoIndex", "VideoReader", "build_index", "decode_sequential", "load_index",
+           "quiet_ffmpeg"]
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm")
 
@@ -96,6 +97,23 @@ def _open(path: Path) -> cv2.VideoCapture:
         cap.release()
         raise SourceError("cannot open video (unreadable, truncated or unsupported codec)", path)
     return cap
+
+
+def decode_sequential(path: str | Path) -> list[np.ndarray]:
+    """Every frame of a video as RGB, read in order with no seeking: the definition of
+    "frame ``i``" that :class:`VideoReader`'s random access is checked against (tests,
+    ``benchmarks/bench_sources.py``). Holds the whole clip in memory: for short clips only."""
+    cap = _open(Path(path))
+    frames = []
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            frames.append(_rgb(frame))
+    finally:
+        cap.release()
+    return frames
 
 
 def _cache_file(path: Path) -> Path:

@@ -38,7 +38,7 @@ from polypviewer.core.errors import PolypviewerError
 from polypviewer.nets.registry import Preprocessing, register_model
 
 __all__ = ["ResUNetPlusPlus", "InputSizeError", "tf_same_conv2d", "PadConv2d",
-           "SeparableConv2d", "keras_bn", "check_input_size", "KERAS_PREPROCESSING"]
+           "SeparableConv2d", "keras_bn", "check_input_size", "five_filters", "KERAS_PREPROCESSING"]
 
 # The Keras code reads frames with cv2 (BGR) and divides by 255: no mean/std.
 KERAS_PREPROCESSING = Preprocessing(256, "BGR", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
@@ -59,6 +59,14 @@ def _is_exporting() -> bool:
     # Shape checks are plain Python; keep them out of traced / exported graphs.
     return (torch.jit.is_tracing() or torch.jit.is_scripting()
             or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export())
+
+
+def five_filters(filters: Sequence[int]) -> tuple[int, ...]:
+    """The five stage widths of ResUNet++ and its U-Net baseline (stem / encoder x3 / bridge)."""
+    f = tuple(filters)
+    if len(f) != 5:
+        raise ValueError(f"filters must have 5 entries, got {f}")
+    return f
 
 
 def check_input_size(x: torch.Tensor | torch.fx.Proxy, multiple: int, model: str, channels: int = 3) -> None:
@@ -300,9 +308,7 @@ class ResUNetPlusPlus(nn.Module):
     def __init__(self, aspp: str = "aspp4", *, in_channels: int = 3,
                  filters: Sequence[int] = (16, 32, 64, 128, 256), name: str = "resunetpp") -> None:
         super().__init__()
-        f = tuple(filters)
-        if len(f) != 5:
-            raise ValueError(f"filters must have 5 entries, got {f}")
+        f = five_filters(filters)
         self.name = name
         self.in_channels = in_channels
         self.aspp_kind = aspp

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from polypviewer.nets.registry import register_model
-from polypviewer.nets.resunetpp import KERAS_PREPROCESSING, check_input_size, keras_bn, tf_same_conv2d
+from polypviewer.nets.resunetpp import KERAS_PREPROCESSING, check_input_size, five_filters, keras_bn, tf_same_conv2d
 
 __all__ = ["UNet", "TFSameConvTranspose2d"]
 
@@ -67,9 +67,7 @@ class UNet(nn.Module):
     def __init__(self, *, in_channels: int = 3, filters: Sequence[int] = (16, 32, 64, 128, 256),
                  up_filters: int = 128, name: str = "unet") -> None:
         super().__init__()
-        f = tuple(filters)
-        if len(f) != 5:
-            raise ValueError(f"filters must have 5 entries, got {f}")
+        f = five_filters(filters)
         self.name = name
         self.in_channels = in_channels
         self.enc1 = ConvBlock(in_channels, f[0])

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from polypviewer.core.errors import PolypviewerError
-from polypviewer.core.fileio import OutputError, atomic_write, describe_exception, refuse_link, sha256_file
+from polypviewer.core.fileio import OutputError, atomic_write, describe_exception, refuse_link, sha256_file, write_json
 from polypviewer.nets.registry import Preprocessing
 
 __all__ = [
@@ -609,7 +609,7 @@ class WeightRecord:
             rel = str(self.file)
         card = {"file": Path(rel).as_posix(), "sha256": self.sha256, "model": self.model,
                 "preprocessing": self.preprocessing.to_dict(), "meta": self.meta}
-        atomic_write(json_path, json.dumps(card, indent=2) + "\n")
+        write_json(json_path, card)
 
     @property
     def version(self) -> str:

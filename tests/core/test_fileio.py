@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from polypviewer.core import fileio
-from polypviewer.core.fileio import OutputError, atomic_path, atomic_write
+from polypviewer.core.fileio import OutputError, atomic_path, atomic_write, write_json
 
 
 def test_atomic_write_replaces_and_leaves_no_temporaries(tmp_path: Path) -> None:
@@ -70,6 +71,25 @@ def test_failed_write_leaves_target_untouched(tmp_path: Path, monkeypatch) -> No
     assert "\n" not in str(info.value)
     assert out.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["x.bin"]
+
+
+def test_write_json_makes_the_folder_and_keeps_what_it_must_not_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "results" / "run" / "report.json"
+    write_json(out, {"fps": 12.5, "names": ["a", "b"]})
+    assert out.read_text(encoding="utf-8") == '{\n  "fps": 12.5,\n  "names": [\n    "a",\n    "b"\n  ]\n}\n'
+    write_json(out, [1], indent=1)
+    assert json.loads(out.read_text()) == [1]
+    with pytest.raises(OutputError, match="already exists"):
+        write_json(out, [2], overwrite=False)
+    assert json.loads(out.read_text()) == [1]
+    blocker = tmp_path / "file"
+    blocker.write_text("mine")
+    with pytest.raises(OutputError, match="could not create its folder") as info:
+        write_json(blocker / "report.json", {})
+    assert str(blocker / "report.json") in str(info.value) and blocker.read_text() == "mine"
+    with pytest.raises(TypeError):  # not JSON: raised before anything is written
+        write_json(tmp_path / "bad.json", {"x": object()})
+    assert not (tmp_path / "bad.json").exists()
 
 
 def test_atomic_path_removes_temporary_on_error(tmp_path: Path) -> None:

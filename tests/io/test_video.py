@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,21 +15,9 @@ from polypviewer.io.sources import ItemError, SourceError, open_source
 from ..conftest import frame_number, write_video
 
 
-def sequential_decode(path: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(f, cv2.COLOR_BGR2RGB))
-    cap.release()
-    return frames
-
-
 @pytest.mark.parametrize("cache_frames,max_forward", [(0, 0), (4, 3), (8, 32)])
 def test_h264_random_seeks_match_sequential_decode(h264_clip, cache_frames, max_forward):
-    ref = sequential_decode(h264_clip)
+    ref = V.decode_sequential(h264_clip)
     assert len(ref) == 26
     order = random.Random(7).sample(range(len(ref)), 12)
     order += [25, 0, 24, 1, 13, 12, 11, 20, 3]  # explicit far backward / forward jumps
