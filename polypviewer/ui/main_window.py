@@ -15,8 +15,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
-from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QMoveEvent, QResizeEvent, QShowEvent
+from PySide6.QtCore import QByteArray, QEvent, QObject, Qt, QTimer, Signal
+from PySide6.QtGui import (
+    QCloseEvent,
+    QDragEnterEvent,
+    QDropEvent,
+    QMouseEvent,
+    QMoveEvent,
+    QResizeEvent,
+    QShowEvent,
+)
 from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
@@ -57,6 +65,7 @@ SETTINGS_DELAY_MS = 400  # a change is written this long after the last one
 METRICS_WIDTH = 450  # the metrics panel's fixed width: six score columns, never resized by content
 DOCK_WIDTH = 300  # the side docks' minimum width (their contents elide, never widen them)
 COMPACT_HEIGHT = 860  # below this (a laptop's 720 / 768 px) the side docks start as tabs, each full height
+DOCK_FIT_DELAY_MS = 50  # the side docks are fitted again this long after their panels' rows change
 # QMainWindow.saveState's version: raise it when the docks or toolbars change, so an older
 # layout in the settings is ignored (restoreState refuses another version) instead of misapplied.
 WINDOW_STATE_VERSION = 1
@@ -122,6 +131,11 @@ class MainWindow(QMainWindow):
         self._settings_timer.timeout.connect(self.save_settings_now)
         self._settings_failed = False
         self._default_request: str | None = None  # what load_model asked for, remembered once it runs
+        # the side docks' split follows their panels' rows (see fit_docks) until the user drags it
+        self._docks_arranged = False
+        self._dock_panels: list[QWidget] = []
+        self._dock_fit_timer = QTimer(self, singleShot=True, interval=DOCK_FIT_DELAY_MS)
+        self._dock_fit_timer.timeout.connect(self._refit_docks)
         self._layout()
         from polypviewer.ui.annotation_keys import annotation_keys
 
@@ -143,6 +157,12 @@ class MainWindow(QMainWindow):
         self.menuBar().removeAction(help_menu)
         self.menuBar().addAction(help_menu)
         self._set_gt_available(False, NO_SOURCE_REASON)
+        for dock in (self.findChild(QDockWidget, "reviewDock"), self.annotation.dock):
+            scroll = dock.widget() if dock is not None else None
+            panel = scroll.widget() if isinstance(scroll, QScrollArea) else None
+            if panel is not None:
+                self._dock_panels.append(panel)
+                panel.installEventFilter(self)  # its LayoutRequest: the panel's rows changed
         for p in ([warning] if warning else []) + problems:
             self.report(p, level="warning")
         if len(problems) > 1:  # the status bar shows one line at a time: say where all are
@@ -783,8 +803,10 @@ class MainWindow(QMainWindow):
         side as tabs, each at full height, so no panel is clipped or half scrolled away; on a
         taller one they stand one above the other, the Annotation dock as tall as its rows
         need and the Review dock the rest, so neither scrolls (at 1440x900 a split by size
-        hints left the Review dock short of its Overlay group). The user's own arrangement is
-        kept after."""
+        hints left the Review dock short of its Overlay group). Later, when a panel's rows
+        change (a source opens and the Annotation panel's counts wrap, a model message shows)
+        or the window is resized, :meth:`_refit_docks` moves the split again where one dock
+        would scroll; once the user drags a dock separator their arrangement is kept."""
         review = self.findChild(QDockWidget, "reviewDock")
         annotation = self.findChild(QDockWidget, "annotationDock")
         if review is None or annotation is None or review.isFloating() or annotation.isFloating():
@@ -793,18 +815,54 @@ class MainWindow(QMainWindow):
             self.tabifyDockWidget(review, annotation)
             review.raise_()
             return
-        if self.dockWidgetArea(review) != self.dockWidgetArea(annotation) or self.tabifiedDockWidgets(review):
+        self._split_docks(review, annotation, always=True)
+
+    def _split_docks(self, review: QDockWidget, annotation: QDockWidget, *, always: bool) -> None:
+        """Give the Annotation dock the height its rows need and the Review dock the rest (the
+        Review dock's need first where both do not fit), when they stand one above the other
+        in one area; unless ``always``, only where one of them is now short of its need."""
+        if (review.isFloating() or annotation.isFloating() or self.tabifiedDockWidgets(review)
+                or self.dockWidgetArea(review) != self.dockWidgetArea(annotation)
+                or not (review.isVisible() and annotation.isVisible())
+                or review.geometry().bottom() >= annotation.geometry().top()):
             return
         layout = self.layout()
         if layout is not None:
             layout.activate()  # the docks' sizes for this window size, before measuring them
+        need_review, need_annotation = _dock_need(review), _dock_need(annotation)
+        if not always and review.height() >= need_review and annotation.height() >= need_annotation:
+            return
         total = review.height() + annotation.height()
-        low = min(_dock_need(annotation), total - _dock_need(review))
-        if low > 0:
+        low = min(need_annotation, total - need_review)
+        if low > 0 and low != annotation.height():
             self.resizeDocks([review, annotation], [total - low, low], Qt.Orientation.Vertical)
+
+    def _refit_docks(self) -> None:
+        """A panel's rows or the window's size changed: split the docks again where one would
+        now scroll (not after the user dragged a separator, nor in the first layout pass)."""
+        review = self.findChild(QDockWidget, "reviewDock")
+        annotation = self.findChild(QDockWidget, "annotationDock")
+        if self._closed or self._docks_arranged or review is None or annotation is None or not self.isVisible():
+            return
+        self._split_docks(review, annotation, always=False)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.LayoutRequest and watched in self._dock_panels:
+            self._dock_fit_timer.start()  # the panel's rows changed: fit the docks once they settle
+        return super().eventFilter(watched, event)
+
+    def event(self, event: QEvent) -> bool:
+        handled = super().event(event)
+        # QMainWindow accepts a left press on its own area only to start dragging a dock
+        # separator: from then on the docks keep the split the user makes
+        if isinstance(event, QMouseEvent) and event.type() == QEvent.Type.MouseButtonPress \
+                and event.isAccepted() and event.button() == Qt.MouseButton.LeftButton:
+            self._docks_arranged = True
+        return handled
 
     def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)
+        self._dock_fit_timer.start()
         self.settings_changed()
 
     def moveEvent(self, event: QMoveEvent) -> None:

@@ -2,9 +2,13 @@
 version strings, every widget of the Review and Annotation docks lies inside the dock's visible
 width (long labels wrap or elide, the full text in the tooltip), and neither dock scrolls, at
 1280x720 and 1366x768 (the docks as tabs, each full height) and at 1440x900 (one above the
-other). Driven through the real window offscreen under the app's own style sheet."""
+other), also once a source with ground truth is open (its rows split the docks again, up to
+1704x900), and a split the user dragged is kept. Driven through the real window offscreen
+under the app's own style sheet."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QPoint, QRect
@@ -116,5 +120,79 @@ def test_the_side_docks_fit_without_scrolling(window, size):
                                                               scroll.viewport().height())
             vp = scroll.viewport()
             assert _outside(vp, scroll.widget()) == [], dock.objectName()
+    finally:
+        win.shutdown()
+
+
+@pytest.mark.parametrize("size", [(1280, 720), (1366, 768), (1440, 900), (1704, 900)])
+def test_a_source_with_ground_truth_leaves_the_overlay_panel_in_view(window, qtbot, size):
+    """Opening a source with ground truth adds rows to the Annotation panel (its frame counts
+    wrap to three lines): the docks are split again, so neither scrolls and the Review dock's
+    Overlay panel stays whole in view (before: on a 900 px tall window the split made for the
+    empty window was kept and the Annotation dock scrolled by 42 px)."""
+    from polypviewer.ui.main_window import DOCK_FIT_DELAY_MS, _dock_need
+
+    win = window(*size)
+    try:
+        win.model_panel.set_message("")  # as once a model runs: the panel's message row is empty
+        _settle()
+        review, annotation = win.findChild(QDockWidget, "reviewDock"), win.annotation.dock
+        before = _dock_need(annotation)
+        win.open_path(Path(__file__).resolve().parents[2] / "resources" / "demo" / "polypgen")
+        qtbot.waitUntil(lambda: win.source is not None and win._shown_frame is not None
+                        and win.annotation.panel.value("counts").endswith("24 unreviewed"), timeout=60_000)
+        assert win.frames.get(0).gt is not None  # the source has ground truth
+        qtbot.wait(DOCK_FIT_DELAY_MS + 250)
+        assert _dock_need(annotation) > before  # the panel grew: the split made for the empty window is short
+        overlay = win.overlay_panel
+        for dock in (review, annotation):
+            dock.raise_()
+            _settle(3)
+            scroll = dock.widget()
+            bar = scroll.verticalScrollBar()
+            assert bar.maximum() == 0 and bar.value() == 0, (dock.objectName(), _dock_need(dock), dock.height())
+            vp = scroll.viewport()
+            assert _outside(vp, scroll.widget()) == [], dock.objectName()
+            if dock is review:
+                r = QRect(overlay.mapTo(vp, QPoint(0, 0)), overlay.size())
+                assert overlay.isVisible() and vp.rect().contains(r), (r.getRect(), vp.rect().getRect())
+            assert dock.visibleRegion().boundingRect().height() == dock.height(), dock.objectName()
+    finally:
+        win.shutdown()
+
+
+def test_a_split_the_user_dragged_is_kept(window, qtbot):
+    """After the user drags the separator between the docks, a panel's new rows no longer move it."""
+    from PySide6.QtCore import QEvent, QPointF, Qt
+    from PySide6.QtGui import QMouseEvent
+
+    from polypviewer.ui.main_window import DOCK_FIT_DELAY_MS
+
+    win = window(1440, 900)
+    try:
+        review, annotation = win.findChild(QDockWidget, "reviewDock"), win.annotation.dock
+        gap_top, gap_bottom = review.geometry().bottom(), annotation.geometry().top()
+        x = review.geometry().center().x()
+        start = QPointF(x, (gap_top + gap_bottom + 1) / 2)
+
+        def mouse(kind, dy: float, buttons) -> None:  # as the window gets them from a hand on the separator
+            pos = start + QPointF(0, dy)
+            QApplication.sendEvent(win, QMouseEvent(kind, pos, QPointF(win.mapToGlobal(pos)), Qt.MouseButton.LeftButton,
+                                                    buttons, Qt.KeyboardModifier.NoModifier))
+
+        left, none = Qt.MouseButton.LeftButton, Qt.MouseButton.NoButton
+        mouse(QEvent.Type.MouseButtonPress, 0, left)
+        for dy in range(3, 33, 3):
+            mouse(QEvent.Type.MouseMove, dy, left)
+            _settle(2)  # the window moves the separator on a zero timer
+        mouse(QEvent.Type.MouseButtonRelease, 30, none)
+        _settle()
+        dragged = annotation.height()
+        assert win._docks_arranged and dragged < 269, dragged  # the drag moved the separator down
+        win.open_path(Path(__file__).resolve().parents[2] / "resources" / "demo" / "polypgen")
+        qtbot.waitUntil(lambda: win.annotation.panel.value("counts").endswith("24 unreviewed"), timeout=60_000)
+        qtbot.wait(DOCK_FIT_DELAY_MS + 250)
+        assert annotation.height() == dragged  # the user's split, though the Annotation dock now scrolls
+        assert annotation.widget().verticalScrollBar().maximum() > 0
     finally:
         win.shutdown()
