@@ -204,7 +204,9 @@ class Predictor:
             calibrated = next((m.calibration_frames for m in choice.measured
                                if (m.backend, m.precision) == selection.INT8), None)
             if choice.built is None:
-                prepared = [prepare_input(f, preprocessing)[None] for f in selection.calibration_frames()]
+                images = choice.calibration_images or selection.calibration_frames()
+                choice.calibration_images = None  # the frames are not kept once prepared
+                prepared = [prepare_input(f, preprocessing)[None] for f in images]
                 calibrated = len(prepared)
         else:
             calibrated = len(prepared) if prepared is not None else None

@@ -115,6 +115,9 @@ class Choice:
     calibration: str = ""
     #: the chosen backend as built while measuring (not cached on disk); None when read from the cache
     built: Backend | None = None
+    #: int8 read from the cache: the calibration frames its digest was checked against (not on
+    #: disk), so the predictor builds from them instead of decoding the shipped frames again
+    calibration_images: list[np.ndarray] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"backend": self.backend, "precision": self.precision, "why": self.why, "when": self.when,
@@ -197,8 +200,11 @@ def cached_choice(root: Path, model_name: str, digest: str, input_size: int,
         return None
     if choice.machine != machine():
         return None  # measured on another CPU or with other engine versions
-    if (choice.backend, choice.precision) == INT8 and choice.calibration != frames_digest(calibration_frames()):
-        return None  # int8 calibrated on other frames than it would be built on now
+    if (choice.backend, choice.precision) == INT8:
+        images = calibration_frames()
+        if choice.calibration != frames_digest(images):
+            return None  # int8 calibrated on other frames than it would be built on now
+        choice.calibration_images = images
     return choice
 
 

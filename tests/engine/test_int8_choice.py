@@ -150,6 +150,32 @@ def test_an_agreeing_faster_int8_is_chosen_and_says_what_it_is(cache, monkeypatc
         assert S.cached_choice(cache, "tiny", digest, 64) is None, key
 
 
+
+def test_a_cached_int8_builds_from_the_frames_its_digest_was_checked_on(cache, monkeypatch):
+    """Start-up with int8 cached decodes the shipped calibration frames once, not once to check
+    the choice's digest and again to build the network."""
+    import polypviewer.engine.inference as I
+
+    seen: list = []
+    _fake_int8(monkeypatch, 0.0, seen)
+    monkeypatch.setattr(I, "make_backend", S.make_backend)  # the fake int8, for the predictor too
+    net = stem_net()
+    cal = frames(5, seed=2)
+    head = InferenceHead(net, lambda y: y)
+    choice = S.measure(head, model_name="tiny", digest=state_digest(head),
+                       preprocessing=PRE64, cache_root=cache, frames=frames(3), calibration=cal,
+                       paths=[("torch", "fp32"), S.INT8])
+    assert (choice.backend, choice.precision) == S.INT8
+    decoded: list[int] = []
+    monkeypatch.setattr(S, "calibration_frames", lambda: decoded.append(1) or cal)
+    seen.clear()
+    predictor = Predictor.from_module(net, name="tiny", preprocessing=PRE64, measure="now")
+    assert (predictor.info["engine_choice"], predictor.info["precision"]) == ("measured", "int8")
+    assert len(decoded) == 1  # was 2
+    assert len(seen) == 1 and len(seen[0]) == len(cal)  # built on exactly the checked frames
+    assert predictor.info["calibration_frames"] == len(cal)
+
+
 def test_int8_agreement_is_never_measured_on_its_calibration_frames(cache, monkeypatch):
     head = InferenceHead(stem_net(), lambda y: y)
     held = frames(3)
