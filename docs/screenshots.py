@@ -5,12 +5,15 @@
     .venv/bin/python docs/screenshots.py --keymap        # print the keyboard map (Markdown)
     .venv/bin/python docs/screenshots.py --check-guide   # exit 1 if the guide's keymap is stale
 
-It opens the shipped synthetic demo clip (``resources/demo/demo_clip.mp4``, never the licensed
-data), steps through it, jumps to the worst frame, paints a correction with real mouse events
-on the canvas, sets review states, runs the export dialog and the fine-tune dialog, jumps to the
-most uncertain unreviewed frame (J), drags a box with the Box tool (LiteMedSAM, on PyTorch here),
-propagates that frame's mask forward and stops the run after a few frames, and grabs the window
-or dialog with ``QWidget.grab()`` after each step. The model is the shipped default
+Shots 01-09 are of the shipped real frames, ``resources/demo/polypgen`` (24 PolypGen
+frames with their expert masks, Kvasir-SEG layout, CC BY 4.0; see its README): it steps
+through them, jumps to the worst frame, paints a correction with real mouse events on the
+canvas, sets review states, runs the export dialog and the fine-tune dialog, jumps to the most
+uncertain unreviewed frame (J) and drags a box with the Box tool (LiteMedSAM, on PyTorch here).
+Propagation needs a video, so shot 10 opens the shipped synthetic clip
+(``resources/demo/demo_clip.mp4``), drags a box there too, propagates that frame's mask
+forward and stops the run after a few frames. Each shot grabs the window or dialog with
+``QWidget.grab()``. The model is the shipped default
 (``models/default.json``) when it exists, else ``--weights``, else the newest
 ``models/*.safetensors`` checkpoint. User folders (settings, projects, cache) are redirected to
 a temporary folder, so the run never touches the user's own projects or recent files.
@@ -35,9 +38,12 @@ ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "guide.md"
 KEYMAP_BEGIN, KEYMAP_END = "<!-- keymap:begin -->", "<!-- keymap:end -->"
 
+POLYPGEN = ROOT / "resources" / "demo" / "polypgen"  # shots 01-09: real frames with expert masks
+CLIP = ROOT / "resources" / "demo" / "demo_clip.mp4"  # shot 10: propagation needs a video
+
 # name -> what the guide says it shows (also the order of the shots)
 SHOTS: dict[str, str] = {
-    "01-window.png": "the window after stepping through the first frames of the demo clip",
+    "01-window.png": "the window after stepping through the first of the 24 PolypGen demo frames",
     "02-outline-threshold.png": "outline mode with ground truth, threshold raised",
     "03-worst-disagreement.png": "timeline filled by Predict all, jumped to the worst frame (W), "
                                  "disagreement colours (D)",
@@ -47,11 +53,12 @@ SHOTS: dict[str, str] = {
     "07-finetune-dialog.png": "the fine-tune dialog after a finished run (loss and before/after)",
     "08-uncertainty.png": "the uncertainty curve on the timeline, J jumped to the most uncertain unreviewed frame",
     "09-box-tool.png": "a box dragged around the polyp with the Box tool (S), LiteMedSAM's mask in it",
-    "10-propagate.png": "Propagate forward (Ctrl+Shift+Right) from the boxed frame, stopped after a few frames; "
-                        "propagated frames and their drift on the timeline, Shift+J at the worst drift",
+    "10-propagate.png": "on the synthetic demo clip, a box dragged on a frame and Propagate forward "
+                        "(Ctrl+Shift+Right) from it, stopped after a few frames; propagated frames and "
+                        "their drift on the timeline, Shift+J at the worst drift",
 }
-# Shots 01..07 are one chain (each step uses what the previous ones did); 08 needs only the
-# open window, 10 the frame 09 made with the Box tool.
+# Shots 01..07 are one chain on the PolypGen frames (each step uses what the previous ones did);
+# 08 and 09 need only those frames open; 10 opens the demo clip and boxes a frame of its own.
 CHAIN = ["01-window.png", "02-outline-threshold.png", "03-worst-disagreement.png", "04-correct-brush.png",
          "05-review-states.png", "06-export-dialog.png", "07-finetune-dialog.png"]
 
@@ -59,9 +66,12 @@ CHAIN = ["01-window.png", "02-outline-threshold.png", "03-worst-disagreement.png
 @dataclass
 class Result:
     written: dict[str, Path] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)  # shot -> the name of the source open in it
     notes: list[str] = field(default_factory=list)
-    boxed: int | None = None  # the frame the Box tool segmented
+    boxed: int | None = None  # the PolypGen frame the Box tool segmented (shot 09)
     box_pixels: int = 0  # its mask's size after the box
+    export: Path | None = None  # the export dialog's folder (shot 06)
+    propagate_from: int | None = None  # the demo clip's frame boxed and propagated from (shot 10)
     propagated: list[int] = field(default_factory=list)  # frames still PROPAGATED after the run
 
 
@@ -178,7 +188,6 @@ class Tour:
         self.win: Any = None
         self.worst = 0  # the frame W jumped to
         self.corrected = 0  # the frame painted on
-        self.boxed = 0  # the frame the Box tool made
 
     # -- plumbing --
     def shot(self, name: str, widget: Any = None) -> None:
@@ -186,6 +195,7 @@ class Tour:
             return
         _pump(60)  # let queued repaints land
         self.result.written[name] = save_png(widget or self.win, self.out / name, self.max_kb)
+        self.result.sources[name] = Path(self.win.source["path"]).name
 
     def wait_shown(self, index: int) -> None:
         w = self.win
@@ -240,9 +250,12 @@ class Tour:
             raise RuntimeError(f"the model did not load: {win.errors[-1] if win.errors else 'no reason given'}")
         if VERBOSE:
             print(f"model: {win.predictions.info}", file=sys.stderr)
-        clip = ROOT / "resources" / "demo" / "demo_clip.mp4"
-        win.open_path(clip)
-        _wait(lambda: win.source is not None, self.timeout, f"{clip} to open")
+
+    def open_source(self, path: Path) -> None:
+        win = self.win
+        win.open_path(path)
+        _wait(lambda: win.source is not None and Path(win.source["path"]).resolve() == path.resolve(),
+              self.timeout, f"{path} to open")
         self.wait_shown(0)
 
     def step_through(self) -> None:
@@ -354,7 +367,9 @@ class Tour:
     def export(self) -> None:
         ed = self.win.annotation
         dlg = ed.open_export_dialog()
-        dlg.out_edit.setText(str(self.work / "export" / "demo_clip-kvasir"))
+        # the folder is named after the source, as a reviewer would name it
+        out = self.result.export = self.work / "export" / f"{Path(self.win.source['path']).stem}-kvasir"
+        dlg.out_edit.setText(str(out))
         done: list[Any] = []
         dlg.exported.connect(done.append)
         dlg.export_failed.connect(lambda m: done.append(RuntimeError(m)))
@@ -411,7 +426,10 @@ class Tour:
             raise RuntimeError("J found no unreviewed frame to go to")
         self.shot("08-uncertainty.png")
 
-    def box_tool(self) -> None:
+    def drag_box(self, start: int) -> int:
+        """Select the Box tool (S) on the first unreviewed, unedited frame from ``start`` on whose
+        ground truth has a polyp, drag a box around that polyp (its extent and a 6 % margin, as
+        a reviewer would) and wait for LiteMedSAM's mask; returns the frame (still in Box)."""
         import numpy as np
         from PySide6.QtCore import Qt
 
@@ -421,9 +439,8 @@ class Tour:
         # The screenshot's LiteMedSAM runs on PyTorch: the app's default (OpenVINO when it agrees)
         # converts the encoder on first use, minutes on a loaded CPU, into the temporary cache.
         ed.prompts.worker.backend = "torch"
-        start = w.index
         target = None
-        for f in list(range(start, w.n)) + list(range(start)):  # from the shown frame on
+        for f in list(range(start, w.n)) + list(range(start)):  # from ``start`` on
             if ed.session.get(f) is not None or ed.session.state(f) != ReviewState.UNREVIEWED:
                 continue
             self.go(f)
@@ -435,13 +452,18 @@ class Tour:
             raise RuntimeError("Box tool: no unreviewed frame with a polyp in its ground truth")
         self.key(Qt.Key.Key_S)  # the Box tool: embeds the shown frame (and the next) in the background
         _wait(lambda: target in ed.prompts.embedded_frames, self.timeout * 3, "LiteMedSAM's embedding")
-        # A box a reviewer would drag: the polyp's extent in the ground truth and a 6 % margin.
         ys, xs = np.nonzero(w.frames.get(target).gt)
         mx, my = 0.06 * (np.ptp(xs) + 1), 0.06 * (np.ptp(ys) + 1)
         x0, y0, x1, y1 = xs.min() - mx, ys.min() - my, xs.max() + 1 + mx, ys.max() + 1 + my
         self.drag([(x0, y0), ((x0 + x1) / 2, (y0 + y1) / 2), (x1, y1)])
         _wait(lambda: ed.session.state(target) == ReviewState.CORRECTED, self.timeout, "the box's mask")
-        self.boxed = self.result.boxed = target
+        return target
+
+    def box_tool(self) -> None:
+        from PySide6.QtCore import Qt
+
+        ed = self.win.annotation
+        target = self.result.boxed = self.drag_box(self.win.index)  # from the shown frame (J's) on
         self.result.box_pixels = int(ed.session.mask(target).sum())
         _pump(400)  # the window re-scores the edited frame and the panel follows on a short timer
         self.shot("09-box-tool.png")
@@ -451,11 +473,14 @@ class Tour:
         from PySide6.QtCore import Qt
 
         w, prop = self.win, self.win.annotation.propagation
-        self.go(self.boxed)
+        self.open_source(CLIP)  # propagation carries a mask through a video
+        start = self.result.propagate_from = self.drag_box(0)
+        self.key(Qt.Key.Key_Escape)  # back to Navigate
         ctrl_shift = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
         self.key(Qt.Key.Key_Right, ctrl_shift)  # Propagate forward from this frame
         if prop.running is None and not prop.done_frames:
-            raise RuntimeError(f"propagation did not start: {w.errors[-1] if w.errors else 'no reason given'}")
+            raise RuntimeError(f"propagation from frame {start} did not start: "
+                               f"{w.errors[-1] if w.errors else 'no reason given'}")
         _wait(lambda: prop.running is None or len(prop.done_frames) >= self.propagate_frames, self.timeout * 3,
               f"{self.propagate_frames} propagated frames")
         self.key(Qt.Key.Key_Down, ctrl_shift)  # Stop propagation
@@ -465,7 +490,9 @@ class Tour:
             raise RuntimeError(f"propagation made no frame ({prop.last_stop})")
         self.key(Qt.Key.Key_J, Qt.KeyboardModifier.ShiftModifier)  # the worst drift
         _wait(lambda: w.index in prop.done_frames and w._shown_frame == (w.frames.generation, w.index)
-              and w.annotation.editor.frame == w.index, self.timeout, "the frame with the worst drift")
+              and w.annotation.editor.frame == w.index and w.predictions.cached(w.index) is not None,
+              self.timeout, "the frame with the worst drift and the model's prediction of it")
+        _pump(400)  # the metrics panel follows the prediction on a short timer
         self.shot("10-propagate.png")
 
     def run(self, keymap_only: bool = False) -> Result:
@@ -476,11 +503,13 @@ class Tour:
             steps = [self.step_through, self.outline_threshold, self.worst_frame, self.correct,
                      self.review_states, self.export, self.finetune]
             wanted = [i for i, name in enumerate(CHAIN) if name in self.only]
+            if wanted or self.only & {"08-uncertainty.png", "09-box-tool.png"}:
+                self.open_source(POLYPGEN)
             for step in steps[: max(wanted) + 1 if wanted else 0]:
                 step()
             if "08-uncertainty.png" in self.only:
                 self.uncertainty()
-            if self.only & {"09-box-tool.png", "10-propagate.png"}:
+            if "09-box-tool.png" in self.only:
                 self.box_tool()
             if "10-propagate.png" in self.only:
                 self.propagate()
@@ -499,7 +528,7 @@ def make_screenshots(out: Path, *, frames: int = 6, predictor: Any = None, weigh
     """Run the whole tour; returns the written files. ``predictor`` (an engine Predictor)
     replaces the shipped model (tests use a tiny one); ``finetune_base`` the fine-tune dialog's
     base checkpoint (default: the weights the window runs); ``accept`` how many frames are
-    marked accepted; ``full_timeline`` predicts the whole clip (Ctrl+R) and flags its last frame;
+    marked accepted; ``full_timeline`` predicts the whole source (Ctrl+R) and flags its last frame;
     ``only`` the shots to write (default: all; the steps they need still run);
     ``propagate_frames`` after how many propagated frames the propagation shot stops the run."""
     if only is not None and (unknown := sorted(set(only) - set(SHOTS))):

@@ -1,5 +1,6 @@
-"""docs/screenshots.py end to end on the shipped demo clip (2 frames, a tiny real network,
-a 1-step fine-tune), and the guide's keyboard table against the live window's actions."""
+"""docs/screenshots.py end to end on the shipped PolypGen frames (shots 01-09) and the demo
+clip (shot 10, propagation) with 2 frames stepped, a tiny real network and a 1-step fine-tune,
+and the guide's keyboard table against the live window's actions."""
 
 from __future__ import annotations
 
@@ -61,20 +62,30 @@ def test_the_tour_runs_and_writes_every_screenshot(qapp, user_dirs):
         img = cv2.imread(str(path), cv2.IMREAD_COLOR)
         assert img is not None and img.shape[0] > 200 and img.shape[1] > 300, name
         assert float(np.std(img)) > 5.0, f"{name} is blank"  # a real grab, not an empty image
+    # shots 01-09 are of the real PolypGen frames, the propagation (10) of the video
+    assert res.sources == {**{name: "polypgen" for name in docs.SHOTS}, "10-propagate.png": "demo_clip.mp4"}
     # what the steps did, read back from their own outputs
-    export = tmp / "work" / "export" / "demo_clip-kvasir"
+    export = tmp / "work" / "export" / "polypgen-kvasir"  # the export folder is named after the source
+    assert res.export == export
     masks = sorted(p.name for p in (export / "masks").glob("*.png"))
     with open(export / "stats.csv", newline="") as fh:
-        states = sorted(row["state"] for row in csv.DictReader(fh))
+        rows = list(csv.DictReader(fh))
+    states = sorted(row["state"] for row in rows)
     assert len(masks) == 3 and states == ["accepted", "accepted", "corrected"]
-    with open(export / "stats.csv", newline="") as fh:
-        corrected = next(r for r in csv.DictReader(fh) if r["state"] == "corrected")
+    # the exported masks are of PolypGen frames (their Kvasir names), not of the clip
+    images = {p.stem for p in (docs.POLYPGEN / "images").iterdir()}
+    assert {Path(m).stem for m in masks} <= images
+    corrected = next(r for r in rows if r["state"] == "corrected")
     assert int(corrected["strokes"]) >= 2  # brush + polygon (+ eraser where the model had a false positive)
     assert (tmp / "work" / "finetuned.safetensors").is_file()
-    assert list((tmp / "work" / "projects").glob("demo_clip.mp4-*.pvproj.h5"))
-    # the Box tool made a mask on a frame no earlier step touched; propagation went on from it
+    projects = tmp / "work" / "projects"
+    assert list(projects.glob("polypgen-*.pvproj.h5")) and list(projects.glob("demo_clip.mp4-*.pvproj.h5"))
+    # the Box tool made a mask on a PolypGen frame no earlier step touched (0..2: stepped,
+    # accepted, corrected)
     assert res.boxed is not None and res.boxed not in (0, 1, 2) and res.box_pixels > 0
-    assert res.propagated and all(f > res.boxed for f in res.propagated)
+    # on the clip a box of its own, and propagation went on forward from that frame
+    assert res.propagate_from is not None
+    assert res.propagated and all(f > res.propagate_from for f in res.propagated)
     # the guide refers to every screenshot the script makes
     guide = (ROOT / "docs" / "guide.md").read_text(encoding="utf-8")
     for name in docs.SHOTS:
