@@ -14,6 +14,17 @@ from polypviewer.ui.elided import ElidedLabel
 __all__ = ["EditPanel"]
 
 _FRAME_ROWS = ("model_vs_corrected", "changed", "strokes", "model_vs_gt", "corrected_vs_gt")
+# key, row label, what the row means (the label's tooltip)
+_ROWS = (("state", "State", "This frame's review state: unreviewed, accepted, corrected, flagged or propagated"),
+         ("tool", "Tool", "The editing tool, with the brush radius for the tools that paint"),
+         ("model_vs_corrected", "Dice vs model",
+          "Dice of the corrected mask against the model's mask (1.000: nothing changed)"),
+         ("changed", "Pixels changed", "Pixels your edits changed on this frame (+added / −removed)"),
+         ("strokes", "Changes", "Edits on this frame (strokes, fills, polygons, clean-ups): its undo steps"),
+         ("model_vs_gt", "Model vs GT", "Dice of the model's mask against the ground truth"),
+         ("corrected_vs_gt", "Corrected vs GT", "Dice of the corrected mask against the ground truth"),
+         ("counts", "Frames", "How many frames of the source are in each review state"),
+         ("project", "Project", "The project file that holds the corrections (full path in its tooltip)"))
 
 
 class EditPanel(QGroupBox):
@@ -24,15 +35,16 @@ class EditPanel(QGroupBox):
         super().__init__("Review and edits", parent)
         self.rows: dict[str, QLabel] = {}
         form = QFormLayout()
-        for key, label in (("state", "State"), ("tool", "Tool"), ("model_vs_corrected", "Dice model vs corrected"),
-                           ("changed", "Pixels changed"), ("strokes", "Changes"),
-                           ("model_vs_gt", "Dice model vs GT"), ("corrected_vs_gt", "Dice corrected vs GT"),
-                           ("counts", "Frames"), ("project", "Project")):
+        # Short row labels, the meaning in their tooltips: a long label column leaves the values a
+        # narrow one, they wrap, and on a 900 px tall window the dock scrolled once a frame was edited.
+        for key, label, tip in _ROWS:
             # the project's path is elided (full path in its tooltip): a long path never widens the dock
             self.rows[key] = ElidedLabel("–") if key == "project" else QLabel("–")
             self.rows[key].setWordWrap(key != "project")
             self.rows[key].setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-            form.addRow(label, self.rows[key])
+            name = QLabel(label)
+            name.setToolTip(tip)
+            form.addRow(name, self.rows[key])
         self.px = QSpinBox()
         self.px.setRange(1, 100)
         self.px.setValue(3)

@@ -196,3 +196,34 @@ def test_a_split_the_user_dragged_is_kept(window, qtbot):
         assert annotation.widget().verticalScrollBar().maximum() > 0
     finally:
         win.shutdown()
+
+
+@pytest.mark.parametrize("size", [(1440, 900), (1704, 900)])
+def test_neither_dock_scrolls_once_a_frame_is_corrected(window, qtbot, size):
+    """A brush stroke fills the Annotation panel's per-frame rows (tool and radius, pixels
+    changed, Dice rows, the counts): on a 900 px tall window both docks still fit (before: the
+    long row labels left the values a narrow column, four of them wrapped to a second line and
+    the Annotation dock scrolled by 24 px)."""
+    from polypviewer.ui.main_window import DOCK_FIT_DELAY_MS, _dock_need
+
+    from .conftest import _drag
+
+    win = window(*size)
+    try:
+        win.model_panel.set_message("")
+        win.open_path(Path(__file__).resolve().parents[2] / "resources" / "demo" / "polypgen")
+        qtbot.waitUntil(lambda: win.source is not None and win._shown_frame is not None, timeout=60_000)
+        c = win.annotation
+        c.editor.select("brush")
+        c.editor.set_brush_radius(12)
+        h, w = win.frames.get(0).frame.shape[:2]
+        _drag(qtbot, win, [(w * 0.3, h * 0.3), (w * 0.4, h * 0.35), (w * 0.5, h * 0.5)])
+        qtbot.waitUntil(lambda: c.panel.value("state") == "corrected" and c.panel.value("changed") != "–",
+                        timeout=10_000)
+        qtbot.wait(DOCK_FIT_DELAY_MS + 250)
+        for dock in (win.findChild(QDockWidget, "reviewDock"), c.dock):
+            bar = dock.widget().verticalScrollBar()
+            assert bar.maximum() == 0, (dock.objectName(), _dock_need(dock), dock.height(),
+                                        {k: c.panel.value(k) for k in ("tool", "changed", "counts")})
+    finally:
+        win.shutdown()
