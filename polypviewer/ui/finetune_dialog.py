@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from polypviewer.engine.finetune import FinetuneResult
     from polypviewer.engine.training import TrainEvent
 
-__all__ = ["FinetuneDialog", "FinetuneWorker", "default_output"]
+__all__ = ["FinetuneDialog", "FinetuneWorker", "default_output", "finetuned_message"]
 
 
 def default_output(base: str | Path) -> Path:
@@ -59,6 +59,12 @@ def default_output(base: str | Path) -> Path:
     stem = Path(str(base)).stem if base else "model"
     return finetuned_dir() / f"{stem}-ft-{stamp}.safetensors"
 
+
+def finetuned_message(sha256: str) -> str:
+    """The Model panel's line once a fine-tuned version is written: short, so the panel stays
+    two lines taller at most (the four-line one pushed the Annotation dock into scrolling on a
+    900 px tall window)."""
+    return f"Fine-tuned {sha256[:12]} ready: Annotate > Model versions."
 
 class FinetuneWorker(JobWorker):
     """One fine-tune run on its thread; ``rows`` are mask snapshots ``(frame, name, mask, stats)``."""
@@ -346,8 +352,7 @@ class FinetuneDialog(WorkerDialog):
         c = self.controller
         c.add_model_version(f"{res.base.name} (base)", str(res.base))
         c.add_model_version(f"{res.out.name} (fine-tuned, {res.sha256[:12]})", str(res.out))
-        c.host.model_message(f"Fine-tuned version {res.sha256[:12]} ready: use it from the fine-tune "
-                            "dialog or Annotate > Model versions (the base stays there too).")
+        c.host.model_message(finetuned_message(res.sha256))
         self.use_button.setEnabled(True)
         self.finished_run.emit(res)
 
