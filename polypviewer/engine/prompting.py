@@ -153,10 +153,11 @@ class OpenVINOPart:
         core = ov.Core()
         xml = None
         model = None
+        self._blobs: Path | None = None
         if cache_root is not None:
             folder = cache_root / "openvino"
             folder.mkdir(parents=True, exist_ok=True)
-            core.set_property({"CACHE_DIR": str(folder / "blobs")})
+            self._blobs = folder / "blobs"
             xml = folder / f"litemedsam-{part}-{digest[:16]}-{SIZE}-fp32-ov{openvino_version()}.xml"
             if xml.exists() and xml.with_suffix(".bin").exists():
                 try:
@@ -186,8 +187,13 @@ class OpenVINOPart:
 
     def _compile(self, precision: str) -> None:
         hint = {"fp32": "f32", "bf16": "bf16"}[precision]
-        self.compiled = self._core.compile_model(self._model, "CPU", {"INFERENCE_PRECISION_HINT": hint,
-                                                                      "PERFORMANCE_HINT": "LATENCY"})
+        config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+        if self._blobs is not None:
+            # One blob folder per precision: OpenVINO 2026.4's blob key leaves the precision
+            # hint out, so a bf16 compile of this IR loaded the fp32 blob, and inference on it
+            # crashed the process (a segmentation fault, measured on an AMX Xeon).
+            config["CACHE_DIR"] = str(self._blobs / hint)
+        self.compiled = self._core.compile_model(self._model, "CPU", config)
         self._request = self.compiled.create_infer_request()
         self.precision = precision
 
@@ -196,7 +202,7 @@ class OpenVINOPart:
         if precision == self.precision:
             return self
         other = object.__new__(OpenVINOPart)
-        other.part, other.cache_hit = self.part, self.cache_hit
+        other.part, other.cache_hit, other._blobs = self.part, self.cache_hit, self._blobs
         other._core, other._model = self._core, self._model
         other._compile(precision)
         return other

@@ -161,6 +161,35 @@ def test_openvino_gives_torch_s_embedding_and_masks_on_a_real_frame(shared_data,
                           ref.segment_boxes(emb2, [box, (10, 10, 60, 60)]))
 
 
+def test_each_precision_keeps_its_own_compiled_blob(tmp_path):
+    """The same converted part compiled in fp32 and then bf16 with the blob cache on: OpenVINO's
+    blob key leaves the precision out, so a shared folder handed the bf16 compile the fp32 blob
+    and the first inference on it killed the process (a segmentation fault on an AMX Xeon, where
+    ``auto`` checks bf16). Each precision now has its own folder, and both run."""
+    pytest.importorskip("openvino")
+    import torch
+
+    from polypviewer.engine.prompting import SIZE, OpenVINOPart
+    from polypviewer.nets.litemedsam import WEIGHTS_SHA256, load_litemedsam, weights_path
+
+    if weights_path() is None:
+        pytest.skip("LiteMedSAM weights not installed")
+    model = load_litemedsam(None)
+    image = torch.from_numpy(np.random.default_rng(0).random((1, 3, SIZE, SIZE), dtype=np.float32))
+    fp32 = OpenVINOPart("encoder", model.image_encoder, (image,), WEIGHTS_SHA256, tmp_path)
+    ref = fp32(image.numpy())
+    try:
+        bf16 = fp32.with_precision("bf16")
+    except RuntimeError as exc:  # a CPU (or a oneDNN cap) without bf16 kernels
+        pytest.skip(f"OpenVINO cannot compile bf16 here: {str(exc).splitlines()[-1]}")
+    low = bf16(image.numpy())
+    assert low.shape == ref.shape and np.isfinite(low).all()
+    assert float(np.linalg.norm(low - ref) / np.linalg.norm(ref)) < 0.1
+    blobs = tmp_path / "openvino" / "blobs"
+    assert {d.name for d in blobs.iterdir()} == {"f32", "bf16"}
+    assert all(list(d.glob("*.blob")) for d in blobs.iterdir())
+
+
 # ---------------------------------------------------------------- a lower precision only where it agrees
 def test_a_lower_precision_agrees_only_within_the_bar():
     from polypviewer.engine.prompting import PRECISION_AGREEMENT, PrecisionCheck, choose_precisions

@@ -93,7 +93,9 @@ class OpenVINOBackend(Backend):
         if key is not None and root is not None:
             folder = root / "openvino"
             folder.mkdir(parents=True, exist_ok=True)
-            self.core.set_property({"CACHE_DIR": str(folder / "blobs")})
+            # A blob folder per precision: OpenVINO's blob key leaves the precision hint out
+            # (prompting.OpenVINOPart._compile), so one IR compiled at two precisions collides.
+            self.core.set_property({"CACHE_DIR": str(folder / "blobs" / self.precision)})
             xml = folder / f"{key}.xml"
             if xml.exists() and xml.with_suffix(".bin").exists():
                 try:
