@@ -54,7 +54,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "(the negatives have it black: without this a model learns the shortcut)")
     parser.add_argument("--epochs", type=int, help="override the recipe's epoch count")
     parser.add_argument("--recipe", default=None,
-                        help="pranet, pranet_faithful, resunetpp, resunetpp_seed, resunetpp_fast, lite, finetune "
+                        help="pranet, pranet_faithful, resunetpp, resunetpp_seed, resunetpp_fast, lite, "
+                             "lite_anneal, finetune "
                              "(default: the model's own, shown by `polypviewer info`)")
     parser.add_argument("--out", required=True, type=Path, help="checkpoint to write (.safetensors)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT.state.pt")
@@ -69,6 +70,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bf16", default="auto", choices=("auto", "on", "off"),
                         help="bf16 autocast (auto: where the CPU/GPU has it natively)")
     parser.add_argument("--fp16-weights", action="store_true", help="store the checkpoint in fp16")
+    parser.add_argument("--init", type=Path, metavar="WEIGHTS",
+                        help="start from this trained checkpoint of the same network (its weights and "
+                             "normalisation; optimiser and schedule start afresh; recorded in the card)")
     parser.add_argument("--no-pretrained", action="store_true",
                         help="start an ImageNet-pretrained encoder (lite_pranet's) from random weights")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
@@ -86,6 +90,21 @@ def load_spec(spec: str, *, negatives: bool = False) -> tuple[str, SampleSet]:
     names = read_split(split) if sep else None
     label = f"{root} ({split})" if sep else root
     return label, load_set(root, names, negatives=negatives)
+
+
+def load_init(path: Path, model_name: str) -> tuple[Any, Any]:
+    """``--init``: the network and preprocessing of a trained checkpoint of ``model_name``
+    (through the safe loader: no code from the file runs)."""
+    from polypviewer.core.errors import PolypviewerError
+    from polypviewer.engine.training import load_trained
+
+    try:
+        model, name, ckpt = load_trained(path)
+    except PolypviewerError as exc:
+        raise UserError(f"--init: {exc}") from None
+    if name != model_name:
+        raise UserError(f"--init {path}: it holds a {name!r} network, not {model_name!r}")
+    return model, ckpt.preprocessing
 
 
 def check_outputs(out: Path, *, resume: bool, overwrite: bool) -> bool:
@@ -182,6 +201,7 @@ class ProgressBar:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from polypviewer.core.fileio import sha256_file
     from polypviewer.engine import cards, training
     from polypviewer.engine.data import blank_scopeguide_corner, concat, holdout_split, load_set, read_split
     from polypviewer.nets.registry import get_spec
@@ -194,6 +214,7 @@ def run(args: argparse.Namespace) -> int:
     size = args.size or spec.preprocessing.input_size
     if size % 32 or not 32 <= size <= 2048:  # the rule load_checkpoint applies to what we write
         raise UserError(f"--size {size}: the input size must be a multiple of 32 from 32 to 2048")
+    model, preprocessing = load_init(args.init, args.model) if args.init else (None, None)
     if args.split and len(args.data) != 1:
         raise UserError("--split goes with a single --data DIR; write each set as DIR,FILE:KEY instead")
     if args.split and "," in args.data[0]:
@@ -245,6 +266,8 @@ def run(args: argparse.Namespace) -> int:
     command = "polypviewer train " + " ".join(shlex.quote(a) for a in sys.argv[2:]
                                               if a not in ("--resume", "--overwrite")) \
         if len(sys.argv) > 1 and sys.argv[1] == "train" else None
+    if args.init:
+        data_meta["init"] = f"{args.init.name} (sha256 {sha256_file(args.init)})"
     tests = [load_spec(t) for t in args.test] + ([negatives_test] if negatives_test else [])
     callbacks = [] if args.quiet else [ProgressBar()]
     try:
@@ -253,7 +276,7 @@ def run(args: argparse.Namespace) -> int:
                 args.model, train_set, val_set, args.out, recipe=recipe, epochs=args.epochs,
                 pretrained=not args.no_pretrained, device=args.device, bf16=args.bf16, seed=args.seed,
                 resume=args.resume, overwrite=args.overwrite, callbacks=callbacks, half=args.fp16_weights,
-                max_steps=args.max_steps,
+                max_steps=args.max_steps, model=model, preprocessing=preprocessing,
                 size=size,
                 meta={"data": data_meta, "command": command})
     except KeyboardInterrupt:

@@ -86,6 +86,48 @@ def _train_args(data: Path, out: Path, *extra: str) -> list[str]:
             "--no-pretrained", "--bf16", "off", "--threads", "1", "--quiet", "--out", str(out), *extra]
 
 
+def test_train_init_starts_from_a_checkpoint_and_records_it(corrected: Path, tmp_path: Path, capsys) -> None:
+    """``--init`` trains on from the given weights (not from the seed's fresh network) with its
+    normalisation, names the file and its hash in the card, and leaves it untouched; another
+    network's checkpoint is refused in one line before any training."""
+    from dataclasses import replace
+
+    import torch
+
+    from polypviewer.engine.training import load_trained
+    from polypviewer.nets import build_model, get_spec
+    from polypviewer.nets.weights import save_checkpoint
+
+    torch.manual_seed(123)  # not the seed train uses for a fresh network (--seed 0)
+    init = tmp_path / "init.safetensors"
+    prep = replace(get_spec("lite_pranet").preprocessing, input_size=64, mean=(0.4, 0.4, 0.4))
+    save_checkpoint(init, build_model("lite_pranet"), model_name="lite_pranet", preprocessing=prep)
+    before = sha256_file(init)
+    out = tmp_path / "m.safetensors"
+    args = _train_args(corrected, out, "--init", str(init), "--recipe", "lite_anneal", "--max-steps", "1")
+    assert main(args) == 0, capsys.readouterr().err
+    assert sha256_file(init) == before
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["meta"]["data"]["init"] == f"init.safetensors (sha256 {before})"
+    assert card["meta"]["recipe"]["name"] == "lite_anneal"
+    assert load_checkpoint(out).preprocessing.mean == (0.4, 0.4, 0.4)
+
+    def distance(a: torch.nn.Module, b: torch.nn.Module) -> float:
+        return sum(float((x - y).abs().sum()) for x, y in zip(a.parameters(), b.parameters(), strict=True))
+
+    start, trained = load_trained(init)[0], load_trained(out)[0]
+    torch.manual_seed(0)
+    fresh = build_model("lite_pranet")
+    assert distance(trained, start) < 0.05 * distance(fresh, start)
+    other = tmp_path / "other.safetensors"
+    save_checkpoint(other, build_model("unet"), model_name="unet")
+    capsys.readouterr()
+    assert main(_train_args(corrected, tmp_path / "n.safetensors", "--init", str(other))) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--init" in err[0] and "'unet' network, not 'lite_pranet'" in err[0]
+    assert not (tmp_path / "n.safetensors").exists()
+
+
 def test_train_refuses_an_existing_card_before_training(corrected: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "m.safetensors"
     mine = out.with_suffix(".json")
