@@ -36,8 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
+from polypviewer.core.paths import shared_data_default
+
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "cvc-clinicdb-612"
+DATA = shared_data_default() / "cvc-clinicdb-612"
 ARMS = ("uncertain", "uncertain_spread", "random", "mixed")
 
 

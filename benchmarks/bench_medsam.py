@@ -59,8 +59,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from polypviewer.core.paths import shared_data_default
+
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = shared_data_default()
 SETS = {"kvasir-seg": ".jpg", "cvc-clinicdb-612": ".png"}
 MIN_REGION = 16  # px: smaller ground-truth regions get no box (the stray corner pixel)
 

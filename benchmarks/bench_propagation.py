@@ -28,8 +28,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
-import re
 import sys
 import time
 from pathlib import Path
@@ -38,8 +36,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
 from polypviewer.core.fileio import write_json  # noqa: E402
+from polypviewer.core.paths import shared_data_default  # noqa: E402
+from polypviewer.engine.policy import describe_cpu  # noqa: E402
 from polypviewer.engine.propagation import (  # noqa: E402
     DISFlow,
     Propagation,
@@ -53,16 +52,6 @@ TUNE = range(0, 15)  # sequence positions 0..14 = ids 1..15
 HELD = range(15, 29)
 
 
-def cpu_flags() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor()
-    model = re.search(r"model name\s*:\s*(.*)", text)
-    flags = sorted(set(re.findall(r"\b(amx_bf16|avx512_bf16|avx512f|avx2)\b", text)))
-    return f"{model.group(1) if model else platform.processor()}; flags {' '.join(flags)}"
-
-
 def spearman(a: list[float], b: list[float]) -> float:
     from scipy.stats import spearmanr
 
@@ -71,7 +60,7 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "cvc-clinicdb-612")
+    ap.add_argument("--data", type=Path, default=shared_data_default() / "cvc-clinicdb-612")
     ap.add_argument("--weights", type=Path, default=ROOT / "models" / "lite_pranet.safetensors")
     ap.add_argument("--medsam", metavar="IDS",
                     help="also measure LiteMedSAM prompted with the warped mask's box on these sequence ids "
@@ -234,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         "drift_spearman": drift_rho, "scene_change": scene,
         "seconds_per_frame": {"model": round(t_model, 4), "dis_flow": round(t_flow, 4)},
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv or sys.argv[1:])]),
-        "cpu": cpu_flags(), "date": datetime.date.today().isoformat(),
+        "cpu": describe_cpu(), "date": datetime.date.today().isoformat(),
         "note": "timings are per frame on a shared, loaded 2-core machine: compare them with each other only",
     }
     write_json(args.json, report)

@@ -29,8 +29,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
 from polypviewer.core.fileio import write_json  # noqa: E402
+from polypviewer.core.paths import shared_data_default  # noqa: E402
 from polypviewer.engine.policy import describe_cpu  # noqa: E402
 from polypviewer.io.sources import open_source  # noqa: E402
 from polypviewer.io.video import decode_sequential  # noqa: E402
@@ -172,7 +172,7 @@ def bench_memory(n_frames: int, width: int, height: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clip", type=Path,
-                        default=ROOT.parent / "shared" / "data" / "video" / "colonoscopy_clip_sidebyside_h264.mp4")
+                        default=shared_data_default() / "video" / "colonoscopy_clip_sidebyside_h264.mp4")
     parser.add_argument("--repeats", type=int, default=4, help="passes over the clip per measurement")
     parser.add_argument("--frames", type=int, default=1000, help="length of the synthetic video")
     parser.add_argument("--json", type=Path, help="also write the results here")

@@ -18,25 +18,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from polypviewer.core.paths import shared_data_default
+
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = shared_data_default()
 CHOOSE = ("endotect-val", "kvasir-train/4", "cvc612-train", "negatives-hk/3")
 REPORT = ("kvasir-test", "cvc612-test")
-
-
-def cpu_flags() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor()
-    return " ".join(f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f" {f}" in text)
 
 
 def split(root: Path, key: str) -> list[str]:
@@ -112,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from polypviewer.engine.inference import Predictor
+    from polypviewer.engine.policy import describe_cpu
     from polypviewer.engine.uncertainty import SCORE
 
     torch.set_num_threads(args.threads)
@@ -161,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         "costs": {"candidates": "from the cached probability map, no forward pass",
                   "flip": "one extra forward pass per frame", "temporal": "the neighbours' maps (video only)"},
         "command": " ".join(["benchmarks/bench_uncertainty.py", *(argv if argv is not None else sys.argv[1:])]),
-        "cpu": cpu_flags(), "threads": args.threads, "wall_s": round(time.perf_counter() - t0, 1),
+        "cpu": describe_cpu(), "threads": args.threads, "wall_s": round(time.perf_counter() - t0, 1),
         "date": time.strftime("%Y-%m-%d"), "note": "machine shared with a training run (loaded)",
     }
     print(f"chosen on {', '.join(CHOOSE)} (pooled Spearman): {choice} -> best {chosen}, "

@@ -82,7 +82,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -90,6 +89,7 @@ from polypviewer.core import fileio  # noqa: E402
 from polypviewer.core import masks as mk  # noqa: E402
 from polypviewer.core.edits import EditSession, FrameEdits, ReviewState  # noqa: E402
 from polypviewer.core.errors import PolypviewerError  # noqa: E402
+from polypviewer.core.paths import shared_data_default  # noqa: E402
 from polypviewer.engine.policy import cpu_name, describe_cpu  # noqa: E402
 from polypviewer.io import journal as jr  # noqa: E402
 from polypviewer.io.export import export_kvasir, verify_export  # noqa: E402
@@ -1208,7 +1208,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--inject-enospc", action="store_true",
                    help="inject ENOSPC instead of mounting a tmpfs (what happens where mount is refused)")
-    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    p.add_argument("--data", type=Path, default=shared_data_default())
     p.add_argument("--out", type=Path, help="write the results as JSON here")
     p.add_argument("--keep", action="store_true", help="keep the work folder")
     args = p.parse_args(argv)

@@ -15,13 +15,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from polypviewer.core.paths import shared_data_default
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base", help="base checkpoint (default: the shipped default model)")
-    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "cvc-clinicdb")
+    p.add_argument("--data", type=Path, default=shared_data_default() / "cvc-clinicdb")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1 is fastest on a busy shared CPU)")
     p.add_argument("--epochs", type=int, help="override the finetune recipe's epochs")

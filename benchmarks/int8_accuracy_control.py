@@ -39,6 +39,7 @@ import numpy as np
 from polypviewer.cli.bench import real_frames
 from polypviewer.core.fileio import write_json
 from polypviewer.core.masks import THRESHOLD
+from polypviewer.core.paths import shared_data_default
 from polypviewer.engine.agreement import agrees, compare
 from polypviewer.engine.backends import OpenVINOBackend
 from polypviewer.engine.backends.quantise import quantise_int8
@@ -48,7 +49,7 @@ from polypviewer.engine.processing import probabilities
 from polypviewer.engine.selection import calibration_frames, reference_frames
 from polypviewer.engine.timing import interleaved, stream_step
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = shared_data_default()
 
 
 def dice(p: np.ndarray, q: np.ndarray) -> float:

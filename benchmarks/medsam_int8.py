@@ -25,11 +25,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from polypviewer.core.paths import shared_data_default  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "kvasir-seg")
+    p.add_argument("--data", type=Path, default=shared_data_default() / "kvasir-seg")
     p.add_argument("--frames", type=int, default=24, help="Kvasir-SEG train frames for the agreement")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--repeats", type=int, default=5, help="embeddings per path per round")

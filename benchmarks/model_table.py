@@ -27,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from polypviewer.core.paths import shared_data_default  # noqa: E402
 
 # PraNet (MICCAI 2020) Table 1, mDice / mIoU, for the README beside ours.
 PRANET_PUBLISHED = {"kvasir-seg (test)": (0.898, 0.840), "cvc-clinicdb-612 (test)": (0.899, 0.849)}
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", type=Path, nargs="*", help="checkpoints (default: every shipped lite_pranet)")
     p.add_argument("--negatives-from", type=Path,
                    help="model card listing the held-out HyperKvasir negatives (default: the default's)")
-    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    p.add_argument("--data", type=Path, default=shared_data_default())
     p.add_argument("--json", type=Path, help="also write the result here")
     args = p.parse_args(argv)
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from polypviewer.core.paths import shared_data_default
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -54,7 +56,7 @@ def score_set(predictor, names: list[str], frames: list[np.ndarray], masks: list
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", type=Path, help="checkpoint (default: the shipped default model)")
-    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    p.add_argument("--data", type=Path, default=shared_data_default())
     p.add_argument("--json", type=Path, help="also write the result here")
     args = p.parse_args(argv)
 

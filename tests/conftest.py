@@ -10,8 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
+from polypviewer.core.paths import shared_data_default
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("POLYPVIEWER_SHARED_DATA", ROOT.parent / "shared" / "data"))
+SHARED_DATA = shared_data_default()  # $POLYPVIEWER_SHARED_DATA, else ../shared/data
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 

@@ -73,8 +73,18 @@ def shared_data_dir() -> Path | None:
     """The evaluation data (``../shared/data``, never shipped): ``$POLYPVIEWER_SHARED_DATA``,
     else ``shared/data`` beside the project's folder, else beside the current folder; None
     when none of them is a folder."""
+    return next((c for c in _shared_data_candidates() if c.is_dir()), None)
+
+
+def shared_data_default() -> Path:
+    """:func:`shared_data_dir`, or where it is looked for first when it is absent (for a
+    ``--data`` default whose "not found" message names the place): the one answer to "where is
+    ``../shared/data``" for the benchmarks and tests too."""
+    return shared_data_dir() or _shared_data_candidates()[0]
+
+
+def _shared_data_candidates() -> list[Path]:
     env = os.environ.get("POLYPVIEWER_SHARED_DATA")
     candidates = [Path(env)] if env else []
-    candidates += [Path(__file__).resolve().parents[2].parent / "shared" / "data",
-                   Path.cwd().parent / "shared" / "data"]
-    return next((c for c in candidates if c.is_dir()), None)
+    return candidates + [Path(__file__).resolve().parents[2].parent / "shared" / "data",
+                         Path.cwd().parent / "shared" / "data"]

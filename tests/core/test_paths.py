@@ -24,6 +24,16 @@ def test_shared_data_dir_takes_the_variable_only_when_it_is_a_folder(tmp_path, m
     assert found != tmp_path / "missing" and (found is None or Path(found).is_dir())
 
 
+def test_shared_data_default_names_where_it_looks_when_the_data_is_absent(tmp_path, monkeypatch):
+    """The benchmarks' --data default: the folder found, else the first place looked (so their
+    "not found" message names it), never None."""
+    monkeypatch.setenv("POLYPVIEWER_SHARED_DATA", str(tmp_path))
+    assert paths.shared_data_default() == tmp_path
+    monkeypatch.setenv("POLYPVIEWER_SHARED_DATA", str(tmp_path / "missing"))
+    found = paths.shared_data_dir()
+    assert paths.shared_data_default() == (found if found is not None else tmp_path / "missing")
+
+
 def test_no_other_module_reads_polypviewers_variables():
     root = Path(paths.__file__).resolve().parents[1]
     read = re.compile(r"""(environ\.get\(|environ\[|getenv\()\s*["']POLYPVIEWER_""")

@@ -4,14 +4,14 @@ that it ranks the default model's bad predictions above its good ones."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from polypviewer.core.paths import shared_data_default
 from polypviewer.engine import uncertainty as U
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA = shared_data_default()
 
 
 def test_sure_maps_score_zero_and_faint_ones_high() -> None:
