@@ -43,6 +43,7 @@ from polypviewer.engine.propagation import (  # noqa: E402
     DISFlow,
     Propagation,
     PropagationParams,
+    mask_box,
     mask_dice,
     scene_distance,
     warp,
@@ -267,11 +268,8 @@ def _medsam(ids_text: str, seqs: list[list[int]], frames: dict[int, np.ndarray],
             d["chosen"].append(mask_dice(rc.mask, gts[i]))
             d["model"].append(mask_dice(probs[i] >= 0.5, gts[i]))
             # the box of the chosen fusion's own mask, prompted on the same embedding
-            if rc.mask.any():
-                ys, xs = np.nonzero(rc.mask)
-                m = prompt(rb.index, frames[i], (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())))
-            else:
-                m = rc.mask
+            own = mask_box(rc.mask)
+            m = rc.mask if own is None else prompt(rb.index, frames[i], own)
             d["litemedsam-box(chosen mask)"].append(mask_dice(m, gts[i]))
         per[str(sid)] = {k: round(float(np.mean(v)), 4) for k, v in d.items()}
         for k in rows:

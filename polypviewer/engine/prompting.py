@@ -604,7 +604,13 @@ def click_box(region_mask: np.ndarray | None, x: float, y: float, margin: float 
         k = 1 + int(np.argmin([dist(b) for b in comp.boxes]))
     x0, y0, x1, y1 = comp.boxes[k - 1]
     mx, my = margin * (x1 - x0 + 1), margin * (y1 - y0 + 1)
-    return (max(0.0, x0 - mx), max(0.0, y0 - my), min(w - 1.0, x1 + mx), min(h - 1.0, y1 + my))
+    bx0, by0, bx1, by1 = x0 - mx, y0 - my, x1 + mx, y1 + my
+    # A region one pixel wide or tall still gets a box a prompt accepts (2x2 px at least).
+    if bx1 - bx0 < 2:
+        bx0, bx1 = (x0 + x1) / 2 - 1, (x0 + x1) / 2 + 1
+    if by1 - by0 < 2:
+        by0, by1 = (y0 + y1) / 2 - 1, (y0 + y1) / 2 + 1
+    return (max(0.0, bx0), max(0.0, by0), min(w - 1.0, bx1), min(h - 1.0, by1))
 
 
 def jitter_box(box: Sequence[float], frac: float, rng: np.random.Generator, size: tuple[int, int]) -> Box:

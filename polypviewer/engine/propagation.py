@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 __all__ = ["PropagationParams", "PropagatedFrame", "Propagation", "Flow", "DISFlow", "warp", "scene_distance",
-           "propagation_end", "refine", "drift_score", "mask_dice"]
+           "propagation_end", "refine", "drift_score", "mask_dice", "mask_box"]
 
 FrameFn = Callable[[int], np.ndarray]
 ProbabilityFn = Callable[[int, np.ndarray], np.ndarray]  # (index, RGB frame) -> (H, W) map
@@ -182,6 +182,16 @@ def refine(warped_soft: np.ndarray, prob: np.ndarray | None,
     return m, m.astype(np.float32)
 
 
+def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The box (x0, y0, x1, y1, inclusive) around a mask's pixels, or None when there is no box
+    to prompt with: an empty mask, or one spanning a single row or column (a prompt box needs
+    2x2 pixels; a flow can shrink a mask to a speck)."""
+    ys, xs = np.nonzero(np.asarray(mask))
+    if not len(xs) or xs.max() == xs.min() or ys.max() == ys.min():
+        return None
+    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+
+
 def propagation_end(start: int, n_frames: int, *, backward: bool = False, to: int | None = None,
                     reviewed: set[int] | frozenset[int] = frozenset()) -> int:
     """The last frame to propagate to from ``start``: ``to`` (clipped to the video), else the
@@ -226,10 +236,9 @@ class Propagation:
     stopped: str = ""
 
     def _prompted(self, i: int, frame: np.ndarray, warped: np.ndarray) -> np.ndarray:
-        if self.prompt is None or not warped.any():
+        box = mask_box(warped)
+        if self.prompt is None or box is None:
             return warped
-        ys, xs = np.nonzero(warped)
-        box = (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
         return np.asarray(self.prompt(i, frame, box), dtype=bool)
 
     def __iter__(self) -> Iterator[PropagatedFrame]:

@@ -53,6 +53,11 @@ def test_click_box_takes_the_region_under_the_click_or_the_nearest():
     assert click_box(m, 60, 20, margin=0.0) == pytest.approx((10, 10, 49, 29))  # off both: A is nearer
     empty = click_box(np.zeros((200, 300), bool), 150, 100, fallback=0.1)
     assert empty == pytest.approx((130, 80, 170, 120))
+    # A one-pixel region (a speck of the model's mask) still gives a box a prompt accepts.
+    speck = np.zeros((200, 300), bool)
+    speck[0, 120] = True
+    b = click_box(speck, 120, 0)
+    assert b == pytest.approx((119, 0, 121, 1)) and scale_box(b, (200, 300)) == pytest.approx(b)
 
 
 def test_jitter_is_seeded_and_within_its_fraction():

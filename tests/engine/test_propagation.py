@@ -14,6 +14,7 @@ from polypviewer.engine.propagation import (
     Propagation,
     PropagationParams,
     drift_score,
+    mask_box,
     mask_dice,
     propagation_end,
     refine,
@@ -159,6 +160,25 @@ def test_box_fusion_prompts_with_the_warped_box():
         assert abs(x0 - xs.min()) <= 3 and abs(x1 - xs.max()) <= 3 and abs(y0 - ys.min()) <= 3
         assert abs(y1 - ys.max()) <= 3
         assert (r.mask == masks[i]).all()
+
+
+def test_a_speck_is_not_prompted_with():
+    """A mask the flow shrank to one row or column has no 2x2 box to prompt with: the box fusion
+    keeps the warped speck instead of failing (a real CVC sequence did this, and the prompt
+    refused the box: 'smaller than 2x2 pixels')."""
+    assert mask_box(np.zeros((5, 5), bool)) is None
+    speck = np.zeros((20, 30), bool)
+    speck[7, 4:9] = True  # one row
+    assert mask_box(speck) is None and mask_box(speck.T) is None
+    speck[8, 4] = True
+    assert mask_box(speck) == (4, 7, 8, 8)
+    frames, _ = disc_clip(n=3)
+    seed = np.zeros((H, W), bool)
+    seed[60, 40] = True
+    calls = []
+    got = list(Propagation(lambda i: frames[i], seed, 0, 2, params=PropagationParams(fusion="box"),
+                           prompt=lambda i, f, b: calls.append(b) or np.ones((H, W), bool)))
+    assert calls == [] and len(got) == 2 and all(r.mask.sum() <= 1 for r in got)
 
 
 def test_seed_of_the_wrong_size_is_refused():
