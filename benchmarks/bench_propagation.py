@@ -241,8 +241,10 @@ def _medsam(ids_text: str, seqs: list[list[int]], frames: dict[int, np.ndarray],
     ids = [int(t) for t in ids_text.split(",") if t.strip()]
     per: dict[str, dict[str, float]] = {}
     t_embed: list[float] = []
+    tune: dict[str, list[float]] = {}
+    held: dict[str, list[float]] = {}
     rows: dict[str, list[float]] = {"model": [], "chosen": [], "litemedsam-box": [],
-                                    "litemedsam-box(chosen mask)": []}
+                                    "litemedsam-box(chosen mask)": [], "chosen+litemedsam per region": []}
     for sid in ids:
         s = seqs[sid - 1]
         emb: dict[int, object] = {}
@@ -260,8 +262,17 @@ def _medsam(ids_text: str, seqs: list[list[int]], frames: dict[int, np.ndarray],
                           params=PropagationParams(fusion="box", **noscene), flow=_Keyed(flow, s), prompt=prompt)
         ch = Propagation(lambda j, s=s: frames[s[j]], gts[s[0]], 0, len(s) - 1,
                          probability=lambda j, _f, s=s: probs[s[j]],
-                         params=PropagationParams(**{**chosen.__dict__, **noscene}), flow=_Keyed(flow, s))
+                         params=PropagationParams(**{**chosen.__dict__, **noscene, "prompt_regions": False}),
+                         flow=_Keyed(flow, s))
+        # the shipped refinement (propagate's default): each region of the chosen fusion's mask
+        # prompts LiteMedSAM with its box (engine.propagation.prompted_regions)
+        reg = Propagation(lambda j, s=s: frames[s[j]], gts[s[0]], 0, len(s) - 1,
+                          probability=lambda j, _f, s=s: probs[s[j]],
+                          params=PropagationParams(**{**chosen.__dict__, **noscene, "prompt_regions": True}),
+                          flow=_Keyed(flow, s), prompt=prompt)
         d: dict[str, list[float]] = {k: [] for k in rows}
+        for rr in reg:
+            d["chosen+litemedsam per region"].append(mask_dice(rr.mask, gts[s[rr.index]]))
         for rb, rc in zip(box, ch, strict=True):
             i = s[rb.index]
             d["litemedsam-box"].append(mask_dice(rb.mask, gts[i]))
@@ -274,9 +285,14 @@ def _medsam(ids_text: str, seqs: list[list[int]], frames: dict[int, np.ndarray],
         per[str(sid)] = {k: round(float(np.mean(v)), 4) for k, v in d.items()}
         for k in rows:
             rows[k].extend(d[k])
+            (tune if sid - 1 in TUNE else held).setdefault(k, []).extend(d[k])
         print(f"litemedsam, sequence {sid}: {per[str(sid)]}", flush=True)
+
+    def means(r: dict[str, list[float]]) -> dict[str, float]:
+        return {k: round(float(np.mean(v)), 4) for k, v in r.items() if v}
+
     return {"sequences": ids, "frames": len(rows["model"]), "per_sequence": per,
-            "mean": {k: round(float(np.mean(v)), 4) for k, v in rows.items()},
+            "mean": means(rows), "mean_tune": means(tune), "mean_held_out": means(held),
             "embed_s_median": round(float(np.median(t_embed)), 2) if t_embed else None,
             "note": "LiteMedSAM rows on these sequences only (its embedding is seconds per frame on this "
                     "loaded CPU); 'model' and 'chosen' are the same frames for comparison"}

@@ -131,9 +131,11 @@ def components(mask: np.ndarray) -> Components:
     return Components(int(n - 1), labels, stats[:, cv2.CC_STAT_AREA].astype(np.int64), boxes)
 
 
-def bboxes(mask: np.ndarray) -> list[BBox]:
-    """One ``(xmin, ymin, xmax, ymax)`` box per 8-connected region, pixel coordinates inclusive."""
-    return components(mask).boxes
+def bboxes(mask: np.ndarray, min_area: int = 0) -> list[BBox]:
+    """One ``(xmin, ymin, xmax, ymax)`` box per 8-connected region of at least ``min_area``
+    pixels, pixel coordinates inclusive."""
+    comp = components(mask)
+    return [b for b, a in zip(comp.boxes, comp.areas, strict=True) if a >= min_area]
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:

@@ -39,7 +39,8 @@ from polypviewer.core import masks as core_masks
 from polypviewer.core.errors import PolypviewerError
 
 __all__ = ["Embedding", "PromptSegmenter", "EmbeddingCache", "PromptError", "Box", "preprocess", "merge",
-           "MERGE_MODES", "scale_box", "click_box", "jitter_box", "region_boxes", "OpenVINOPart", "CLICK_MODE",
+           "MERGE_MODES", "frame_prompt", "scale_box", "click_box", "jitter_box", "region_boxes", "OpenVINOPart",
+           "CLICK_MODE",
            "CLICK_MARGIN", "DEFAULT_CACHE_BYTES", "PRECISION_AGREEMENT", "PrecisionCheck", "check_precision",
            "choose_precisions", "CANDIDATES", "upsample_logits"]
 
@@ -403,9 +404,7 @@ class PrecisionCheck:
 
 def region_boxes(mask: np.ndarray, min_area: int = MIN_REGION) -> list[tuple[int, int, int, int]]:
     """One box (inclusive x0, y0, x1, y1) per 8-connected region of at least ``min_area`` px."""
-    comp = core_masks.components(np.asarray(mask, dtype=bool))
-    return [tuple(int(v) for v in b) for b, a in zip(comp.boxes, comp.areas, strict=True)  # type: ignore[misc]
-            if a >= min_area]
+    return core_masks.bboxes(np.asarray(mask, dtype=bool), min_area)
 
 
 def check_precision(parts: dict[str, tuple[Any, Any]], frames: Sequence[tuple[np.ndarray, np.ndarray]],
@@ -520,6 +519,20 @@ def _auto_precisions(model: Any, encoder: OpenVINOPart, decoder: OpenVINOPart, d
         except Exception:  # noqa: BLE001 - an unwritable cache only means measuring again next time
             pass
     return pair, why, report
+
+
+def frame_prompt(seg: PromptSegmenter) -> Callable[[int, np.ndarray, Sequence[float]], np.ndarray]:
+    """``prompt(i, frame, box) -> mask`` for :class:`~polypviewer.engine.propagation.Propagation`:
+    frame ``i`` is embedded once, however many of its regions prompt (the last frame's embedding
+    is kept)."""
+    last: list[tuple[int, Embedding]] = []
+
+    def prompt(i: int, frame: np.ndarray, box: Sequence[float]) -> np.ndarray:
+        if not last or last[0][0] != i:
+            last[:] = [(i, seg.embed(frame))]
+        return seg.segment(last[0][1], box=box)
+
+    return prompt
 
 
 class EmbeddingCache:

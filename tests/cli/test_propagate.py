@@ -56,7 +56,7 @@ def test_backward_to_and_the_network(tmp_path):
     cv2.imwrite(str(seed), masks[8].astype(np.uint8) * 255)
     out = tmp_path / "out"
     assert main(["propagate", str(tmp_path / "clip" / "images"), "--seed", str(seed), "--from", "8", "--to", "5",
-                 "--backward", "--out", str(out), "-q"]) == 0  # the shipped network refines
+                 "--backward", "--out", str(out), "-q", "--no-litemedsam"]) == 0  # the shipped network refines
     assert sorted(p.name for p in (out / "masks").iterdir()) == ["f5.png", "f6.png", "f7.png"]
     rows = list(csv.DictReader((out / "drift.csv").open()))
     assert [int(r["frame"]) for r in rows] == [7, 6, 5] and all(0 <= float(r["drift"]) <= 1 for r in rows)
@@ -89,6 +89,7 @@ def test_real_cvc_sequence(shared_data, endotect_only_weights, tmp_path, capsys)
     from polypviewer.core.metrics import scores
     from polypviewer.engine.inference import Predictor
     from polypviewer.io.images import read_image
+    from polypviewer.nets.litemedsam import weights_path
 
     root = shared_data / "cvc-clinicdb-612"
     if not (root / "sequences.json").is_file():
@@ -103,7 +104,10 @@ def test_real_cvc_sequence(shared_data, endotect_only_weights, tmp_path, capsys)
     assert main(["propagate", str(clip), "--seed", str(clip / "masks" / "000.png"), "--from", "0",
                  "--out", str(out), "--weights", str(endotect_only_weights), "-q"]) == 0
     assert len(list((out / "masks").iterdir())) == len(seq) - 1
-    line = [ln for ln in capsys.readouterr().out.splitlines() if "dice against" in ln][0]
+    text = capsys.readouterr().out
+    if weights_path() is not None:
+        assert "refined by the network and LiteMedSAM per region" in text
+    line = [ln for ln in text.splitlines() if "dice against" in ln][0]
     dice = float(line.split(":")[1].split()[0])
     pred = Predictor.create(weights=endotect_only_weights)
     alone = np.mean([scores(pred.predict([read_image(clip / "images" / f"{k:03d}.png")])[0] >= 0.5,

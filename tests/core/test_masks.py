@@ -46,6 +46,9 @@ def test_bboxes_one_per_8_connected_component_inclusive():
     m[3:5, 4:7] = True
     assert M.bboxes(m) == [(0, 0, 1, 1), (4, 3, 6, 4)]
     assert M.bboxes(np.zeros((4, 4), bool)) == []
+    areas = [int(a) for a in M.components(m).areas]
+    assert M.bboxes(m, min_area=max(areas)) == [M.bboxes(m)[int(np.argmax(areas))]]  # the small one dropped
+    assert M.bboxes(m, min_area=max(areas) + 1) == []
 
 
 def test_components_and_largest_component():

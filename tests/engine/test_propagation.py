@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -16,6 +17,7 @@ from polypviewer.engine.propagation import (
     drift_score,
     mask_box,
     mask_dice,
+    prompted_regions,
     propagation_end,
     refine,
     scene_distance,
@@ -179,6 +181,42 @@ def test_a_speck_is_not_prompted_with():
     got = list(Propagation(lambda i: frames[i], seed, 0, 2, params=PropagationParams(fusion="box"),
                            prompt=lambda i, f, b: calls.append(b) or np.ones((H, W), bool)))
     assert calls == [] and len(got) == 2 and all(r.mask.sum() <= 1 for r in got)
+
+
+def test_prompted_regions_prompt_one_box_per_region_and_carry_the_fused_mask():
+    m = np.zeros((60, 80), bool)
+    m[5:15, 5:25] = True  # region A: x 5..24, y 5..14
+    m[40:50, 60:70] = True  # region B
+    m[30, 30] = True  # a speck: too small to prompt with, kept
+    asked = []
+
+    def prompt(box):
+        asked.append(box)
+        out = np.zeros_like(m)
+        x0, y0, x1, y1 = box
+        out[y0:y1 + 1, x0:x1 + 1] = True
+        out[y0, x0] = False  # the segmenter's answer differs from the box
+        return out
+
+    got = prompted_regions(m, prompt, min_region=16)
+    assert sorted(asked) == [(5, 5, 24, 14), (60, 40, 69, 49)]
+    assert got[30, 30] and not got[5, 5] and not got[40, 60] and got.sum() == m.sum() - 2
+    assert (prompted_regions(np.zeros_like(m), prompt) == 0).all()
+    # In a run: each frame's fused mask prompts; the fused mask, not the prompted one, goes on.
+    frames, masks = disc_clip(n=4)
+    seen = []
+
+    def shrink(i, frame, box):
+        seen.append(i)
+        return np.zeros((H, W), bool) | (np.arange(W)[None, :] == box[0])  # one column: a poor answer
+
+    params = PropagationParams(fusion="flow", prompt_regions=True)
+    got = list(Propagation(lambda i: frames[i], masks[0], 0, 3, params=params, prompt=shrink))
+    assert seen == [1, 2, 3] and all(r.mask.sum() == H for r in got)
+    assert all(mask_dice(r.warped, masks[r.index]) > 0.8 for r in got)  # carried on: the flow's mask
+    plain = list(Propagation(lambda i: frames[i], masks[0], 0, 3, params=replace(params, prompt_regions=False),
+                             prompt=shrink))
+    assert len(seen) == 3 and all(mask_dice(r.mask, masks[r.index]) > 0.8 for r in plain)
 
 
 def test_seed_of_the_wrong_size_is_refused():
