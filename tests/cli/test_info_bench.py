@@ -33,9 +33,10 @@ def test_info_lists_the_shipped_default_weights(capsys):
     (row,) = json.loads(capsys.readouterr().out)["models"]
     # two shipped versions: the default (named by models/default.json) and the EndoTect-only one
     by_file = {Path(w["file"]).name: w for w in row["weights"]}
-    assert set(by_file) == {"lite_pranet_kc288.safetensors", "lite_pranet.safetensors"}
+    assert set(by_file) == {"lite_pranet_kc352.safetensors", "lite_pranet_kc288.safetensors", "lite_pranet.safetensors"}
     assert [w["file"] for w in row["weights"] if w["default"]] == [str(default_weights())]
-    assert by_file["lite_pranet_kc288.safetensors"]["default"] and not by_file["lite_pranet.safetensors"]["default"]
+    assert by_file["lite_pranet_kc352.safetensors"]["default"]
+    assert not by_file["lite_pranet_kc288.safetensors"]["default"] and not by_file["lite_pranet.safetensors"]["default"]
     assert all(len(w["version"]) == 12 for w in row["weights"]) and row["gflops"] is None
     assert (row["recipe"], row["pretrained_encoder"]) == ("lite", True)
 
