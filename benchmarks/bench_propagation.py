@@ -31,6 +31,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,6 +60,27 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(spearmanr(a, b).statistic)
 
 
+def load_sequences(data: Path) -> tuple[list[list[int]], list[int], dict[int, np.ndarray], dict[int, np.ndarray]]:
+    """CVC-ClinicDB-612's sequences (frame ids), every id in order, and the frames and expert masks."""
+    from polypviewer.io.images import read_image, read_mask
+
+    seqs = [[int(x) for x in s["frames"]] for s in json.loads((data / "sequences.json").read_text())["sequences"]]
+    ids = [i for s in seqs for i in s]
+    frames = {i: read_image(data / "images" / f"{i}.png") for i in ids}
+    gts = {i: read_mask(data / "masks" / f"{i}.png") for i in ids}
+    return seqs, ids, frames, gts
+
+
+def predict_all(pred: Any, ids: list[int], frames: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """The network's probability map of every frame, eight at a time."""
+    probs: dict[int, np.ndarray] = {}
+    for k in range(0, len(ids), 8):
+        chunk = ids[k:k + 8]
+        for i, p in zip(chunk, pred.predict([frames[i] for i in chunk]), strict=True):
+            probs[i] = p
+    return probs
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=shared_data_default() / "cvc-clinicdb-612")
@@ -73,20 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from polypviewer.engine.inference import Predictor
-    from polypviewer.io.images import read_image, read_mask
 
-    seqs = [[int(x) for x in s["frames"]]
-            for s in json.loads((args.data / "sequences.json").read_text())["sequences"]]
-    ids = [i for s in seqs for i in s]
-    frames = {i: read_image(args.data / "images" / f"{i}.png") for i in ids}
-    gts = {i: read_mask(args.data / "masks" / f"{i}.png") for i in ids}
+    seqs, ids, frames, gts = load_sequences(args.data)
     pred = Predictor.create(weights=args.weights)
     t0 = time.perf_counter()
-    probs: dict[int, np.ndarray] = {}
-    for k in range(0, len(ids), 8):
-        chunk = ids[k:k + 8]
-        for i, p in zip(chunk, pred.predict([frames[i] for i in chunk]), strict=True):
-            probs[i] = p
+    probs = predict_all(pred, ids, frames)
     t_model = (time.perf_counter() - t0) / len(ids)
 
     memo: dict[tuple[int, int], np.ndarray] = {}

@@ -17,7 +17,6 @@ on instead of G (``chain_sam``, ``chain_avg0.5``). Mean per-frame Dice on the tu
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -29,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_propagation import HELD, TUNE, _Keyed  # noqa: E402
+from bench_propagation import HELD, TUNE, _Keyed, load_sequences, predict_all  # noqa: E402
 
 from polypviewer.core.fileio import write_json  # noqa: E402
 from polypviewer.core.paths import shared_data_default  # noqa: E402
@@ -69,19 +68,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from polypviewer.engine.inference import Predictor
     from polypviewer.engine.prompting import PromptSegmenter
-    from polypviewer.io.images import read_image, read_mask
 
-    seqs = [[int(x) for x in s["frames"]]
-            for s in json.loads((args.data / "sequences.json").read_text())["sequences"]]
-    ids = [i for s in seqs for i in s]
-    frames = {i: read_image(args.data / "images" / f"{i}.png") for i in ids}
-    gts = {i: read_mask(args.data / "masks" / f"{i}.png") for i in ids}
-    pred = Predictor.create(weights=args.weights)
-    probs: dict[int, np.ndarray] = {}
-    for k in range(0, len(ids), 8):
-        chunk = ids[k:k + 8]
-        for i, p in zip(chunk, pred.predict([frames[i] for i in chunk]), strict=True):
-            probs[i] = p
+    seqs, ids, frames, gts = load_sequences(args.data)
+    probs = predict_all(Predictor.create(weights=args.weights), ids, frames)
     seg = PromptSegmenter.create()
     t0 = time.perf_counter()
     emb = {i: seg.embed(frames[i]) for i in ids}
