@@ -4,9 +4,10 @@ From a seed mask at frame ``start`` the mask is carried frame by frame (forward 
 by dense optical flow (OpenCV's DIS), and each warped mask is refined with what the frame
 itself says (the network's probability map). The refined mask, not the warped one, is
 carried on, so the flow's errors do not pile up. Given a box-prompted segmenter (``prompt``:
-LiteMedSAM in ``polypviewer propagate``), each region of the refined mask prompts it with its
+LiteMedSAM in ``polypviewer propagate`` and the window), each region of the refined mask prompts it with its
 box and the union of its masks is what the frame gets (``prompt_regions``; measured +0.06 Dice
-over the network alone on CVC-ClinicDB's sequences, against +0.02 without it). Propagation stops at the end frame the
+over the network alone on CVC-ClinicDB's sequences, against +0.02 without it; the window's
+Propagate uses the Box tool's LiteMedSAM the same way). Propagation stops at the end frame the
 caller gives (the next reviewed frame, ``--to``), at a scene change (a jump in the colour
 histogram between neighbouring frames), or when the ``stop`` event is set.
 

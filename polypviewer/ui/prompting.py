@@ -57,6 +57,7 @@ class PromptWorker(QObject):
         self._reset: int | None = None
         self._gen = 0
         self._seg: Any = None
+        self._load_lock = threading.Lock()
         self._load_error: str | None = None
         self._load_reported = False
         self._cache_bytes = cache_bytes
@@ -91,6 +92,13 @@ class PromptWorker(QObject):
     def lower_priority(self) -> None:
         lower_thread_priority()
 
+    def segmenter(self) -> Any:
+        """The LiteMedSAM segmenter, loaded on first use, or None when it cannot be (the reason
+        is kept for the Box tool's message). Any thread: the propagation worker refines with it
+        too (``PromptSegmenter`` serialises its own calls), so one copy runs, not two."""
+        with self._load_lock:
+            return self._segmenter()
+
     def _segmenter(self) -> Any:
         if self._seg is None and self._load_error is None:
             from polypviewer.engine.prompting import DEFAULT_CACHE_BYTES, EmbeddingCache, PromptSegmenter
@@ -107,7 +115,7 @@ class PromptWorker(QObject):
         return self._seg
 
     def _embedding(self, frame: int, pixels: np.ndarray | None) -> Any:
-        seg = self._segmenter()
+        seg = self.segmenter()
         if seg is None:
             raise PolypviewerError(self._load_error or "Box tool: LiteMedSAM is not loaded")
         key = (self._gen, frame)

@@ -3,7 +3,8 @@
 From an accepted or corrected frame, *Propagate forward* / *backward* runs
 :class:`~polypviewer.engine.propagation.Propagation` on a :class:`PropagationWorker` (a QObject
 on its own QThread, with its own frame source and its own predictor built from the running
-model's weights, through PyTorch fp32, like ``workers.FrameLoader``), up to the frame before the next reviewed one
+model's weights, through PyTorch fp32, like ``workers.FrameLoader``; each refined region then
+prompts the Box tool's LiteMedSAM, shared with it, when it loads), up to the frame before the next reviewed one
 (accepted, corrected or flagged), the source's end, or a scene change. Each frame comes back
 through a queued signal; the GUI thread starts the frame from the network's mask if it has no
 edits yet, gives it the carried mask with ``EditSession.propagate`` (state PROPAGATED: not
@@ -48,6 +49,9 @@ class PropagationRequest:
     model: str | None
     weights: str | None
     options: dict[str, Any]
+    #: () -> LiteMedSAM's PromptSegmenter or None: each refined region then prompts it with its
+    #: box (``engine.propagation.prompted_regions``), as ``polypviewer propagate`` does
+    segmenter: Any = None
 
 
 class PropagationWorker(QObject):
@@ -61,6 +65,7 @@ class PropagationWorker(QObject):
         self.stop = threading.Event()
         self._predictor: Any = None
         self._predictor_key: tuple[Any, ...] | None = None
+        self.refined_by = "the model"  # of the last run, said when it ends
         self._start.connect(self._run)
 
     def start(self, request: PropagationRequest) -> None:  # any thread
@@ -97,8 +102,16 @@ class PropagationWorker(QObject):
                 probs[i] = pred.predict([frame])[0]
                 return probs[i]
 
+            prompt = None
+            seg = req.segmenter() if req.segmenter is not None else None
+            if seg is not None:
+                from polypviewer.engine.prompting import frame_prompt
+
+                prompt = frame_prompt(seg)
+            self.refined_by = "the model and LiteMedSAM" if prompt is not None else "the model"
             with open_source(req.path) as src:
-                prop = Propagation(src.frame, req.seed, req.start, req.end, probability=probability, stop=self.stop)
+                prop = Propagation(src.frame, req.seed, req.start, req.end, probability=probability, stop=self.stop,
+                                   prompt=prompt)
                 for r in prop:
                     self.frame_done.emit(req.run, r.index, r.mask, probs[r.index] >= req.threshold, float(r.drift))
                 self.finished.emit(req.run, prop.stopped)
@@ -218,7 +231,8 @@ class Propagator(QObject):
         # window's (its inference worker) aborted the process here ("double free or corruption").
         options = {"device": info.get("device") or "auto", "backend": "torch", "precision": "fp32"}
         req = PropagationRequest(self._run, str(ctl.source_info["path"]), start, end, np.array(mask, dtype=bool),
-                                 float(host.threshold), info.get("model"), info.get("weights"), options)
+                                 float(host.threshold), info.get("model"), info.get("weights"), options,
+                                 segmenter=ctl.prompts.worker.segmenter)
         host.set_playing(False)
         self.worker.start(req)
         host.notify(f"Propagating {name} {'backward' if backward else 'forward'} to frame {end}…", 4000)
@@ -261,7 +275,8 @@ class Propagator(QObject):
         self.last_stop = why
         n = len(self.done_frames)
         tail = "" if why == "end" else f" ({why})"
-        self.host.notify(f"Propagated to {n} frame(s){tail}; review them (A accepts; Annotate > worst drift)", 6000)
+        self.host.notify(f"Propagated to {n} frame(s){tail}, refined by {self.worker.refined_by}; review them "
+                         "(A accepts; Annotate > worst drift)", 6000)
         self.changed.emit()
 
     def _on_failed(self, run: int, message: str) -> None:

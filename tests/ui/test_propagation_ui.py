@@ -19,6 +19,7 @@ from PySide6.QtWidgets import QApplication
 from polypviewer.core.edits import ReviewState
 from polypviewer.engine.propagation import mask_dice
 from polypviewer.ui import propagation as ui_prop
+from polypviewer.ui.prompting import PromptWorker
 from tests.engine.test_propagation import disc_clip
 
 TIMEOUT = 60_000
@@ -44,6 +45,9 @@ def window(open_window, tiny_predictor, qtbot, tmp_path, monkeypatch):
     monkeypatch.setenv("POLYPVIEWER_PROJECTS", str(tmp_path / "projects"))
     net = DiscNet()
     monkeypatch.setattr(ui_prop.PropagationWorker, "_predictor_for", lambda self, req: net)
+    # The window's path on masks whose truth is known: no LiteMedSAM refinement here (the real
+    # test below runs it).
+    monkeypatch.setattr(PromptWorker, "segmenter", lambda self: None)
     frames, masks = disc_clip()
     folder = tmp_path / "clip"
     folder.mkdir()
@@ -132,9 +136,11 @@ def test_propagate_forward_undo_accept_worst_drift_and_cancel(window, qtbot):
 def test_real_model_on_a_cvc_sequence_video(shared_data, tmp_path, monkeypatch):
     """The app as shipped (default model and engine) on 12 frames of CVC-ClinicDB sequence 2 as
     a video with ground truth: propagate the first expert mask forward; the worker's own
-    predictor runs beside the window's without crashing, every frame ends PROPAGATED with a
-    drift in [0, 1], and the masks follow the polyp (Dice > 0.7 against the expert masks)."""
+    predictor runs beside the window's, and LiteMedSAM (the Box tool's, shared) refines each
+    region, without crashing; every frame ends PROPAGATED with a drift in [0, 1], and the masks
+    follow the polyp (Dice > 0.7 against the expert masks)."""
     from polypviewer.io.sources import open_source
+    from polypviewer.nets.litemedsam import weights_path
     from polypviewer.ui.main_window import MainWindow
     from tests.io.test_cvc_video import build_sequence_video
 
@@ -167,6 +173,8 @@ def test_real_model_on_a_cvc_sequence_video(shared_data, tmp_path, monkeypatch):
         assert ctl.propagation.propagate()
         assert spin(lambda: ctl.propagation.running is None)
         prop = ctl.propagation
+        if weights_path() is not None:
+            assert prop.worker.refined_by == "the model and LiteMedSAM"
         assert prop.last_stop == "end" and prop.done_frames == list(range(1, len(ids)))
         assert all(ctl.session.state(f) == ReviewState.PROPAGATED for f in prop.done_frames)
         assert all(0.0 <= prop.drift[f] <= 1.0 for f in prop.done_frames)
