@@ -186,7 +186,9 @@ def test_each_precision_keeps_its_own_compiled_blob(tmp_path):
     try:
         bf16 = fp32.with_precision("bf16")
     except RuntimeError as exc:  # a CPU (or a oneDNN cap) without bf16 kernels
-        pytest.skip(f"OpenVINO cannot compile bf16 here: {str(exc).splitlines()[-1]}")
+        from polypviewer.engine.prompting import _last_line
+
+        pytest.skip(f"OpenVINO cannot compile bf16 here: {_last_line(exc)}")
     low = bf16(image.numpy())
     assert low.shape == ref.shape and np.isfinite(low).all()
     assert float(np.linalg.norm(low - ref) / np.linalg.norm(ref)) < 0.1
