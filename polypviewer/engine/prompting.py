@@ -521,15 +521,21 @@ def _auto_precisions(model: Any, encoder: OpenVINOPart, decoder: OpenVINOPart, d
     return pair, why, report
 
 
-def frame_prompt(seg: PromptSegmenter) -> Callable[[int, np.ndarray, Sequence[float]], np.ndarray]:
+def frame_prompt(seg: PromptSegmenter, cache: EmbeddingCache | None = None,
+                 key: Callable[[int], Hashable] = lambda i: i
+                 ) -> Callable[[int, np.ndarray, Sequence[float]], np.ndarray]:
     """``prompt(i, frame, box) -> mask`` for :class:`~polypviewer.engine.propagation.Propagation`:
-    frame ``i`` is embedded once, however many of its regions prompt (the last frame's embedding
-    is kept)."""
-    last: list[tuple[int, Embedding]] = []
+    frame ``i`` is embedded once, however many of its regions prompt. With ``cache`` the
+    embedding is looked up and kept there under ``key(i)`` (the window shares the Box tool's,
+    so frames it embedded ahead are not embedded again, and propagated frames answer a box at
+    once); without, only the last frame's embedding is kept."""
+    last: list[tuple[Hashable, Embedding]] = []
 
     def prompt(i: int, frame: np.ndarray, box: Sequence[float]) -> np.ndarray:
-        if not last or last[0][0] != i:
-            last[:] = [(i, seg.embed(frame))]
+        k = key(i)
+        if not last or last[0][0] != k:
+            emb = seg.embed(frame) if cache is None else cache.get_or_compute(k, lambda: seg.embed(frame))
+            last[:] = [(k, emb)]
         return seg.segment(last[0][1], box=box)
 
     return prompt

@@ -95,17 +95,17 @@ RECIPES: dict[str, Recipe] = {
                    multiscale="random", schedule="plateau", plateau_patience=3, plateau_factor=0.3,
                    freeze=("encoder._conv_stem.", "encoder._bn0.", "encoder._blocks.0.",
                            "encoder._blocks.1.", "encoder._blocks.2.")),
-    # Continuing a trained lite PraNet (``train --init``): the same data handling at a third
-    # of lite's rate, annealed to zero by a cosine over the run (so its last epochs are the
-    # low-rate ones the plateau schedule had not reached), after a short warm-up.
-    "lite_anneal": Recipe("lite_anneal", lr=1e-4, batch_size=4, epochs=12, rates=(0.75, 1.0, 1.25),
-                          multiscale="random", schedule="cosine", warmup_steps=100,
-                          freeze=("encoder._conv_stem.", "encoder._bn0.", "encoder._blocks.0.",
-                                  "encoder._blocks.1.", "encoder._blocks.2.")),
     # Fine-tuning a trained model on a few corrected frames.
     "finetune": Recipe("finetune", lr=1e-4, batch_size=4, epochs=12, rates=(1.0,),
                        multiscale="random"),
 }
+
+
+# Continuing a trained lite PraNet (``train --init``): lite's data handling at a third of its
+# rate, annealed to zero by a cosine over the run (so its last epochs are the low-rate ones the
+# plateau schedule had not reached), after a short warm-up.
+RECIPES["lite_anneal"] = replace(RECIPES["lite"], name="lite_anneal", lr=1e-4, epochs=12, schedule="cosine",
+                                 warmup_steps=100)
 
 
 def get_recipe(name: str) -> Recipe:

@@ -94,10 +94,22 @@ class PromptWorker(QObject):
 
     def segmenter(self) -> Any:
         """The LiteMedSAM segmenter, loaded on first use, or None when it cannot be (the reason
-        is kept for the Box tool's message). Any thread: the propagation worker refines with it
-        too (``PromptSegmenter`` serialises its own calls), so one copy runs, not two."""
+        is kept for the Box tool's message). Any thread."""
         with self._load_lock:
             return self._segmenter()
+
+    def frame_prompt(self) -> Any:
+        """``engine.prompting.frame_prompt`` on this worker's segmenter and embedding cache (key
+        ``(generation, frame)``, as the Box tool's), or None when LiteMedSAM cannot load. Any
+        thread: the propagation worker refines with it (``PromptSegmenter`` serialises its own
+        calls, the cache is thread-safe), so one copy runs and no frame is embedded twice."""
+        from polypviewer.engine.prompting import frame_prompt
+
+        seg = self.segmenter()
+        if seg is None:
+            return None
+        gen = self._gen
+        return frame_prompt(seg, self.cache, key=lambda i: (gen, i))
 
     def _segmenter(self) -> Any:
         if self._seg is None and self._load_error is None:

@@ -49,9 +49,10 @@ class PropagationRequest:
     model: str | None
     weights: str | None
     options: dict[str, Any]
-    #: () -> LiteMedSAM's PromptSegmenter or None: each refined region then prompts it with its
-    #: box (``engine.propagation.prompted_regions``), as ``polypviewer propagate`` does
-    segmenter: Any = None
+    #: () -> a LiteMedSAM ``prompt(i, frame, box)`` or None (``PromptWorker.frame_prompt``): each
+    #: refined region then prompts it with its box (``engine.propagation.prompted_regions``), as
+    #: ``polypviewer propagate`` does
+    prompt_factory: Any = None
 
 
 class PropagationWorker(QObject):
@@ -102,12 +103,7 @@ class PropagationWorker(QObject):
                 probs[i] = pred.predict([frame])[0]
                 return probs[i]
 
-            prompt = None
-            seg = req.segmenter() if req.segmenter is not None else None
-            if seg is not None:
-                from polypviewer.engine.prompting import frame_prompt
-
-                prompt = frame_prompt(seg)
+            prompt = req.prompt_factory() if req.prompt_factory is not None else None
             self.refined_by = "the model and LiteMedSAM" if prompt is not None else "the model"
             with open_source(req.path) as src:
                 prop = Propagation(src.frame, req.seed, req.start, req.end, probability=probability, stop=self.stop,
@@ -232,7 +228,7 @@ class Propagator(QObject):
         options = {"device": info.get("device") or "auto", "backend": "torch", "precision": "fp32"}
         req = PropagationRequest(self._run, str(ctl.source_info["path"]), start, end, np.array(mask, dtype=bool),
                                  float(host.threshold), info.get("model"), info.get("weights"), options,
-                                 segmenter=ctl.prompts.worker.segmenter)
+                                 prompt_factory=ctl.prompts.worker.frame_prompt)
         host.set_playing(False)
         self.worker.start(req)
         host.notify(f"Propagating {name} {'backward' if backward else 'forward'} to frame {end}…", 4000)

@@ -166,6 +166,35 @@ def test_openvino_gives_torch_s_embedding_and_masks_on_a_real_frame(shared_data,
                           ref.segment_boxes(emb2, [box, (10, 10, 60, 60)]))
 
 
+def test_frame_prompt_embeds_each_frame_once_and_shares_a_cache():
+    from polypviewer.engine.prompting import Embedding, frame_prompt
+
+    class Seg:
+        embedded: list[int] = []
+
+        def embed(self, frame):
+            self.embedded.append(int(frame[0, 0, 0]))
+            return Embedding(torch.zeros(1, 256, 64, 64), frame.shape[:2], frame.shape[:2])
+
+        def segment(self, emb, box):
+            return np.ones(emb.size, bool)
+
+    import torch
+
+    seg, frames = Seg(), [np.full((8, 8, 3), k, np.uint8) for k in range(3)]
+    prompt = frame_prompt(seg)
+    for i in (0, 0, 1, 1, 2):  # several regions of a frame: one embedding
+        assert prompt(i, frames[i], (1, 1, 5, 5)).all()
+    assert seg.embedded == [0, 1, 2]
+    cache = EmbeddingCache()
+    shared = frame_prompt(seg, cache, key=lambda i: ("gen", i))
+    shared(1, frames[1], (1, 1, 5, 5))
+    again = frame_prompt(seg, cache, key=lambda i: ("gen", i))  # a second run, the same cache
+    again(1, frames[1], (1, 1, 5, 5))
+    again(2, frames[2], (1, 1, 5, 5))
+    assert seg.embedded == [0, 1, 2, 1, 2] and ("gen", 1) in cache and ("gen", 2) in cache
+
+
 def test_each_precision_keeps_its_own_compiled_blob(tmp_path):
     """The same converted part compiled in fp32 and then bf16 with the blob cache on: OpenVINO's
     blob key leaves the precision out, so a shared folder handed the bf16 compile the fp32 blob

@@ -47,7 +47,7 @@ def window(open_window, tiny_predictor, qtbot, tmp_path, monkeypatch):
     monkeypatch.setattr(ui_prop.PropagationWorker, "_predictor_for", lambda self, req: net)
     # The window's path on masks whose truth is known: no LiteMedSAM refinement here (the real
     # test below runs it).
-    monkeypatch.setattr(PromptWorker, "segmenter", lambda self: None)
+    monkeypatch.setattr(PromptWorker, "frame_prompt", lambda self: None)
     frames, masks = disc_clip()
     folder = tmp_path / "clip"
     folder.mkdir()
