@@ -100,16 +100,23 @@ def test_real_cvc_sequence(shared_data, endotect_only_weights, tmp_path, capsys)
         (clip / sub).mkdir(parents=True)
         for k, i in enumerate(seq):
             shutil.copyfile(root / sub / f"{i}.png", clip / sub / f"{k:03d}.png")
-    out = tmp_path / "out"
-    assert main(["propagate", str(clip), "--seed", str(clip / "masks" / "000.png"), "--from", "0",
-                 "--out", str(out), "--weights", str(endotect_only_weights), "-q"]) == 0
-    assert len(list((out / "masks").iterdir())) == len(seq) - 1
-    text = capsys.readouterr().out
-    if weights_path() is not None:
-        assert "refined by the network and LiteMedSAM per region" in text
-    line = [ln for ln in text.splitlines() if "dice against" in ln][0]
-    dice = float(line.split(":")[1].split()[0])
     pred = Predictor.create(weights=endotect_only_weights)
     alone = np.mean([scores(pred.predict([read_image(clip / "images" / f"{k:03d}.png")])[0] >= 0.5,
                             read_mask(clip / "masks" / f"{k:03d}.png"))["dice"] for k in range(1, len(seq))])
-    assert dice > 0.3 and dice > alone + 0.2, (line, alone)
+
+    def propagate(*extra: str) -> tuple[float, str]:
+        out = tmp_path / ("out" + "".join(extra))
+        assert main(["propagate", str(clip), "--seed", str(clip / "masks" / "000.png"), "--from", "0",
+                     "--out", str(out), "--weights", str(endotect_only_weights), "-q", *extra]) == 0
+        assert len(list((out / "masks").iterdir())) == len(seq) - 1
+        text = capsys.readouterr().out
+        line = [ln for ln in text.splitlines() if "dice against" in ln][0]
+        return float(line.split(":")[1].split()[0]), text
+
+    dice, text = propagate("--no-litemedsam")  # the network's fusion: 0.38 measured
+    assert "refined by the network;" in text
+    assert dice > 0.3 and dice > alone + 0.2, (dice, alone)
+    if weights_path() is not None:  # the default, LiteMedSAM per region: 0.33 measured (bf16, AMX)
+        dice, text = propagate()
+        assert "refined by the network and LiteMedSAM per region" in text
+        assert dice > alone + 0.2, (dice, alone)
