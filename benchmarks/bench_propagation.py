@@ -258,6 +258,9 @@ def _medsam(ids_text: str, seqs: list[list[int]], frames: dict[int, np.ndarray],
     held: dict[str, list[float]] = {}
     rows: dict[str, list[float]] = {"model": [], "chosen": [], "litemedsam-box": [],
                                     "litemedsam-box(chosen mask)": [], "chosen+litemedsam per region": []}
+    # the drift scores of the shipped (per-region) refinement, frame by frame beside its Dice
+    drift: dict[str, list[float]] = {"drift (shipped): 1 - mean p in mask": [],
+                                     "disagreement: 1 - dice(warped, refined)": []}
     for sid in ids:
         s = seqs[sid - 1]
         emb: dict[int, object] = {}
@@ -286,6 +289,8 @@ def _medsam(ids_text: str, seqs: list[list[int]], frames: dict[int, np.ndarray],
         d: dict[str, list[float]] = {k: [] for k in rows}
         for rr in reg:
             d["chosen+litemedsam per region"].append(mask_dice(rr.mask, gts[s[rr.index]]))
+            drift["drift (shipped): 1 - mean p in mask"].append(rr.drift)
+            drift["disagreement: 1 - dice(warped, refined)"].append(rr.disagreement)
         for rb, rc in zip(box, ch, strict=True):
             i = s[rb.index]
             d["litemedsam-box"].append(mask_dice(rb.mask, gts[i]))
@@ -304,8 +309,14 @@ def _medsam(ids_text: str, seqs: list[list[int]], frames: dict[int, np.ndarray],
     def means(r: dict[str, list[float]]) -> dict[str, float]:
         return {k: round(float(np.mean(v)), 4) for k, v in r.items() if v}
 
+    bad = [1.0 - x for x in rows["chosen+litemedsam per region"]]
+    rho = {k: round(spearman(v, bad), 4) for k, v in drift.items()} if len(bad) > 2 else {}
+    for k, v in rho.items():
+        print(f"drift of the per-region refinement, {k:42s} spearman with 1 - dice: {v:.3f}")
+
     return {"sequences": ids, "frames": len(rows["model"]), "per_sequence": per,
             "mean": means(rows), "mean_tune": means(tune), "mean_held_out": means(held),
+            "drift_spearman_per_region": rho,
             "embed_s_median": round(float(np.median(t_embed)), 2) if t_embed else None,
             "note": "LiteMedSAM rows on these sequences only (its embedding is seconds per frame on this "
                     "loaded CPU); 'model' and 'chosen' are the same frames for comparison"}
