@@ -1,6 +1,8 @@
 """Correct the most uncertain frames first: does it teach the model more than random ones?
 
-Real frames the shipped default (trained on EndoTect only) never saw: CVC-ClinicDB-612's
+Real frames the model (``--weights``, default ``models/lite_pranet.safetensors``: the earlier
+default, trained on EndoTect only; today's default trained on CVC-ClinicDB-612's train split,
+so it cannot be measured on these frames) never saw: CVC-ClinicDB-612's
 ``train`` split (its ``test`` split is not used at all), divided BY SEQUENCE so no polyp is
 on both sides: the odd-numbered sequences are the pool a user would review, the even-numbered
 ones the held-out frames every fine-tuned model is scored on.
@@ -22,7 +24,7 @@ them; the new weights are then scored on the held-out sequences:
 Each arm runs with seeds 0, 1, 2 (the seed drives fine-tuning and, for ``random``, the draw).
 Results go to ``--json`` after every run, so an interrupted run still reports what ran.
 
-    .venv/bin/python benchmarks/bench_active.py [--k 10] [--seeds 0 1 2] [--threads 1] [--json OUT]
+    .venv/bin/python benchmarks/bench_active.py [--weights FILE] [--k 10] [--seeds 0 1 2] [--threads 1] [--json OUT]
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ def write(path: Path | None, report: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=DATA)
+    p.add_argument("--weights", type=Path, default=ROOT / "models" / "lite_pranet.safetensors",
+                   help="the base model: one that never trained on --data (default: the EndoTect-only model)")
     p.add_argument("--design", choices=("sequences", "frames"), default="sequences",
                    help="held-out frames: other sequences, or the other frames of the same sequences")
     p.add_argument("--k", type=int, default=10)
@@ -92,14 +96,14 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    base = resolve_base(None)
+    base = resolve_base(args.weights)
     pool_names, held_names = pools(args.data, args.design)
     pool = load_set(args.data, pool_names)
     held = load_set(args.data, held_names)
     print(f"design {args.design}: pool {len(pool)} frames, held-out {len(held)}", flush=True)
 
     # The app's score from the app's predictor (the look-ahead's probability maps).
-    predictor = Predictor.create()
+    predictor = Predictor.create(weights=base)
     unc = {i: frame_uncertainty(predictor.predict([img])[0], predictor.threshold)
            for i, img in enumerate(pool.images)}
     order = {int(n): i for i, n in enumerate(pool.names)}  # frame id -> pool index
