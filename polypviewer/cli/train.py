@@ -55,7 +55,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="override the recipe's epoch count")
     parser.add_argument("--recipe", default=None,
                         help="pranet, pranet_faithful, resunetpp, resunetpp_seed, resunetpp_fast, lite, "
-                             "lite_anneal, finetune "
+                             "lite_anneal, lite_cosine, finetune "
                              "(default: the model's own, shown by `polypviewer info`)")
     parser.add_argument("--out", required=True, type=Path, help="checkpoint to write (.safetensors)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT.state.pt")

@@ -106,6 +106,11 @@ RECIPES: dict[str, Recipe] = {
 # plateau schedule had not reached), after a short warm-up.
 RECIPES["lite_anneal"] = replace(RECIPES["lite"], name="lite_anneal", lr=1e-4, epochs=12, schedule="cosine",
                                  warmup_steps=100)
+# A lite network from its ImageNet encoder in one sitting: lite's rate, annealed to zero by a
+# cosine over the run after a short warm-up, so the last epoch is a low-rate one and a run
+# sized to the time at hand ends converged rather than mid-plateau.
+RECIPES["lite_cosine"] = replace(RECIPES["lite"], name="lite_cosine", epochs=12, schedule="cosine",
+                                 warmup_steps=100)
 
 
 def get_recipe(name: str) -> Recipe:

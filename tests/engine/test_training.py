@@ -219,6 +219,20 @@ def test_the_registry_names_each_models_recipe_and_pretrained_encoder():
     assert "lite_pranet" in takes and "pranet" not in takes
 
 
+@pytest.mark.parametrize("name", ["lite_anneal", "lite_cosine"])
+def test_cosine_recipes_warm_up_then_anneal_to_zero(name: str) -> None:
+    from polypviewer.engine.training import _lr_at
+
+    recipe, total = RECIPES[name], 1000
+    lrs = [_lr_at(recipe, step, total) for step in range(total)]
+    assert lrs[0] == pytest.approx(recipe.lr / recipe.warmup_steps)  # linear warm-up from ~0
+    assert max(lrs) == pytest.approx(recipe.lr, rel=1e-3)
+    assert all(a <= b for a, b in zip(lrs[:recipe.warmup_steps], lrs[1:recipe.warmup_steps + 1], strict=True))
+    after = lrs[recipe.warmup_steps:]
+    assert all(a >= b for a, b in zip(after, after[1:], strict=False))  # then only falls
+    assert lrs[-1] < 1e-3 * recipe.lr  # the last step trains at (almost) zero rate
+
+
 def test_train_without_a_recipe_runs_the_models_own(tmp_path: Path, one_thread) -> None:
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2)]
